@@ -1,0 +1,273 @@
+"""Camera model: ADU <-> detected photons (photoelectrons), and estimating gain from data.
+
+Units: ``offset`` in ADU, ``e_per_adu`` in photoelectrons per ADU (after EM gain, i.e. the
+conversion factor a camera's spec sheet calls "sensitivity"), ``em_gain`` dimensionless (1 for
+sCMOS/CCD), ``read_noise`` in electrons rms, ``qe`` a fraction, ``pixel_size`` in nm.
+
+"photons" throughout smlmdn means *detected* photons, i.e. photoelectrons: the quantity whose
+shot noise is Poisson. Dividing by QE (emitted photons) breaks Poisson statistics, so QE is only
+used for reporting.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .errors import SmlmdnError
+
+CAMERA_KEYS = ("offset", "e_per_adu", "qe", "em_gain", "read_noise", "pixel_size")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Camera numbers; see the module docstring for units."""
+
+    offset: float = 100.0
+    e_per_adu: float = 0.5
+    qe: float = 0.8
+    em_gain: float = 1.0
+    read_noise: float = 1.5
+    pixel_size: float = 100.0
+
+    def __post_init__(self) -> None:
+        for key in CAMERA_KEYS:
+            value = getattr(self, key)
+            if not np.isfinite(value):
+                raise SmlmdnError(f"camera {key} is {value}", f"give a finite --{_flag(key)}")
+        for key in ("e_per_adu", "qe", "em_gain", "pixel_size"):
+            if getattr(self, key) <= 0:
+                raise SmlmdnError(
+                    f"camera {key} must be > 0, got {getattr(self, key)}",
+                    f"pass a positive --{_flag(key)} (see your camera's spec sheet)",
+                )
+        if self.qe > 1:
+            raise SmlmdnError(f"camera qe must be in (0, 1], got {self.qe}", "give --qe as a fraction, e.g. 0.8")
+        if self.em_gain < 1:
+            raise SmlmdnError(f"camera em_gain must be >= 1, got {self.em_gain}", "use --em-gain 1 for sCMOS/CCD")
+        if self.read_noise < 0 or self.offset < 0:
+            raise SmlmdnError("camera offset and read_noise must be >= 0", "check --offset and --read-noise")
+
+    @property
+    def is_emccd(self) -> bool:
+        """True when an electron-multiplying gain register is in use."""
+        return self.em_gain > 1
+
+    @property
+    def excess_noise(self) -> float:
+        """Variance inflation of detected photons: 2 for an EMCCD at high gain, 1 otherwise."""
+        return 2.0 if self.is_emccd else 1.0
+
+    @property
+    def read_noise_photons(self) -> float:
+        """Read noise referred to detected photons (rms): divided by the EM gain on an EMCCD."""
+        return self.read_noise / self.em_gain
+
+    def to_dict(self) -> dict[str, float]:
+        """The six camera keys as a plain dict (for JSON and provenance)."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def _flag(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def load_camera(path: str | Path | None = None, **overrides: float | None) -> Camera:
+    """Build a Camera from an optional JSON/YAML file; non-None ``overrides`` win over the file."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SmlmdnError(f"camera file {path} does not exist", "check the --camera path")
+        text = path.read_text()
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml  # PyYAML: a well-kept parser, only needed for YAML camera files
+
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+            raise SmlmdnError(f"camera file {path} cannot be parsed ({exc})", "write it as JSON or YAML") from exc
+        if not isinstance(values, dict):
+            raise SmlmdnError(f"camera file {path} is not a mapping", f"use the keys {', '.join(CAMERA_KEYS)}")
+        unknown = set(values) - set(CAMERA_KEYS)
+        if unknown:
+            raise SmlmdnError(
+                f"camera file {path} has unknown keys {sorted(unknown)}",
+                f"use exactly these keys: {', '.join(CAMERA_KEYS)}",
+            )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Camera(**{k: float(v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise SmlmdnError(f"camera numbers are not numbers ({exc})", "give plain numbers") from exc
+
+
+def save_camera(camera: Camera, path: str | Path) -> None:
+    """Write the camera keys to a JSON file."""
+    Path(path).write_text(json.dumps(camera.to_dict(), indent=2) + "\n")
+
+
+def to_photons(movie: da.Array, camera: Camera) -> da.Array:
+    """Lazy ADU -> detected photons: ``(adu - offset) * e_per_adu / em_gain`` as float32 (T, Y, X)."""
+    scale = np.float32(camera.e_per_adu / camera.em_gain)
+    return (movie.astype(np.float32) - np.float32(camera.offset)) * scale
+
+
+def from_photons(photons: da.Array, camera: Camera, dtype: Any = np.float32) -> da.Array:
+    """Lazy detected photons -> ADU (inverse of :func:`to_photons`); integer dtypes are rounded and clipped."""
+    adu = photons.astype(np.float32) * np.float32(camera.em_gain / camera.e_per_adu) + np.float32(camera.offset)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        adu = da.clip(da.round(adu), info.min, info.max)
+    return adu.astype(dtype)
+
+
+@dataclass(frozen=True)
+class CameraEstimate:
+    """Result of :func:`estimate_camera`: the estimated numbers and how well the fit went."""
+
+    offset: float
+    e_per_adu: float
+    slope: float  # ADU^2 of noise variance per ADU of signal
+    intercept: float  # ADU^2
+    n_bins: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def estimate_camera(
+    movie: da.Array | np.ndarray,
+    em_gain: float = 1.0,
+    read_noise: float = 1.5,
+    max_frames: int = 200,
+    n_bins: int = 40,
+    seed: int = 0,
+) -> CameraEstimate:
+    """Estimate offset (ADU) and e_per_adu from a raw ADU movie (T, Y, X) by a photon-transfer fit.
+
+    Noise variance is measured from differences of consecutive frames of the same pixel
+    (which cancels fixed-pattern offsets), binned by the pair mean, with a robust (MAD) spread
+    per bin so that emitters switching on or off do not inflate it. A weighted line
+    ``var = slope * mean + intercept`` is fitted over the background range of means, where
+    ``slope = excess * em_gain / e_per_adu`` and ``intercept = read_var - slope * offset``.
+    ``em_gain`` and ``read_noise`` (electrons) are taken as given; they cannot be separated
+    from the data alone. Needs some spatial variation of the background (any real illumination
+    profile has it). Reads at most ``max_frames`` frames, spread over the movie.
+    """
+    n_frames = movie.shape[0]
+    if n_frames < 3:
+        raise SmlmdnError("need at least 3 frames to estimate camera numbers", "pass the camera numbers instead")
+    rng = np.random.default_rng(seed)
+    n_pairs = min(max_frames // 2, n_frames - 1)
+    starts = np.sort(rng.choice(n_frames - 1, size=n_pairs, replace=False))
+    a = np.asarray(movie[starts], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts].compute().astype(np.float64)
+    b = np.asarray(movie[starts + 1], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts + 1].compute().astype(np.float64)
+    mean = ((a + b) / 2).ravel()
+    diff = (a - b).ravel()
+    # Fit over the bulk of the data (background), not the bright tail made of emitters.
+    lo, hi = np.quantile(mean, [0.01, 0.95])
+    edges = np.linspace(lo, hi, n_bins + 1)
+    idx = np.digitize(mean, edges) - 1
+    xs, ys, ws = [], [], []
+    for i in range(n_bins):
+        sel = idx == i
+        count = int(sel.sum())
+        if count < 200:
+            continue
+        d = diff[sel]
+        mad = np.median(np.abs(d - np.median(d)))
+        xs.append(mean[sel].mean())
+        ys.append((1.4826 * mad) ** 2 / 2.0)
+        ws.append(count)
+    if len(xs) < 3 or np.ptp(xs) <= 0:
+        raise SmlmdnError(
+            "the movie has too little intensity variation to estimate the camera gain",
+            "pass --e-per-adu and --offset from the camera's spec sheet",
+        )
+    slope, intercept = np.polyfit(np.array(xs), np.array(ys), 1, w=np.sqrt(np.array(ws)))
+    if slope <= 0:
+        raise SmlmdnError(
+            "the photon-transfer fit gave a non-positive gain (is this raw ADU data?)",
+            "pass --e-per-adu and --offset from the camera's spec sheet",
+        )
+    excess = 2.0 if em_gain > 1 else 1.0
+    e_per_adu = excess * em_gain / slope
+    read_var_adu = (read_noise / e_per_adu) ** 2
+    offset = (read_var_adu - intercept) / slope
+    return CameraEstimate(float(offset), float(e_per_adu), float(slope), float(intercept), len(xs))
+
+
+def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25) -> list[str]:
+    """Warnings (strings) where the given camera disagrees with the data by more than ``tolerance``.
+
+    e_per_adu is compared relatively; offset is compared against the noise scale
+    ``tolerance * (signal above offset)`` of the estimate. Also issues them as Python warnings.
+    """
+    messages = []
+    rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
+    if rel > tolerance:
+        messages.append(
+            f"given e_per_adu {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
+            f"by {100 * rel:.0f}% (> {100 * tolerance:.0f}%): check --e-per-adu/--em-gain"
+        )
+    if abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset)):
+        messages.append(
+            f"given offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"
+        )
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    return messages
+
+
+def with_overrides(camera: Camera, **overrides: float | None) -> Camera:
+    """A copy of ``camera`` with the non-None overrides applied."""
+    return replace(camera, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def movie_to_photons(movie: da.Array, camera: Camera, units: str = "adu", sample_frames: int = 16) -> da.Array:
+    """Validate a raw movie and convert it lazily to detected photons (T, Y, X) float32.
+
+    ``units`` is ``"adu"`` (camera counts: converted with ``camera``) or ``"photons"`` (already
+    photoelectrons: used as is). A float movie given as ADU is converted with a warning, since
+    ADU are integers. A sample of frames is checked for NaN/Inf (blocks are checked again when
+    processed) and for values below the camera offset that suggest a wrong ``--offset``.
+    """
+    if units not in ("adu", "photons"):
+        raise SmlmdnError(f"unknown units {units!r}", "use --units adu or --units photons")
+    idx = np.unique(np.linspace(0, movie.shape[0] - 1, min(sample_frames, movie.shape[0])).astype(int))
+    sample = np.asarray(movie[idx].compute() if isinstance(movie, da.Array) else movie[idx])
+    if not np.all(np.isfinite(sample)):
+        raise SmlmdnError("the movie contains NaN or Inf pixels", "fix or crop the bad frames before processing")
+    if units == "photons":
+        return movie.astype(np.float32)
+    if movie.dtype.kind == "f":
+        warnings.warn(
+            f"the movie is {movie.dtype}, but camera ADU are integers: converting it as ADU; "
+            "if it is already in photons pass --units photons",
+            stacklevel=2,
+        )
+    median = float(np.median(sample))
+    if median < camera.offset - 3 * max(1.0, camera.read_noise / camera.e_per_adu):
+        warnings.warn(
+            f"the movie's median {median:.1f} ADU is below the camera offset {camera.offset:g} ADU: "
+            "check --offset (run `smlmdn info MOVIE` to estimate it)",
+            stacklevel=2,
+        )
+    return to_photons(movie, camera)
+
+
+def check_finite(block: np.ndarray, where: str = "") -> np.ndarray:
+    """Raise a clear error if ``block`` holds NaN/Inf; return it unchanged otherwise."""
+    if not np.all(np.isfinite(block)):
+        raise SmlmdnError(f"NaN or Inf pixels in the movie{' ' + where if where else ''}", "fix or crop the bad frames")
+    return block

@@ -1,0 +1,7 @@
+"""Command-line interface: one module per subcommand, all registered on :data:`app`."""
+
+from .app import app, main
+from . import info  # noqa: F401  (registers the subcommand)
+from . import stubs  # noqa: F401
+
+__all__ = ["app", "main"]

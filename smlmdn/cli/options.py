@@ -1,0 +1,51 @@
+"""Option types shared by every subcommand that reads a movie (camera numbers, units, output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..camera import Camera, load_camera
+
+CAMERA_HELP = "Camera (units: offset ADU, e-per-adu photoelectrons/ADU, read-noise e- rms, pixel-size nm)"
+
+CameraFile = Annotated[
+    Optional[Path],
+    typer.Option("--camera", help="JSON or YAML file with keys offset, e_per_adu, qe, em_gain, read_noise, pixel_size.", rich_help_panel=CAMERA_HELP),
+]
+Offset = Annotated[Optional[float], typer.Option("--offset", help="Camera baseline in ADU (dark level).", rich_help_panel=CAMERA_HELP)]
+EPerADU = Annotated[
+    Optional[float],
+    typer.Option("--e-per-adu", help="Photoelectrons per ADU (camera 'sensitivity'/conversion factor).", rich_help_panel=CAMERA_HELP),
+]
+QE = Annotated[Optional[float], typer.Option("--qe", help="Quantum efficiency (0-1); only used to report emitted photons.", rich_help_panel=CAMERA_HELP)]
+EMGain = Annotated[Optional[float], typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP)]
+ReadNoise = Annotated[Optional[float], typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)]
+PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)]
+Units = Annotated[
+    str,
+    typer.Option("--units", help="Units of the input movie: 'adu' (raw camera counts) or 'photons' (already photoelectrons)."),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def camera_from_options(
+    camera_file: Path | None,
+    offset: float | None,
+    e_per_adu: float | None,
+    qe: float | None,
+    em_gain: float | None,
+    read_noise: float | None,
+    pixel_size: float | None,
+    default: Camera | None = None,
+) -> Camera:
+    """The camera from ``--camera FILE`` (or ``default``) with individual flags overriding it."""
+    overrides = dict(offset=offset, e_per_adu=e_per_adu, qe=qe, em_gain=em_gain, read_noise=read_noise, pixel_size=pixel_size)
+    if camera_file is None and default is not None:
+        base = default.to_dict()
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return load_camera(None, **base)
+    return load_camera(camera_file, **overrides)

@@ -1,0 +1,28 @@
+"""Subcommands not built yet: they show in --help and exit with code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .app import command, not_available
+
+STUBS = {
+    "fit": "Train a blind-spot Gamma-Poisson denoiser on a movie (not available yet).",
+    "denoise": "Denoise a movie with a trained model (not available yet).",
+    "localize": "Detect and fit molecules (not available yet).",
+    "compare": "Answer both research questions for a dataset (not available yet).",
+    "simulate": "Simulate an SMLM movie with ground truth (not available yet).",
+    "demo": "Run the whole pipeline on built-in simulated data (not available yet).",
+}
+
+
+def _make(name: str, help_text: str) -> Callable[[], None]:
+    def stub() -> None:
+        not_available(name)
+
+    stub.__doc__ = help_text
+    return stub
+
+
+for _name, _help in STUBS.items():
+    command(_name)(_make(_name, _help))

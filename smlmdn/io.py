@@ -1,0 +1,397 @@
+"""Streaming movie I/O: open any supported movie lazily as (T, Y, X), write atomically block by block.
+
+Readers never load pixel data: TIFFs go through tifffile's Zarr store interface, Zarr and OME-Zarr
+are opened in place, ``.npy`` is memory-mapped. Writers compute a dask array one frame block at a
+time into a temporary sibling (``NAME.partial``) and rename it when complete, so an output that
+exists under its final name is always whole. Zarr outputs record finished blocks and resume.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from . import __version__
+from .errors import SmlmdnError
+
+#: Target size of one frame block in bytes (dask chunk and Zarr chunk along T).
+BLOCK_BYTES = 32 * 2**20
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+PARTIAL_SUFFIX = ".partial"
+DONE_DIR = ".smlmdn_done"
+
+
+def frames_per_block(frame_shape: tuple[int, ...], itemsize: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """How many whole frames fit in ``block_bytes``."""
+    return max(1, int(block_bytes // max(1, int(np.prod(frame_shape)) * itemsize)))
+
+
+# --------------------------------------------------------------------------------------------- read
+
+
+def open_movie(path: str | Path, block_frames: int | None = None) -> da.Array:
+    """Open a movie lazily as a dask array (T, Y, X) chunked by whole-frame blocks.
+
+    Supports TIFF/BigTIFF/OME-TIFF/ImageJ hyperstacks (singleton axes squeezed), a folder or glob
+    of TIFF files concatenated along T (sorted by name, as Micro-Manager writes them), Zarr v2/v3
+    arrays, OME-Zarr groups (resolution level 0) and ``.npy`` files (memory-mapped).
+    ``block_frames`` sets frames per chunk (default: about 32 MB per chunk).
+    """
+    text = str(path)
+    p = Path(text)
+    if any(ch in text for ch in "*?[") and not p.exists():
+        files = sorted(globmod.glob(text))
+        if not files:
+            raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
+        arr = _open_tiff_sequence([Path(f) for f in files])
+    elif not p.exists():
+        raise SmlmdnError(f"movie {p} does not exist", "check the path")
+    elif p.is_dir() and not _is_zarr(p):
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in TIFF_SUFFIXES)
+        if not files:
+            raise SmlmdnError(f"folder {p} holds no TIFF files and is not a Zarr store", "point to a movie file")
+        arr = _open_tiff_sequence(files)
+    elif _is_zarr(p):
+        arr = _open_zarr(p)
+    elif p.suffix.lower() == ".npy":
+        try:
+            arr = da.from_array(np.load(p, mmap_mode="r"), chunks=-1)
+        except Exception as exc:  # noqa: BLE001
+            raise SmlmdnError(f"{p} is not a readable .npy file ({exc})", "re-save it with numpy.save") from exc
+    elif p.suffix.lower() in TIFF_SUFFIXES:
+        arr = _open_tiff(p)
+    else:
+        raise SmlmdnError(
+            f"unknown movie format {p.suffix or '(no suffix)'} for {p}",
+            "use a TIFF, Zarr/OME-Zarr or .npy movie",
+        )
+    arr = _as_tyx(arr, p)
+    if arr.size == 0 or arr.shape[0] == 0:
+        raise SmlmdnError(f"movie {p} is empty (shape {arr.shape})", "check that the acquisition saved any frames")
+    if block_frames is None:
+        block_frames = frames_per_block(arr.shape[1:], arr.dtype.itemsize)
+    return arr.rechunk((min(block_frames, arr.shape[0]), arr.shape[1], arr.shape[2]))
+
+
+def _is_zarr(p: Path) -> bool:
+    return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _open_tiff(p: Path) -> da.Array:
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            sizes = [s.size for s in tif.series]
+            index = int(np.argmax(sizes))  # the movie, not a thumbnail or label image
+            axes = tif.series[index].axes
+        z = zarr.open(tifffile.imread(p, aszarr=True, series=index, level=0), mode="r")
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
+        raise SmlmdnError(
+            f"cannot read TIFF {p} ({type(exc).__name__}: {exc})", "check the file is a complete, uncorrupted TIFF"
+        ) from exc
+    arr = da.from_zarr(z)
+    return _squeeze_axes(arr, axes, p)
+
+
+def _open_tiff_sequence(files: list[Path]) -> da.Array:
+    parts = [_as_tyx(_open_tiff(f), f) for f in files]
+    shapes = {a.shape[1:] for a in parts}
+    if len(shapes) > 1:
+        raise SmlmdnError(f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder")
+    dtypes = {a.dtype for a in parts}
+    if len(dtypes) > 1:
+        raise SmlmdnError(f"TIFF files have different dtypes {sorted(map(str, dtypes))}", "put only one acquisition in the folder")
+    return da.concatenate(parts, axis=0)
+
+
+def _open_zarr(p: Path) -> da.Array:
+    import zarr
+
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise SmlmdnError(f"cannot open Zarr store {p} ({exc})", "check the store is complete") from exc
+    axes = None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        ome = attrs.get("ome", attrs)
+        multiscales = ome.get("multiscales")
+        if multiscales:
+            ms = multiscales[0]
+            axes = "".join(ax["name"][0].upper() if isinstance(ax, dict) else str(ax)[0].upper() for ax in ms.get("axes", []))
+            node = node[ms["datasets"][0]["path"]]
+        else:
+            arrays = list(node.array_keys())
+            if len(arrays) != 1:
+                raise SmlmdnError(
+                    f"Zarr group {p} holds {len(arrays)} arrays {arrays[:5]} and no OME-Zarr metadata",
+                    "point to one array inside it, e.g. PATH/NAME",
+                )
+            node = node[arrays[0]]
+    arr = da.from_zarr(node)
+    return _squeeze_axes(arr, axes, p) if axes and len(axes) == arr.ndim else arr
+
+
+def _squeeze_axes(arr: da.Array, axes: str | None, p: Path) -> da.Array:
+    """Drop singleton axes; the one remaining non-YX axis (T, Z, C, I, Q...) is taken as time."""
+    if axes is None or len(axes) != arr.ndim:
+        return arr
+    keep = [i for i, (ax, n) in enumerate(zip(axes, arr.shape)) if n > 1 or ax in "YX"]
+    extra = [axes[i] for i in keep if axes[i] not in "YX"]
+    if len(extra) > 1 or any(ax in "S" for ax in extra):
+        named = ", ".join(f"{axes[i]}={arr.shape[i]}" for i in keep if axes[i] not in "YX")
+        raise SmlmdnError(
+            f"{p} has extra axes ({named}); smlmdn needs one time axis (T, Y, X)",
+            "split channels/z-planes/positions into separate files (e.g. in Fiji: Image > Stacks > Tools)",
+        )
+    index = tuple(slice(None) if i in keep else 0 for i in range(arr.ndim))
+    return arr[index]
+
+
+def _as_tyx(arr: da.Array, p: Path) -> da.Array:
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        shape = tuple(arr.shape)
+        squeezed = tuple(n for n in shape if n > 1)
+        if arr.ndim > 3 and len(squeezed) <= 3:
+            arr = arr.reshape((-1,) + shape[-2:])
+        else:
+            raise SmlmdnError(f"{p} has {arr.ndim} dimensions {shape}; smlmdn needs (T, Y, X)", "save the movie as a single-channel time series")
+    if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
+        raise SmlmdnError(f"{p} has dtype {arr.dtype}; smlmdn needs integer or float pixels", "save the movie as uint16 (camera ADU)")
+    return arr
+
+
+# -------------------------------------------------------------------------------------------- write
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Attributes every output carries: smlmdn version and the command line, plus ``extra``."""
+    return {"smlmdn_version": __version__, "command": " ".join(sys.argv), **extra}
+
+
+def partial_path(path: str | Path) -> Path:
+    """The temporary sibling an output is written to before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an existing output unless ``overwrite``; check its folder exists and is writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SmlmdnError(f"output {path} already exists", "pass --overwrite to replace it, or choose another name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise SmlmdnError(f"cannot create output folder {parent} ({exc.strerror})", "choose a writable location") from exc
+    if not os.access(parent, os.W_OK):
+        raise SmlmdnError(f"output folder {parent} is not writable", "choose a folder you can write to")
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def commit_output(tmp: Path, final: Path) -> None:
+    """Move a finished temporary output into place (replacing ``final`` if it exists)."""
+    if final.exists():
+        _remove(final)
+    os.replace(tmp, final)
+
+
+@contextmanager
+def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write a single-file output to; rename it into place on success.
+
+    On any error (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
+    """
+    final = check_output(path, overwrite)
+    tmp = partial_path(final)
+    if tmp.exists():
+        _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        if tmp.exists():
+            _remove(tmp)
+        raise
+    commit_output(tmp, final)
+
+
+def write_movie(
+    array: da.Array,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    attrs: dict[str, Any] | None = None,
+    pixel_size: float | None = None,
+    progress: bool = True,
+    description: str = "writing",
+    resume: bool = True,
+) -> Path:
+    """Compute ``array`` (T, Y, X) block by block into a Zarr v3 store or a (Big)TIFF, atomically.
+
+    The format follows the suffix: ``.zarr`` (Zarr v3), ``.ome.zarr`` (Zarr v3 with OME-Zarr 0.5
+    metadata, ``pixel_size`` nm as the spatial scale) or ``.tif/.tiff`` (BigTIFF, ImageJ-readable).
+    ``attrs`` (e.g. units, camera) are stored with the provenance. Zarr outputs record each finished
+    block, so an interrupted write resumes where it stopped when called again with ``resume``.
+    Memory use is one block at a time. Returns the final path.
+    """
+    final = check_output(path, overwrite)
+    if array.ndim != 3:
+        raise SmlmdnError(f"write_movie needs a (T, Y, X) array, got shape {array.shape}", "report this as a bug")
+    meta = provenance(**(attrs or {}))
+    name = final.name.lower()
+    if name.endswith(".zarr"):
+        _write_zarr(array, final, meta, pixel_size, progress, description, resume, ome=name.endswith(".ome.zarr"))
+    elif name.endswith(TIFF_SUFFIXES):
+        _write_tiff(array, final, meta, pixel_size, progress, description)
+    else:
+        raise SmlmdnError(f"unknown output format for {final}", "end the output name in .zarr, .ome.zarr or .tif")
+    return final
+
+
+def _block_bounds(array: da.Array) -> list[tuple[int, int]]:
+    edges = np.cumsum((0,) + array.chunks[0])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _write_zarr(array, final: Path, meta, pixel_size, progress, description, resume, ome: bool) -> None:
+    import zarr
+
+    from .progress import track
+
+    tmp = partial_path(final)
+    t, y, x = array.shape
+    chunk_t = array.chunks[0][0]
+    array = array.rechunk((chunk_t, y, x))
+    signature = {"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "key": meta.get("resume_key")}
+    if tmp.exists() and resume and _partial_matches(tmp, signature):
+        root = zarr.open_group(str(tmp), mode="r+")
+    else:
+        if tmp.exists():
+            _remove(tmp)
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.create_array("0", shape=(t, y, x), chunks=(chunk_t, y, x), dtype=array.dtype, fill_value=0)
+        (tmp / DONE_DIR).mkdir()
+        (tmp / DONE_DIR / "signature.json").write_text(json.dumps(signature))
+    z = root["0"]
+    done_dir = tmp / DONE_DIR
+    bounds = _block_bounds(array)
+    todo = [(i, b) for i, b in enumerate(bounds) if not (done_dir / str(i)).exists()]
+    with track(total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, (b0, b1) in todo)) as advance:
+        for i, (b0, b1) in todo:
+            z[b0:b1] = np.asarray(array[b0:b1].compute())
+            (done_dir / str(i)).touch()
+            advance(b1 - b0)
+    group_attrs = {"smlmdn": meta}
+    if ome:
+        scale = [1.0, float(pixel_size or 1.0), float(pixel_size or 1.0)]
+        unit = "nanometer" if pixel_size else None
+        space = [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in ("y", "x")]
+        group_attrs["ome"] = {
+            "version": "0.5",
+            "multiscales": [
+                {
+                    "axes": [{"name": "t", "type": "time"}, *space],
+                    "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+                    "name": final.name,
+                }
+            ],
+        }
+    root.attrs.update(group_attrs)
+    z.attrs.update({"smlmdn": meta, "_ARRAY_DIMENSIONS": ["t", "y", "x"]})
+    shutil.rmtree(done_dir)
+    commit_output(tmp, final)
+
+
+def _partial_matches(tmp: Path, signature: dict) -> bool:
+    sig_file = tmp / DONE_DIR / "signature.json"
+    try:
+        return json.loads(sig_file.read_text()) == json.loads(json.dumps(signature))
+    except (OSError, ValueError):
+        return False
+
+
+def _write_tiff(array, final: Path, meta, pixel_size, progress, description) -> None:
+    import tifffile
+
+    from .progress import track
+
+    tmp = partial_path(final)
+    if tmp.exists():
+        _remove(tmp)
+    t, y, x = array.shape
+    dtype = array.dtype
+    if dtype == np.float64:
+        array, dtype = array.astype(np.float32), np.dtype(np.float32)
+    try:
+        with track(total=t, description=description, enabled=progress) as advance:
+
+            def frames() -> Iterator[np.ndarray]:
+                for b0, b1 in _block_bounds(array):
+                    block = np.asarray(array[b0:b1].compute())
+                    for frame in block:
+                        yield frame
+                    advance(b1 - b0)
+
+            resolution = None
+            if pixel_size:
+                resolution = (1e3 / pixel_size, 1e3 / pixel_size)  # pixels per micron
+            with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+                tif.write(
+                    frames(),
+                    shape=(t, y, x),
+                    dtype=dtype,
+                    photometric="minisblack",
+                    metadata={"axes": "TYX", "smlmdn": json.dumps(meta)},
+                    resolution=resolution,
+                    resolutionunit="MICROMETER" if pixel_size else None,
+                )
+    except BaseException:
+        if tmp.exists():
+            _remove(tmp)
+        raise
+    commit_output(tmp, final)
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none)."""
+    p = Path(path)
+    if _is_zarr(p):
+        import zarr
+
+        node = zarr.open(str(p), mode="r")
+        return dict(node.attrs.get("smlmdn", {}))
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(p) as tif:
+            desc = tif.pages[0].description
+        try:
+            return json.loads(json.loads(desc).get("smlmdn", "{}"))
+        except (ValueError, TypeError, AttributeError):
+            return {}
+    return {}
+
+
