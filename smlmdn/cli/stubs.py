@@ -11,7 +11,6 @@ STUBS = {
     "denoise": "Denoise a movie with a trained model (not available yet).",
     "localize": "Detect and fit molecules (not available yet).",
     "compare": "Answer both research questions for a dataset (not available yet).",
-    "simulate": "Simulate an SMLM movie with ground truth (not available yet).",
     "demo": "Run the whole pipeline on built-in simulated data (not available yet).",
 }
 
