@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -295,15 +296,20 @@ def _write_zarr(array, final: Path, meta, pixel_size, progress, description, res
         root.create_array("0", shape=(t, y, x), chunks=(chunk_t, y, x), dtype=array.dtype, fill_value=0)
         (tmp / DONE_DIR).mkdir()
         (tmp / DONE_DIR / "signature.json").write_text(json.dumps(signature))
-    z = root["0"]
     done_dir = tmp / DONE_DIR
     bounds = _block_bounds(array)
     todo = [(i, b) for i, b in enumerate(bounds) if not (done_dir / str(i)).exists()]
-    with track(total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, (b0, b1) in todo)) as advance:
-        for i, (b0, b1) in todo:
-            z[b0:b1] = np.asarray(array[b0:b1].compute())
-            (done_dir / str(i)).touch()
-            advance(b1 - b0)
+    # Blocks are computed and stored by whatever dask scheduler is active (threads, processes or a
+    # dask.distributed cluster, see smlmdn.cluster), a few at a time so the bar moves and memory
+    # stays at a few blocks; each task writes its block straight into the store and marks it done.
+    in_flight = max(1, _parallelism())
+    done_before = t - sum(b1 - b0 for _, (b0, b1) in todo)
+    with track(total=t, description=description, enabled=progress, completed=done_before) as advance:
+        for start in range(0, len(todo), in_flight):
+            group = todo[start : start + in_flight]
+            tasks = [dask.delayed(_store_block)(array[b0:b1], str(tmp / "0"), b0, str(done_dir / str(i))) for i, (b0, b1) in group]
+            dask.compute(*tasks)
+            advance(sum(b1 - b0 for _, (b0, b1) in group))
     group_attrs = {"smlmdn": meta}
     if ome:
         scale = [1.0, float(pixel_size or 1.0), float(pixel_size or 1.0)]
@@ -320,9 +326,29 @@ def _write_zarr(array, final: Path, meta, pixel_size, progress, description, res
             ],
         }
     root.attrs.update(group_attrs)
-    z.attrs.update({"smlmdn": meta, "_ARRAY_DIMENSIONS": ["t", "y", "x"]})
+    root["0"].attrs.update({"smlmdn": meta, "_ARRAY_DIMENSIONS": ["t", "y", "x"]})
     shutil.rmtree(done_dir)
     commit_output(tmp, final)
+
+
+def _store_block(block: np.ndarray, array_path: str, t0: int, done_marker: str) -> int:
+    """Write one computed frame block into the Zarr array at ``array_path`` and mark it done (runs on workers)."""
+    import zarr
+
+    z = zarr.open_array(array_path, mode="r+")
+    z[t0 : t0 + block.shape[0]] = block
+    Path(done_marker).touch()
+    return t0
+
+
+def _parallelism() -> int:
+    """Blocks to keep in flight: the distributed cluster's thread count, else the local core count (>= 2)."""
+    try:
+        from distributed import default_client
+
+        return max(2, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return max(2, min(8, os.cpu_count() or 2))
 
 
 def _partial_matches(tmp: Path, signature: dict) -> bool:
