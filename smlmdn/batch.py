@@ -1,0 +1,95 @@
+"""Batches of acquisitions: expand inputs, name outputs after inputs, run each, keep going on failure."""
+
+from __future__ import annotations
+
+import glob as globmod
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import SmlmdnError
+
+MOVIE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".btf", ".zarr", ".npy")
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Paths and glob patterns -> existing paths, in the given order (globs sorted), duplicates removed."""
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if any(ch in text for ch in "*?[") and not Path(text).exists():
+            matches = sorted(globmod.glob(text))
+            if not matches:
+                raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
+            found.extend(Path(m) for m in matches)
+        else:
+            found.append(Path(text))
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise SmlmdnError("no input movies given", "pass one or more movie paths or globs")
+    return unique
+
+
+def stem(path: Path) -> str:
+    """A movie's name without its movie suffix: ``cell1.ome.tif`` -> ``cell1``."""
+    name = path.name
+    for suffix in MOVIE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def output_for(movie: Path, out_dir: Path, suffix: str) -> Path:
+    """The output of ``movie`` in ``out_dir``: ``OUT_DIR/<stem><suffix>`` (e.g. suffix ``_denoised.zarr``)."""
+    return out_dir / f"{stem(movie)}{suffix}"
+
+
+@dataclass
+class BatchItem:
+    """What happened to one input: ``status`` is ``done``, ``skipped`` (output exists) or ``failed``."""
+
+    input: str
+    output: str
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+
+
+def run_batch(
+    movies: list[Path],
+    outputs: list[Path],
+    work: Callable[[Path, Path], str],
+    overwrite: bool = False,
+    report: Callable[[BatchItem], None] | None = None,
+) -> list[BatchItem]:
+    """Run ``work(movie, output) -> message`` for each pair; existing outputs are skipped unless
+    ``overwrite``; an SmlmdnError (or any other error) marks that item failed and the batch goes on.
+    KeyboardInterrupt stops the batch. ``report`` is called after each item."""
+    items = []
+    for movie, output in zip(movies, outputs):
+        start = time.perf_counter()
+        if output.exists() and not overwrite:
+            item = BatchItem(str(movie), str(output), "skipped", "output exists (use --overwrite to redo)")
+        else:
+            try:
+                item = BatchItem(str(movie), str(output), "done", work(movie, output) or "")
+            except SmlmdnError as exc:
+                item = BatchItem(str(movie), str(output), "failed", exc.one_line())
+            except (OSError, ValueError, RuntimeError) as exc:
+                item = BatchItem(str(movie), str(output), "failed", f"{type(exc).__name__}: {exc}")
+        item.seconds = round(time.perf_counter() - start, 3)
+        items.append(item)
+        if report is not None:
+            report(item)
+    return items
+
+
+def json_line(event: str, **fields: object) -> str:
+    """One machine-readable log line for job logs (``--json``)."""
+    return json.dumps({"event": event, **fields}, default=str)
+
+
+def item_json(item: BatchItem) -> str:
+    return json_line("item", **asdict(item))

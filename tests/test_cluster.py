@@ -1,0 +1,32 @@
+"""Dask schedulers: a 2-process LocalCluster writes exactly what the single-process run writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from smlmdn.camera import Camera, to_photons
+from smlmdn.cluster import dask_scheduler
+from smlmdn.errors import SmlmdnError
+from smlmdn.io import open_movie, write_movie
+
+
+def test_local_cluster_output_equals_single_process(tmp_path: Path, small_movie: np.ndarray) -> None:
+    movie = da.from_array(small_movie, chunks=(3, 16, 20))
+    photons = to_photons(movie, Camera())
+    with dask_scheduler("synchronous"):
+        write_movie(photons, tmp_path / "single.zarr", progress=False)
+    with dask_scheduler("local", workers=2) as client:
+        assert client is not None and len(client.nthreads()) == 2
+        write_movie(photons, tmp_path / "cluster.zarr", progress=False)
+    np.testing.assert_array_equal(open_movie(tmp_path / "cluster.zarr").compute(), open_movie(tmp_path / "single.zarr").compute())
+
+
+def test_bad_scheduler_names() -> None:
+    with pytest.raises(SmlmdnError, match="unknown scheduler"), dask_scheduler("gpu-farm"):
+        pass
+    with pytest.raises(SmlmdnError, match="unknown cluster type"), dask_scheduler(cluster="lsf"):
+        pass
