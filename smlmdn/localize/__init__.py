@@ -1,0 +1,15 @@
+"""Localization: detect candidates, fit an integrated Gaussian by Poisson MLE with CRLB, read/write tables.
+
+Public API::
+
+    locs = localize(photons, camera, detect_on=None, fit_on="raw", box=7, psf_sigma_nm=130.0)
+    write_localizations(locs, "locs.csv", camera)      # .csv / .hdf5 (Picasso) / .parquet
+    locs = read_localizations("locs.hdf5")
+
+Tables have the columns :data:`LOC_COLUMNS` (nm, detected photons, 0-based frames).
+"""
+
+from .formats import read_localizations, write_localizations
+from .pipeline import LOC_COLUMNS, empty_table, localize
+
+__all__ = ["LOC_COLUMNS", "empty_table", "localize", "read_localizations", "write_localizations"]

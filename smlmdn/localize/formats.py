@@ -1,0 +1,375 @@
+"""Localization tables on disk: ThunderSTORM-style CSV, Picasso HDF5 + YAML, and Parquet.
+
+smlmdn's own convention (:data:`~smlmdn.localize.pipeline.LOC_COLUMNS`): frames 0-based; pixel
+``(0, 0)`` covers ``[0, 1) x [0, 1)`` pixel units, so coordinates in nm are ``pixel coordinate *
+pixel size`` and the centre of pixel ``(0, 0)`` is at ``0.5 * pixel size`` nm; photons are detected
+photons (photoelectrons), ``bg`` photons per pixel.
+
+Foreign conventions, checked against each program's source and converted on write and read:
+
+- **ThunderSTORM CSV** (``.csv``): ThunderSTORM places the fitted position at
+  ``fit offset + pixel index + 0.5``, i.e. the same pixel-edge origin as smlmdn, so ``x [nm]`` /
+  ``y [nm]`` are written unchanged. Its frames are ImageJ slice numbers, 1-based: the CSV holds
+  ``frame + 1`` and reading subtracts 1; ``id`` counts from 1. Columns: ``id, frame, x [nm], y [nm],
+  sigma [nm], intensity [photon], offset [photon], bkgstd [photon], uncertainty [nm]`` followed by
+  ``uncertainty_xy [nm]`` (the name newer ThunderSTORM and Picasso's importer use) and smlmdn's
+  extra columns. ``uncertainty`` is ``sqrt((crlb_x^2 + crlb_y^2) / 2)``; ``bkgstd`` is the
+  background's shot + read noise ``sqrt(bg + r^2)``. A comment line would break ThunderSTORM's
+  import, so the provenance goes to a side file ``NAME.json`` next to the CSV.
+- **Picasso HDF5** (``.hdf5``/``.h5``): dataset ``locs``, a structured array with
+  ``frame`` (uint32, 0-based), ``x, y, photons, sx, sy, bg, lpx, lpy`` (float32, pixels and
+  photons) plus ``likelihood``, ``iterations`` (Picasso's names) and ``llr``. Picasso's fitters
+  place the centre of pixel ``i`` at coordinate ``i`` (pixel ``i`` covers ``[i - 0.5, i + 0.5)``),
+  so ``x_picasso = x_nm / pixel_size - 0.5``; reading adds the 0.5 back. The YAML side file
+  ``NAME.yaml`` (a list of documents, as Picasso writes it) holds ``Width``, ``Height``, ``Frames``,
+  ``Pixelsize`` and the provenance; Picasso needs it to open the file. Picasso drops localizations
+  with ``x < 0`` or ``y < 0`` on load, i.e. those within half a pixel of the top/left edge.
+- **Parquet** (``.parquet``): the columns exactly as in memory; the provenance, camera and run
+  counts are JSON under the key ``smlmdn`` of the file's key-value metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..camera import Camera
+from ..errors import SmlmdnError
+from ..io import atomic_file, check_output, provenance
+from .pipeline import LOC_COLUMNS, empty_table
+
+CSV_SUFFIXES = (".csv",)
+HDF5_SUFFIXES = (".hdf5", ".h5")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+FORMAT_HELP = "end the output name in .csv (ThunderSTORM), .hdf5 (Picasso) or .parquet"
+
+#: ThunderSTORM-style CSV columns, then smlmdn's extra columns; name -> (our column or None).
+TS_COLUMNS = [
+    "id",
+    "frame",
+    "x [nm]",
+    "y [nm]",
+    "sigma [nm]",
+    "intensity [photon]",
+    "offset [photon]",
+    "bkgstd [photon]",
+    "uncertainty [nm]",
+    "uncertainty_xy [nm]",
+    "crlb_x [nm]",
+    "crlb_y [nm]",
+    "crlb_intensity [photon]",
+    "crlb_offset [photon]",
+    "loglik",
+    "llr",
+    "iterations",
+]
+_TS_TO_OURS = {
+    "x [nm]": "x_nm",
+    "y [nm]": "y_nm",
+    "sigma [nm]": "sigma_nm",
+    "intensity [photon]": "photons",
+    "offset [photon]": "bg",
+    "crlb_x [nm]": "crlb_x_nm",
+    "crlb_y [nm]": "crlb_y_nm",
+    "crlb_intensity [photon]": "crlb_photons",
+    "crlb_offset [photon]": "crlb_bg",
+    "loglik": "loglik",
+    "llr": "llr",
+    "iterations": "iterations",
+}
+
+PICASSO_DTYPE = np.dtype(
+    [
+        ("frame", "u4"),
+        ("x", "f4"),
+        ("y", "f4"),
+        ("photons", "f4"),
+        ("sx", "f4"),
+        ("sy", "f4"),
+        ("bg", "f4"),
+        ("lpx", "f4"),
+        ("lpy", "f4"),
+        ("likelihood", "f4"),
+        ("iterations", "i4"),
+        ("llr", "f4"),
+    ]
+)
+#: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
+PICASSO_SHIFT_PX = 0.5
+
+
+def output_format(path: str | Path) -> str:
+    """'csv', 'hdf5' or 'parquet' from the file suffix; a one-line error for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in HDF5_SUFFIXES:
+        return "hdf5"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    raise SmlmdnError(f"unknown localization format {suffix or '(no suffix)'} for {path}", FORMAT_HELP)
+
+
+def side_files(path: str | Path) -> list[Path]:
+    """Files written next to ``path`` by :func:`write_localizations` (CSV: .json; HDF5: .yaml)."""
+    path = Path(path)
+    fmt = output_format(path)
+    return [path.with_suffix(".json")] if fmt == "csv" else [path.with_suffix(".yaml")] if fmt == "hdf5" else []
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _metadata(locs: pd.DataFrame, camera: Camera, metadata: dict | None) -> dict[str, Any]:
+    return _jsonable(
+        provenance(
+            camera=camera.to_dict(),
+            localization=dict(locs.attrs),
+            convention="frames 0-based (CSV: 1-based); pixel (0,0) covers [0,1)^2, x_nm = x_px * pixel_size",
+            **(metadata or {}),
+        )
+    )
+
+
+def _check_columns(locs: pd.DataFrame) -> None:
+    missing = [c for c in LOC_COLUMNS if c not in locs.columns]
+    if missing:
+        raise SmlmdnError(f"localization table lacks columns {missing}", "pass a table returned by smlmdn.localize.localize")
+
+
+def write_localizations(
+    locs: pd.DataFrame, path: str | Path, camera: Camera, overwrite: bool = False, metadata: dict | None = None
+) -> Path:
+    """Write ``locs`` to ``path`` as CSV, Picasso HDF5 (+ YAML) or Parquet by suffix, atomically.
+
+    ``camera`` gives the pixel size (nm) for pixel-unit formats and is recorded with the
+    provenance; ``metadata`` (e.g. input paths, model hash) is added to it. Side files (CSV's
+    ``.json``, HDF5's ``.yaml``) are checked before anything is written. Returns ``path``.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    _check_columns(locs)
+    for extra in side_files(path):
+        check_output(extra, overwrite)
+    meta = _metadata(locs, camera, metadata)
+    if fmt == "csv":
+        _write_csv(locs, path, camera, overwrite, meta)
+    elif fmt == "hdf5":
+        _write_picasso(locs, path, camera, overwrite, meta)
+    else:
+        _write_parquet(locs, path, overwrite, meta)
+    return path
+
+
+def _write_csv(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, meta: dict) -> None:
+    unc = np.sqrt((locs["crlb_x_nm"].to_numpy() ** 2 + locs["crlb_y_nm"].to_numpy() ** 2) / 2.0)
+    out = pd.DataFrame(
+        {
+            "id": np.arange(1, len(locs) + 1, dtype=np.int64),
+            "frame": locs["frame"].to_numpy().astype(np.int64) + 1,
+            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts in ("x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "offset [photon]")},
+            "bkgstd [photon]": np.sqrt(np.maximum(locs["bg"].to_numpy(), 0.0) + camera.read_noise_photons**2),
+            "uncertainty [nm]": unc,
+            "uncertainty_xy [nm]": unc,
+            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts.startswith("crlb") or ts in ("loglik", "llr", "iterations")},
+        }
+    )[TS_COLUMNS]
+    with atomic_file(path, overwrite) as tmp:
+        out.to_csv(tmp, index=False, float_format="%.7g")
+    with atomic_file(path.with_suffix(".json"), overwrite) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _picasso_info(locs: pd.DataFrame, camera: Camera, meta: dict) -> list[dict[str, Any]]:
+    shape = locs.attrs.get("movie_shape")
+    if shape is None:  # not from localize(): the smallest movie that holds every localization
+        px = camera.pixel_size
+        shape = [
+            int(locs["frame"].max()) + 1 if len(locs) else 1,
+            int(np.ceil(locs["y_nm"].max() / px)) if len(locs) else 1,
+            int(np.ceil(locs["x_nm"].max() / px)) if len(locs) else 1,
+        ]
+    t, ny, nx = (int(v) for v in shape)
+    movie = {"Byte Order": "<", "Data Type": "uint16", "Frames": t, "Height": ny, "Width": nx, "Pixelsize": float(camera.pixel_size)}
+    fit = {
+        "Generated by": f"smlmdn {meta.get('smlmdn_version', '')} localize",
+        "Box Size": int(locs.attrs.get("box", 0) or 0),
+        "Pixelsize": float(camera.pixel_size),
+        "Fit method": "Poisson MLE, integrated Gaussian (smlmdn)",
+        "Coordinate convention": "Picasso: pixel centres at integer coordinates (smlmdn x_px - 0.5)",
+        "smlmdn": meta,
+    }
+    return [movie, fit]
+
+
+def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, meta: dict) -> None:
+    import h5py
+    import yaml
+
+    px = float(camera.pixel_size)
+    rec = np.zeros(len(locs), dtype=PICASSO_DTYPE)
+    rec["frame"] = locs["frame"].to_numpy()
+    rec["x"] = locs["x_nm"].to_numpy() / px - PICASSO_SHIFT_PX
+    rec["y"] = locs["y_nm"].to_numpy() / px - PICASSO_SHIFT_PX
+    rec["photons"] = locs["photons"].to_numpy()
+    rec["sx"] = rec["sy"] = locs["sigma_nm"].to_numpy() / px
+    rec["bg"] = locs["bg"].to_numpy()
+    rec["lpx"] = locs["crlb_x_nm"].to_numpy() / px
+    rec["lpy"] = locs["crlb_y_nm"].to_numpy() / px
+    rec["likelihood"] = locs["loglik"].to_numpy()
+    rec["iterations"] = locs["iterations"].to_numpy()
+    rec["llr"] = locs["llr"].to_numpy()
+    info = _picasso_info(locs, camera, meta)
+    with atomic_file(path, overwrite) as tmp:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("locs", data=rec)
+            ds.attrs["smlmdn"] = json.dumps(meta)
+            ds.attrs["pixel_size_nm"] = px
+    with atomic_file(path.with_suffix(".yaml"), overwrite) as tmp:
+        with open(tmp, "w") as fh:
+            yaml.safe_dump_all(info, fh, default_flow_style=False, sort_keys=False)
+
+
+def _write_parquet(locs: pd.DataFrame, path: Path, overwrite: bool, meta: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(locs[list(LOC_COLUMNS)].reset_index(drop=True), preserve_index=False)
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[b"smlmdn"] = json.dumps(meta).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    with atomic_file(path, overwrite) as tmp:
+        pq.write_table(table, tmp)
+
+
+# --------------------------------------------------------------------------------------------- read
+
+
+def read_localizations(path: str | Path) -> pd.DataFrame:
+    """Read a localization table (CSV as written by smlmdn or ThunderSTORM, Picasso HDF5, Parquet).
+
+    Returns :data:`LOC_COLUMNS` in smlmdn's convention (see the module docstring); columns a
+    foreign file lacks are NaN. ``attrs`` holds the stored metadata where there is any.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    if not path.is_file():
+        raise SmlmdnError(f"localization file {path} does not exist", "check the path")
+    try:
+        if fmt == "csv":
+            return _read_csv(path)
+        if fmt == "hdf5":
+            return _read_picasso(path)
+        return _read_parquet(path)
+    except SmlmdnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse error is the file's
+        raise SmlmdnError(f"cannot read localizations from {path} ({type(exc).__name__}: {exc})", f"check it is a complete {fmt} file") from exc
+
+
+def _finish(data: dict[str, Any], n: int, attrs: dict[str, Any]) -> pd.DataFrame:
+    out = empty_table() if n == 0 else pd.DataFrame(index=range(n))
+    for col in LOC_COLUMNS:
+        if col in data:
+            out[col] = np.asarray(data[col]).astype(np.int64 if col == "frame" else np.int32 if col == "iterations" else np.float64)
+        elif n:
+            out[col] = -1 if col == "iterations" else np.nan
+    out = out[list(LOC_COLUMNS)]
+    out.attrs.update(attrs)
+    return out
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    required = ("frame", "x [nm]", "y [nm]")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise SmlmdnError(f"{path} lacks ThunderSTORM columns {missing}", "give a CSV with frame, x [nm], y [nm] columns")
+    data: dict[str, Any] = {"frame": df["frame"].to_numpy() - 1}  # ThunderSTORM frames are 1-based
+    for ts, ours in _TS_TO_OURS.items():
+        if ts in df.columns:
+            data[ours] = df[ts].to_numpy()
+    unc_col = next((c for c in ("uncertainty [nm]", "uncertainty_xy [nm]") if c in df.columns), None)
+    for ours in ("crlb_x_nm", "crlb_y_nm"):
+        if ours not in data and unc_col:
+            data[ours] = df[unc_col].to_numpy()
+    attrs: dict[str, Any] = {}
+    side = path.with_suffix(".json")
+    if side.is_file():
+        try:
+            attrs = json.loads(side.read_text())
+        except ValueError:
+            attrs = {}
+    return _finish(data, len(df), attrs)
+
+
+def _read_picasso(path: Path) -> pd.DataFrame:
+    import h5py
+    import yaml
+
+    with h5py.File(path, "r") as f:
+        if "locs" not in f:
+            raise SmlmdnError(f"{path} has no 'locs' dataset", "give a Picasso localization HDF5 file")
+        rec = f["locs"][()]
+        ds_attrs = dict(f["locs"].attrs)
+    pixel_size = None
+    info: list[dict] = []
+    side = path.with_suffix(".yaml")
+    if side.is_file():
+        info = [d for d in yaml.safe_load_all(side.read_text()) if isinstance(d, dict)]
+        pixel_size = next((d["Pixelsize"] for d in info if "Pixelsize" in d), None)
+    if pixel_size is None:
+        pixel_size = ds_attrs.get("pixel_size_nm")
+    if pixel_size is None:
+        raise SmlmdnError(f"no pixel size for {path} (no Pixelsize in {side.name})", f"put 'Pixelsize: <nm>' in {side}")
+    px = float(pixel_size)
+    names = rec.dtype.names or ()
+    data: dict[str, Any] = {
+        "frame": rec["frame"],
+        "x_nm": (rec["x"].astype(np.float64) + PICASSO_SHIFT_PX) * px,
+        "y_nm": (rec["y"].astype(np.float64) + PICASSO_SHIFT_PX) * px,
+    }
+    if "photons" in names:
+        data["photons"] = rec["photons"]
+    if "bg" in names:
+        data["bg"] = rec["bg"]
+    if "sx" in names:
+        sy = rec["sy"] if "sy" in names else rec["sx"]
+        data["sigma_nm"] = (rec["sx"].astype(np.float64) + sy) / 2 * px
+    for src, dst in (("lpx", "crlb_x_nm"), ("lpy", "crlb_y_nm")):
+        if src in names:
+            data[dst] = rec[src].astype(np.float64) * px
+    for src, dst in (("likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations")):
+        if src in names:
+            data[dst] = rec[src]
+    attrs: dict[str, Any] = {"pixel_size_nm": px}
+    if "smlmdn" in ds_attrs:
+        try:
+            attrs.update(json.loads(ds_attrs["smlmdn"]))
+        except (TypeError, ValueError):
+            pass
+    return _finish(data, len(rec), attrs)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = (table.schema.metadata or {}).get(b"smlmdn")
+    df = table.to_pandas()
+    data = {c: df[c].to_numpy() for c in LOC_COLUMNS if c in df.columns}
+    attrs = json.loads(meta) if meta else {}
+    return _finish(data, len(df), attrs)
