@@ -1,0 +1,462 @@
+"""Training the blind-spot denoiser on a movie: lazy patch sampling, schedule, checkpoints, safety nets.
+
+Data: random square crops (``patch`` px, random dihedral flips) of random frames, drawn from a pool
+of frames read from the dask movie a few blocks at a time (the pool is refreshed every
+``refresh_every`` steps, so memory is bounded whatever the movie length). Validation uses fixed
+crops of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
+over the whole acquisition). With temporal context ``K`` the centre frames are ``K..T-K-1``.
+
+Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is
+``max(step / steps, elapsed / time_budget)``; gradient-norm clipping at 1; loss = exact
+negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head). Every
+``val_every`` steps the validation loss is measured; a new best is kept (and checkpointed
+atomically when a checkpoint path is given). A non-finite training loss, or a validation loss that
+jumps above the best by more than ``max(0.25, 10 %)`` nats/pixel, restores the last good weights,
+halves the learning rate and warns; after ``max_restores`` such events training stops with the last
+good weights. Early stopping after ``patience`` validations without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+
+from .. import __version__
+from ..camera import Camera
+from ..errors import SmlmdnError
+from ..io import atomic_file, provenance
+from . import likelihood as L
+from .model_file import DenoiseModel
+from .network import BlindSpotNet, NetConfig
+
+CHECKPOINT_FORMAT = "smlmdn-checkpoint"
+
+
+@dataclass
+class FitConfig:
+    """Training settings; see the module docstring. ``time_budget`` in seconds (None: no limit)."""
+
+    steps: int = 2000
+    time_budget: float | None = None
+    context: int = 1
+    width: int = 32
+    depth: int = 3
+    head: str = "gamma-poisson"
+    patch: int = 32
+    batch: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    val_every: int = 100
+    val_crops: int = 64
+    patience: int = 8
+    pool_frames: int = 256
+    refresh_every: int = 200
+    clip: float = 1.0
+    max_restores: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def net_config(self) -> NetConfig:
+        return NetConfig(width=self.width, depth=self.depth, context=self.context, head=self.head)
+
+
+def resolve_device(device: str = "auto") -> tuple[torch.device, str]:
+    """``auto|cpu|cuda`` -> a torch device and a sentence saying which one and why."""
+    device = (device or "auto").lower()
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        if has_cuda:
+            return torch.device("cuda"), f"running on GPU: {torch.cuda.get_device_name(0)}"
+        return torch.device("cpu"), f"running on CPU ({torch.get_num_threads()} threads): no CUDA device found"
+    if device == "cuda":
+        if not has_cuda:
+            raise SmlmdnError(
+                "--device cuda was asked for but torch sees no CUDA device",
+                "use --device cpu, or install a CUDA build of torch (check `python -c 'import torch; print(torch.cuda.is_available())'`)",
+            )
+        return torch.device("cuda"), f"running on GPU: {torch.cuda.get_device_name(0)}"
+    if device == "cpu":
+        return torch.device("cpu"), f"running on CPU ({torch.get_num_threads()} threads): asked for"
+    raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+
+
+def data_hash(photons: da.Array) -> str:
+    """Short hash of a movie's shape, dtype and three sample frames (first, middle, last)."""
+    t = photons.shape[0]
+    idx = sorted({0, t // 2, t - 1})
+    h = hashlib.sha256(repr((tuple(photons.shape), str(photons.dtype))).encode())
+    h.update(np.ascontiguousarray(np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx])).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_movie(shape: tuple[int, int, int], config: FitConfig) -> None:
+    """Refuse movies too small for ``config`` (frame size vs patch; frames vs context)."""
+    t, y, x = shape
+    mult = 2**config.depth
+    if config.patch % mult or config.patch < 2 * mult:
+        raise SmlmdnError(
+            f"--patch {config.patch} must be a multiple of {mult} and at least {2 * mult} for --depth {config.depth}",
+            f"use --patch {max(2 * mult, (config.patch // mult) * mult)}",
+        )
+    if min(y, x) < config.patch:
+        raise SmlmdnError(
+            f"movie frames are {y} x {x} px, smaller than the {config.patch} px training patch; "
+            f"the minimum frame size is {config.patch} x {config.patch} px (or {2 * mult} x {2 * mult} with --patch {2 * mult})",
+            f"use a smaller --patch (>= {2 * mult}, a multiple of {mult}) or a larger field of view",
+        )
+    need = 2 * config.context + 2
+    if t < need:
+        raise SmlmdnError(
+            f"the movie has {t} frames; --context {config.context} needs at least {need} "
+            f"(2 x {config.context} neighbours + one training and one validation frame)",
+            "use a smaller --context (0 uses single frames) or a longer movie",
+        )
+
+
+def split_frames(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation centre frames: every tenth group of consecutive frames is held out."""
+    centres = np.arange(context, t - context)
+    n = len(centres)
+    group = max(1, n // 100)
+    groups = (centres - context) // group
+    val = centres[groups % 10 == 5] if n >= 10 else centres[-1:]
+    train = np.setdiff1d(centres, val)
+    if len(train) == 0:
+        train, val = centres[:-1], centres[-1:]
+    return train, val
+
+
+def _read_windows(photons: da.Array, centres: np.ndarray, k: int, shift: float, factor: float) -> np.ndarray:
+    """Frames ``c-k..c+k`` for each centre as model counts (n, 2k+1, Y, X) float32, read in one pass."""
+    parts = [photons[c - k : c + k + 1] for c in centres]
+    blocks = dask.compute(*parts) if isinstance(photons, da.Array) else [np.asarray(p) for p in parts]
+    return np.stack([L.to_model_counts(b, shift, factor) for b in blocks])
+
+
+def normalisation(photons: da.Array, shift: float, factor: float, n_frames: int = 64) -> dict[str, float]:
+    """Per-movie input normalisation in model counts: ``level`` = median, ``scale`` = max(1.48 MAD, 1)."""
+    t = photons.shape[0]
+    idx = np.unique(np.linspace(0, t - 1, min(n_frames, t)).astype(int))
+    sample = L.to_model_counts(np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx]), shift, factor)
+    level = float(np.median(sample))
+    mad = float(np.median(np.abs(sample - level)))
+    return {"level": level, "scale": max(1.4826 * mad, 1.0)}
+
+
+class _Sampler:
+    """Random crops (with dihedral augmentation) from a pool of frame windows in model counts."""
+
+    def __init__(self, rng: np.random.Generator, patch: int) -> None:
+        self.rng = rng
+        self.patch = patch
+        self.pool: np.ndarray | None = None
+        self.clean: np.ndarray | None = None
+
+    def crops(self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        pool = self.pool if pool is None else pool
+        clean = self.clean if clean is None else clean
+        rng, p = self.rng, self.patch
+        _, _, hgt, wid = pool.shape
+        fi = rng.integers(0, pool.shape[0], n)
+        ys = rng.integers(0, hgt - p + 1, n)
+        xs = rng.integers(0, wid - p + 1, n)
+        flips = rng.integers(0, 2, (n, 3))
+        out = np.empty((n, pool.shape[1], p, p), np.float32)
+        out_clean = np.empty((n, p, p), np.float32) if clean is not None else None
+        for i in range(n):
+            c = pool[fi[i], :, ys[i] : ys[i] + p, xs[i] : xs[i] + p]
+            cc = clean[fi[i], ys[i] : ys[i] + p, xs[i] : xs[i] + p] if clean is not None else None
+            if flips[i, 0]:
+                c = c[:, ::-1]
+                cc = cc[::-1] if cc is not None else None
+            if flips[i, 1]:
+                c = c[:, :, ::-1]
+                cc = cc[:, ::-1] if cc is not None else None
+            if flips[i, 2]:
+                c = c.transpose(0, 2, 1)
+                cc = cc.T if cc is not None else None
+            out[i] = c
+            if out_clean is not None:
+                out_clean[i] = cc
+        return out, out_clean
+
+
+def _lr_factor(frac: float, warm: float = 0.05, floor: float = 0.02) -> float:
+    if frac < warm:
+        return max(frac / warm, 0.01)
+    f = min(1.0, (frac - warm) / (1 - warm))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f))
+
+
+def _loss(net: BlindSpotNet, head: str, x: torch.Tensor, norm: dict[str, float], k: int, clean: torch.Tensor | None,
+          device: torch.device) -> torch.Tensor:
+    level, scale = norm["level"], norm["scale"]
+    xin = (x - level) / scale
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            raw = net(xin)
+    else:
+        raw = net(xin)
+    p0, p1 = net.params(raw, level, scale)
+    if clean is not None:  # supervised upper bound: the prior mean regressed on clean counts
+        return (((p0.double() - clean.double()) / scale) ** 2).mean()
+    return L.nll(head, x[:, k], p0, p1).mean()
+
+
+def fit_model(
+    photons: da.Array,
+    camera: Camera,
+    config: FitConfig | None = None,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    clean: da.Array | None = None,
+    **overrides: Any,
+) -> DenoiseModel:
+    """Train a blind-spot denoiser on ``photons`` (T, Y, X) float32 detected photons; return the model.
+
+    ``config`` (or keyword ``overrides`` of :class:`FitConfig` fields) sets the training. With
+    ``checkpoint``, the training state is saved there atomically at each validation and on Ctrl-C;
+    ``resume`` continues from it. ``log`` receives one-line messages (default: the stderr console
+    when ``progress``). ``clean`` (expected photons, same shape) trains the same network supervised on
+    clean targets instead: the benchmark's upper bound. Saving the model is separate
+    (:meth:`DenoiseModel.save`).
+    """
+    config = copy.deepcopy(config) if config is not None else FitConfig()
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise TypeError(f"unknown fit option {key}")
+        setattr(config, key, value)
+    if config.head not in L.HEADS:
+        raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
+    for name in ("steps", "batch", "width", "depth", "val_every"):
+        if getattr(config, name) < 1:
+            raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}", f"give a positive --{name}")
+    if config.context < 0:
+        raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
+    if photons.ndim != 3:
+        raise SmlmdnError(f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series")
+    check_movie(tuple(photons.shape), config)
+    if log is None:
+        if progress:
+            from ..progress import console
+
+            err = console()
+            log = lambda msg: err.print(msg, highlight=False)  # noqa: E731
+        else:
+            log = lambda msg: None  # noqa: E731
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    device, message = resolve_device(config.device)
+    log(message)
+
+    k = config.context
+    shift, factor = L.count_transform(camera.excess_noise, camera.read_noise_photons)
+    norm = normalisation(photons, shift, factor)
+    dhash = data_hash(photons)
+    net_cfg = config.net_config()
+    t = photons.shape[0]
+    train_frames, val_frames = split_frames(t, k)
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    net = BlindSpotNet(net_cfg).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    state: dict[str, Any] = {
+        "step": 0, "elapsed": 0.0, "best_val": math.inf, "best_step": 0, "lr_mult": 1.0, "restores": 0,
+        "since_best": 0, "history": [], "stopped": "",
+    }
+    best_weights = copy.deepcopy(net.state_dict())
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if resume:
+        if ckpt_path is None or not ckpt_path.is_file():
+            raise SmlmdnError(f"no checkpoint to resume from ({ckpt_path})", "run without --resume to start training")
+        ck = _load_checkpoint(ckpt_path)
+        if ck["net"] != net_cfg.to_dict() or ck["data_hash"] != dhash:
+            raise SmlmdnError(
+                f"checkpoint {ckpt_path} was made for another movie or network settings",
+                "rerun with the same movie and options, or without --resume (with --overwrite) to start again",
+            )
+        net.load_state_dict(ck["weights"])
+        best_weights = ck["best_weights"]
+        opt.load_state_dict(ck["optimizer"])
+        state.update(ck["state"])
+        rng.bit_generator.state = ck["numpy_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        norm = ck["norm"]
+        log(f"resuming from {ckpt_path} at step {state['step']} (best validation loss {state['best_val']:.4f})")
+
+    # Fixed validation crops (own generator: independent of the training stream and of resuming).
+    vrng = np.random.default_rng(config.seed + 1)
+    vsel = np.sort(vrng.choice(val_frames, size=min(len(val_frames), 64), replace=False))
+    vpool = _read_windows(photons, vsel, k, shift, factor)
+    vclean = _read_clean(clean, vsel, shift, factor) if clean is not None else None
+    vx, vc = _Sampler(vrng, config.patch).crops(config.val_crops, vpool, vclean)
+    del vpool, vclean
+
+    sampler = _Sampler(rng, config.patch)
+    pool_n = int(min(len(train_frames), config.pool_frames, max(8, (128 * 2**20) // (4 * photons.shape[1] * photons.shape[2] * (2 * k + 1)))))
+
+    def refresh() -> None:
+        sel = np.sort(rng.choice(train_frames, size=pool_n, replace=False))
+        sampler.pool = _read_windows(photons, sel, k, shift, factor)
+        sampler.clean = _read_clean(clean, sel, shift, factor) if clean is not None else None
+
+    def validate() -> float:
+        net.eval()
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(vx), config.batch * 2):
+                xb = torch.from_numpy(vx[i : i + config.batch * 2]).to(device)
+                cb = torch.from_numpy(vc[i : i + config.batch * 2]).to(device) if vc is not None else None
+                total += float(_loss(net, config.head, xb, norm, k, cb, device)) * len(xb)
+        net.train()
+        return total / len(vx)
+
+    def save_checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        data = {
+            "format": CHECKPOINT_FORMAT, "smlmdn_version": __version__, "net": net_cfg.to_dict(), "data_hash": dhash,
+            "weights": net.state_dict(), "best_weights": best_weights, "optimizer": opt.state_dict(),
+            "state": state, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "norm": norm,
+        }
+        with atomic_file(ckpt_path, overwrite=True) as tmp:
+            torch.save(data, tmp)
+
+    def restore(reason: str) -> None:
+        nonlocal opt
+        net.load_state_dict(best_weights)
+        state["restores"] += 1
+        state["lr_mult"] *= 0.5
+        opt = torch.optim.Adam(net.parameters(), lr=config.lr * state["lr_mult"])
+        log(f"[yellow]warning:[/yellow] {reason} at step {state['step']}: went back to the last good weights "
+            f"(step {state['best_step']}) and halved the learning rate")
+
+    refresh()
+    start = time.perf_counter() - state["elapsed"]
+    net.train()
+    last_loss = float("nan")
+    try:
+        with _track(config, state["step"], progress) as advance:
+            while True:
+                step = state["step"]
+                state["elapsed"] = time.perf_counter() - start
+                frac = step / config.steps
+                if config.time_budget:
+                    frac = max(frac, state["elapsed"] / config.time_budget)
+                if step >= config.steps or frac >= 1.0:
+                    state["stopped"] = state["stopped"] or ("steps" if step >= config.steps else "time budget")
+                    break
+                if step and step % config.refresh_every == 0 and pool_n < len(train_frames):
+                    refresh()
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * state["lr_mult"] * _lr_factor(frac)
+                xb, cb = sampler.crops(config.batch)
+                xt = torch.from_numpy(xb).to(device)
+                ct = torch.from_numpy(cb).to(device) if cb is not None else None
+                loss = _loss(net, config.head, xt, norm, k, ct, device)
+                state["step"] = step + 1
+                if not torch.isfinite(loss):
+                    restore("the training loss became NaN/Inf")
+                    if state["restores"] > config.max_restores:
+                        state["stopped"] = "diverged"
+                        break
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip)
+                opt.step()
+                last_loss = float(loss.detach())
+                fields: dict[str, Any] = {"loss": last_loss}
+                if state["step"] % config.val_every == 0 or state["step"] >= config.steps:
+                    val = validate()
+                    state["history"].append([state["step"], last_loss, val, round(time.perf_counter() - start, 2)])
+                    jump = max(0.25, 0.1 * abs(state["best_val"])) if math.isfinite(state["best_val"]) else math.inf
+                    if not math.isfinite(val) or val > state["best_val"] + jump:
+                        restore(f"the validation loss jumped to {val:.4g} (best {state['best_val']:.4g})")
+                        if state["restores"] > config.max_restores:
+                            state["stopped"] = "diverged"
+                            break
+                    elif val < state["best_val"]:
+                        state.update(best_val=val, best_step=state["step"], since_best=0)
+                        best_weights = copy.deepcopy(net.state_dict())
+                    else:
+                        state["since_best"] += 1
+                    save_checkpoint()
+                    fields["val"] = val
+                    if state["since_best"] >= config.patience:
+                        state["stopped"] = "early stopping"
+                        advance(1, **fields)
+                        break
+                advance(1, **fields)
+    except KeyboardInterrupt:
+        state["elapsed"] = time.perf_counter() - start
+        save_checkpoint()
+        raise
+
+    if not math.isfinite(state["best_val"]) or state["history"] == [] or state["history"][-1][0] != state["step"]:
+        val = validate()
+        state["history"].append([state["step"], last_loss, val, round(time.perf_counter() - start, 2)])
+        if math.isfinite(val) and val < state["best_val"]:
+            state.update(best_val=val, best_step=state["step"])
+            best_weights = copy.deepcopy(net.state_dict())
+    if not math.isfinite(state["best_val"]):
+        raise SmlmdnError("training diverged before any good validation", "lower --lr (e.g. --lr 3e-4) and check the camera numbers")
+    if state["stopped"] == "diverged":
+        log(f"[yellow]warning:[/yellow] training kept diverging; stopped and kept the last good weights (step {state['best_step']})")
+    elapsed = time.perf_counter() - start
+    log(f"trained {state['step']} steps in {elapsed:.0f} s ({state['stopped']}); best validation loss "
+        f"{state['best_val']:.4f} at step {state['best_step']}")
+    training = {
+        "steps": state["step"], "best_step": state["best_step"], "best_val_loss": state["best_val"],
+        "final_train_loss": last_loss, "stopped": state["stopped"], "seconds": round(elapsed, 2),
+        "steps_per_second": round(state["step"] / max(elapsed, 1e-9), 3), "history": state["history"],
+        "data_hash": dhash, "movie_shape": list(photons.shape), "device": str(device),
+        "restores": state["restores"], "supervised": clean is not None,
+        "config": {k2: v for k2, v in asdict(config).items() if k2 != "extra"}, **provenance(),
+    }
+    return DenoiseModel(
+        net=net_cfg,
+        state_dict={k2: v.detach().cpu().clone() for k2, v in best_weights.items()},
+        camera=camera,
+        transform={"shift": shift, "factor": factor},
+        norm=norm,
+        training=training,
+    )
+
+
+def _read_clean(clean: da.Array, centres: np.ndarray, shift: float, factor: float) -> np.ndarray:
+    blocks = dask.compute(*[clean[c] for c in centres]) if isinstance(clean, da.Array) else [clean[c] for c in centres]
+    return np.stack([(np.asarray(b, np.float32) + np.float32(shift)) / np.float32(factor) for b in blocks])
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise SmlmdnError(f"checkpoint {path} cannot be read ({type(exc).__name__})", "delete it and rerun without --resume") from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise SmlmdnError(f"{path} is not an smlmdn training checkpoint", "delete it and rerun without --resume")
+    return ck
+
+
+def _track(config: FitConfig, completed: int, progress: bool):  # noqa: ANN202
+    from ..progress import track
+
+    return track(total=config.steps, description="fit", enabled=progress, completed=completed)
