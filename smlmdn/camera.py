@@ -155,46 +155,96 @@ def estimate_camera(
 ) -> CameraEstimate:
     """Estimate offset (ADU) and e_per_adu from a raw ADU movie (T, Y, X) by a photon-transfer fit.
 
-    Noise variance is measured from differences of consecutive frames of the same pixel
-    (which cancels fixed-pattern offsets), binned by the pair mean, with a robust (MAD) spread
-    per bin so that emitters switching on or off do not inflate it. A weighted line
-    ``var = slope * mean + intercept`` is fitted over the background range of means, where
-    ``slope = excess * em_gain / e_per_adu`` and ``intercept = read_var - slope * offset``.
-    ``em_gain`` and ``read_noise`` (electrons) are taken as given; they cannot be separated
-    from the data alone. Needs some spatial variation of the background (any real illumination
-    profile has it). Reads at most ``max_frames`` frames, spread over the movie.
+    Noise variance is measured from differences of consecutive frames of the same pixel (which
+    cancels fixed-pattern offsets). Pixels are binned by their temporal median (their background
+    level, robust to blinking) rather than by the noisy pair mean, which would bias the fit for any
+    noise that is not exactly Poisson (EMCCD gain, read noise). Pairs near a molecule that is on
+    in either frame are masked out (positive excess over the background after Gaussian smoothing,
+    dilated), since emitters switching between the two frames add variance that is not camera
+    noise; the rest are sigma-clipped at 5 sigma. A weighted line ``var = slope * mean + intercept``
+    is fitted across bins, where ``slope = excess * em_gain / e_per_adu`` and
+    ``intercept = read_var - slope * offset``. ``em_gain`` and ``read_noise`` (electrons) are taken
+    as given; they cannot be separated from the data alone. Needs some spatial variation of the
+    background (any real illumination profile has it). Reads at most ``max_frames`` frame pairs'
+    worth of frames, spread over the movie.
     """
+    from scipy import ndimage
+
     n_frames = movie.shape[0]
-    if n_frames < 3:
-        raise SmlmdnError("need at least 3 frames to estimate camera numbers", "pass the camera numbers instead")
+    if n_frames < 4:
+        raise SmlmdnError("need at least 4 frames to estimate camera numbers", "pass the camera numbers instead")
     rng = np.random.default_rng(seed)
-    n_pairs = min(max_frames // 2, n_frames - 1)
-    starts = np.sort(rng.choice(n_frames - 1, size=n_pairs, replace=False))
+    # Disjoint pairs of consecutive frames (2k, 2k + 1), so the two halves below share no frame.
+    n_pairs = min(max(max_frames // 2, 2), n_frames // 2)
+    starts = 2 * np.sort(rng.choice(n_frames // 2, size=n_pairs, replace=False))
     a = np.asarray(movie[starts], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts].compute().astype(np.float64)
     b = np.asarray(movie[starts + 1], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts + 1].compute().astype(np.float64)
-    mean = ((a + b) / 2).ravel()
-    diff = (a - b).ravel()
-    # Fit over the bulk of the data (background), not the bright tail made of emitters.
-    lo, hi = np.quantile(mean, [0.01, 0.95])
+
+    def molecules(frames: np.ndarray, level: np.ndarray) -> np.ndarray:
+        # Positive excess over the background, smoothed over about a PSF, above 3 robust sigma; grown by 5 px.
+        excess = ndimage.gaussian_filter(frames - level, (0, 1.5, 1.5))
+        centre = np.median(excess, axis=(1, 2), keepdims=True)
+        spread = 1.4826 * np.median(np.abs(excess - centre), axis=(1, 2), keepdims=True)
+        return ndimage.binary_dilation(excess > centre + 3.0 * spread, structure=np.ones((1, 11, 11), bool))
+
+    # Cross-fitting: each half of the pairs is binned by the background level (temporal median per
+    # pixel, ADU) measured on the other half, so that a pixel's bin does not depend on its own noise.
+    halves = (np.arange(0, n_pairs, 2), np.arange(1, n_pairs, 2))
+    levels = [np.median(np.concatenate([a[h], b[h]]), axis=0) for h in halves]
+    lo, hi = np.quantile((levels[0] + levels[1]) / 2, [0.01, 0.99])
     edges = np.linspace(lo, hi, n_bins + 1)
-    idx = np.digitize(mean, edges) - 1
+    width = edges[1] - edges[0]
+    idx_parts, mean_parts, diff_parts = [], [], []
+    for h, level in zip(halves, levels[::-1]):
+        pixel_bin = np.digitize(level, edges) - 1
+        pixel_bin[level == hi] = n_bins - 1
+        pixel_bin[(pixel_bin < 0) | (pixel_bin >= n_bins)] = -1
+        usable = ~(molecules(a[h], level) | molecules(b[h], level))
+        idx_parts.append(np.where(usable, pixel_bin[None], -1).ravel())
+        mean_parts.append(((a[h] + b[h]) / 2).ravel())
+        diff_parts.append((a[h] - b[h]).ravel())
+    idx, mean, diff = np.concatenate(idx_parts), np.concatenate(mean_parts), np.concatenate(diff_parts)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(n_bins + 1))
     xs, ys, ws = [], [], []
     for i in range(n_bins):
-        sel = idx == i
-        count = int(sel.sum())
-        if count < 200:
+        sel = order[bounds[i] : bounds[i + 1]]
+        if sel.size < 200:
             continue
-        d = diff[sel]
-        mad = np.median(np.abs(d - np.median(d)))
-        xs.append(mean[sel].mean())
-        ys.append((1.4826 * mad) ** 2 / 2.0)
-        ws.append(count)
+        d, m = diff[sel], mean[sel]
+        c_d, c_m = np.median(d), np.median(m)
+        s = 1.4826 * np.median(np.abs(d - c_d)) or d.std()
+        if s <= 0:
+            continue
+        for _ in range(10):  # 5-sigma clipping of what the mask missed (pair mean spread is s/2)
+            keep = (np.abs(d - c_d) <= 5 * s) & (np.abs(m - c_m) <= 2.5 * s + width)
+            s_new = d[keep].std()
+            c_m = m[keep].mean()
+            converged = abs(s_new - s) <= 1e-4 * s
+            s = s_new
+            if converged:
+                break
+        if keep.sum() < 200:
+            continue
+        xs.append(m[keep].mean())
+        ys.append(d[keep].var() / 2.0)
+        ws.append(int(keep.sum()))
     if len(xs) < 3 or np.ptp(xs) <= 0:
         raise SmlmdnError(
             "the movie has too little intensity variation to estimate the camera gain",
             "pass --e-per-adu and --offset from the camera's spec sheet",
         )
-    slope, intercept = np.polyfit(np.array(xs), np.array(ys), 1, w=np.sqrt(np.array(ws)))
+    # Weights 1/sd of each bin's variance estimate (sd = var * sqrt(2 / n)); the slope's standard
+    # error then tells whether the background varies enough across the field to pin the gain.
+    xs_a, ys_a = np.array(xs), np.array(ys)
+    weights = np.sqrt(np.array(ws) / 2.0) / np.maximum(ys_a, 1e-12)
+    (slope, intercept), cov = np.polyfit(xs_a, ys_a, 1, w=weights, cov="unscaled")
+    if slope > 0 and np.sqrt(cov[0, 0]) > 0.25 * slope:
+        raise SmlmdnError(
+            "the background varies too little across the field to estimate the camera gain "
+            f"(gain uncertain by {100 * np.sqrt(cov[0, 0]) / slope:.0f}%)",
+            "pass --e-per-adu and --offset from the camera's spec sheet",
+        )
     if slope <= 0:
         raise SmlmdnError(
             "the photon-transfer fit gave a non-positive gain (is this raw ADU data?)",
