@@ -1,28 +1,38 @@
-"""Candidate detection: band-pass filter, local maxima with non-maximum suppression, adaptive threshold.
+"""Candidate detection: variance-stabilised band-pass, local maxima with non-maximum suppression.
 
-The band-pass is a difference of Gaussians: a matched filter (Gaussian of the PSF width) minus a
-wide Gaussian (3x the PSF width) that removes the smooth background. The noise of the filtered
-frame is estimated robustly per frame (1.4826 x median absolute deviation, insensitive to the
-sparse molecules), and a pixel is a candidate when it is the maximum of its ``box x box``
-neighbourhood and its filtered value exceeds ``threshold`` such noise standard deviations.
+1. Variance stabilisation: the Anscombe transform ``2 sqrt(d + 3/8)`` of the photon counts
+   ``d = max(y + r^2, 0) / excess`` (the same sCMOS shift / EMCCD scaling as the fit) makes the noise
+   roughly Gaussian with unit variance whatever the background, so one threshold means the same
+   significance in dim and bright regions and the Poisson skew at low background does not produce
+   false maxima.
+2. Band-pass: a difference of Gaussians, a matched filter (Gaussian of the PSF width) minus a wide
+   Gaussian (3x the PSF width) that removes the smooth background, divided by its exact noise gain
+   per pixel (:func:`noise_gain`) so frame edges are not noisier than the interior.
+3. Per-frame noise: 1.4826 x median absolute deviation of the filtered frame (robust to the sparse
+   molecules). A pixel is a candidate when it is the maximum of its ``box x box`` neighbourhood and
+   exceeds ``threshold`` such standard deviations.
 
-The default threshold adapts to the frame size: it is the Gaussian quantile that allows on average
-:data:`FALSE_MAXIMA_PER_FRAME` noise maxima per frame among the roughly ``Y*X / box^2`` independent
-neighbourhoods (a Bonferroni-style significance), and never below :data:`MIN_THRESHOLD`.
+The default threshold controls the density of false candidates: the expected number of noise
+maxima above ``u`` per pixel of a smooth Gaussian field is about ``lam / (2 pi)^1.5 * u *
+exp(-u^2 / 2)`` (the Euler-characteristic density of random field theory, with ``lam = 1 / (2
+sigma^2)`` the curvature of the matched filter); the default solves this for
+:data:`FALSE_MAXIMA_PER_PIXEL` (about 3.8 for sigma = 1.3 px) and is never below :data:`MIN_THRESHOLD`. Measured on pure Poisson noise (64 x 64 px, sigma 1.3 px) the
+prediction is within a factor 1.5 of the observed count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import norm
 
-#: Expected number of pure-noise candidates per frame that the default threshold allows.
-FALSE_MAXIMA_PER_FRAME = 0.02
+#: Expected number of pure-noise candidates per pixel that the default threshold allows
+#: (5e-5: 0.2 per 64 x 64 frame, 52 per 1024 x 1024 frame).
+FALSE_MAXIMA_PER_PIXEL = 5e-5
 #: Floor for the default threshold (in robust standard deviations of the band-passed frame).
-MIN_THRESHOLD = 4.0
+MIN_THRESHOLD = 3.5
 #: Width of the background Gaussian of the band-pass, in PSF sigmas.
 BACKGROUND_SIGMA_FACTOR = 3.0
 
@@ -40,18 +50,57 @@ class Candidates:
         return len(self.frame)
 
 
-def default_threshold(frame_shape: tuple[int, int], box: int) -> float:
-    """The adaptive default threshold (robust noise standard deviations) for frames of ``frame_shape``."""
-    windows = max(1.0, frame_shape[0] * frame_shape[1] / float(box * box))
-    return float(max(MIN_THRESHOLD, norm.isf(FALSE_MAXIMA_PER_FRAME / windows)))
+def default_threshold(sigma_px: float) -> float:
+    """The default threshold (robust noise standard deviations of the band-passed frame) for a PSF of ``sigma_px``."""
+    lam = 1.0 / (2.0 * sigma_px**2)
+    scale = lam / (2.0 * np.pi) ** 1.5
+
+    def expected(u: float) -> float:
+        return scale * u * np.exp(-0.5 * u * u)
+
+    lo, hi = 1.0, 12.0  # expected() decreases for u > 1: bisect
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected(mid) > FALSE_MAXIMA_PER_PIXEL else (lo, mid)
+    return float(max(MIN_THRESHOLD, hi))
+
+
+def stabilise(frames: np.ndarray, read_noise_photons: float = 0.0, excess_noise: float = 1.0) -> np.ndarray:
+    """Anscombe transform of photons (T, Y, X) with the sCMOS shift / EMCCD scaling -> ~unit-variance float32."""
+    d = np.maximum(np.asarray(frames, dtype=np.float32) + np.float32(read_noise_photons**2), 0) / np.float32(excess_noise)
+    return 2.0 * np.sqrt(d + np.float32(3.0 / 8.0))
+
+
+def _filter_matrix(n: int, sigma: float) -> np.ndarray:
+    """The (n, n) matrix of a 1D Gaussian filter with 'nearest' edges (row i: weights of output i)."""
+    return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="nearest")
+
+
+@lru_cache(maxsize=8)
+def noise_gain(shape: tuple[int, int], sigma_px: float) -> np.ndarray:
+    """Standard deviation (Y, X) of the band-pass output for unit white noise input.
+
+    Exact for the separable filters used: at the frame edge the 'nearest' padding reuses pixels,
+    which raises the output noise by ~25 %; dividing by this map keeps the false-positive rate of
+    the threshold the same at the edge as inside.
+    """
+    parts = []
+    for n in shape:
+        a1 = _filter_matrix(n, sigma_px)
+        a2 = _filter_matrix(n, BACKGROUND_SIGMA_FACTOR * sigma_px)
+        parts.append(((a1 * a1).sum(1), (a1 * a2).sum(1), (a2 * a2).sum(1)))
+    (y11, y12, y22), (x11, x12, x22) = parts
+    var = np.outer(y11, x11) - 2 * np.outer(y12, x12) + np.outer(y22, x22)
+    return np.sqrt(np.maximum(var, 1e-12)).astype(np.float32)
 
 
 def band_pass(frames: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Difference-of-Gaussians band-pass of ``frames`` (T, Y, X) photons -> float32 (T, Y, X)."""
+    """Difference-of-Gaussians band-pass of ``frames`` (T, Y, X) -> float32 (T, Y, X), in units of
+    the output noise for unit white noise input (see :func:`noise_gain`)."""
     frames = np.asarray(frames, dtype=np.float32)
     small = ndimage.gaussian_filter(frames, (0, sigma_px, sigma_px), mode="nearest")
     big = ndimage.gaussian_filter(frames, (0, BACKGROUND_SIGMA_FACTOR * sigma_px, BACKGROUND_SIGMA_FACTOR * sigma_px), mode="nearest")
-    return small - big
+    return (small - big) / noise_gain(frames.shape[1:], float(sigma_px))
 
 
 def robust_std(filtered: np.ndarray) -> np.ndarray:
@@ -61,20 +110,29 @@ def robust_std(filtered: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(flat - med), axis=1)
 
 
-def detect(frames: np.ndarray, sigma_px: float, box: int, threshold: float | None = None) -> Candidates:
+def detect(
+    frames: np.ndarray,
+    sigma_px: float,
+    box: int,
+    threshold: float | None = None,
+    *,
+    read_noise_photons: float = 0.0,
+    excess_noise: float = 1.0,
+) -> Candidates:
     """Find candidate molecules in ``frames`` (T, Y, X) photons (raw or denoised).
 
     ``sigma_px``: PSF sigma in pixels. ``box``: side of the non-maximum-suppression neighbourhood
     (the fit box). ``threshold``: significance in robust noise standard deviations of the
-    band-passed frame (None: :func:`default_threshold`). Candidates anywhere in the frame are
-    returned, including next to the edge (the fit shifts its box to stay inside the frame).
+    band-passed, variance-stabilised frame (None: :func:`default_threshold`). ``read_noise_photons``
+    and ``excess_noise`` as in :func:`smlmdn.localize.fit.fit_spots`. Candidates anywhere in the
+    frame are returned, including next to the edge (the fit shifts its box to stay inside the frame).
     """
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 3:
         raise ValueError(f"frames must be (T, Y, X), got {frames.shape}")
     if threshold is None:
-        threshold = default_threshold(frames.shape[1:], box)
-    filtered = band_pass(frames, sigma_px)
+        threshold = default_threshold(sigma_px)
+    filtered = band_pass(stabilise(frames, read_noise_photons, excess_noise), sigma_px)
     noise = robust_std(filtered)
     # A frame with no noise at all (e.g. constant) has no candidates; avoid dividing by zero.
     noise = np.where(noise > 0, noise, np.inf).astype(np.float32)

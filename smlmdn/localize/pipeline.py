@@ -99,9 +99,15 @@ def localize_block(
     excess_noise: float,
     pixel_size_nm: float,
     frame_offset: int = 0,
+    detect_read_noise: float = 0.0,
+    detect_excess_noise: float = 1.0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Detect in ``detect_frames`` and fit ``fit_frames`` (both (T, Y, X) photons) -> (table, counts)."""
-    cand = detect(detect_frames, sigma_px, box, threshold)
+    """Detect in ``detect_frames`` and fit ``fit_frames`` (both (T, Y, X) photons) -> (table, counts).
+
+    ``read_noise_photons``/``excess_noise`` describe the noise of ``fit_frames``,
+    ``detect_read_noise``/``detect_excess_noise`` that of ``detect_frames``.
+    """
+    cand = detect(detect_frames, sigma_px, box, threshold, read_noise_photons=detect_read_noise, excess_noise=detect_excess_noise)
     counts = {"n_candidates": len(cand), "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     if len(cand) == 0:
         return empty_table(), counts
@@ -183,12 +189,14 @@ def localize(
     pixel_size = float(camera.pixel_size)
     check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold)
     sigma_px = psf_sigma_nm / pixel_size
-    thr = default_threshold((ny, nx), box) if threshold is None else float(threshold)
+    thr = default_threshold(sigma_px) if threshold is None else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
     # The camera noise model applies to raw photons only; a denoised estimate has neither read noise
     # nor EMCCD excess noise in that form, so its fit uses the plain Poisson model (see module docs).
     read_noise = 0.0 if fitting_denoised else camera.read_noise_photons
     excess = 1.0 if fitting_denoised else camera.excess_noise
+    det_read_noise = camera.read_noise_photons if detect_on is None else 0.0
+    det_excess = camera.excess_noise if detect_on is None else 1.0
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
@@ -203,6 +211,7 @@ def localize(
             table, counts = localize_block(
                 src, det, box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
                 read_noise_photons=read_noise, excess_noise=excess, pixel_size_nm=pixel_size, frame_offset=b0,
+                detect_read_noise=det_read_noise, detect_excess_noise=det_excess,
             )
             for k, v in counts.items():
                 totals[k] += v

@@ -1,0 +1,146 @@
+"""Detection and the streaming pipeline on small simulated movies."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+
+from smlmdn.camera import Camera
+from smlmdn.errors import SmlmdnError
+from smlmdn.localize import LOC_COLUMNS, localize
+from smlmdn.localize.detect import default_threshold, detect
+from smlmdn.psf import render_spots
+
+PIXEL_NM = 100.0
+SIGMA_PX = 1.3
+CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=PIXEL_NM)
+
+
+def _movie(frames: int = 30, size: int = 64, photons: float = 1500.0, bg: float = 15.0, seed: int = 0):
+    """Well-separated emitters (jittered grid, 9 px spacing, about half on per frame), Poisson + read noise."""
+    rng = np.random.default_rng(seed)
+    centres = np.arange(6, size - 5, 9) + 0.5
+    gx, gy = np.meshgrid(centres, centres)
+    rows = []
+    movie = np.empty((frames, size, size), np.float32)
+    for t in range(frames):
+        on = rng.random(gx.size) < 0.5
+        x = gx.ravel()[on] + rng.uniform(-1.5, 1.5, on.sum())
+        y = gy.ravel()[on] + rng.uniform(-1.5, 1.5, on.sum())
+        clean = render_spots(x, y, np.full(on.sum(), photons), SIGMA_PX, (size, size)) + bg
+        movie[t] = rng.poisson(clean) + rng.normal(0, CAMERA.read_noise_photons, clean.shape)
+        rows.append(pd.DataFrame({"frame": t, "x_nm": x * PIXEL_NM, "y_nm": y * PIXEL_NM}))
+    return movie, pd.concat(rows, ignore_index=True)
+
+
+def _match(locs: pd.DataFrame, truth: pd.DataFrame, tol_nm: float = 250.0) -> tuple[int, int, int, np.ndarray]:
+    """Greedy per-frame nearest matching (enough for well-separated emitters): TP, FP, FN, errors (nm)."""
+    tp = fp = fn = 0
+    errors = []
+    for t, tr in truth.groupby("frame"):
+        lo = locs[locs.frame == t]
+        if len(lo) == 0:
+            fn += len(tr)
+            continue
+        d, j = cKDTree(tr[["x_nm", "y_nm"]].to_numpy()).query(lo[["x_nm", "y_nm"]].to_numpy())
+        ok = d < tol_nm
+        matched = np.unique(j[ok])
+        tp += len(matched)
+        fp += int(len(lo) - len(matched))
+        fn += len(tr) - len(matched)
+        errors.append(d[ok])
+    fp += int(np.sum(~locs.frame.isin(truth.frame)))
+    return tp, fp, fn, np.concatenate(errors) if errors else np.zeros(0)
+
+
+def test_detection_recall_and_false_positives_on_separated_emitters() -> None:
+    movie, truth = _movie()
+
+    locs = localize(da.from_array(movie, chunks=(8, -1, -1)), CAMERA, progress=False)
+
+    tp, fp, fn, err = _match(locs, truth)
+    recall = tp / (tp + fn)
+    fp_rate = fp / max(1, len(locs))
+    assert recall >= 0.95, f"recall {recall:.3f}"
+    assert fp_rate < 0.05, f"false positives {fp_rate:.3f}"
+    assert np.sqrt(np.mean(err**2)) < 15.0  # 1500 photons: CRLB ~ 4 nm; loose bound on matching
+    assert list(locs.columns) == list(LOC_COLUMNS)
+    assert locs.attrs["n_candidates"] >= len(locs)
+    assert locs["frame"].between(0, len(movie) - 1).all()
+
+
+def test_detection_finds_nothing_in_pure_noise() -> None:
+    rng = np.random.default_rng(5)
+    noise = rng.poisson(20.0, size=(40, 64, 64)).astype(np.float32)
+
+    cand = detect(noise, SIGMA_PX, 7)
+
+    # the default threshold allows ~5e-5 false maxima per pixel, i.e. ~8 in these 40 frames
+    assert len(cand) <= 20
+
+
+def test_default_threshold_is_a_sensible_significance() -> None:
+    assert 3.5 <= default_threshold(1.3) < 5.0
+    assert default_threshold(0.8) > default_threshold(2.0)  # a sharper filter has more noise maxima
+
+
+def test_candidates_at_the_frame_edge_are_fitted_with_a_shifted_box() -> None:
+    rng = np.random.default_rng(2)
+    x, y = np.array([0.9, 30.0]), np.array([20.0, 31.2])  # one emitter 0.9 px from the left edge
+    clean = render_spots(x, y, np.array([3000.0, 3000.0]), SIGMA_PX, (32, 32)) + 10.0
+    movie = rng.poisson(np.broadcast_to(clean, (6, 32, 32))).astype(np.float32)
+
+    locs = localize(da.from_array(movie), Camera(read_noise=0.0, pixel_size=PIXEL_NM), progress=False)
+
+    near_edge = locs[locs.x_nm < 500]
+    assert len(near_edge) == 6
+    assert np.abs(near_edge.x_nm - 90.0).max() < 20.0 and np.abs(near_edge.y_nm - 2000.0).max() < 20.0
+
+
+def test_hybrid_and_denoised_modes_use_the_detection_movie() -> None:
+    movie, truth = _movie(frames=10)
+    clean = np.empty_like(movie)
+    # a perfect "denoiser": the expected image (detection becomes trivial)
+    for t, g in truth.groupby("frame"):
+        clean[t] = render_spots(g.x_nm / PIXEL_NM, g.y_nm / PIXEL_NM, np.full(len(g), 1500.0), SIGMA_PX, movie.shape[1:]) + 15.0
+    raw = da.from_array(movie, chunks=(4, -1, -1))
+
+    hybrid = localize(raw, CAMERA, detect_on=da.from_array(clean, chunks=(3, -1, -1)), progress=False)
+    denoised = localize(raw, CAMERA, detect_on=da.from_array(clean), fit_on="detect", progress=False)
+
+    assert hybrid.attrs["mode"] == "hybrid" and denoised.attrs["mode"] == "denoised"
+    tp, fp, fn, err = _match(hybrid, truth)
+    assert tp / (tp + fn) > 0.97 and fp == 0
+    # fitting the noise-free image gives (almost) exact positions
+    tp, fp, fn, err = _match(denoised, truth)
+    assert tp / (tp + fn) > 0.97 and np.sqrt(np.mean(err**2)) < 1.0
+
+
+def test_no_molecules_gives_an_empty_valid_table_and_a_warning() -> None:
+    flat = da.from_array(np.random.default_rng(0).poisson(10.0, (4, 32, 32)).astype(np.float32))
+
+    with pytest.warns(UserWarning, match="no molecules"):
+        locs = localize(flat, CAMERA, progress=False, threshold=50.0)
+
+    assert len(locs) == 0 and list(locs.columns) == list(LOC_COLUMNS)
+    assert locs.attrs["n_candidates"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"box": 41}, "larger than the frame"),
+        ({"box": 6}, "odd"),
+        ({"psf_sigma_nm": 0.0}, "psf sigma"),
+        ({"psf_sigma_nm": 900.0}, "wider than"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"detect_on": da.zeros((4, 32, 30), dtype=np.float32)}, "shape"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs: dict, match: str) -> None:
+    movie = da.zeros((4, 32, 32), dtype=np.float32)
+    with pytest.raises(SmlmdnError, match=match):
+        localize(movie, CAMERA, progress=False, **kwargs)

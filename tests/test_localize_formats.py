@@ -1,0 +1,113 @@
+"""Coordinate conventions of every output format, with a single emitter at a known nm position."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from smlmdn.camera import Camera
+from smlmdn.errors import SmlmdnError
+from smlmdn.localize import LOC_COLUMNS, empty_table, localize, read_localizations, write_localizations
+from smlmdn.psf import integrated_gaussian
+
+PIXEL_NM = 100.0
+X_NM, Y_NM = 1234.0, 2345.0  # 12.34 px, 23.45 px: pixel (23, 12) covers [12, 13) x [23, 24)
+CAMERA = Camera(read_noise=0.0, pixel_size=PIXEL_NM)
+
+
+@pytest.fixture(scope="module")
+def locs() -> pd.DataFrame:
+    """A very bright single emitter at (X_NM, Y_NM) in 4 frames: fits land within ~1 nm."""
+    rng = np.random.default_rng(0)
+    mu = 2e5 * integrated_gaussian(X_NM / PIXEL_NM, Y_NM / PIXEL_NM, 1.3, (48, 40)) + 10.0
+    movie = rng.poisson(np.broadcast_to(mu, (4, 48, 40))).astype(np.float32)
+    out = localize(da.from_array(movie), CAMERA, progress=False)
+    assert len(out) == 4
+    return out
+
+
+def test_fit_lands_on_the_known_position(locs: pd.DataFrame) -> None:
+    assert np.abs(locs.x_nm - X_NM).max() < 2.0 and np.abs(locs.y_nm - Y_NM).max() < 2.0
+    assert list(locs.frame) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".hdf5", ".parquet"])
+def test_round_trip_keeps_positions_frames_and_columns(locs: pd.DataFrame, tmp_path: Path, suffix: str) -> None:
+    path = write_localizations(locs, tmp_path / f"locs{suffix}", CAMERA, metadata={"movie": "m.tif"})
+
+    back = read_localizations(path)
+
+    assert list(back.columns) == list(LOC_COLUMNS)
+    assert list(back.frame) == list(locs.frame)
+    atol = 0.01 if suffix != ".hdf5" else 0.01 * PIXEL_NM / 100  # float32 pixels in HDF5
+    np.testing.assert_allclose(back.x_nm, locs.x_nm, atol=atol)
+    np.testing.assert_allclose(back.y_nm, locs.y_nm, atol=atol)
+    np.testing.assert_allclose(back.photons, locs.photons, rtol=1e-5)
+    np.testing.assert_allclose(back.crlb_x_nm, locs.crlb_x_nm, rtol=1e-5)
+    assert back.attrs["movie"] == "m.tif" and "smlmdn_version" in back.attrs
+
+
+def test_csv_uses_thunderstorm_names_and_1_based_frames(locs: pd.DataFrame, tmp_path: Path) -> None:
+    path = write_localizations(locs, tmp_path / "locs.csv", CAMERA)
+
+    first_line = path.read_text().splitlines()[0]
+    raw = pd.read_csv(path)
+
+    assert first_line.startswith("id,frame,x [nm],y [nm],sigma [nm],intensity [photon],offset [photon],bkgstd [photon],uncertainty [nm]")
+    assert list(raw["frame"]) == [1, 2, 3, 4] and list(raw["id"]) == [1, 2, 3, 4]
+    # ThunderSTORM's pixel origin is the pixel edge, like smlmdn's: nm values are written unchanged
+    assert np.abs(raw["x [nm]"] - X_NM).max() < 2.0
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert provenance["camera"]["pixel_size"] == PIXEL_NM and "command" in provenance
+
+
+def test_picasso_hdf5_structure_and_pixel_centre_convention(locs: pd.DataFrame, tmp_path: Path) -> None:
+    """Checked against Picasso's documented locs dtype; Picasso's own reader is exercised in benchmarks/localize.py."""
+    path = write_localizations(locs, tmp_path / "locs.hdf5", CAMERA)
+
+    with h5py.File(path, "r") as f:
+        rec = f["locs"][()]
+    info = list(yaml.safe_load_all(path.with_suffix(".yaml").read_text()))
+
+    for name, kind in [("frame", "u4"), ("x", "f4"), ("y", "f4"), ("photons", "f4"), ("sx", "f4"), ("sy", "f4"),
+                       ("bg", "f4"), ("lpx", "f4"), ("lpy", "f4")]:
+        assert rec.dtype[name] == np.dtype(kind), name
+    # Picasso: pixel centres at integer coordinates -> the emitter at 12.34 px (edge origin) is at 11.84
+    assert np.abs(rec["x"] - (X_NM / PIXEL_NM - 0.5)).max() < 0.02
+    assert np.abs(rec["y"] - (Y_NM / PIXEL_NM - 0.5)).max() < 0.02
+    assert list(rec["frame"]) == [0, 1, 2, 3]
+    assert np.allclose(rec["lpx"], locs.crlb_x_nm / PIXEL_NM, rtol=1e-5)
+    assert info[0]["Width"] == 40 and info[0]["Height"] == 48 and info[0]["Frames"] == 4
+    assert info[0]["Pixelsize"] == PIXEL_NM
+
+
+def test_parquet_carries_metadata(locs: pd.DataFrame, tmp_path: Path) -> None:
+    path = write_localizations(locs, tmp_path / "locs.parquet", CAMERA)
+
+    meta = json.loads(pq.read_schema(path).metadata[b"smlmdn"])
+
+    assert meta["camera"]["pixel_size"] == PIXEL_NM and meta["localization"]["n_candidates"] == 4
+
+
+def test_empty_table_round_trips(tmp_path: Path) -> None:
+    for suffix in (".csv", ".hdf5", ".parquet"):
+        back = read_localizations(write_localizations(empty_table(), tmp_path / f"e{suffix}", CAMERA))
+        assert len(back) == 0 and list(back.columns) == list(LOC_COLUMNS)
+
+
+def test_writes_refuse_existing_files_and_unknown_formats(locs: pd.DataFrame, tmp_path: Path) -> None:
+    path = write_localizations(locs, tmp_path / "locs.hdf5", CAMERA)
+    with pytest.raises(SmlmdnError, match="already exists"):
+        write_localizations(locs, path, CAMERA)
+    write_localizations(locs, path, CAMERA, overwrite=True)
+    with pytest.raises(SmlmdnError, match="unknown localization format"):
+        write_localizations(locs, tmp_path / "locs.xlsx", CAMERA)
+    assert not list(tmp_path.glob("*.partial"))
