@@ -9,8 +9,10 @@ larger than any possible sum of in-tolerance distances).
 Speed: instead of one Hungarian problem per frame, all candidate pairs within the tolerance are found
 at once with a k-d tree (frames are separated along a third coordinate so pairs never cross frames),
 and the bipartite graph of candidate pairs is split into connected components. Components are
-independent assignment problems, so the result equals per-frame Hungarian matching; components with
-a single candidate pair (the usual case at SMLM densities) are matched without any Python loop.
+independent assignment problems, so the result equals per-frame Hungarian matching. Components with
+a single localization or a single true emitter (the usual case at SMLM densities) have one match,
+their shortest edge, and are resolved without any Python loop; the Hungarian algorithm runs only on
+the rest.
 """
 
 from __future__ import annotations
@@ -117,31 +119,67 @@ def _candidate_pairs(f_l, x_l, y_l, f_t, x_t, y_t, tol):
     return i[keep], j[keep], d[keep]
 
 
+def _first_per_group(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Positions of the smallest ``key`` in each group (ties: first)."""
+    order = np.lexsort((key, group))
+    g = group[order]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    return order[first]
+
+
+def _local_rank(comp: np.ndarray, node: np.ndarray) -> np.ndarray:
+    """For each edge, the 0-based rank of its ``node`` among the distinct nodes of its component."""
+    order = np.lexsort((node, comp))
+    c, n = comp[order], node[order]
+    new_comp = np.ones(len(c), dtype=bool)
+    new_comp[1:] = c[1:] != c[:-1]
+    new_node = new_comp.copy()
+    new_node[1:] |= n[1:] != n[:-1]
+    g = np.cumsum(new_node) - 1
+    start = np.maximum.accumulate(np.where(new_comp, g, 0))
+    rank = np.empty(len(c), dtype=np.int64)
+    rank[order] = g - start
+    return rank
+
+
 def _assign(i, j, d, n_l, n_t, tol):
     """Optimal assignment on the candidate graph, component by component; returns matched (i, j)."""
     if len(i) == 0:
         return i, j
     graph = coo_matrix((np.ones(len(i)), (i, n_l + j)), shape=(n_l + n_t, n_l + n_t))
-    _, labels = connected_components(graph, directed=False)
+    n_comp, labels = connected_components(graph, directed=False)
     comp = labels[i]
-    counts = np.bincount(comp)
-    single = counts[comp] == 1  # a component with one edge is one loc and one truth: a match
-    out_i, out_j = [i[single]], [j[single]]
-    multi = np.flatnonzero(~single)
+    # Number of distinct localizations / truths per component (each node belongs to one component).
+    has_l, has_t = np.zeros(n_l, dtype=bool), np.zeros(n_t, dtype=bool)
+    has_l[i], has_t[j] = True, True
+    n_locs = np.bincount(labels[:n_l][has_l], minlength=n_comp)
+    n_truth = np.bincount(labels[n_l:][has_t], minlength=n_comp)
+    # A star (one localization or one truth in the component) has a single match: its shortest edge.
+    # That covers isolated pairs too, i.e. nearly every component at SMLM densities, without a loop.
+    star = (n_locs[comp] == 1) | (n_truth[comp] == 1)
+    s_edges = np.flatnonzero(star)
+    best = s_edges[_first_per_group(comp[s_edges], d[s_edges])]
+    out_i, out_j = [i[best]], [j[best]]
+    multi = np.flatnonzero(~star)
     if len(multi):
         order = multi[np.argsort(comp[multi], kind="stable")]
-        c_sorted = comp[order]
-        bounds = np.flatnonzero(np.diff(c_sorted)) + 1
+        ci, ii, jj, dd = comp[order], i[order], j[order], d[order]
+        ri, rj = _local_rank(ci, ii), _local_rank(ci, jj)
+        bounds = np.flatnonzero(np.diff(ci)) + 1
+        starts, ends = np.r_[0, bounds], np.r_[bounds, len(ci)]
         big = tol * (len(i) + 1) + 1.0  # larger than any sum of in-tolerance distances
-        for edges in np.split(order, bounds):
-            ui, ri = np.unique(i[edges], return_inverse=True)
-            uj, rj = np.unique(j[edges], return_inverse=True)
-            cost = np.full((len(ui), len(uj)), big)
-            cost[ri, rj] = d[edges]
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            r_loc, c_loc = ri[a:b], rj[a:b]
+            rows, cols = n_locs[ci[a]], n_truth[ci[a]]
+            cost = np.full((rows, cols), big)
+            cost[r_loc, c_loc] = dd[a:b]
+            row_node, col_node = np.empty(rows, dtype=np.int64), np.empty(cols, dtype=np.int64)
+            row_node[r_loc], col_node[c_loc] = ii[a:b], jj[a:b]
             r, c = linear_sum_assignment(cost)
             ok = cost[r, c] < big
-            out_i.append(ui[r[ok]])
-            out_j.append(uj[c[ok]])
+            out_i.append(row_node[r[ok]])
+            out_j.append(col_node[c[ok]])
     return np.concatenate(out_i), np.concatenate(out_j)
 
 
