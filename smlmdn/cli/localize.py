@@ -1,0 +1,153 @@
+"""`smlmdn localize MOVIE -o locs.csv [--mode raw|denoised|hybrid --denoised D | --model M]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import dask.array as da
+import typer
+
+from ..camera import Camera, movie_to_photons, to_photons
+from ..errors import SmlmdnError
+from ..io import check_output, open_movie, read_attrs
+from ..localize import localize as run_localize
+from ..localize import write_localizations
+from ..localize.formats import output_format, side_files
+from . import options as o
+from .app import command
+
+LOC = "Localization (units: px for --box, nm for --psf-sigma)"
+MODES = ("raw", "denoised", "hybrid")
+
+
+def load_denoised(path: Path, camera: Camera, shape: tuple[int, ...], block_frames: int) -> da.Array:
+    """Open a denoised movie lazily as photons (T, Y, X), converting from ADU if its attributes say so."""
+    movie = open_movie(path, block_frames=block_frames)
+    units = str(read_attrs(path).get("units", "photons")).lower()
+    if tuple(movie.shape) != tuple(shape):
+        raise SmlmdnError(
+            f"the denoised movie {path} has shape {tuple(movie.shape)} but the raw movie has {tuple(shape)}",
+            "denoise this same movie (same frames and size) or pass the matching --denoised file",
+        )
+    if units == "adu":
+        return to_photons(movie, camera)
+    return movie.astype("float32")
+
+
+def denoise_on_the_fly(photons: da.Array, model: Path, device: str) -> da.Array:
+    """Lazy posterior-mean photons of ``photons`` from a model file (denoised block by block while localizing)."""
+    try:
+        from ..denoise import denoise_lazy, load_model
+    except ImportError as exc:  # the denoiser is an optional part of a partial install
+        raise SmlmdnError(f"the denoiser is not available ({exc})", "denoise first with `smlmdn denoise` and pass --denoised") from exc
+    model_obj = load_model(model)
+    return denoise_lazy(photons, model_obj, estimates=("mean",), device=device)["mean"]
+
+
+def write_render(locs: Any, shape_yx: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float,
+                 png: Path | None, tif: Path | None, overwrite: bool) -> list[Path]:
+    """Render a super-resolution image (Gaussian-blurred histogram) to PNG and/or TIFF; returns the paths written."""
+    from ..evaluate.render import render_image, save_render_png, save_render_tif
+
+    image = render_image(locs, shape_yx, pixel_size_nm, render_pixel_nm)
+    written = []
+    if png is not None:
+        written.append(save_render_png(image, png, overwrite=overwrite))
+    if tif is not None:
+        written.append(save_render_tif(image, tif, render_pixel_nm, overwrite=overwrite))
+    return written
+
+
+@command("localize")
+def localize(
+    movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
+    output: Annotated[
+        list[Path],
+        typer.Option("--output", "-o", help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet. Repeat for several."),
+    ],
+    mode: Annotated[
+        Optional[str],
+        typer.Option("--mode", help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.", rich_help_panel=LOC),
+    ] = None,
+    denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE).", rich_help_panel=LOC)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
+    device: Annotated[str, typer.Option("--device", help="For --model: auto, cpu or cuda.", rich_help_panel=LOC)] = "auto",
+    box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd); also the non-maximum-suppression neighbourhood.", rich_help_panel=LOC)] = 7,
+    psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
+    fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
+    threshold: Annotated[
+        Optional[float],
+        typer.Option("--threshold", help="Detection significance in noise standard deviations of the band-passed frame (default: adaptive, ~3.8 for a 1.3 px PSF).", rich_help_panel=LOC),
+    ] = None,
+    render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram).")] = None,
+    render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration).")] = None,
+    render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
+    camera_file: o.CameraFile = None,
+    offset: o.Offset = None,
+    e_per_adu: o.EPerADU = None,
+    qe: o.QE = None,
+    em_gain: o.EMGain = None,
+    read_noise: o.ReadNoise = None,
+    pixel_size: o.PixelSize = None,
+    units: o.Units = "adu",
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Detect molecules and fit them by Poisson maximum likelihood (integrated Gaussian PSF) with a CRLB per localization.
+
+    Coordinates are nm with pixel (0,0) covering 0-1 px (0-pixel-size nm); photons are detected photons
+    (photoelectrons). Streams the movie frame block by frame block.
+    """
+    mode = (mode or ("hybrid" if (denoised or model) else "raw")).lower()
+    if mode not in MODES:
+        raise SmlmdnError(f"unknown --mode {mode!r}", "use --mode raw, denoised or hybrid")
+    if mode != "raw" and denoised is None and model is None:
+        raise SmlmdnError(f"--mode {mode} needs a denoised movie", "pass --denoised denoised.zarr (from `smlmdn denoise`) or --model model.pt")
+    if denoised is not None and model is not None:
+        raise SmlmdnError("both --denoised and --model were given", "pass only one of them")
+    if mode == "raw" and (denoised is not None or model is not None):
+        raise SmlmdnError("--mode raw ignores --denoised/--model", "drop them, or use --mode hybrid or denoised")
+    if render_pixel <= 0:
+        raise SmlmdnError(f"--render-pixel must be > 0 nm, got {render_pixel}", "use e.g. --render-pixel 10")
+    # check every output before any work
+    for path in output:
+        output_format(path)
+        check_output(path, overwrite)
+        for extra in side_files(path):
+            check_output(extra, overwrite)
+    if len({p.resolve() for p in output}) != len(output):
+        raise SmlmdnError("the same output is given twice", "give each -o once")
+    for path, suffix in ((render, ".png"), (render_tif, ".tif")):
+        if path is not None:
+            if not path.name.lower().endswith((suffix, ".tiff") if suffix == ".tif" else (suffix,)):
+                raise SmlmdnError(f"unknown render format for {path}", f"end the name in {suffix}")
+            check_output(path, overwrite)
+
+    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
+    raw = open_movie(movie)
+    photons = movie_to_photons(raw, camera, units=units)
+    detect_on = None
+    source: dict[str, Any] = {"movie": str(movie), "mode": mode}
+    if denoised is not None:
+        detect_on = load_denoised(denoised, camera, photons.shape, photons.chunks[0][0])
+        source["denoised"] = str(denoised)
+    elif model is not None:
+        detect_on = denoise_on_the_fly(photons, model, device)
+        source["model"] = str(model)
+    locs = run_localize(
+        photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
+        psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet,
+    )
+    written = [write_localizations(locs, path, camera, overwrite=overwrite, metadata=source) for path in output]
+    if render is not None or render_tif is not None:
+        written += write_render(locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite)
+    a = locs.attrs
+    precision = ""
+    if len(locs):
+        precision = f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
+    typer.echo(
+        f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
+        f"{a['n_dropped_nonconverged']} not converged, {a['n_dropped_outside']} outside their box; threshold {a['threshold']:.2f}); "
+        f"{precision}wrote {', '.join(str(p) for p in written)}"
+    )
