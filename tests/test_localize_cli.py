@@ -91,6 +91,23 @@ def test_hybrid_and_denoised_modes_with_a_denoised_file(data: dict[str, Path], t
     assert abs(d.photons.median() - 2000.0) < 60.0
 
 
+def test_model_mode_denoises_on_the_fly(data: dict[str, Path], tmp_path: Path) -> None:
+    from smlmdn.camera import movie_to_photons
+    from smlmdn.denoise import fit_model
+    from smlmdn.io import open_movie
+
+    photons = movie_to_photons(open_movie(data["movie"]), CAMERA)
+    fit_model(photons, CAMERA, progress=False, steps=10, width=8, depth=2, val_every=5, val_crops=4, threads=1).save(tmp_path / "m.pt")
+
+    result = _run(data, "--model", str(tmp_path / "m.pt"), "--device", "cpu", "-o", str(tmp_path / "l.parquet"))
+
+    assert result.exit_code == 0, result.output
+    assert "(hybrid mode" in result.output
+    locs = read_localizations(tmp_path / "l.parquet")
+    assert locs.attrs["model"] == str(tmp_path / "m.pt") and locs.attrs["localization"]["mode"] == "hybrid"
+    _check_positions(locs)
+
+
 def test_existing_output_is_refused_without_overwrite(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "l.csv"
     assert _run(data, "-o", str(out)).exit_code == 0

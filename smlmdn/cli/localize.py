@@ -35,13 +35,13 @@ def load_denoised(path: Path, camera: Camera, shape: tuple[int, ...], block_fram
     return movie.astype("float32")
 
 
-def denoise_on_the_fly(photons: da.Array, model: Path, device: str) -> da.Array:
+def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: str) -> da.Array:
     """Lazy posterior-mean photons of ``photons`` from a model file (denoised block by block while localizing)."""
     try:
         from ..denoise import denoise_lazy, load_model
     except ImportError as exc:  # the denoiser is an optional part of a partial install
         raise SmlmdnError(f"the denoiser is not available ({exc})", "denoise first with `smlmdn denoise` and pass --denoised") from exc
-    model_obj = load_model(model)
+    model_obj = load_model(model, camera)  # refuses a model trained for another camera
     return denoise_lazy(photons, model_obj, estimates=("mean",), device=device)["mean"]
 
 
@@ -133,7 +133,7 @@ def localize(
         detect_on = load_denoised(denoised, camera, photons.shape, photons.chunks[0][0])
         source["denoised"] = str(denoised)
     elif model is not None:
-        detect_on = denoise_on_the_fly(photons, model, device)
+        detect_on = denoise_on_the_fly(photons, model, camera, device)
         source["model"] = str(model)
     locs = run_localize(
         photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
