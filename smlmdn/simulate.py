@@ -49,6 +49,7 @@ block, giving exactly the same pixels. This is what lets :func:`simulate_to_dir`
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ PRESETS: dict[str, dict[str, float]] = {
 # Random streams: structure/blinking and per-frame camera noise never share a generator.
 _STREAM_TRUTH = 0
 _STREAM_NOISE = 1
+_STREAM_BLINK = 2
 
 
 def default_camera(camera_type: str, pixel_size: float = 100.0) -> Camera:
@@ -263,59 +265,73 @@ def emitter_positions(params: SimulationParams, rng: np.random.Generator) -> np.
 
 # --------------------------------------------------------------------------------------- blinking
 
+#: Frames per truth window. The blinking schedule is generated window by window from a state carried
+#: across window boundaries; each window draws from its own generator seeded by (seed, window), so any
+#: window can be regenerated alone from its start state. Part of the definition of a seed's movie.
+TRUTH_WINDOW = 1024
 
-def blinking_schedule(params: SimulationParams, n_emitters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """On-periods of every emitter as ``(emitter, start, end)`` arrays, times in frames (continuous).
 
-    Two-state telegraph process with exponential dwell times (means ``on_time``/``off_time``), started
-    in the stationary state; periods are clipped to ``[0, frames)``. Optional bleaching after each
-    on-period with probability ``1 / bleach_cycles``.
-    """
-    T = float(params.frames)
+@dataclass
+class _BlinkState:
+    """Per-emitter telegraph state at a time ``t``: ``on`` now, ``t_end`` (frames) when the current
+    dwell ends, ``alive`` False once bleached."""
+
+    on: np.ndarray
+    t_end: np.ndarray
+    alive: np.ndarray
+
+    def copy(self) -> _BlinkState:
+        return _BlinkState(self.on.copy(), self.t_end.copy(), self.alive.copy())
+
+
+def _initial_state(params: SimulationParams, n: int, rng: np.random.Generator) -> _BlinkState:
+    # Stationary start: on with probability equal to the duty cycle; residual dwell times are
+    # exponential with the full means (memoryless), so the statistics are the same from frame 0.
     duty = params.on_time / (params.on_time + params.off_time)
-    emitters = np.arange(n_emitters)
-    on_now = rng.random(n_emitters) < duty
-    # Memoryless: the residual dwell at t = 0 is exponential with the same mean.
-    t = np.where(on_now, 0.0, rng.exponential(params.off_time, n_emitters))
-    alive = t < T
-    out_e, out_s, out_d = [], [], []
+    on = rng.random(n) < duty
+    t_end = np.where(on, rng.exponential(params.on_time, n), rng.exponential(params.off_time, n))
+    return _BlinkState(on, t_end, np.ones(n, dtype=bool))
+
+
+def _window_periods(params: SimulationParams, state: _BlinkState, w0: float, w1: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Advance ``state`` (in place) from ``w0`` to ``w1``; return the on-periods ``(emitter, start, end)``
+    inside ``[w0, w1)`` (times in frames)."""
+    on, t_end, alive = state.on, state.t_end, state.alive
+    on_start = np.full(len(on), float(w0))
     p_bleach = 1.0 / params.bleach_cycles if params.bleach_cycles else 0.0
-    while alive.any():
-        idx = emitters[alive]
-        start = t[idx]
-        dur = rng.exponential(params.on_time, len(idx))
-        out_e.append(idx)
-        out_s.append(start)
-        out_d.append(dur)
-        t[idx] = start + dur + rng.exponential(params.off_time, len(idx))
-        alive[idx] = t[idx] < T
+    out_e, out_s, out_t = [], [], []
+    while True:
+        ending = np.flatnonzero(alive & on & (t_end < w1))
+        out_e.append(ending)
+        out_s.append(on_start[ending])
+        out_t.append(t_end[ending].copy())
+        on[ending] = False
         if p_bleach:
-            alive[idx] &= rng.random(len(idx)) >= p_bleach
-    if not out_e:
-        return np.zeros(0, int), np.zeros(0), np.zeros(0)
-    e = np.concatenate(out_e)
-    s = np.concatenate(out_s)
-    end = np.minimum(s + np.concatenate(out_d), T)
-    return e, s, end
+            alive[ending] &= rng.random(len(ending)) >= p_bleach
+        t_end[ending] += rng.exponential(params.off_time, len(ending))
+        starting = np.flatnonzero(alive & ~on & (t_end < w1))
+        on[starting] = True
+        on_start[starting] = t_end[starting]
+        t_end[starting] += rng.exponential(params.on_time, len(starting))
+        if len(ending) == 0 and len(starting) == 0:
+            break
+    still = np.flatnonzero(alive & on)  # on across the window's end: clipped here, continued next window
+    out_e.append(still)
+    out_s.append(on_start[still])
+    out_t.append(np.full(len(still), float(w1)))
+    return np.concatenate(out_e), np.concatenate(out_s), np.concatenate(out_t)
 
 
-def make_truth(params: SimulationParams) -> pd.DataFrame:
-    """Ground truth (one row per emitter per on-frame): frame, x_nm, y_nm, photons; sorted by frame.
-
-    Also carries an ``emitter`` column (emitter id) that is not written to truth.csv.
-    """
-    rng = np.random.default_rng([params.seed, _STREAM_TRUTH])
-    pos = emitter_positions(params, rng)
-    e, s, end = blinking_schedule(params, len(pos), rng)
+def _periods_to_rows(params: SimulationParams, e: np.ndarray, s: np.ndarray, end: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On-periods -> one row per emitter per frame: ``(frame, emitter, photons)`` sorted by frame, emitter."""
     first = np.floor(s).astype(np.int64)
     last = np.ceil(end).astype(np.int64)  # exclusive
     counts = np.maximum(last - first, 0)
     rows = np.repeat(np.arange(len(e)), counts)
-    offsets = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    frame = first[rows] + offsets
+    frame = first[rows] + (np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts))
     covered = np.minimum(end[rows], frame + 1.0) - np.maximum(s[rows], frame.astype(np.float64))
     emitter = e[rows]
-    keep = (covered > 0) & (frame < params.frames)
+    keep = covered > 0
     frame, covered, emitter = frame[keep], covered[keep], emitter[keep]
     if params.photons_cv > 0:
         k = 1.0 / params.photons_cv**2
@@ -327,19 +343,80 @@ def make_truth(params: SimulationParams) -> pd.DataFrame:
     order = np.lexsort((emitter, frame))
     frame, emitter, photons = frame[order], emitter[order], photons[order]
     if len(frame):
-        new = np.concatenate([[True], (np.diff(frame) != 0) | (np.diff(emitter) != 0)])
-        starts = np.flatnonzero(new)
+        starts = np.flatnonzero(np.concatenate([[True], (np.diff(frame) != 0) | (np.diff(emitter) != 0)]))
         photons = np.add.reduceat(photons, starts)
         frame, emitter = frame[starts], emitter[starts]
-    return pd.DataFrame(
-        {
-            "frame": frame.astype(np.int64),
-            "x_nm": pos[emitter, 0] if len(emitter) else np.zeros(0),
-            "y_nm": pos[emitter, 1] if len(emitter) else np.zeros(0),
-            "photons": photons,
-            "emitter": emitter.astype(np.int64),
-        }
-    )
+    return frame, emitter, photons
+
+
+class GroundTruth:
+    """Emitter positions plus the blinking schedule, generated window by window with flat memory.
+
+    ``positions`` (N, 2) nm; :meth:`window` returns the truth rows of one :data:`TRUTH_WINDOW` of
+    frames; :meth:`frames` the rows of any frame range; :meth:`table` the whole table (small movies).
+    Only the per-window start states (N bools and floats per window) are kept in memory.
+    """
+
+    def __init__(self, params: SimulationParams) -> None:
+        self.params = params
+        rng = np.random.default_rng([params.seed, _STREAM_TRUTH])
+        self.positions = emitter_positions(params, rng)
+        self.n_windows = -(-params.frames // TRUTH_WINDOW)
+        state = _initial_state(params, len(self.positions), rng)
+        self._states = []
+        for k in range(self.n_windows):  # cheap: advances the telegraph process only
+            self._states.append(state.copy())
+            w0, w1 = k * TRUTH_WINDOW, min(params.frames, (k + 1) * TRUTH_WINDOW)
+            _window_periods(params, state, w0, w1, np.random.default_rng([params.seed, _STREAM_BLINK, k]))
+        self._cache: dict[int, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+
+    def window(self, k: int) -> pd.DataFrame:
+        """Truth rows (frame, x_nm, y_nm, photons, emitter) of window ``k``, sorted by frame."""
+        with self._lock:
+            if k in self._cache:
+                return self._cache[k]
+        p = self.params
+        rng = np.random.default_rng([p.seed, _STREAM_BLINK, k])
+        w0, w1 = k * TRUTH_WINDOW, min(p.frames, (k + 1) * TRUTH_WINDOW)
+        e, s, end = _window_periods(p, self._states[k].copy(), w0, w1, rng)
+        frame, emitter, photons = _periods_to_rows(p, e, s, end, rng)
+        df = pd.DataFrame(
+            {
+                "frame": frame.astype(np.int64),
+                "x_nm": self.positions[emitter, 0] if len(emitter) else np.zeros(0),
+                "y_nm": self.positions[emitter, 1] if len(emitter) else np.zeros(0),
+                "photons": photons,
+                "emitter": emitter.astype(np.int64),
+            }
+        )
+        with self._lock:
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[k] = df
+        return df
+
+    def frames(self, f0: int, f1: int) -> pd.DataFrame:
+        """Truth rows of frames [f0, f1)."""
+        parts = []
+        for k in range(f0 // TRUTH_WINDOW, (max(f1, f0 + 1) - 1) // TRUTH_WINDOW + 1):
+            df = self.window(k)
+            frame = df["frame"].to_numpy()
+            a, b = np.searchsorted(frame, [f0, f1])
+            parts.append(df.iloc[a:b])
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+
+    def table(self) -> pd.DataFrame:
+        """The whole truth table (in memory: for small movies and tests)."""
+        return pd.concat([self.window(k) for k in range(self.n_windows)], ignore_index=True)
+
+
+def make_truth(params: SimulationParams) -> pd.DataFrame:
+    """Ground truth (one row per emitter per on-frame): frame, x_nm, y_nm, photons; sorted by frame.
+
+    Also carries an ``emitter`` column (emitter id) that is not written to truth.csv.
+    """
+    return GroundTruth(params).table()
 
 
 # ---------------------------------------------------------------------------------------- imaging
@@ -358,27 +435,28 @@ def background_map(params: SimulationParams) -> np.ndarray:
 
 
 class _Renderer:
-    """Renders clean frames and their camera noise for any frame range from a precomputed truth table."""
+    """Renders clean frames and their camera noise for any frame range from the ground truth."""
 
-    def __init__(self, params: SimulationParams, truth: pd.DataFrame) -> None:
+    def __init__(self, params: SimulationParams, truth: GroundTruth) -> None:
         self.params = params
+        self.truth = truth
         self.camera = params.get_camera()
         self.background = background_map(params)
         self.sigma_px = params.psf_sigma / params.pixel_size
-        self.frame = truth["frame"].to_numpy()
-        self.x_px = truth["x_nm"].to_numpy() / params.pixel_size
-        self.y_px = truth["y_nm"].to_numpy() / params.pixel_size
-        self.photons = truth["photons"].to_numpy()
 
     def clean(self, f0: int, f1: int) -> np.ndarray:
         """Expected photons per pixel (f1 - f0, Y, X) float32 for frames [f0, f1)."""
         n = self.params.size
+        rows = self.truth.frames(f0, f1)
+        frame = rows["frame"].to_numpy()
+        x_px = rows["x_nm"].to_numpy() / self.params.pixel_size
+        y_px = rows["y_nm"].to_numpy() / self.params.pixel_size
+        photons = rows["photons"].to_numpy()
         out = np.empty((f1 - f0, n, n), dtype=np.float32)
-        bounds = np.searchsorted(self.frame, np.arange(f0, f1 + 1))
+        bounds = np.searchsorted(frame, np.arange(f0, f1 + 1))
         for i in range(f1 - f0):
             a, b = bounds[i], bounds[i + 1]
-            spots = render_spots(self.x_px[a:b], self.y_px[a:b], self.photons[a:b], self.sigma_px, (n, n))
-            out[i] = self.background + spots
+            out[i] = self.background + render_spots(x_px[a:b], y_px[a:b], photons[a:b], self.sigma_px, (n, n))
         return out
 
     def movie(self, f0: int, f1: int) -> np.ndarray:
@@ -413,16 +491,15 @@ def _lazy(render, shape: tuple[int, int, int], dtype: Any, block: int) -> da.Arr
     blocks = []
     for f0 in range(0, shape[0], block):
         f1 = min(shape[0], f0 + block)
-        blocks.append(da.from_delayed(dask.delayed(render, pure=True)(f0, f1), shape=(f1 - f0,) + shape[1:], dtype=dtype))
+        task = dask.delayed(render, pure=False)(f0, f1)
+        blocks.append(da.from_delayed(task, shape=(f1 - f0,) + shape[1:], dtype=dtype))
     return da.concatenate(blocks, axis=0)
 
 
-def lazy_simulation(params: SimulationParams, block_frames: int | None = None) -> tuple[da.Array, da.Array, pd.DataFrame, Camera]:
-    """The movie (uint16 ADU) and clean (float32 photons) as lazy dask arrays (T, Y, X), plus truth and camera.
-
-    Only the truth table is computed here; pixels are rendered block by block when computed.
-    """
-    truth = make_truth(params)
+def lazy_simulation(params: SimulationParams, block_frames: int | None = None) -> tuple[da.Array, da.Array, GroundTruth, Camera]:
+    """The movie (uint16 ADU) and clean (float32 photons) as lazy dask arrays (T, Y, X), the ground
+    truth (generated lazily, window by window) and the camera. Pixels are rendered when computed."""
+    truth = GroundTruth(params)
     renderer = _Renderer(params, truth)
     block = block_frames or frames_per_block((params.size, params.size), 4)
     movie = _lazy(renderer.movie, params.shape, np.uint16, block)
@@ -432,16 +509,28 @@ def lazy_simulation(params: SimulationParams, block_frames: int | None = None) -
 
 def simulate(params: SimulationParams) -> Simulation:
     """Simulate a whole movie in memory (for tests and small data; see :func:`simulate_to_dir` for big ones)."""
-    truth = make_truth(params)
+    truth = GroundTruth(params)
     renderer = _Renderer(params, truth)
     return Simulation(
         movie=renderer.movie(0, params.frames),
         clean=renderer.clean(0, params.frames),
-        truth=truth[TRUTH_COLUMNS].reset_index(drop=True),
+        truth=truth.table()[TRUTH_COLUMNS],
         camera=renderer.camera,
         background=renderer.background.astype(np.float32),
         params=params,
     )
+
+
+def write_truth_csv(truth: GroundTruth, path: str | Path, overwrite: bool = False) -> int:
+    """Write ``frame,x_nm,y_nm,photons`` window by window (atomically); returns the number of rows."""
+    n = 0
+    with atomic_file(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
+        f.write(",".join(TRUTH_COLUMNS) + "\n")
+        for k in range(truth.n_windows):
+            df = truth.window(k)[TRUTH_COLUMNS]
+            df.to_csv(f, header=False, index=False, float_format="%.4f")
+            n += len(df)
+    return n
 
 
 def simulate_to_dir(
@@ -449,7 +538,7 @@ def simulate_to_dir(
 ) -> dict[str, Path]:
     """Write ``movie.tif`` (uint16 ADU), ``clean.tif`` (float32 photons), ``truth.csv`` and ``camera.json``.
 
-    Frames are rendered and written block by block (memory: the truth table plus one block).
+    Everything is generated and written block by block: memory stays flat in the number of frames.
     Refuses existing outputs unless ``overwrite``. Returns ``{"movie"|"clean"|"truth"|"camera": path}``.
     """
     out = Path(out_dir)
@@ -462,8 +551,7 @@ def simulate_to_dir(
     sim_attrs = params.to_dict()
     with atomic_file(paths["camera"], overwrite) as tmp:
         save_camera(camera, tmp)
-    with atomic_file(paths["truth"], overwrite) as tmp:
-        truth[TRUTH_COLUMNS].to_csv(tmp, index=False, float_format="%.4f", chunksize=1_000_000)
+    write_truth_csv(truth, paths["truth"], overwrite)
     write_movie(
         movie, paths["movie"], overwrite=overwrite, pixel_size=params.pixel_size, progress=progress,
         description="simulating movie", attrs={"units": "adu", "camera": camera.to_dict(), "simulation": sim_attrs},

@@ -208,3 +208,26 @@ def test_cli_simulate_rejects_nonsense(tmp_path: Path, bad: list[str]) -> None:
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Fix:" in lines[0]
     assert not (tmp_path / "x" / "movie.tif").exists()
+
+
+def test_truth_windows_join_seamlessly() -> None:
+    from smlmdn.simulate import TRUTH_WINDOW, GroundTruth
+
+    on, off = 6.0, 54.0
+    p = SimulationParams(frames=2 * TRUTH_WINDOW + 300, size=32, density=30.0, on_time=on, off_time=off, photons_cv=0.0, photons=100.0, structure="random")
+    truth = GroundTruth(p)
+    table = truth.table()
+    assert truth.n_windows == 3 and not table.duplicated(["frame", "emitter"]).any()
+    # Any frame range, across window edges, is the matching slice of the whole table.
+    part = truth.frames(TRUTH_WINDOW - 5, TRUTH_WINDOW + 7)
+    expected = table[(table.frame >= TRUTH_WINDOW - 5) & (table.frame < TRUTH_WINDOW + 7)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, expected)
+    # The duty cycle holds in every window, and an on-period is not cut at a window edge.
+    for k in range(3):
+        w = table[(table.frame // TRUTH_WINDOW) == k]
+        n_frames = min(p.frames, (k + 1) * TRUTH_WINDOW) - k * TRUTH_WINDOW
+        assert w.photons.sum() / 100.0 / (p.n_emitters * n_frames) == pytest.approx(on / (on + off), rel=0.08)
+    # An emitter on for the whole last frame of a window is still on when the next window starts.
+    for edge in (TRUTH_WINDOW, 2 * TRUTH_WINDOW):
+        full = table[(table.frame == edge - 1) & np.isclose(table.photons, 100.0)].emitter
+        assert len(full) > 3 and set(full) <= set(table[table.frame == edge].emitter)
