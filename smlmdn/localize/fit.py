@@ -85,9 +85,11 @@ def _loglik(d, m, nb) -> float:
 
 
 @njit(cache=True)
-def _solve(a, rhs, npar, out) -> bool:
-    """Solve a @ out = rhs (npar x npar) by Gaussian elimination with partial pivoting; False if singular."""
-    w = np.empty((npar, npar + 1))
+def _solve(a, rhs, npar, out, w) -> bool:
+    """Solve a @ out = rhs (npar x npar) by Gaussian elimination with partial pivoting; False if singular.
+
+    ``w`` is workspace of at least (npar, npar + 1).
+    """
     for r in range(npar):
         for c in range(npar):
             w[r, c] = a[r, c]
@@ -118,14 +120,23 @@ def _solve(a, rhs, npar, out) -> bool:
 
 @njit(cache=True)
 def _fisher(dm, m, nb, npar, fi) -> None:
+    """Expected Fisher information of the Poisson model: sum over pixels of dm_k dm_l / m."""
     for k in range(npar):
         for l in range(k, npar):
-            acc = 0.0
-            for i in range(nb):
-                for j in range(nb):
-                    acc += dm[k, i, j] * dm[l, i, j] / m[i, j]
-            fi[k, l] = acc
-            fi[l, k] = acc
+            fi[k, l] = 0.0
+    for i in range(nb):
+        for j in range(nb):
+            inv = 1.0 / m[i, j]
+            for k in range(npar):
+                w = dm[k, i, j] * inv
+                for l in range(k, npar):
+                    fi[k, l] += w * dm[l, i, j]
+    for k in range(npar):
+        for l in range(k + 1, npar):
+            fi[l, k] = fi[k, l]
+
+
+_CHUNK = 128  # spots per parallel task: workspace arrays are allocated once per chunk
 
 
 @njit(parallel=True, cache=True)
@@ -133,48 +144,11 @@ def _fit_kernel(spots, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out
     n_spots = spots.shape[0]
     nb = spots.shape[1]
     npar = 5 if fit_sigma else 4
-    for k in prange(n_spots):
-        y_raw = spots[k]
+    n_chunks = (n_spots + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
         d = np.empty((nb, nb))
-        for i in range(nb):
-            for j in range(nb):
-                v = y_raw[i, j] + r2
-                d[i, j] = scale * (v if v > 0.0 else 0.0)
-        # --- initial values: background = median of the box perimeter, centroid of the excess
         per = np.empty(4 * nb - 4)
-        q = 0
-        for j in range(nb):
-            per[q] = y_raw[0, j]
-            per[q + 1] = y_raw[nb - 1, j]
-            q += 2
-        for i in range(1, nb - 1):
-            per[q] = y_raw[i, 0]
-            per[q + 1] = y_raw[i, nb - 1]
-            q += 2
-        b0 = np.median(per)
-        if b0 < 1e-3:
-            b0 = 1e-3
-        tot = 0.0
-        sx = 0.0
-        sy = 0.0
-        for i in range(nb):
-            for j in range(nb):
-                w = y_raw[i, j] - b0
-                if w > 0.0:
-                    tot += w
-                    sx += w * (j + 0.5)
-                    sy += w * (i + 0.5)
         theta = np.empty(5)
-        if tot > 0.0:
-            theta[0] = sx / tot
-            theta[1] = sy / tot
-        else:
-            theta[0] = 0.5 * nb
-            theta[1] = 0.5 * nb
-        theta[2] = max(tot, 1.0)
-        theta[3] = b0
-        theta[4] = sigma0
-        # --- Levenberg-Marquardt with Fisher-scoring curvature
         ex = np.empty(nb)
         dex = np.empty(nb)
         dsx = np.empty(nb)
@@ -188,101 +162,150 @@ def _fit_kernel(spots, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out
         g = np.empty(5)
         step = np.zeros(5)
         trial = np.empty(5)
-        _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-        ll = _loglik(d, m, nb)
-        lam = 1e-3
-        status = MAX_ITER
-        it = 0
-        while it < max_iter:
-            it += 1
-            _fisher(dm, m, nb, npar, fi)
-            for p in range(npar):
-                acc = 0.0
-                for i in range(nb):
-                    for j in range(nb):
-                        acc += (d[i, j] / m[i, j] - 1.0) * dm[p, i, j]
-                g[p] = acc
-            improved = False
-            small = False
-            while lam < 1e10:
-                for p in range(npar):
-                    for c in range(npar):
-                        a[p, c] = fi[p, c]
-                    a[p, p] = fi[p, p] * (1.0 + lam)
-                if not _solve(a, g, npar, step):
-                    lam *= 10.0
-                    continue
-                for p in range(5):
-                    trial[p] = theta[p]
-                # bound the position step to one pixel per iteration (keeps the fit local)
-                for p in range(2):
-                    st = step[p]
-                    if st > 1.0:
-                        st = 1.0
-                    elif st < -1.0:
-                        st = -1.0
-                    trial[p] = theta[p] + st
-                trial[2] = max(theta[2] + step[2], 0.1 * theta[2], 1e-3)
-                trial[3] = max(theta[3] + step[3], 0.1 * theta[3], 1e-6)
-                if npar == 5:
-                    trial[4] = min(max(theta[4] + step[4], 0.5 * theta[4], 0.3), 2.0 * nb)
-                _model(trial, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-                ll_new = _loglik(d, m, nb)
-                if ll_new >= ll:
-                    small = abs(trial[0] - theta[0]) < tol_xy and abs(trial[1] - theta[1]) < tol_xy and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
-                    for p in range(5):
-                        theta[p] = trial[p]
-                    ll = ll_new
-                    lam = max(lam * 0.1, 1e-7)
-                    improved = True
-                    break
-                lam *= 10.0
-            if not improved:
-                # no step increases the likelihood: we are at the (numerical) maximum
-                _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-                status = CONVERGED
-                break
-            if small:
-                status = CONVERGED
-                break
-            if abs(theta[0]) > 3 * nb or abs(theta[1]) > 3 * nb or not np.isfinite(ll):
-                status = DIVERGED
-                break
-        # --- outputs at the estimate
-        _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-        _fisher(dm, m, nb, npar, fi)
-        for p in range(5):
-            theta_out[k, p] = theta[p]
-            crlb_out[k, p] = np.nan
         inv_col = np.empty(5)
         e = np.zeros(5)
-        ok = True
+        work = np.empty((5, 6))
+        for k in range(c * _CHUNK, min(n_spots, (c + 1) * _CHUNK)):
+            _fit_one(spots[k], k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
+                     step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out)
+
+
+@njit(cache=True)
+def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
+             step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
+    """Fit one spot (see :func:`fit_spots`); all arrays after ``tol_xy`` are preallocated workspace."""
+    for i in range(nb):
+        for j in range(nb):
+            v = y_raw[i, j] + r2
+            d[i, j] = scale * (v if v > 0.0 else 0.0)
+    # --- initial values: background = median of the box perimeter, centroid of the excess
+    q = 0
+    for j in range(nb):
+        per[q] = y_raw[0, j]
+        per[q + 1] = y_raw[nb - 1, j]
+        q += 2
+    for i in range(1, nb - 1):
+        per[q] = y_raw[i, 0]
+        per[q + 1] = y_raw[i, nb - 1]
+        q += 2
+    b0 = np.median(per)
+    if b0 < 1e-3:
+        b0 = 1e-3
+    tot = 0.0
+    sx = 0.0
+    sy = 0.0
+    for i in range(nb):
+        for j in range(nb):
+            w = y_raw[i, j] - b0
+            if w > 0.0:
+                tot += w
+                sx += w * (j + 0.5)
+                sy += w * (i + 0.5)
+    if tot > 0.0:
+        theta[0] = sx / tot
+        theta[1] = sy / tot
+    else:
+        theta[0] = 0.5 * nb
+        theta[1] = 0.5 * nb
+    theta[2] = max(tot, 1.0)
+    theta[3] = b0
+    theta[4] = sigma0
+    # --- Levenberg-Marquardt with Fisher-scoring curvature
+    for p in range(5):
+        step[p] = 0.0
+    _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+    ll = _loglik(d, m, nb)
+    lam = 1e-3
+    status = MAX_ITER
+    it = 0
+    while it < max_iter:
+        it += 1
+        _fisher(dm, m, nb, npar, fi)
         for p in range(npar):
-            for c in range(npar):
-                e[c] = 0.0
-            e[p] = 1.0
-            if not _solve(fi, e, npar, inv_col):
-                ok = False
+            acc = 0.0
+            for i in range(nb):
+                for j in range(nb):
+                    acc += (d[i, j] / m[i, j] - 1.0) * dm[p, i, j]
+            g[p] = acc
+        improved = False
+        small = False
+        while lam < 1e10:
+            for p in range(npar):
+                for c in range(npar):
+                    a[p, c] = fi[p, c]
+                a[p, p] = fi[p, p] * (1.0 + lam)
+            if not _solve(a, g, npar, step, work):
+                lam *= 10.0
+                continue
+            for p in range(5):
+                trial[p] = theta[p]
+            # bound the position step to one pixel per iteration (keeps the fit local)
+            for p in range(2):
+                st = step[p]
+                if st > 1.0:
+                    st = 1.0
+                elif st < -1.0:
+                    st = -1.0
+                trial[p] = theta[p] + st
+            trial[2] = max(theta[2] + step[2], 0.1 * theta[2], 1e-3)
+            trial[3] = max(theta[3] + step[3], 0.1 * theta[3], 1e-6)
+            if npar == 5:
+                trial[4] = min(max(theta[4] + step[4], 0.5 * theta[4], 0.3), 2.0 * nb)
+            _model(trial, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+            ll_new = _loglik(d, m, nb)
+            if ll_new >= ll:
+                small = abs(trial[0] - theta[0]) < tol_xy and abs(trial[1] - theta[1]) < tol_xy and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
+                for p in range(5):
+                    theta[p] = trial[p]
+                ll = ll_new
+                lam = max(lam * 0.1, 1e-7)
+                improved = True
                 break
-            crlb_out[k, p] = math.sqrt(inv_col[p]) if inv_col[p] > 0.0 else np.nan
-        ll_full = 0.0
-        dev = 0.0
-        for i in range(nb):
-            for j in range(nb):
-                mi = m[i, j]
-                di = d[i, j]
-                ll_full += di * math.log(mi) - mi - math.lgamma(di + 1.0)
-                dev += mi - di
-                if di > 0.0:
-                    dev += di * math.log(di / mi)
-        loglik_out[k] = ll_full
-        llr_out[k] = 2.0 * dev
-        iter_out[k] = it
-        if not ok or not np.isfinite(ll_full):
+            lam *= 10.0
+        if not improved:
+            # no step increases the likelihood: we are at the (numerical) maximum
+            _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+            status = CONVERGED
+            break
+        if small:
+            status = CONVERGED
+            break
+        if abs(theta[0]) > 3 * nb or abs(theta[1]) > 3 * nb or not np.isfinite(ll):
             status = DIVERGED
-        elif status == CONVERGED and (theta[0] < 0.0 or theta[0] > nb or theta[1] < 0.0 or theta[1] > nb):
-            status = OUTSIDE
-        status_out[k] = status
+            break
+    # --- outputs at the estimate
+    _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+    _fisher(dm, m, nb, npar, fi)
+    for p in range(5):
+        theta_out[k, p] = theta[p]
+        crlb_out[k, p] = np.nan
+    ok = True
+    for p in range(npar):
+        for c in range(npar):
+            e[c] = 0.0
+        e[p] = 1.0
+        if not _solve(fi, e, npar, inv_col, work):
+            ok = False
+            break
+        crlb_out[k, p] = math.sqrt(inv_col[p]) if inv_col[p] > 0.0 else np.nan
+    ll_full = 0.0
+    dev = 0.0
+    for i in range(nb):
+        for j in range(nb):
+            mi = m[i, j]
+            di = d[i, j]
+            ll_full += di * math.log(mi) - mi - math.lgamma(di + 1.0)
+            dev += mi - di
+            if di > 0.0:
+                dev += di * math.log(di / mi)
+    loglik_out[k] = ll_full
+    llr_out[k] = 2.0 * dev
+    iter_out[k] = it
+    if not ok or not np.isfinite(ll_full):
+        status = DIVERGED
+    elif status == CONVERGED and (theta[0] < 0.0 or theta[0] > nb or theta[1] < 0.0 or theta[1] > nb):
+        status = OUTSIDE
+    status_out[k] = status
 
 
 @dataclass

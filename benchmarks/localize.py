@@ -1,0 +1,293 @@
+"""Benchmark: smlmdn localize against Picasso's MLE on simulated movies (high / medium / low SNR).
+
+For each SNR preset of :mod:`smlmdn.simulate` (filaments, sCMOS camera) it simulates a test movie and
+reports, per method, recall / precision / Jaccard (%), lateral RMSE (nm) and the SMLM challenge 2019
+efficiency (matching per frame, Hungarian, 250 nm; :func:`smlmdn.evaluate.match.match_localizations`),
+plus fits/s of the fit stage (spot cutting + fitting) and localizations/s end to end (detection + fit).
+
+Methods, run side by side in the same process on the same CPU thread count (``--threads``, default 1):
+- smlmdn: ``localize()`` with its defaults (adaptive threshold, PSF sigma fixed at the simulated 130 nm);
+- smlmdn fit-sigma: the same with the PSF width fitted per spot;
+- Picasso gaussmle-spherical and gaussmle (its CPU Poisson MLE, one sigma / sigma x,y, both fit the
+  width): ``picasso.localize.identify`` + ``fit`` on the ADU movie with the true camera numbers.
+  Picasso's minimum net gradient has no adaptive default, so it is tuned for each SNR on a separate
+  movie (another seed) for the best Jaccard -- an advantage smlmdn does not get.
+
+Picasso (``picassosr``) is only installed in the benchmark environment::
+
+    python3 -m venv .benchvenv && .benchvenv/bin/pip install torch==2.13.0 picassosr -e .
+    .benchvenv/bin/python benchmarks/localize.py [--snr high medium low] [--frames 400] [--size 64] [--json out.json]
+
+Run with any other interpreter the Picasso rows say why they are missing. The script also checks
+the Picasso HDF5 convention with Picasso itself: ``picasso.io.load_locs`` reads smlmdn's HDF5, and
+Picasso's own fit of a single emitter agrees with smlmdn's converted coordinate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+
+def _set_threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def _matcher() -> tuple[Callable[..., Any], str]:
+    try:
+        from smlmdn.evaluate.match import match_localizations
+
+        return match_localizations, "smlmdn.evaluate.match"
+    except ImportError:  # private fallback so the benchmark runs without the evaluate module
+        from scipy.optimize import linear_sum_assignment
+
+        def match_localizations(locs: pd.DataFrame, truth: pd.DataFrame, tolerance_nm: float = 250.0):
+            tp = fp = fn = 0
+            sq: list[float] = []
+            for f in np.union1d(locs.frame.unique(), truth.frame.unique()):
+                a = locs[locs.frame == f][["x_nm", "y_nm"]].to_numpy()
+                b = truth[truth.frame == f][["x_nm", "y_nm"]].to_numpy()
+                if len(a) and len(b):
+                    d = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+                    cost = np.where(d <= tolerance_nm, d, 1e9)
+                    r, c = linear_sum_assignment(cost)
+                    ok = d[r, c] <= tolerance_nm
+                    m = int(ok.sum())
+                    sq += list(d[r, c][ok] ** 2)
+                else:
+                    m = 0
+                tp += m
+                fp += len(a) - m
+                fn += len(b) - m
+            jac = 100 * tp / max(1, tp + fp + fn)
+            rmse = float(np.sqrt(np.mean(sq))) if sq else float("nan")
+            eff = 100 - np.sqrt((100 - jac) ** 2 + (rmse if np.isfinite(rmse) else 0) ** 2)
+            return argparse.Namespace(recall=100 * tp / max(1, tp + fn), precision=100 * tp / max(1, tp + fp), jaccard=jac, rmse_nm=rmse, efficiency=eff)
+
+        return match_localizations, "private Hungarian copy (smlmdn.evaluate.match not importable)"
+
+
+def _scores(match: Callable[..., Any], locs: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    m = match(locs, truth, tolerance_nm=250.0)
+    return {k: float(getattr(m, k)) for k in ("recall", "precision", "jaccard", "rmse_nm", "efficiency")}
+
+
+# ------------------------------------------------------------------------------------------ smlmdn
+
+
+def run_smlmdn(photons: np.ndarray, camera: Any, fit_sigma: bool) -> tuple[pd.DataFrame, dict[str, float]]:
+    import dask.array as da
+
+    from smlmdn.localize import localize
+    from smlmdn.localize.detect import default_threshold, detect
+    from smlmdn.localize.fit import fit_spots
+
+    sigma_px = 130.0 / camera.pixel_size
+    movie = da.from_array(photons, chunks=(256, -1, -1))
+    t0 = time.perf_counter()
+    locs = localize(movie, camera, box=7, psf_sigma_nm=130.0, fit_sigma=fit_sigma, progress=False)
+    total = time.perf_counter() - t0
+    # the fit stage alone (cut + fit), on the same candidates
+    cand = detect(photons, sigma_px, 7, default_threshold(sigma_px), read_noise_photons=camera.read_noise_photons)
+    t0 = time.perf_counter()
+    _, ny, nx = photons.shape
+    oy, ox = np.clip(cand.row - 3, 0, ny - 7), np.clip(cand.col - 3, 0, nx - 7)
+    ar = np.arange(7)
+    spots = photons[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+    fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=camera.read_noise_photons)
+    fit_time = time.perf_counter() - t0
+    return locs, {"fits_per_s": len(cand) / fit_time, "locs_per_s_end_to_end": len(locs) / total, "n_fits": len(cand), "seconds": total}
+
+
+# ----------------------------------------------------------------------------------------- Picasso
+
+
+def picasso_version() -> tuple[str | None, str]:
+    try:
+        import picasso
+
+        return getattr(picasso, "__version__", "?"), ""
+    except Exception as exc:  # noqa: BLE001 - report why, whatever it is
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+_MEMMAPS: dict[int, np.memmap] = {}
+_TMP = tempfile.TemporaryDirectory(prefix="smlmdn-bench-")
+
+
+def as_memmap(movie_adu: np.ndarray) -> np.memmap:
+    """Picasso's fit() accepts its own movie classes or a numpy memmap: store the ADU movie as .npy, map it."""
+    key = id(movie_adu)
+    if key not in _MEMMAPS:
+        path = Path(_TMP.name) / f"movie{len(_MEMMAPS)}.npy"
+        np.save(path, np.asarray(movie_adu))
+        _MEMMAPS[key] = np.load(path, mmap_mode="r")
+    return _MEMMAPS[key]
+
+
+def run_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    from picasso import localize as plo
+
+    movie_adu = as_memmap(movie_adu)
+
+    cam = {"Baseline": camera.offset, "Sensitivity": camera.e_per_adu, "Gain": camera.em_gain, "Qe": camera.qe, "Pixelsize": camera.pixel_size}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        ids = plo.identify(movie_adu, min_ng, 7, threaded=False, return_info=False)
+        if isinstance(ids, tuple):
+            ids = ids[0]
+        t1 = time.perf_counter()
+        if len(ids) == 0:
+            return pd.DataFrame({"frame": [], "x_nm": [], "y_nm": []}), {"fits_per_s": float("nan"), "locs_per_s_end_to_end": 0.0, "n_fits": 0, "seconds": t1 - t0}
+        locs, _ = plo.fit(movie_adu, camera_info=cam, identifications=ids, box=7, fitting_method=method, multiprocess=False)
+        t2 = time.perf_counter()
+    # Picasso pixel centres are at integer coordinates: smlmdn/ThunderSTORM coordinate = picasso + 0.5
+    out = pd.DataFrame({"frame": locs["frame"].to_numpy().astype(np.int64),
+                        "x_nm": (locs["x"].to_numpy() + 0.5) * camera.pixel_size,
+                        "y_nm": (locs["y"].to_numpy() + 0.5) * camera.pixel_size})
+    return out, {"fits_per_s": len(ids) / (t2 - t1), "locs_per_s_end_to_end": len(out) / (t2 - t0), "n_fits": len(ids), "seconds": t2 - t0}
+
+
+def tune_picasso(movie_adu: np.ndarray, camera: Any, truth: pd.DataFrame, match: Callable[..., Any], method: str) -> tuple[float, list]:
+    """Minimum net gradient with the best Jaccard on a tuning movie (grid search)."""
+    grid = [25, 50, 100, 175, 250, 400, 700, 1200, 2000, 4000, 8000]
+    tried = []
+    for ng in grid:
+        locs, _ = run_picasso(movie_adu, camera, ng, method)
+        tried.append((ng, _scores(match, locs, truth)["jaccard"] if len(locs) else 0.0))
+    best = max(tried, key=lambda t: t[1])[0]
+    return float(best), tried
+
+
+def check_picasso_convention() -> dict[str, Any]:
+    """Picasso reads smlmdn's HDF5, and Picasso's own fit of one emitter matches smlmdn's converted x, y."""
+    import dask.array as da
+    from picasso import io as pio
+    from picasso import localize as plo
+
+    from smlmdn.camera import Camera
+    from smlmdn.localize import localize, write_localizations
+    from smlmdn.psf import integrated_gaussian
+
+    cam = Camera(offset=100.0, e_per_adu=1.0, em_gain=1.0, read_noise=0.0, pixel_size=100.0)
+    rng = np.random.default_rng(0)
+    x_px, y_px = 12.34, 23.45
+    mu = 50000.0 * integrated_gaussian(x_px, y_px, 1.3, (48, 40)) + 10.0
+    photons = rng.poisson(np.broadcast_to(mu, (5, 48, 40))).astype(np.float32)
+    locs = localize(da.from_array(photons), cam, progress=False)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = write_localizations(locs, Path(d) / "l.hdf5", cam)
+        ploc, info = pio.load_locs(str(path))
+        adu = (photons + 100).astype(np.uint16)
+        ids = pd.DataFrame({"frame": np.arange(5, dtype=np.uint32), "x": np.full(5, 12, np.int32), "y": np.full(5, 23, np.int32),
+                            "net_gradient": np.ones(5, np.float32)})
+        own, _ = plo.fit(as_memmap(adu), camera_info={"Baseline": 100.0, "Sensitivity": 1.0, "Gain": 1.0, "Qe": 1.0, "Pixelsize": 100.0},
+                         identifications=ids, box=7, fitting_method="gaussmle-spherical", multiprocess=False)
+    return {
+        "picasso_load_locs_rows": int(len(ploc)),
+        "picasso_info_width_height_frames": [info[0]["Width"], info[0]["Height"], info[0]["Frames"]],
+        "true_x_px_picasso_convention": x_px - 0.5,
+        "smlmdn_hdf5_mean_x": float(ploc["x"].mean()),
+        "picasso_own_fit_mean_x": float(own["x"].mean()),
+        "smlmdn_hdf5_mean_y": float(ploc["y"].mean()),
+        "picasso_own_fit_mean_y": float(own["y"].mean()),
+        "max_abs_diff_px": float(max(abs(ploc["x"].to_numpy() - own["x"].to_numpy()).max(), abs(ploc["y"].to_numpy() - own["y"].to_numpy()).max())),
+    }
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--snr", nargs="+", default=["high", "medium", "low"])
+    ap.add_argument("--frames", type=int, default=400)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--density", type=float, default=None, help="emitters per um^2 (default: the simulator's)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for both methods (numba / BLAS)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+    _set_threads(args.threads)
+
+    import numba
+
+    numba.set_num_threads(args.threads)
+    from smlmdn.camera import to_photons
+    from smlmdn.simulate import SimulationParams, simulate
+
+    match, match_source = _matcher()
+    pversion, pwhy = picasso_version()
+    results: dict[str, Any] = {"frames": args.frames, "size": args.size, "threads": args.threads, "matching": match_source,
+                               "picasso": pversion or f"not available: {pwhy}", "rows": []}
+    if pversion:
+        try:
+            results["picasso_convention_check"] = check_picasso_convention()
+        except Exception as exc:  # noqa: BLE001
+            results["picasso_convention_check"] = f"failed: {type(exc).__name__}: {exc}"
+    # warm up numba (compile / load cache) outside the timings
+    _warm = SimulationParams.preset("high", frames=4, size=32, seed=99)
+    _s = simulate(_warm)
+    run_smlmdn(np.asarray(to_photons(_s.movie, _s.camera)), _s.camera, False)
+    run_smlmdn(np.asarray(to_photons(_s.movie, _s.camera)), _s.camera, True)
+    if pversion:
+        for method in ("gaussmle-spherical", "gaussmle"):
+            run_picasso(_s.movie, _s.camera, 1000, method)
+
+    for snr in args.snr:
+        extra = {"density": args.density} if args.density else {}
+        test = simulate(SimulationParams.preset(snr, frames=args.frames, size=args.size, seed=1, **extra))
+        photons = np.asarray(to_photons(test.movie, test.camera), dtype=np.float32)
+        n_truth = len(test.truth)
+        for label, fit_sigma in (("smlmdn", False), ("smlmdn fit-sigma", True)):
+            locs, perf = run_smlmdn(photons, test.camera, fit_sigma)
+            results["rows"].append({"snr": snr, "method": label, "n_truth": n_truth, "n_locs": len(locs), **_scores(match, locs, test.truth), **perf})
+        if not pversion:
+            results["rows"].append({"snr": snr, "method": "Picasso MLE", "note": f"not run: picassosr not importable ({pwhy})"})
+            continue
+        tune = simulate(SimulationParams.preset(snr, frames=max(100, args.frames // 2), size=args.size, seed=2, **extra))
+        for method in ("gaussmle-spherical", "gaussmle"):
+            try:
+                best, tried = tune_picasso(tune.movie, tune.camera, tune.truth, match, method)
+                locs, perf = run_picasso(test.movie, test.camera, best, method)
+                results["rows"].append({"snr": snr, "method": f"Picasso {method}", "n_truth": n_truth, "n_locs": len(locs),
+                                        **_scores(match, locs, test.truth), **perf, "min_net_gradient": best, "tuning": tried})
+            except Exception as exc:  # noqa: BLE001 - the table says why
+                results["rows"].append({"snr": snr, "method": f"Picasso {method}", "note": f"failed: {type(exc).__name__}: {exc}"})
+
+    header = f"{'snr':7s} {'method':28s} {'recall':>7s} {'prec':>7s} {'Jaccard':>8s} {'RMSE nm':>8s} {'effic.':>7s} {'fits/s':>9s} {'locs/s e2e':>10s}"
+    print(f"\nlocalization benchmark: {args.frames} frames of {args.size} x {args.size} px per SNR, filaments, sCMOS; "
+          f"{args.threads} CPU thread(s); matching: {match_source}; Picasso: {results['picasso']}")
+    print(header)
+    print("-" * len(header))
+    for r in results["rows"]:
+        if "note" in r:
+            print(f"{r['snr']:7s} {r['method']:28s} {r['note']}")
+            continue
+        name = r["method"] + (f" (ng {r['min_net_gradient']:g})" if "min_net_gradient" in r else "")
+        print(f"{r['snr']:7s} {name:28s} {r['recall']:7.1f} {r['precision']:7.1f} {r['jaccard']:8.1f} {r['rmse_nm']:8.1f} "
+              f"{r['efficiency']:7.1f} {r['fits_per_s']:9.0f} {r['locs_per_s_end_to_end']:10.0f}")
+    if "picasso_convention_check" in results:
+        print("\nPicasso HDF5 convention check (Picasso's load_locs on smlmdn's file vs Picasso's own fit):")
+        print(json.dumps(results["picasso_convention_check"], indent=2))
+    text = json.dumps({**results, "rows": [{k: v for k, v in r.items() if k != "tuning"} for r in results["rows"]]}, indent=2, default=float)
+    print("\nJSON:")
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
