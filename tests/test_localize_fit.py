@@ -103,3 +103,24 @@ def test_spot_at_the_box_edge_is_flagged_outside() -> None:
 def test_empty_input_gives_empty_result() -> None:
     res = fit_spots(np.zeros((0, BOX, BOX), np.float32), SIGMA_PX)
     assert res.theta.shape == (0, 5) and res.status.shape == (0,)
+
+
+def test_emccd_data_fitted_with_excess_noise_has_honest_crlb() -> None:
+    """Real EMCCD statistics (Poisson -> Gamma gain register): with excess_noise=2 the CRLB matches the spread."""
+    rng = np.random.default_rng(21)
+    n, gain = 3000, 100.0
+    x = BOX / 2 + rng.uniform(-0.5, 0.5, n)
+    y = BOX / 2 + rng.uniform(-0.5, 0.5, n)
+    mu = 1000.0 * integrated_gaussian(x, y, SIGMA_PX, (BOX, BOX)) + 10.0
+    electrons = rng.poisson(mu).astype(np.float64)
+    amplified = np.where(electrons > 0, rng.gamma(np.maximum(electrons, 1e-9), gain), 0.0)
+    spots = (amplified / gain).astype(np.float32)  # back to photon units, as to_photons does
+
+    res = fit_spots(spots, SIGMA_PX, excess_noise=2.0)
+
+    ok = res.status == CONVERGED
+    assert ok.mean() > 0.99
+    err = res.theta[ok, 0] - x[ok]
+    assert abs(err.mean()) * PIXEL_NM < 2.0
+    ratio = np.sqrt(np.mean(err**2)) / res.crlb[ok, 0].mean()
+    assert 0.85 < ratio < 1.2, ratio

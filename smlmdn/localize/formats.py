@@ -352,7 +352,7 @@ def _read_picasso(path: Path) -> pd.DataFrame:
     for src, dst in (("lpx", "crlb_x_nm"), ("lpy", "crlb_y_nm")):
         if src in names:
             data[dst] = rec[src].astype(np.float64) * px
-    for src, dst in (("likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations")):
+    for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations")):
         if src in names:
             data[dst] = rec[src]
     attrs: dict[str, Any] = {"pixel_size_nm": px}
