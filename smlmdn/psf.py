@@ -51,16 +51,29 @@ def integrated_gaussian(x_px: ArrayLike, y_px: ArrayLike, sigma_px: ArrayLike, s
 
 
 def render_spots(
-    x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray, sigma_px: float, shape: tuple[int, int]
+    x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray, sigma_px: float, shape: tuple[int, int], truncate: float = 6.0
 ) -> np.ndarray:
     """Sum of integrated-Gaussian spots into one image (Y, X) float64, expected photons per pixel.
 
-    Uses separability: ``image = Py^T @ (photons * Px)`` with ``Px`` (N, X) and ``Py`` (N, Y), so the
-    cost is O(N * (X + Y) + X * Y * N) in BLAS rather than N full-frame erf evaluations.
+    Each spot is evaluated on a square patch reaching ``truncate`` sigma (plus one pixel) beyond its
+    centre pixel, so the flux left out is below 2e-9 of each spot; patches are scattered into the
+    image with one ``bincount``. Cost O(N * patch area), independent of the image size.
     """
     ny, nx = int(shape[0]), int(shape[1])
-    if len(x_px) == 0:
+    n = len(x_px)
+    if n == 0:
         return np.zeros((ny, nx), dtype=np.float64)
-    px = integrated_gaussian_1d(np.asarray(x_px, np.float64), sigma_px, nx)
-    py = integrated_gaussian_1d(np.asarray(y_px, np.float64), sigma_px, ny)
-    return py.T @ (px * np.asarray(photons, np.float64)[:, None])
+    x = np.asarray(x_px, np.float64)
+    y = np.asarray(y_px, np.float64)
+    r = int(np.ceil(truncate * float(sigma_px))) + 1
+    offsets = np.arange(-r, r + 1)
+    cols = np.floor(x).astype(np.int64)[:, None] + offsets  # (N, K)
+    rows = np.floor(y).astype(np.int64)[:, None] + offsets
+    scale = 1.0 / (_SQRT2 * float(sigma_px))
+    px = 0.5 * np.diff(erf((np.concatenate([cols, cols[:, -1:] + 1], axis=1) - x[:, None]) * scale), axis=1)
+    py = 0.5 * np.diff(erf((np.concatenate([rows, rows[:, -1:] + 1], axis=1) - y[:, None]) * scale), axis=1)
+    px *= (cols >= 0) & (cols < nx)
+    py *= (rows >= 0) & (rows < ny)
+    patches = py[:, :, None] * (px * np.asarray(photons, np.float64)[:, None])[:, None, :]  # (N, K, K)
+    flat = np.clip(rows, 0, ny - 1)[:, :, None] * nx + np.clip(cols, 0, nx - 1)[:, None, :]
+    return np.bincount(flat.ravel(), weights=patches.ravel(), minlength=ny * nx).reshape(ny, nx)

@@ -56,3 +56,13 @@ def test_render_spots_is_weighted_sum():
     ref = (integrated_gaussian(x, y, 1.2, (12, 14)) * n[:, None, None]).sum(0)
     np.testing.assert_allclose(img, ref, rtol=1e-10, atol=1e-12)
     assert render_spots(np.zeros(0), np.zeros(0), np.zeros(0), 1.0, (3, 4)).shape == (3, 4)
+
+
+def test_render_spots_at_the_border_loses_flux_without_wrapping():
+    x = np.array([0.3, 13.9])
+    y = np.array([11.8, 0.1])
+    n = np.array([1000.0, 500.0])
+    img = render_spots(x, y, n, 1.3, (12, 14))
+    ref = (integrated_gaussian(x, y, 1.3, (12, 14)) * n[:, None, None]).sum(0)
+    np.testing.assert_allclose(img, ref, rtol=1e-8, atol=1e-9)
+    assert img.sum() < 0.5 * n.sum()
