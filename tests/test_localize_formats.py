@@ -111,3 +111,20 @@ def test_writes_refuse_existing_files_and_unknown_formats(locs: pd.DataFrame, tm
     with pytest.raises(SmlmdnError, match="unknown localization format"):
         write_localizations(locs, tmp_path / "locs.xlsx", CAMERA)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_reads_a_plain_thunderstorm_csv(tmp_path: Path) -> None:
+    """A CSV as ThunderSTORM exports it (no smlmdn columns, no side file): 1-based frames, nm, uncertainty_xy."""
+    path = tmp_path / "ts.csv"
+    path.write_text(
+        "id,frame,x [nm],y [nm],sigma [nm],intensity [photon],offset [photon],bkgstd [photon],uncertainty_xy [nm]\n"
+        "1,1,150.5,250.25,130.0,1000.0,10.0,3.2,5.5\n"
+        "2,3,1000.0,2000.0,125.0,500.0,12.0,3.5,9.0\n"
+    )
+
+    locs = read_localizations(path)
+
+    assert list(locs.columns) == list(LOC_COLUMNS)
+    assert list(locs.frame) == [0, 2]
+    assert list(locs.x_nm) == [150.5, 1000.0] and list(locs.crlb_y_nm) == [5.5, 9.0]
+    assert locs.loglik.isna().all() and list(locs.iterations) == [-1, -1]
