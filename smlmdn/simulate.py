@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -66,7 +67,7 @@ import pandas as pd
 
 from .camera import Camera, save_camera
 from .errors import SmlmdnError
-from .io import atomic_file, check_output, frames_per_block, write_movie
+from .io import atomic_file, check_output, commit_output, frames_per_block, write_movie
 from .psf import render_spots
 
 STRUCTURES = ("filaments", "grid", "random")
@@ -555,7 +556,9 @@ def simulate_to_dir(
     """Write ``movie.tif`` (uint16 ADU), ``clean.tif`` (float32 photons), ``truth.csv`` and ``camera.json``.
 
     Everything is generated and written block by block: memory stays flat in the number of frames.
-    Refuses existing outputs unless ``overwrite``. Returns ``{"movie"|"clean"|"truth"|"camera": path}``.
+    The files are written into a staging folder ``OUT_DIR/.simulate.partial`` and moved into place
+    together at the end, so an interrupted run leaves no partial set behind. Refuses existing
+    outputs unless ``overwrite``. Returns ``{"movie"|"clean"|"truth"|"camera": path}``.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -565,15 +568,24 @@ def simulate_to_dir(
         check_output(p, overwrite)
     movie, clean, truth, camera = lazy_simulation(params, block_frames)
     sim_attrs = params.to_dict()
-    with atomic_file(paths["camera"], overwrite) as tmp:
-        save_camera(camera, tmp)
-    write_truth_csv(truth, paths["truth"], overwrite)
-    write_movie(
-        movie, paths["movie"], overwrite=overwrite, pixel_size=params.pixel_size, progress=progress,
-        description="simulating movie", attrs={"units": "adu", "camera": camera.to_dict(), "simulation": sim_attrs},
-    )
-    write_movie(
-        clean, paths["clean"], overwrite=overwrite, pixel_size=params.pixel_size, progress=progress,
-        description="writing clean", attrs={"units": "photons", "simulation": sim_attrs},
-    )
+    staging = out / ".simulate.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        staged = {key: staging / name for key, name in OUTPUT_FILES.items()}
+        save_camera(camera, staged["camera"])
+        write_truth_csv(truth, staged["truth"])
+        write_movie(
+            movie, staged["movie"], pixel_size=params.pixel_size, progress=progress, description="simulating movie",
+            attrs={"units": "adu", "camera": camera.to_dict(), "simulation": sim_attrs},
+        )
+        write_movie(
+            clean, staged["clean"], pixel_size=params.pixel_size, progress=progress, description="writing clean",
+            attrs={"units": "photons", "simulation": sim_attrs},
+        )
+        for key in OUTPUT_FILES:
+            commit_output(staged[key], paths[key])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths

@@ -17,7 +17,9 @@ from smlmdn.cli import app
 from smlmdn.errors import SmlmdnError
 from smlmdn.io import open_movie, read_attrs
 from smlmdn.psf import integrated_gaussian
-from smlmdn.simulate import SimulationParams, background_map, make_truth, simulate, simulate_to_dir
+from smlmdn.simulate import OUTPUT_FILES, SimulationParams, background_map, make_truth, simulate, simulate_to_dir
+
+OUTPUT_NAMES = list(OUTPUT_FILES.values())
 
 runner = CliRunner()
 
@@ -231,3 +233,18 @@ def test_truth_windows_join_seamlessly() -> None:
     for edge in (TRUTH_WINDOW, 2 * TRUTH_WINDOW):
         full = table[(table.frame == edge - 1) & np.isclose(table.photons, 100.0)].emitter
         assert len(full) > 3 and set(full) <= set(table[table.frame == edge].emitter)
+
+
+def test_interrupted_run_leaves_no_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smlmdn.simulate as sim_mod
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim_mod, "write_movie", boom)
+    with pytest.raises(KeyboardInterrupt):
+        simulate_to_dir(tiny(frames=3), tmp_path / "out", progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.undo()
+    paths = simulate_to_dir(tiny(frames=3), tmp_path / "out", progress=False)  # rerun works, no --overwrite needed
+    assert all(p.exists() for p in paths.values()) and sorted(f.name for f in (tmp_path / "out").iterdir()) == sorted(OUTPUT_NAMES)
