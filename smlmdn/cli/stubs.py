@@ -7,8 +7,6 @@ from collections.abc import Callable
 from .app import command, not_available
 
 STUBS = {
-    "fit": "Train a blind-spot Gamma-Poisson denoiser on a movie (not available yet).",
-    "denoise": "Denoise a movie with a trained model (not available yet).",
     "compare": "Answer both research questions for a dataset (not available yet).",
     "demo": "Run the whole pipeline on built-in simulated data (not available yet).",
 }

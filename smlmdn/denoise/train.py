@@ -3,7 +3,7 @@
 Data: random square crops (``patch`` px, random dihedral flips) of random frames, drawn from a pool
 of frames read from the dask movie a few blocks at a time (the pool is refreshed every
 ``refresh_every`` steps, so memory is bounded whatever the movie length). Validation uses fixed
-crops of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
+crops (up to 64 px, larger than training crops) of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
 over the whole acquisition). With temporal context ``K`` the centre frames are ``K..T-K-1``.
 
 Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is
@@ -306,7 +306,12 @@ def fit_model(
     vsel = np.sort(vrng.choice(val_frames, size=min(len(val_frames), 64), replace=False))
     vpool = _read_windows(photons, vsel, k, shift, factor)
     vclean = _read_clean(clean, vsel, shift, factor) if clean is not None else None
-    vx, vc = _Sampler(vrng, config.patch).crops(config.val_crops, vpool, vclean)
+    # Validation crops are larger than training crops (up to 64 px or the frame): inference runs on whole
+    # frames, and a net that only works on small crops (e.g. relying on borders) must show up here.
+    mult = 2**config.depth
+    vpatch = max(config.patch, min(max(2 * config.patch, 64), (min(photons.shape[1:]) // mult) * mult))
+    n_vcrops = max(8, int(config.val_crops * (config.patch / vpatch) ** 2 * 2))
+    vx, vc = _Sampler(vrng, vpatch).crops(n_vcrops, vpool, vclean)
     del vpool, vclean
 
     sampler = _Sampler(rng, config.patch)

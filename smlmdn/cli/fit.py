@@ -1,0 +1,99 @@
+"""`smlmdn fit MOVIE -o model.pt`: train the blind-spot Gamma-Poisson denoiser on a movie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..camera import movie_to_photons
+from ..errors import SmlmdnError
+from ..io import check_output, open_movie
+from ..progress import console
+from . import options as o
+from .app import command
+
+TRAIN = "Training"
+NET = "Network"
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where `smlmdn fit -o OUTPUT` keeps its resumable training state (removed on success)."""
+    return output.with_name(output.name + ".ckpt")
+
+
+@command("fit")
+def fit(
+    movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (e.g. model.pt).")],
+    steps: Annotated[int, typer.Option("--steps", help="Maximum training steps (mini-batches).", rich_help_panel=TRAIN)] = 2000,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop after this many seconds (the learning-rate schedule fits into it).", rich_help_panel=TRAIN)] = None,
+    context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input (0: single frames).", rich_help_panel=NET)] = 1,
+    width: Annotated[int, typer.Option("--width", help="Channels per U-Net level.", rich_help_panel=NET)] = 32,
+    depth: Annotated[int, typer.Option("--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET)] = 3,
+    head: Annotated[str, typer.Option("--head", help="gamma-poisson (exact NB likelihood, default) or gaussian (Laine's approximation, for comparison).", rich_help_panel=NET)] = "gamma-poisson",
+    patch: Annotated[int, typer.Option("--patch", help="Training crop side in px (multiple of 2^depth).", rich_help_panel=TRAIN)] = 32,
+    batch: Annotated[int, typer.Option("--batch", help="Crops per step.", rich_help_panel=TRAIN)] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Peak Adam learning rate (warm-up then cosine decay).", rich_help_panel=TRAIN)] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed + data + threads = same model).", rich_help_panel=TRAIN)] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.", rich_help_panel=TRAIN)] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fit from OUTPUT.ckpt.", rich_help_panel=TRAIN)] = False,
+    camera_file: o.CameraFile = None,
+    offset: o.Offset = None,
+    e_per_adu: o.EPerADU = None,
+    qe: o.QE = None,
+    em_gain: o.EMGain = None,
+    read_noise: o.ReadNoise = None,
+    pixel_size: o.PixelSize = None,
+    units: o.Units = "adu",
+    overwrite: o.Overwrite = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Train a self-supervised blind-spot denoiser (Gamma prior x Poisson noise) on MOVIE and save it.
+
+    Random crops are read lazily from the movie (converted to detected photons with the camera
+    numbers); every tenth group of frames is held out for validation. Stops at --steps, --time-budget
+    or when the validation loss stops improving. A checkpoint (OUTPUT.ckpt) is saved at each validation;
+    after Ctrl-C, rerun with --resume to continue.
+    """
+    from ..denoise import FitConfig, fit_model
+
+    ckpt = checkpoint_path(output)
+    if not resume:
+        check_output(output, overwrite)
+        if ckpt.exists() and not overwrite:
+            raise SmlmdnError(f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again")
+    elif output.exists() and not overwrite:
+        raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
+    if time_budget is not None and not time_budget > 0:
+        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {time_budget}", "e.g. --time-budget 300")
+    if threads is not None and threads < 1:
+        raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
+    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
+    photons = movie_to_photons(open_movie(movie), camera, units=units)
+    config = FitConfig(
+        steps=steps, time_budget=time_budget, context=context, width=width, depth=depth, head=head.lower(), patch=patch,
+        batch=batch, lr=lr, seed=seed, device=device, threads=threads,
+    )
+    err = console()
+    try:
+        model = fit_model(photons, camera, config, progress=not quiet, checkpoint=ckpt, resume=resume,
+                          log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False)))
+    except KeyboardInterrupt:
+        if ckpt.exists():
+            err.print(f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
+                      highlight=False)
+        else:
+            err.print("[red]interrupted[/red] before the first checkpoint; nothing was kept", highlight=False)
+        raise typer.Exit(130) from None
+    model.training["movie"] = str(movie)
+    model.save(output, overwrite=True)
+    if ckpt.exists():
+        ckpt.unlink()
+    tr = model.training
+    typer.echo(
+        f"wrote {output}: {tr['steps']} steps in {tr['seconds']:.0f} s ({tr['stopped']}), best validation loss "
+        f"{tr['best_val_loss']:.4f} nats/pixel at step {tr['best_step']}; model {model.hash()}"
+    )
