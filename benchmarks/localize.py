@@ -3,7 +3,8 @@
 For each SNR preset of :mod:`smlmdn.simulate` (filaments, sCMOS camera) it simulates a test movie and
 reports, per method, recall / precision / Jaccard (%), lateral RMSE (nm) and the SMLM challenge 2019
 efficiency (matching per frame, Hungarian, 250 nm; :func:`smlmdn.evaluate.match.match_localizations`),
-plus fits/s of the fit stage (spot cutting + fitting) and localizations/s end to end (detection + fit).
+plus fits/s of the fit stage (spot cutting + fitting, best of 3 runs) and localizations/s end to end
+(detection + fit; smlmdn's is one run of ``localize()``, Picasso's is identify + its best fit run).
 
 Methods, run side by side in the same process on the same CPU thread count (``--threads``, default 1):
 - smlmdn: ``localize()`` with its defaults (adaptive threshold, PSF sigma fixed at the simulated 130 nm);
@@ -37,6 +38,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+
+REPEATS = 3  # fit-stage timings: best of this many runs (both methods)
 
 
 def _set_threads(n: int) -> None:
@@ -100,13 +104,15 @@ def run_smlmdn(photons: np.ndarray, camera: Any, fit_sigma: bool) -> tuple[pd.Da
     total = time.perf_counter() - t0
     # the fit stage alone (cut + fit), on the same candidates
     cand = detect(photons, sigma_px, 7, default_threshold(sigma_px), read_noise_photons=camera.read_noise_photons)
-    t0 = time.perf_counter()
-    _, ny, nx = photons.shape
-    oy, ox = np.clip(cand.row - 3, 0, ny - 7), np.clip(cand.col - 3, 0, nx - 7)
-    ar = np.arange(7)
-    spots = photons[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
-    fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=camera.read_noise_photons)
-    fit_time = time.perf_counter() - t0
+    fit_time = float("inf")
+    for _ in range(REPEATS):  # best of REPEATS: the machine is shared, the minimum is the least disturbed run
+        t0 = time.perf_counter()
+        _, ny, nx = photons.shape
+        oy, ox = np.clip(cand.row - 3, 0, ny - 7), np.clip(cand.col - 3, 0, nx - 7)
+        ar = np.arange(7)
+        spots = photons[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+        fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=camera.read_noise_photons)
+        fit_time = min(fit_time, time.perf_counter() - t0)
     return locs, {"fits_per_s": len(cand) / fit_time, "locs_per_s_end_to_end": len(locs) / total, "n_fits": len(cand), "seconds": total}
 
 
@@ -136,7 +142,7 @@ def as_memmap(movie_adu: np.ndarray) -> np.memmap:
     return _MEMMAPS[key]
 
 
-def run_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: str) -> tuple[pd.DataFrame, dict[str, float]]:
+def run_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: str, timed: bool = False) -> tuple[pd.DataFrame, dict[str, float]]:
     from picasso import localize as plo
 
     movie_adu = as_memmap(movie_adu)
@@ -148,16 +154,20 @@ def run_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: str) 
         ids = plo.identify(movie_adu, min_ng, 7, threaded=False, return_info=False)
         if isinstance(ids, tuple):
             ids = ids[0]
-        t1 = time.perf_counter()
+        identify_time = time.perf_counter() - t0
         if len(ids) == 0:
-            return pd.DataFrame({"frame": [], "x_nm": [], "y_nm": []}), {"fits_per_s": float("nan"), "locs_per_s_end_to_end": 0.0, "n_fits": 0, "seconds": t1 - t0}
-        locs, _ = plo.fit(movie_adu, camera_info=cam, identifications=ids, box=7, fitting_method=method, multiprocess=False)
-        t2 = time.perf_counter()
+            return pd.DataFrame({"frame": [], "x_nm": [], "y_nm": []}), {"fits_per_s": float("nan"), "locs_per_s_end_to_end": 0.0, "n_fits": 0, "seconds": identify_time}
+        fit_time = float("inf")
+        for _ in range(REPEATS if timed else 1):
+            t1 = time.perf_counter()
+            locs, _ = plo.fit(movie_adu, camera_info=cam, identifications=ids, box=7, fitting_method=method, multiprocess=False)
+            fit_time = min(fit_time, time.perf_counter() - t1)
     # Picasso pixel centres are at integer coordinates: smlmdn/ThunderSTORM coordinate = picasso + 0.5
     out = pd.DataFrame({"frame": locs["frame"].to_numpy().astype(np.int64),
                         "x_nm": (locs["x"].to_numpy() + 0.5) * camera.pixel_size,
                         "y_nm": (locs["y"].to_numpy() + 0.5) * camera.pixel_size})
-    return out, {"fits_per_s": len(ids) / (t2 - t1), "locs_per_s_end_to_end": len(out) / (t2 - t0), "n_fits": len(ids), "seconds": t2 - t0}
+    total = identify_time + fit_time
+    return out, {"fits_per_s": len(ids) / fit_time, "locs_per_s_end_to_end": len(out) / total, "n_fits": len(ids), "seconds": total}
 
 
 def tune_picasso(movie_adu: np.ndarray, camera: Any, truth: pd.DataFrame, match: Callable[..., Any], method: str) -> tuple[float, list]:
@@ -261,7 +271,7 @@ def main() -> None:
         for method in ("gaussmle-spherical", "gaussmle"):
             try:
                 best, tried = tune_picasso(tune.movie, tune.camera, tune.truth, match, method)
-                locs, perf = run_picasso(test.movie, test.camera, best, method)
+                locs, perf = run_picasso(test.movie, test.camera, best, method, timed=True)
                 results["rows"].append({"snr": snr, "method": f"Picasso {method}", "n_truth": n_truth, "n_locs": len(locs),
                                         **_scores(match, locs, test.truth), **perf, "min_net_gradient": best, "tuning": tried})
             except Exception as exc:  # noqa: BLE001 - the table says why

@@ -273,8 +273,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
         if abs(theta[0]) > 3 * nb or abs(theta[1]) > 3 * nb or not np.isfinite(ll):
             status = DIVERGED
             break
-    # --- outputs at the estimate
-    _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+    # --- outputs at the estimate (m, dm already hold the model at theta: the last accepted step or the recompute)
     _fisher(dm, m, nb, npar, fi)
     for p in range(5):
         theta_out[k, p] = theta[p]
@@ -336,14 +335,17 @@ def fit_spots(
     read_noise_photons: float = 0.0,
     excess_noise: float = 1.0,
     max_iter: int = 100,
-    tol_xy: float = 1e-4,
+    tol_xy: float = 1e-3,
 ) -> FitResult:
     """Fit every spot in ``spots`` (n, B, B) detected photons with an integrated Gaussian by Poisson MLE.
 
     ``sigma_px`` is the PSF standard deviation in pixels (fixed, or the start value when
     ``fit_sigma``). ``read_noise_photons`` is the Gaussian read noise in photons rms (sCMOS shift
-    ``y + r^2``); ``excess_noise`` is 2 for an EMCCD (variance inflation), 1 otherwise. See the
-    module docstring for the model and the meaning of the outputs.
+    ``y + r^2``); ``excess_noise`` is 2 for an EMCCD (variance inflation), 1 otherwise. A fit has
+    converged when an accepted step moves x and y by less than ``tol_xy`` pixels and raises the
+    log-likelihood by less than 1e-6 of its magnitude, or when no step raises it any more; it stops
+    after ``max_iter`` iterations otherwise (status MAX_ITER). See the module docstring for the
+    model and the meaning of the outputs.
     """
     spots = np.ascontiguousarray(spots, dtype=np.float64)
     if spots.ndim != 3 or spots.shape[1] != spots.shape[2]:
