@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import tifffile
@@ -15,8 +16,6 @@ from smlmdn.cli import app
 from smlmdn.io import write_movie
 from smlmdn.localize import LOC_COLUMNS, read_localizations
 from smlmdn.psf import render_spots
-
-import dask.array as da
 
 runner = CliRunner()
 CAMERA = Camera(offset=100.0, e_per_adu=0.5, qe=0.8, em_gain=1.0, read_noise=1.5, pixel_size=100.0)
