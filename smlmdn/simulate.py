@@ -76,8 +76,9 @@ TRUTH_COLUMNS = ["frame", "x_nm", "y_nm", "photons"]
 OUTPUT_FILES = {"movie": "movie.tif", "clean": "clean.tif", "truth": "truth.csv", "camera": "camera.json"}
 
 #: Signal-to-noise presets: (photons per on-frame, background photons/pixel/frame). For a 130-nm PSF
-#: on 100-nm pixels the peak pixel of a spot holds about N / 10.6 photons, i.e. roughly
-#: high 280 on 10 (peak SNR ~ 16), medium 94 on 20 (~ 9), low 28 on 30 (~ 3.5, hard to detect).
+#: on 100-nm pixels the peak pixel of a spot holds about N / 10.6 photons, so the peak-pixel SNR
+#: ``peak / sqrt(peak + background)`` (sCMOS) is about high 280 on 10 -> 16, medium 94 on 20 -> 9,
+#: low 28 on 30 -> 3.7 (hard to detect); an EMCCD divides these by sqrt(2).
 PRESETS: dict[str, dict[str, float]] = {
     "high": {"photons": 3000.0, "background": 10.0},
     "medium": {"photons": 1000.0, "background": 20.0},
@@ -476,14 +477,29 @@ class _Renderer:
 
         # One generator per frame: frames are independent, so threads (numpy's samplers release
         # the GIL) give the same pixels as a loop, in any order.
-        workers = min(8, os.cpu_count() or 1, f1 - f0)
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(noisy, range(f1 - f0)))
+        pool = _noise_pool()
+        if pool is not None and f1 - f0 > 1:
+            list(pool.map(noisy, range(f1 - f0)))
         else:
             for i in range(f1 - f0):
                 noisy(i)
         return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _noise_pool() -> ThreadPoolExecutor | None:
+    """One shared thread pool for per-frame noise (reused across blocks; None on a single core)."""
+    global _POOL
+    workers = min(8, os.cpu_count() or 1)
+    if workers < 2:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="smlmdn-noise")
+        return _POOL
 
 
 def camera_noise(clean: np.ndarray, camera: Camera, rng: np.random.Generator) -> np.ndarray:
