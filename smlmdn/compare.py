@@ -1,0 +1,362 @@
+"""`smlmdn compare` as a library function: answer both research questions for one movie.
+
+:func:`compare` scores the raw photons and each denoised estimate (PSNR / SSIM against a noise-free
+movie when given, background SNR always), localizes the movie in the ``raw``, ``denoised`` and
+``hybrid`` modes with identical settings, scores each table (matching against ground truth when given;
+count, CRLB, NeNA and FRC always), and writes ``report.json``, ``report.md``, PNG figures and the
+localization tables into a report folder.
+
+Memory: the movie is read block by block. With a model, the estimates are computed once (one network
+pass per frame block for all estimates) into Zarr stores in the report's work folder, and every
+metric and localization run streams from there; the background-SNR regions are stored the same way.
+The report folder is written as ``REPORT_DIR.partial`` and renamed into place at the end, so a
+failed or interrupted run never leaves a half-written report under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from .camera import Camera, movie_to_photons, to_photons
+from .errors import SmlmdnError
+from .evaluate import report as R
+from .evaluate.image import data_range_of
+from .evaluate.render import render_image, save_render_png
+from .io import commit_output, frames_per_block, open_movie, partial_path, provenance, read_attrs
+from .localize import localize, write_localizations
+from .progress import track
+
+#: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
+MODE_SETTINGS = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
+DEFAULT_ESTIMATES = ("mean", "map", "prior")
+TRUTH_COLUMNS = ("frame", "x_nm", "y_nm")
+MAX_BLOCK_FRAMES = 256
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def read_truth(truth: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Ground truth as a DataFrame with ``frame`` (0-based int), ``x_nm``, ``y_nm`` (nm) [, ``photons``].
+
+    Accepts a CSV path (as written by ``smlmdn simulate``) or a DataFrame; refuses missing columns.
+    """
+    if isinstance(truth, pd.DataFrame):
+        df, where = truth, "the ground-truth table"
+    else:
+        path = Path(truth)
+        if not path.is_file():
+            raise SmlmdnError(f"ground-truth file {path} does not exist", "check the --truth path")
+        try:
+            df = pd.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many types for broken CSVs
+            raise SmlmdnError(f"cannot read ground truth {path} as CSV ({type(exc).__name__}: {exc})",
+                              "give a CSV with a header line frame,x_nm,y_nm[,photons]") from exc
+        where = str(path)
+    missing = [c for c in TRUTH_COLUMNS if c not in df.columns]
+    if missing:
+        raise SmlmdnError(
+            f"{where} lacks column(s) {', '.join(missing)} (it has {', '.join(map(str, df.columns[:8]))})",
+            "give a CSV with columns frame (0-based), x_nm, y_nm in nm, as written by `smlmdn simulate`",
+        )
+    out = df.copy()
+    try:
+        out["frame"] = out["frame"].astype(np.int64)
+        out["x_nm"] = out["x_nm"].astype(np.float64)
+        out["y_nm"] = out["y_nm"].astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SmlmdnError(f"{where} has non-numeric frame/x_nm/y_nm values ({exc})", "check the ground-truth table") from exc
+    return out
+
+
+def _as_movie(data: Any, block_frames: int | None, what: str) -> tuple[da.Array, str | None]:
+    """(lazy (T, Y, X) array, path or None) from a path or an array."""
+    if isinstance(data, (str, Path)):
+        return open_movie(data, block_frames=block_frames), str(data)
+    arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
+    if arr.ndim != 3:
+        raise SmlmdnError(f"the {what} must be (T, Y, X), got shape {arr.shape}", "give a single-channel time series")
+    if block_frames:
+        arr = arr.rechunk((min(block_frames, arr.shape[0]), -1, -1))
+    return arr, None
+
+
+def _check_shape(arr: da.Array, shape: tuple[int, ...], what: str, fix: str) -> None:
+    if tuple(arr.shape) != tuple(shape):
+        raise SmlmdnError(f"the {what} has shape {tuple(arr.shape)} but the movie has {tuple(shape)}", fix)
+
+
+def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
+    """(estimate name, lazy photons) of a denoised movie: a path written by ``smlmdn denoise`` or an array.
+
+    The name comes from the file's ``estimate`` attribute (default ``"mean"``); a file whose ``units``
+    attribute is ``adu`` is converted to photons with ``camera``. Arrays are taken as photons.
+    """
+    arr, path = _as_movie(data, block_frames, "denoised movie")
+    _check_shape(arr, shape, "denoised movie", "denoise this same movie (same frames and size) or pass the matching --denoised file")
+    name = "mean"
+    if path is not None:
+        attrs = read_attrs(path)
+        name = str(attrs.get("estimate", "mean"))
+        if str(attrs.get("units", "photons")).lower() == "adu":
+            return name, to_photons(arr, camera)
+    return name, arr.astype(np.float32)
+
+
+def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any], progress: bool, description: str) -> dict[str, da.Array]:
+    """Compute lazy same-shape (T, Y, X) arrays together, block by block, into ``folder/NAME.zarr``.
+
+    All arrays of a frame block are computed in one dask call, so work they share (one network pass
+    for every estimate) runs once. Each store is a Zarr v3 group with one array ``0`` and
+    ``attrs["smlmdn"]`` (readable by :func:`smlmdn.io.open_movie`). Returns the stores as lazy arrays
+    with the same chunks.
+    """
+    import zarr
+
+    first = next(iter(arrays.values()))
+    t, ny, nx = first.shape
+    chunks = first.chunks[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {}
+    for name, arr in arrays.items():
+        root = zarr.open_group(str(folder / f"{name}.zarr"), mode="w", zarr_format=3)
+        z = root.create_array("0", shape=(t, ny, nx), chunks=(chunks[0], ny, nx), dtype=arr.dtype, fill_value=0)
+        root.attrs.update({"smlmdn": {**attrs, "estimate": name}})
+        targets[name] = z
+    names = list(arrays)
+    edges = np.cumsum((0,) + tuple(chunks))
+    with track(total=t, description=description, enabled=progress) as advance:
+        for b0, b1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            blocks = da.compute(*[arrays[n][b0:b1] for n in names])
+            for n, block in zip(names, blocks):
+                targets[n][b0:b1] = block
+            advance(b1 - b0)
+    return {n: da.from_zarr(targets[n]).rechunk((chunks, ny, nx)) for n in names}
+
+
+# ------------------------------------------------------------------------------------------ workflow
+
+
+def compare(
+    movie: str | Path | np.ndarray | da.Array,
+    camera: Camera,
+    *,
+    out_dir: str | Path,
+    model: Any = None,
+    denoised: Any = None,
+    truth: str | Path | pd.DataFrame | None = None,
+    clean: str | Path | np.ndarray | da.Array | None = None,
+    estimates: tuple[str, ...] | list[str] = DEFAULT_ESTIMATES,
+    localize_estimate: str = "mean",
+    units: str = "adu",
+    tolerance_nm: float = 250.0,
+    box: int = 7,
+    psf_sigma_nm: float = 130.0,
+    fit_sigma: bool = False,
+    threshold: float | None = None,
+    render_pixel_nm: float = 10.0,
+    frc_render_pixel_nm: float = 5.0,
+    device: str = "auto",
+    keep_denoised: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Score denoising and localization of ``movie`` and write a report folder; returns the report dict.
+
+    ``movie``: path or (T, Y, X) array in ``units`` (``adu`` converted with ``camera``, or ``photons``).
+    Exactly one of ``model`` (model file path or :class:`~smlmdn.denoise.DenoiseModel`: the
+    ``estimates`` are computed) or ``denoised`` (a denoised movie path/array in photons, or a dict
+    estimate name -> path/array) must be given. ``localize_estimate`` (default ``mean``) is the
+    estimate used by the ``denoised`` and ``hybrid`` localization modes. Optional ``truth`` (CSV path
+    or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected photons, same shape).
+    Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``) are the same in
+    every mode; matching uses ``tolerance_nm``. Writes into ``out_dir`` (refused if it exists unless
+    ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
+    ``frc.png``, ``render_<mode>.png``, ``locs_<mode>.csv`` and, with ``keep_denoised``,
+    ``denoised/<estimate>.zarr``. ``log`` receives one-line progress messages.
+    """
+    log = log or (lambda msg: None)
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timing[name] = round(now - clock, 2)
+        clock = now
+
+    # ---- validate everything before any work
+    if (model is None) == (denoised is None):
+        raise SmlmdnError("give exactly one of a model or a denoised movie" if model is not None else "no denoiser output to compare",
+                          "pass --model model.pt (denoise on the fly) or --denoised denoised.zarr (from `smlmdn denoise`)")
+    final = Path(out_dir)
+    if final.exists() and not overwrite:
+        raise SmlmdnError(f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o")
+    if final.exists() and not final.is_dir():
+        raise SmlmdnError(f"{final} exists and is not a folder", "choose another -o")
+    if not (math.isfinite(tolerance_nm) and tolerance_nm > 0):
+        raise SmlmdnError(f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250")
+    if render_pixel_nm <= 0 or frc_render_pixel_nm <= 0:
+        raise SmlmdnError("render pixel sizes must be > 0 nm", "use e.g. --render-pixel 10")
+    truth_df = read_truth(truth) if truth is not None else None
+
+    # ---- inputs
+    probe, _ = _as_movie(movie, None, "movie")
+    block = max(1, min(MAX_BLOCK_FRAMES, frames_per_block(probe.shape[1:], 4), probe.shape[0]))
+    raw, movie_path = _as_movie(movie, block, "movie")
+    photons = movie_to_photons(raw, camera, units=units)
+    shape = tuple(photons.shape)
+    t, ny, nx = shape
+    clean_arr = None
+    clean_path = None
+    if clean is not None:
+        clean_arr, clean_path = _as_movie(clean, block, "noise-free movie")
+        _check_shape(clean_arr, shape, "noise-free (--clean) movie", "give the clean.tif simulated with this movie")
+        clean_arr = clean_arr.astype(np.float32)
+    if truth_df is not None:
+        outside = (truth_df["frame"] < 0) | (truth_df["frame"] >= t)
+        if outside.all() and len(truth_df):
+            raise SmlmdnError(f"no ground-truth frame lies in the movie's 0..{t - 1}",
+                              "give the truth.csv of this movie (frames are 0-based)")
+
+    tmp = partial_path(final)
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    tmp.mkdir(parents=True)
+    work = tmp / "denoised"
+    try:
+        # ---- denoised estimates
+        if model is not None:
+            from .denoise import denoise_lazy, load_model
+            from .denoise.model_file import DenoiseModel
+
+            mobj = model if isinstance(model, DenoiseModel) else load_model(model, camera)
+            if isinstance(model, DenoiseModel):
+                mobj.check_camera(camera)
+            names = tuple(dict.fromkeys([*estimates, localize_estimate]))
+            lazy = denoise_lazy(photons, mobj if isinstance(model, DenoiseModel) else model, estimates=names, device=device)
+            denoiser = {"model": str(model) if not isinstance(model, DenoiseModel) else str(mobj.path or "(in memory)"),
+                        "model_hash": mobj.hash(), "training": {k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")}}
+            log(f"denoising {t} frames ({', '.join(names)}) with model {mobj.hash()}")
+            est = materialize(lazy, work, provenance(units="photons", model_hash=mobj.hash()), progress, "denoising")
+        else:
+            items = list(denoised.items()) if isinstance(denoised, dict) else [(None, denoised)]
+            est, sources = {}, {}
+            for given_name, data in items:
+                name, arr = open_denoised(data, camera, shape, block)
+                name = given_name or name
+                est[name] = arr
+                sources[name] = str(data) if isinstance(data, (str, Path)) else "(array)"
+            denoiser = {"denoised": sources}
+            if localize_estimate not in est:
+                localize_estimate = next(iter(est))
+        lap("denoise")
+
+        # ---- question 1: denoising quality
+        log("scoring the denoised estimates")
+        mask_source = "the ground truth (true emitter positions)" if truth_df is not None else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
+        sig, bg = R.make_masks(photons, truth_df, camera.pixel_size, psf_sigma_nm)
+        labels = materialize({"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)}, tmp / "_work", provenance(), progress, "signal/background regions")["regions"]
+        masks = (labels == 1, labels == 2)
+        fractions = da.compute(masks[0].mean(), masks[1].mean())
+        data_range = data_range_of(clean_arr) if clean_arr is not None else None
+        images = {"raw": photons, **{n: est[n] for n in est}}
+        denoise_report = {}
+        with track(total=len(images), description="image metrics", enabled=progress) as advance:
+            for name, img in images.items():
+                denoise_report[name] = R.denoise_metrics(img, clean_arr, masks, data_range=data_range)
+                advance(1)
+        lap("image_metrics")
+
+        # ---- question 2: localization in three modes
+        det = est[localize_estimate]
+        tables: dict[str, pd.DataFrame] = {}
+        for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
+            log(f"localizing ({mode} mode)")
+            tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
+                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, progress=progress)
+        lap("localize")
+        loc_report: dict[str, Any] = {}
+        curves = {}
+        for mode, locs in tables.items():
+            loc_report[mode], curves[mode] = R.localize_metrics(locs, truth_df, shape, camera.pixel_size, tolerance_nm=tolerance_nm,
+                                                                render_pixel_nm=frc_render_pixel_nm)
+            a = locs.attrs
+            loc_report[mode].update({k: a.get(k) for k in ("n_candidates", "n_dropped_nonconverged", "n_dropped_outside")})
+        lap("localization_metrics")
+
+        # ---- report
+        report: dict[str, Any] = {
+            "denoise": denoise_report,
+            "localize": loc_report,
+            "answers": {"denoising": R.answer_denoising(denoise_report),
+                        "localization": R.answer_localization(loc_report, truth_df is not None)},
+            "inputs": {"movie": movie_path or "(array)", "shape": list(shape), "units": units,
+                       "truth": (str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)),
+                       "clean": clean_path or ("(array)" if clean_arr is not None else None),
+                       "denoiser": denoiser.get("model", "a denoised movie"), **denoiser},
+            "settings": {"estimates": list(est), "localize_estimate": localize_estimate, "tolerance_nm": tolerance_nm,
+                         "box": box, "psf_sigma_nm": psf_sigma_nm, "fit_sigma": fit_sigma, "threshold": threshold,
+                         "adaptive_threshold": tables["raw"].attrs.get("threshold"), "render_pixel_nm": render_pixel_nm,
+                         "frc_render_pixel_nm": frc_render_pixel_nm, "frc_split": "blocks", "data_range": R.json_number(data_range)},
+            "masks": {"source": mask_source, "signal_fraction": R.json_number(fractions[0]),
+                      "background_fraction": R.json_number(fractions[1])},
+            "camera": camera.to_dict(),
+            "provenance": provenance(),
+        }
+        # ---- figures and tables
+        log("drawing figures")
+        figures = _write_figures(report, tmp, photons, est, clean_arr, truth_df, tables, curves, camera, render_pixel_nm)
+        report["figures"] = figures
+        for mode, locs in tables.items():
+            write_localizations(locs, tmp / f"locs_{mode}.csv", camera, overwrite=True,
+                                metadata={"mode": mode, "movie": movie_path or "(array)", **{k: v for k, v in denoiser.items() if k != "training"}})
+        lap("figures")
+        report["timing_s"] = timing
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        (tmp / "report.md").write_text(R.report_markdown(report))
+        shutil.rmtree(tmp / "_work", ignore_errors=True)
+        if not keep_denoised or model is None:
+            shutil.rmtree(work, ignore_errors=True)
+        commit_output(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["report_dir"] = str(final)
+    return report
+
+
+def _write_figures(report: dict[str, Any], folder: Path, photons: da.Array, est: dict[str, da.Array], clean: da.Array | None,
+                   truth: pd.DataFrame | None, tables: dict[str, pd.DataFrame], curves: dict[str, Any], camera: Camera,
+                   render_pixel_nm: float) -> dict[str, str]:
+    """Draw the report's figures into ``folder``; returns {figure key: file name}."""
+    frames = R.pick_frames(photons, truth)
+    stacks = {"raw": photons, **est, **({"clean": clean} if clean is not None else {})}
+    computed = da.compute(*[s[frames] for s in stacks.values()])
+    ys, xs = R.crop_window(photons.shape[1:], computed[0])
+    crops = {name: np.asarray(c)[:, ys, xs] for name, c in zip(stacks, computed)}
+    shape_yx = tuple(photons.shape[1:])
+    renders = {mode: render_image(locs, shape_yx, camera.pixel_size, render_pixel_nm) for mode, locs in tables.items()}
+    if truth is not None:
+        inside = truth[(truth["frame"] >= 0) & (truth["frame"] < photons.shape[0])]
+        renders["truth"] = render_image(inside, shape_yx, camera.pixel_size, render_pixel_nm, blur_nm=render_pixel_nm)
+    figures = {
+        "crops": R.figure_crops(frames, crops, folder / "crops.png", pixel_size_nm=camera.pixel_size).name,
+        "renders": R.figure_renders(renders, folder / "renders.png", render_pixel_nm).name,
+        "metrics": R.figure_metrics(report, folder / "metrics.png").name,
+        "frc": R.figure_frc(curves, {m: report["localize"][m]["frc_nm"] for m in curves}, folder / "frc.png").name,
+    }
+    for mode, image in renders.items():
+        figures[f"render_{mode}"] = save_render_png(image, folder / f"render_{mode}.png").name
+    return figures
