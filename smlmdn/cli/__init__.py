@@ -7,6 +7,7 @@ from . import localize  # noqa: F401
 from . import fit  # noqa: F401
 from . import denoise  # noqa: F401
 from . import compare  # noqa: F401
+from . import demo  # noqa: F401
 from . import stubs  # noqa: F401
 
 __all__ = ["app", "main"]

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from .app import command, not_available
 
 STUBS = {
-    "demo": "Run the whole pipeline on built-in simulated data (not available yet).",
 }
 
 

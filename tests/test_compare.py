@@ -1,0 +1,186 @@
+"""`smlmdn compare` end to end on a tiny simulated movie: files, finite numbers that agree with the
+evaluate functions called directly, null truth keys without truth, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from smlmdn.camera import movie_to_photons, save_camera
+from smlmdn.cli import app
+from smlmdn.compare import compare, read_truth
+from smlmdn.denoise import fit_model
+from smlmdn.errors import SmlmdnError
+from smlmdn.evaluate import background_snr, match_localizations, nena_precision, psnr, signal_background_masks, ssim
+from smlmdn.io import open_movie, write_movie
+from smlmdn.localize import localize
+from smlmdn.simulate import SimulationParams, simulate_to_dir
+
+runner = CliRunner()
+FIGURES = ("crops.png", "renders.png", "metrics.png", "frc.png", "render_raw.png", "render_denoised.png", "render_hybrid.png")
+DENOISE_KEYS = ("psnr", "ssim", "bg_snr")
+LOCALIZE_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "n")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 80-frame 32 x 32 px simulated movie (movie.tif, clean.tif, truth.csv, camera.json) and a 3-step tiny model."""
+    d = tmp_path_factory.mktemp("cmp")
+    params = SimulationParams.preset("medium", frames=80, size=32, seed=5)
+    paths = simulate_to_dir(params, d / "sim", progress=False)
+    camera = params.get_camera()
+    photons = movie_to_photons(open_movie(paths["movie"]), camera)
+    model = fit_model(photons, camera, steps=3, width=8, depth=2, patch=16, batch=2, val_crops=4, progress=False)
+    model.save(d / "model.pt")
+    return {**paths, "dir": d, "model": d / "model.pt"}
+
+
+@pytest.fixture(scope="module")
+def with_truth(data: dict[str, Path]) -> tuple[dict, Path]:
+    camera = read_camera(data)
+    out = data["dir"] / "report"
+    report = compare(data["movie"], camera, out_dir=out, model=data["model"], truth=data["truth"], clean=data["clean"],
+                     keep_denoised=True, progress=False)
+    return report, out
+
+
+def read_camera(data: dict[str, Path]):
+    from smlmdn.camera import load_camera
+
+    return load_camera(data["camera"])
+
+
+def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[dict, Path]) -> None:
+    report, out = with_truth
+    for name in ("report.json", "report.md", *FIGURES, "render_truth.png", "locs_raw.csv", "locs_hybrid.csv", "locs_denoised.csv"):
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    assert not out.with_name(out.name + ".partial").exists()
+    on_disk = json.loads((out / "report.json").read_text())
+    assert set(on_disk["denoise"]) == {"raw", "mean", "map", "prior"}
+    assert set(on_disk["localize"]) == {"raw", "denoised", "hybrid"}
+    for name, values in on_disk["denoise"].items():
+        for key in DENOISE_KEYS:
+            assert isinstance(values[key], float) and math.isfinite(values[key]), (name, key)
+    for mode, values in on_disk["localize"].items():
+        for key in LOCALIZE_KEYS:
+            assert values[key] is not None and math.isfinite(values[key]), (mode, key)
+        assert values["n"] > 20
+    md = (out / "report.md").read_text()
+    assert "| raw |" in md and "| hybrid |" in md and "![crops](crops.png)" in md
+    assert on_disk["answers"]["denoising"] in md and on_disk["answers"]["localization"] in md
+
+
+def test_compare_numbers_agree_with_the_evaluate_functions(data: dict[str, Path], with_truth: tuple[dict, Path]) -> None:
+    report, out = with_truth
+    camera = read_camera(data)
+    photons = movie_to_photons(open_movie(data["movie"]), camera)
+    clean = open_movie(data["clean"]).astype(np.float32)
+    mean = open_movie(out / "denoised" / "mean.zarr")
+    truth = pd.read_csv(data["truth"])
+    # Q1: PSNR / SSIM / background SNR of raw and of the kept posterior mean, computed directly
+    masks = signal_background_masks(photons.compute(), truth=truth, pixel_size_nm=camera.pixel_size, psf_sigma_nm=130.0)
+    for name, img in (("raw", photons), ("mean", mean)):
+        img = np.asarray(img.compute())
+        assert report["denoise"][name]["psnr"] == pytest.approx(psnr(img, clean.compute()), rel=1e-9)
+        assert report["denoise"][name]["ssim"] == pytest.approx(ssim(img, clean.compute()), rel=1e-9)
+        assert report["denoise"][name]["bg_snr"] == pytest.approx(background_snr(img, masks), rel=1e-9)
+    # Q2: localize raw and hybrid directly with the same settings and match
+    for mode, detect_on in (("raw", None), ("hybrid", mean)):
+        locs = localize(photons, camera, detect_on=detect_on, fit_on="raw", progress=False)
+        m = match_localizations(locs, truth, tolerance_nm=250.0)
+        got = report["localize"][mode]
+        assert got["n"] == len(locs) == m.n
+        assert got["jaccard"] == pytest.approx(m.jaccard) and got["rmse_nm"] == pytest.approx(m.rmse_nm)
+        assert got["efficiency"] == pytest.approx(m.efficiency)
+        assert got["recall"] == pytest.approx(m.recall) and got["precision"] == pytest.approx(m.precision)
+    # the denoised data must differ from raw, or the test would pass for a no-op denoiser
+    assert report["denoise"]["mean"]["psnr"] != report["denoise"]["raw"]["psnr"]
+
+
+def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+    _, first = with_truth
+    camera = read_camera(data)
+    mean = open_movie(first / "denoised" / "mean.zarr")
+    den = tmp_path / "den.zarr"
+    write_movie(mean, den, attrs={"units": "photons", "estimate": "mean"}, progress=False)
+    out = tmp_path / "r"
+    report = compare(data["movie"], camera, out_dir=out, denoised=den, progress=False)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert set(on_disk["denoise"]) == {"raw", "mean"}
+    for name, values in on_disk["denoise"].items():
+        assert values["psnr"] is None and values["ssim"] is None
+        assert math.isfinite(values["bg_snr"])
+    for mode, values in on_disk["localize"].items():
+        for key in ("jaccard", "rmse_nm", "efficiency", "recall", "precision"):
+            assert values[key] is None, (mode, key)
+        assert values["n"] > 20 and math.isfinite(values["nena_nm"]) and math.isfinite(values["median_crlb_nm"])
+    # NeNA straight from the written table agrees (CSV keeps nm to sub-nm precision)
+    photons = movie_to_photons(open_movie(data["movie"]), camera)
+    locs = localize(photons, camera, progress=False)
+    assert report["localize"]["raw"]["nena_nm"] == pytest.approx(nena_precision(locs, pixel_size_nm=camera.pixel_size))
+    assert "Without ground truth" in on_disk["answers"]["localization"]
+    assert "Without a noise-free reference" in on_disk["answers"]["denoising"]
+    for name in FIGURES:
+        assert (out / name).is_file()
+
+
+def test_cli_compare_prints_the_table_and_refuses_an_existing_report(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+    _, first = with_truth
+    out = tmp_path / "cli_report"
+    den = first / "denoised" / "mean.zarr"
+    args = ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--denoised", str(den), "-o", str(out),
+            "--truth", str(data["truth"]), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Jacc %" in result.output and "hybrid" in result.output and "report.md" in result.output
+    assert (out / "report.json").is_file()
+    before = (out / "report.json").read_text()
+    again = runner.invoke(app, args)
+    _one_line_error(again, "already exists", "--overwrite")
+    assert (out / "report.json").read_text() == before
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_cli_compare_needs_exactly_one_denoiser_output(data: dict[str, Path], tmp_path: Path) -> None:
+    base = ["compare", str(data["movie"]), "--camera", str(data["camera"]), "-o", str(tmp_path / "r"), "-q"]
+    _one_line_error(runner.invoke(app, base), "--model", "--denoised")
+    both = runner.invoke(app, [*base, "--model", str(data["model"]), "--denoised", str(data["clean"])])
+    _one_line_error(both, "both --model and --denoised")
+    assert not (tmp_path / "r").exists()
+
+
+def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad_truth.csv"
+    pd.DataFrame({"frame": [0], "x [nm]": [1.0], "y [nm]": [2.0]}).to_csv(bad, index=False)
+    with pytest.raises(SmlmdnError, match="lacks column"):
+        read_truth(bad)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--model", str(data["model"]),
+                                 "-o", str(out), "--truth", str(bad), "-q"])
+    _one_line_error(result, "lacks column(s) x_nm, y_nm", "frame (0-based), x_nm, y_nm")
+    assert not out.exists() and not out.with_name("r.partial").exists()
+
+
+def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path: Path) -> None:
+    camera = read_camera(data)
+    wrong = tmp_path / "wrong.zarr"
+    write_movie(da.zeros((80, 32, 30), dtype=np.float32, chunks=(40, 32, 30)), wrong, attrs={"units": "photons"}, progress=False)
+    out = tmp_path / "r"
+    with pytest.raises(SmlmdnError, match="shape"):
+        compare(data["movie"], camera, out_dir=out, denoised=wrong, progress=False)
+    assert not out.exists() and not out.with_name("r.partial").exists()
