@@ -119,6 +119,22 @@ def _solve(a, rhs, npar, out, w) -> bool:
 
 
 @njit(cache=True)
+def _median_inplace(v) -> float:
+    """Median of a short 1D array by insertion sort, in place (no allocation)."""
+    n = v.shape[0]
+    for i in range(1, n):
+        x = v[i]
+        j = i - 1
+        while j >= 0 and v[j] > x:
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = x
+    if n % 2:
+        return v[n // 2]
+    return 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+@njit(cache=True)
 def _fisher(dm, m, nb, npar, fi) -> None:
     """Expected Fisher information of the Poisson model: sum over pixels of dm_k dm_l / m."""
     for k in range(npar):
@@ -188,7 +204,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
         per[q] = y_raw[i, 0]
         per[q + 1] = y_raw[i, nb - 1]
         q += 2
-    b0 = np.median(per)
+    b0 = _median_inplace(per)
     if b0 < 1e-3:
         b0 = 1e-3
     tot = 0.0
