@@ -78,7 +78,7 @@ def localize(
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
     threshold: Annotated[
         Optional[float],
-        typer.Option("--threshold", help="Detection significance in noise standard deviations of the band-passed frame (default: adaptive, ~3.8 for a 1.3 px PSF).", rich_help_panel=LOC),
+        typer.Option("--threshold", help="Detection significance in noise standard deviations of the band-passed frame (default: adaptive, ~4.2 for a 1.3 px PSF).", rich_help_panel=LOC),
     ] = None,
     render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram).")] = None,
     render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration).")] = None,
