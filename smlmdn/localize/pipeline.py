@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -202,11 +203,15 @@ def localize(
     found = 0
     with track(total=t, description="localizing", enabled=progress) as advance:
         for b0, b1 in _block_bounds(photons.chunks[0]):
-            raw = check_finite(np.asarray(photons[b0:b1].compute(), dtype=np.float32), f"frames {b0}-{b1 - 1}")
             if detect_on is None:
+                raw = np.asarray(photons[b0:b1].compute(), dtype=np.float32)
                 det = raw
             else:
-                det = check_finite(np.asarray(detect_on[b0:b1].compute(), dtype=np.float32), f"(denoised) frames {b0}-{b1 - 1}")
+                # one compute: a denoiser that reads the raw movie shares those reads with the fit
+                raw, det = dask.compute(photons[b0:b1], detect_on[b0:b1])
+                raw = np.asarray(raw, dtype=np.float32)
+                det = check_finite(np.asarray(det, dtype=np.float32), f"(denoised) frames {b0}-{b1 - 1}")
+            check_finite(raw, f"frames {b0}-{b1 - 1}")
             src = det if fitting_denoised else raw
             table, counts = localize_block(
                 src, det, box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
