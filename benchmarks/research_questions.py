@@ -41,7 +41,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- research_questions:start -->", "<!-- research_questions:end -->"
-QUICK = dict(frames=1000, size=64, steps=1500, time_budget=120.0, width=16, depth=2, patch=32, batch=8)
+QUICK = dict(frames=1000, size=64, steps=1500, time_budget=120.0, width=16, depth=2, patch=32, batch=8, lr=2e-3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

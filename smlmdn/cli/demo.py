@@ -13,7 +13,7 @@ from . import options as o
 from .app import command
 from .compare import print_summary
 
-SIZE = "Demo size (defaults: 64 x 64 px, 1000 frames, about 2-3 minutes on 2 CPU cores)"
+SIZE = "Demo size (defaults: 64 x 64 px, 1000 frames, a few minutes on 2 CPU cores)"
 
 
 @command("demo")
@@ -24,7 +24,7 @@ def demo(
     frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames.", rich_help_panel=SIZE)] = None,
     snr: Annotated[Optional[str], typer.Option("--snr", help="Simulation preset: high, medium or low.", rich_help_panel=SIZE)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Maximum training steps.", rich_help_panel=SIZE)] = None,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Training time limit in seconds (default 90).", rich_help_panel=SIZE)] = None,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Training time limit in seconds (default 60).", rich_help_panel=SIZE)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed of the simulation and the training.", rich_help_panel=SIZE)] = None,
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
