@@ -38,7 +38,7 @@ LEAK = 0.1
 class NetConfig:
     """Architecture: ``width`` channels per level, ``depth`` down-samplings, ``context`` frames each side."""
 
-    width: int = 32
+    width: int = 16
     depth: int = 3
     context: int = 0
     head: str = "gamma-poisson"

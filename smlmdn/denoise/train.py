@@ -49,24 +49,31 @@ class FitConfig:
 
     steps: int = 2000
     time_budget: float | None = None
-    context: int = 1
-    width: int = 32
+    context: int = 0
+    width: int = 16
     depth: int = 3
     head: str = "gamma-poisson"
-    patch: int = 32
-    batch: int = 8
+    patch: int | None = None  # None: 64 px, or the largest multiple of 2**depth that fits the frame
+    batch: int = 4
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
     val_every: int = 100
-    val_crops: int = 64
+    val_crops: int = 48
     patience: int = 8
     pool_frames: int = 256
     refresh_every: int = 200
     clip: float = 1.0
     max_restores: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_patch(self, frame_shape: tuple[int, int]) -> int:
+        """The training crop side: ``patch``, or by default 64 px shrunk to fit the frame (a multiple of 2**depth)."""
+        if self.patch is not None:
+            return int(self.patch)
+        mult = 2**self.depth
+        return max(2 * mult, min(64, (min(frame_shape) // mult) * mult))
 
     def net_config(self) -> NetConfig:
         return NetConfig(width=self.width, depth=self.depth, context=self.context, head=self.head)
@@ -105,15 +112,16 @@ def check_movie(shape: tuple[int, int, int], config: FitConfig) -> None:
     """Refuse movies too small for ``config`` (frame size vs patch; frames vs context)."""
     t, y, x = shape
     mult = 2**config.depth
-    if config.patch % mult or config.patch < 2 * mult:
+    patch = config.resolved_patch((y, x))
+    if patch % mult or patch < 2 * mult:
         raise SmlmdnError(
-            f"--patch {config.patch} must be a multiple of {mult} and at least {2 * mult} for --depth {config.depth}",
-            f"use --patch {max(2 * mult, (config.patch // mult) * mult)}",
+            f"--patch {patch} must be a multiple of {mult} and at least {2 * mult} for --depth {config.depth}",
+            f"use --patch {max(2 * mult, (patch // mult) * mult)}",
         )
-    if min(y, x) < config.patch:
+    if min(y, x) < patch:
         raise SmlmdnError(
-            f"movie frames are {y} x {x} px, smaller than the {config.patch} px training patch; "
-            f"the minimum frame size is {config.patch} x {config.patch} px (or {2 * mult} x {2 * mult} with --patch {2 * mult})",
+            f"movie frames are {y} x {x} px, smaller than the {patch} px training patch; "
+            f"the minimum frame size is {patch} x {patch} px (or {2 * mult} x {2 * mult} with --patch {2 * mult})",
             f"use a smaller --patch (>= {2 * mult}, a multiple of {mult}) or a larger field of view",
         )
     need = 2 * config.context + 2
@@ -252,6 +260,7 @@ def fit_model(
     if photons.ndim != 3:
         raise SmlmdnError(f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series")
     check_movie(tuple(photons.shape), config)
+    config.patch = config.resolved_patch(tuple(photons.shape[1:]))
     if log is None:
         if progress:
             from ..progress import console
@@ -310,7 +319,7 @@ def fit_model(
     # frames, and a net that only works on small crops (e.g. relying on borders) must show up here.
     mult = 2**config.depth
     vpatch = max(config.patch, min(max(2 * config.patch, 64), (min(photons.shape[1:]) // mult) * mult))
-    n_vcrops = max(8, int(config.val_crops * (config.patch / vpatch) ** 2 * 2))
+    n_vcrops = max(8, int(config.val_crops * (config.patch / vpatch) ** 2))
     vx, vc = _Sampler(vrng, vpatch).crops(n_vcrops, vpool, vclean)
     del vpool, vclean
 

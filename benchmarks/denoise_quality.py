@@ -1,0 +1,332 @@
+"""Denoising quality benchmark: the Gamma-Poisson blind-spot denoiser against baselines (not a test).
+
+For simulated movies at each ``--snr`` (same training budget, in steps, for every trained model):
+PSNR and SSIM against the noise-free expected image, and background SNR, for
+
+* raw photons, a Gaussian filter (sigma 1 px),
+* ``prior`` (the blind-spot prediction alone: what Noise2Void outputs), the ``gamma-poisson``
+  posterior mean and MAP, each with and without temporal context (``--context 0`` and ``1``),
+* the ``gaussian`` head (Laine et al.'s Gaussian approximation) posterior mean,
+* a supervised upper bound: the same network (context 1) trained on the clean targets (MSE),
+* CAREamics Noise2Void (run in the separate venv ``--careamics-python``; the table says why not when
+  it cannot run), trained on the same photons with the same number of steps x batch.
+
+Also prints fit steps/s, denoise frames/s (CPU; GPU when available) and, with ``--rss``, the peak
+RSS of ``smlmdn denoise`` on 2,000 vs 20,000 frames (``--rss-frames``).
+
+Usage::
+
+    .venv/bin/python benchmarks/denoise_quality.py --quick
+    .venv/bin/python benchmarks/denoise_quality.py --snr low medium high --frames 2000 --steps 1500 --json out.json
+
+Prints a Markdown table (paste into benchmarks/RESULTS.md) and writes JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+DEFAULT_BENCHVENV = HERE.parent.parent / ".benchvenv" / "bin" / "python"
+
+
+# ------------------------------------------------------------------------------------------ N2V worker
+
+def _stub_torchvision() -> None:
+    """careamics 0.3.5 pins torchvision<=0.26 (torch<=2.11), and no CPU torchvision build for torch 2.13
+    exists on this machine's index; careamics imports torchvision only for its LVAE code, not N2V. So:
+    import torchmetrics/lightning first (they see no torchvision and skip its optional parts), then put
+    an empty torchvision stub in sys.modules for careamics' unused imports."""
+    import importlib.machinery
+    import types
+
+    import lightning.pytorch  # noqa: F401
+    import torchmetrics  # noqa: F401
+
+    mods = {}
+    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        mod.__path__ = []
+        mods[name] = mod
+    mods["torchvision"].__version__ = "0.0+stub"
+    mods["torchvision"].transforms = mods["torchvision.transforms"]
+    mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]
+    sys.modules.update(mods)
+
+
+def n2v_worker(args: argparse.Namespace) -> None:
+    """Run inside the benchmark venv: train CAREamics N2V on ``--n2v-in`` (T, Y, X) photons for
+    ``--steps`` batches of ``--batch`` 64-px patches, predict the last ``--n2v-eval`` frames, save
+    them to ``--n2v-out`` and print a JSON line with timings."""
+    import torch
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing or a CUDA-only build
+        for name in [m for m in sys.modules if m.startswith("torchvision")]:
+            del sys.modules[name]
+        _stub_torchvision()
+    import careamics
+    from careamics import CAREamist
+    from careamics.config import create_n2v_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data = np.load(args.n2v_in).astype(np.float32)
+    t_eval = args.n2v_eval
+    n_val = max(1, len(data) // 10)
+    patch = min(64, (min(data.shape[1:]) // 8) * 8)
+    epochs = 10
+    cfg = create_n2v_config(
+        experiment_name="smlmdn_bench", data_type="array", axes="SYX", patch_size=[patch, patch],
+        batch_size=args.batch, num_epochs=epochs, num_steps=max(1, args.steps // epochs),
+    )
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        careamist = CAREamist(cfg, work_dir=work, enable_progress_bar=False)
+        careamist.train(train_data=data[: len(data) - n_val], val_data=data[len(data) - n_val:])
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pred = careamist.predict(data[-t_eval:], axes="SYX", data_type="array")
+        pred_s = time.perf_counter() - t1
+    if isinstance(pred, tuple):
+        pred = pred[0]
+    pred = np.concatenate([np.asarray(p).reshape(-1, *data.shape[1:]) for p in pred]) if isinstance(pred, list) else np.asarray(pred)
+    np.save(args.n2v_out, pred.reshape(t_eval, *data.shape[1:]).astype(np.float32))
+    print(json.dumps({"fit_s": fit_s, "predict_s": pred_s, "epochs": epochs, "patch": patch, "batch": args.batch,
+                      "version": careamics.__version__}))
+
+
+def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: int, threads: int | None, seed: int = 0) -> tuple[np.ndarray | None, dict]:
+    """N2V prediction of the last ``t_eval`` frames via the benchmark venv, or (None, {"error": why})."""
+    if not python.exists():
+        return None, {"error": f"no benchmark venv at {python} (create it: python3 -m venv .benchvenv; "
+                               ".benchvenv/bin/pip install torch==2.13.0 careamics -e .)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+        np.save(src, photons)
+        cmd = [str(python), str(HERE), "--n2v-worker", "--n2v-in", str(src), "--n2v-out", str(dst),
+               "--n2v-eval", str(t_eval), "--steps", str(steps), "--batch", str(batch), "--seed", str(seed)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not dst.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return None, {"error": "CAREamics failed: " + " | ".join(tail)}
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        return np.load(dst), info
+
+
+# ----------------------------------------------------------------------------------------- benchmark
+
+def gaussian_filter_movie(photons: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(f, sigma) for f in photons]).astype(np.float32)
+
+
+def score(x: np.ndarray, clean: np.ndarray, masks, dr: float) -> dict[str, float]:
+    from smlmdn.evaluate.image import background_snr, psnr, ssim
+
+    return {"psnr": round(psnr(x, clean, dr), 2), "ssim": round(ssim(x, clean, dr), 4), "bg_snr": round(background_snr(x, masks), 2)}
+
+
+def bench_snr(snr: str, args: argparse.Namespace) -> dict:
+    import dask.array as da
+
+    from smlmdn.camera import to_photons
+    from smlmdn.denoise import FitConfig, denoise_lazy, fit_model
+    from smlmdn.evaluate.image import signal_background_masks
+    from smlmdn.simulate import SimulationParams, simulate
+
+    sim = simulate(SimulationParams.preset(snr, frames=args.frames, size=args.size, seed=args.seed))
+    photons = to_photons(da.from_array(sim.movie, chunks=(500, args.size, args.size)), sim.camera)
+    ev = slice(args.frames - args.eval_frames, args.frames)
+    clean = sim.clean[ev]
+    raw = photons[ev].compute()
+    dr = float(clean.max() - clean.min())
+    truth = sim.truth[(sim.truth.frame >= ev.start)].assign(frame=lambda d: d.frame - ev.start)
+    masks = signal_background_masks(clean, truth, sim.camera.pixel_size)
+    rows: dict[str, dict] = {}
+    rows["raw photons"] = score(raw, clean, masks, dr)
+    rows["gaussian filter (1 px)"] = score(gaussian_filter_movie(raw), clean, masks, dr)
+    base = dict(steps=args.steps, width=args.width, depth=args.depth, batch=args.batch, seed=args.seed,
+                threads=args.threads, val_every=max(50, args.steps // 10), patience=1000)
+    runs = [
+        ("gamma-poisson K=0", dict(context=0), ("prior", "mean", "map")),
+        ("gamma-poisson K=1", dict(context=1), ("prior", "mean", "map")),
+        ("gaussian head K=1", dict(context=1, head="gaussian"), ("mean",)),
+        ("supervised K=1 (clean targets)", dict(context=1, supervised=True), ("prior",)),
+    ]
+    timing = {}
+    for label, extra, estimates in runs:
+        extra = dict(extra)
+        supervised = extra.pop("supervised", False)
+        t0 = time.perf_counter()
+        model = fit_model(photons, sim.camera, FitConfig(**base, **extra), progress=False, log=lambda m: None,
+                          clean=da.from_array(sim.clean, chunks=photons.chunks) if supervised else None)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        out = denoise_lazy(photons[ev], model, estimates=estimates)
+        out = {k: v.compute() for k, v in out.items()}
+        den_s = time.perf_counter() - t1
+        timing[label] = {"fit_steps_per_s": round(model.training["steps"] / fit_s, 2), "fit_s": round(fit_s, 1),
+                         "denoise_frames_per_s": round(args.eval_frames / den_s, 1),
+                         "best_val_loss": round(model.training["best_val_loss"], 4)}
+        for est, value in out.items():
+            name = f"{label} {'output' if supervised else est}"
+            rows[name] = score(value, clean, masks, dr)
+        print(f"  [{snr}] {label}: {fit_s:.0f} s fit, {den_s:.1f} s denoise", file=sys.stderr, flush=True)
+    if args.careamics:
+        t0 = time.perf_counter()
+        pred, info = run_n2v(Path(args.careamics_python), photons.compute(), args.steps, args.batch, args.eval_frames, args.threads, args.seed)
+        if pred is not None:
+            rows[f"CAREamics N2V {info.get('version', '')}".strip()] = score(pred, clean, masks, dr)
+            timing["CAREamics N2V"] = {"fit_s": round(info["fit_s"], 1), "epochs": info["epochs"],
+                                       "denoise_frames_per_s": round(args.eval_frames / info["predict_s"], 1)}
+        else:
+            rows["CAREamics N2V"] = {"psnr": None, "ssim": None, "bg_snr": None, "note": info["error"]}
+        print(f"  [{snr}] N2V: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return {"snr": snr, "rows": rows, "timing": timing}
+
+
+def peak_rss(frames_list: list[int], args: argparse.Namespace) -> dict:
+    """Peak RSS (MB) of `smlmdn denoise` on simulated movies of each length (one fresh process each)."""
+    from smlmdn.camera import to_photons  # noqa: F401 - fail early if the package is broken
+    from smlmdn.simulate import SimulationParams, simulate_to_dir
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sim_dir = tmp / "sim"
+        simulate_to_dir(SimulationParams.preset("low", frames=max(frames_list), size=args.size, seed=args.seed), sim_dir, progress=False)
+        model = tmp / "m.pt"
+        code = (
+            "import sys, resource, dask.array as da\n"
+            "from smlmdn.camera import load_camera, to_photons\n"
+            "from smlmdn.io import open_movie, write_movie\n"
+            "from smlmdn.denoise import fit_model, denoise_lazy, FitConfig\n"
+            "cam = load_camera(sys.argv[2]); n = int(sys.argv[3])\n"
+            "ph = to_photons(open_movie(sys.argv[1]), cam)\n"
+            "if n == 0:\n"
+            "    fit_model(ph, cam, FitConfig(steps=5, width=8, depth=2), progress=False).save(sys.argv[4]); sys.exit()\n"
+            "est = denoise_lazy(ph[:n], sys.argv[4])['mean']\n"
+            "write_movie(est, sys.argv[5], progress=False)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        )
+        movie, camera = sim_dir / "movie.tif", sim_dir / "camera.json"
+        subprocess.run([sys.executable, "-c", code, str(movie), str(camera), "0", str(model)], check=True)
+        for n in frames_list:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code, str(movie), str(camera), str(n), str(model), str(tmp / f"d{n}.zarr")],
+                                  capture_output=True, text=True, check=True)
+            out[n] = {"peak_rss_mb": round(float(proc.stdout.strip().splitlines()[-1]), 1),
+                      "frames_per_s": round(n / (time.perf_counter() - t0), 1)}
+    return out
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
+    for res in results:
+        print(f"\n### SNR preset `{res['snr']}` ({args.frames} frames of {args.size} x {args.size} px, scored on the last "
+              f"{args.eval_frames}; {args.steps} training steps per model)\n")
+        print("| method | PSNR (dB) | SSIM | background SNR |")
+        print("|---|---:|---:|---:|")
+        for name, r in res["rows"].items():
+            if r.get("psnr") is None:
+                print(f"| {name} | n/a | n/a | n/a ({r.get('note', '')}) |")
+            else:
+                print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['bg_snr']:.2f} |")
+        print("\n| model | fit steps/s | fit s | denoise frames/s | best val loss |")
+        print("|---|---:|---:|---:|---:|")
+        for name, t in res["timing"].items():
+            print(f"| {name} | {t.get('fit_steps_per_s', '')} | {t.get('fit_s', '')} | {t.get('denoise_frames_per_s', '')} | "
+                  f"{t.get('best_val_loss', '')} |")
+        rows = res["rows"]
+        gp1, pr1 = rows.get("gamma-poisson K=1 mean"), rows.get("gamma-poisson K=1 prior")
+        gh, sup = rows.get("gaussian head K=1 mean"), rows.get("supervised K=1 (clean targets) output")
+        if gp1 and pr1 and gh and sup:
+            print(f"\ntargets: mean - prior = {gp1['psnr'] - pr1['psnr']:+.2f} dB (target >= +1); mean - gaussian head = "
+                  f"{gp1['psnr'] - gh['psnr']:+.2f} dB (target >= 0 at low SNR); supervised - mean = "
+                  f"{sup['psnr'] - gp1['psnr']:+.2f} dB (target <= 1)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--snr", nargs="+", default=["low", "medium", "high"], choices=["low", "medium", "high"])
+    p.add_argument("--frames", type=int, default=2000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--eval-frames", type=int, default=200, help="score the last N frames")
+    p.add_argument("--steps", type=int, default=1500, help="training steps for every trained model")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="small run: 300 steps, 100 scored frames, no RSS")
+    p.add_argument("--careamics-python", default=str(DEFAULT_BENCHVENV), help="python of the venv with careamics")
+    p.add_argument("--no-careamics", dest="careamics", action="store_false")
+    p.add_argument("--rss", action="store_true", help="also measure peak RSS of denoising --rss-frames frames")
+    p.add_argument("--rss-frames", type=int, nargs=2, default=[2000, 20000])
+    p.add_argument("--json", type=Path, default=None)
+    # internal: N2V worker mode (run by the benchmark venv's python)
+    p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--n2v-in", help=argparse.SUPPRESS)
+    p.add_argument("--n2v-out", help=argparse.SUPPRESS)
+    p.add_argument("--n2v-eval", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.n2v_worker:
+        args.batch = args.batch or 4
+        n2v_worker(args)
+        return
+    from smlmdn.denoise import FitConfig
+
+    defaults = FitConfig()
+    args.width = args.width or defaults.width
+    args.depth = args.depth or defaults.depth
+    args.batch = args.batch or defaults.batch
+    if args.quick:
+        args.steps = min(args.steps, 300)
+        args.eval_frames = min(args.eval_frames, 100)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    header = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "net": {"width": args.width, "depth": args.depth, "batch": args.batch, "patch": "default (64 px)"},
+    }
+    print(f"# denoise_quality: {header['machine']}\n# {header['command']}", flush=True)
+    results = [bench_snr(snr, args) for snr in args.snr]
+    out = {"header": header, "results": results}
+    if args.rss:
+        out["peak_rss"] = peak_rss(list(args.rss_frames), args)
+    print_table(results, args)
+    if args.rss:
+        print("\n| frames denoised | peak RSS (MB) | frames/s |\n|---:|---:|---:|")
+        for n, r in out["peak_rss"].items():
+            print(f"| {n} | {r['peak_rss_mb']} | {r['frames_per_s']} |")
+        a, b = args.rss_frames
+        print(f"\npeak RSS ratio {b} vs {a} frames: {out['peak_rss'][b]['peak_rss_mb'] / out['peak_rss'][a]['peak_rss_mb']:.2f} (target <= 1.2)")
+    text = json.dumps(out, indent=1, default=str)
+    print("\n" + text if args.json is None else "")
+    if args.json:
+        args.json.write_text(text)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`smlmdn fit` and `smlmdn denoise` end to end on a tiny movie, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from typer.testing import CliRunner
+
+from smlmdn.camera import save_camera
+from smlmdn.cli import app
+from smlmdn.io import read_attrs
+from smlmdn.simulate import SimulationParams, simulate
+
+runner = CliRunner()
+FAST = ["--steps", "12", "--width", "4", "--depth", "2", "--patch", "16", "--batch", "4", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    sim = simulate(SimulationParams.preset("medium", frames=40, size=24, seed=2))
+    tifffile.imwrite(root / "movie.tif", sim.movie)
+    save_camera(sim.camera, root / "camera.json")
+    return {"root": root, "movie": root / "movie.tif", "camera": root / "camera.json", "sim": sim}
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Fix:" in lines[0], result.output
+    return lines[0]
+
+
+def test_fit_then_denoise_zarr_and_adu_tiff(data):
+    root, movie, cam = data["root"], str(data["movie"]), str(data["camera"])
+    model = root / "model.pt"
+    res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(model), "--context", "1", *FAST])
+    assert res.exit_code == 0, res.output
+    assert model.is_file() and not (root / "model.pt.ckpt").exists() and "wrote" in res.output
+    res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(model), *FAST])
+    assert "already exists" in _one_line_error(res)
+
+    out = root / "den.zarr"
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(out), "-e", "mean", "-e", "std", "-q"])
+    assert res.exit_code == 0, res.output
+    mean_path, std_path = root / "den_mean.zarr", root / "den_std.zarr"
+    mean = np.asarray(zarr.open(str(mean_path), mode="r")["0"])
+    assert mean.shape == data["sim"].movie.shape and mean.dtype == np.float32
+    attrs = read_attrs(mean_path)
+    assert attrs["units"] == "photons" and attrs["estimate"] == "mean" and len(attrs["model_hash"]) == 16
+    assert attrs["camera"]["pixel_size"] == data["sim"].camera.pixel_size
+    assert read_attrs(std_path)["estimate"] == "std"
+
+    adu = root / "den_adu.tif"
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(adu), "--out-units", "adu", "-q"])
+    assert res.exit_code == 0, res.output
+    img = tifffile.imread(adu)
+    assert img.dtype == np.uint16 and img.shape == data["sim"].movie.shape
+    # ADU with the movie's camera: photons * em_gain / e_per_adu + offset, rounded
+    c = data["sim"].camera
+    expected = np.clip(np.round(mean * c.em_gain / c.e_per_adu + c.offset), 0, 65535)
+    assert np.abs(img.astype(np.float64) - expected).max() <= 1
+    assert read_attrs(adu)["units"] == "adu"
+
+
+def test_cli_bad_inputs(data, tmp_path):
+    movie, cam = str(data["movie"]), str(data["camera"])
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(tmp_path / "none.pt"), "-o", str(tmp_path / "o.zarr")])
+    assert "does not exist" in _one_line_error(res)
+    corrupt = tmp_path / "bad.pt"
+    corrupt.write_bytes(b"not a model")
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(corrupt), "-o", str(tmp_path / "o.zarr")])
+    assert "cannot be read" in _one_line_error(res)
+    res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--patch", "32"])
+    assert "minimum frame size is 32 x 32" in _one_line_error(res)
+    np.save(tmp_path / "short.npy", data["sim"].movie[:3])
+    res = runner.invoke(app, ["fit", str(tmp_path / "short.npy"), "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--context", "1"])
+    assert "needs at least 4" in _one_line_error(res)
+    res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--head", "cauchy"])
+    assert "unknown head" in _one_line_error(res)
+    res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--resume"])
+    assert "no checkpoint" in _one_line_error(res)
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(corrupt), "-o", str(tmp_path / "o.png")])
+    assert "unknown output format" in _one_line_error(res)
