@@ -176,8 +176,9 @@ def compare(
 
     ``movie``: path or (T, Y, X) array in ``units`` (``adu`` converted with ``camera``, or ``photons``).
     Exactly one of ``model`` (model file path or :class:`~smlmdn.denoise.DenoiseModel`: the
-    ``estimates`` are computed) or ``denoised`` (a denoised movie path/array in photons, or a dict
-    estimate name -> path/array) must be given. ``localize_estimate`` (default ``mean``) is the
+    ``estimates`` are computed) or ``denoised`` (a denoised movie path/array in photons, a list of
+    paths written by ``smlmdn denoise`` (each named by its ``estimate`` attribute), or a dict estimate
+    name -> path/array) must be given. ``localize_estimate`` (default ``mean``) is the
     estimate used by the ``denoised`` and ``hybrid`` localization modes. Optional ``truth`` (CSV path
     or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected photons, same shape).
     Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``) are the same in
@@ -251,11 +252,19 @@ def compare(
             log(f"denoising {t} frames ({', '.join(names)}) with model {mobj.hash()}")
             est = materialize(lazy, work, provenance(units="photons", model_hash=mobj.hash()), progress, "denoising")
         else:
-            items = list(denoised.items()) if isinstance(denoised, dict) else [(None, denoised)]
+            if isinstance(denoised, dict):
+                items = list(denoised.items())
+            elif isinstance(denoised, (list, tuple)):
+                items = [(None, d) for d in denoised]
+            else:
+                items = [(None, denoised)]
             est, sources = {}, {}
             for given_name, data in items:
                 name, arr = open_denoised(data, camera, shape, block)
                 name = given_name or name
+                if name in est:
+                    raise SmlmdnError(f"two denoised movies are both the {name!r} estimate ({sources[name]} and {data})",
+                                      "give each estimate once (e.g. one mean and one map file from `smlmdn denoise -e mean -e map`)")
                 est[name] = arr
                 sources[name] = str(data) if isinstance(data, (str, Path)) else "(array)"
             denoiser = {"denoised": sources}

@@ -132,16 +132,26 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dic
         assert (out / name).is_file()
 
 
-def test_cli_compare_prints_the_table_and_refuses_an_existing_report(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
-    _, first = with_truth
+def test_cli_compare_on_smlmdn_denoise_outputs_and_refuses_an_existing_report(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+    report, _ = with_truth
+    den = tmp_path / "den.zarr"
+    made = runner.invoke(app, ["denoise", str(data["movie"]), "--model", str(data["model"]), "--camera", str(data["camera"]),
+                               "-o", str(den), "-e", "mean", "-e", "map", "-q"])
+    assert made.exit_code == 0, made.output
+    files = sorted(tmp_path.glob("den_*.zarr"))
+    assert [f.name for f in files] == ["den_map.zarr", "den_mean.zarr"]
     out = tmp_path / "cli_report"
-    den = first / "denoised" / "mean.zarr"
-    args = ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--denoised", str(den), "-o", str(out),
-            "--truth", str(data["truth"]), "-q"]
+    args = ["compare", str(data["movie"]), "--camera", str(data["camera"]), *[a for f in files for a in ("--denoised", str(f))],
+            "-o", str(out), "--truth", str(data["truth"]), "--clean", str(data["clean"]), "-q"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Jacc %" in result.output and "hybrid" in result.output and "report.md" in result.output
-    assert (out / "report.json").is_file()
+    on_disk = json.loads((out / "report.json").read_text())
+    assert set(on_disk["denoise"]) == {"raw", "mean", "map"} and on_disk["settings"]["localize_estimate"] == "mean"
+    # the same model and movie give the same numbers through `smlmdn denoise` files as on the fly
+    for name in ("raw", "mean", "map"):
+        assert on_disk["denoise"][name]["psnr"] == pytest.approx(report["denoise"][name]["psnr"], rel=1e-5)
+    assert on_disk["localize"]["hybrid"]["jaccard"] == pytest.approx(report["localize"]["hybrid"]["jaccard"])
     before = (out / "report.json").read_text()
     again = runner.invoke(app, args)
     _one_line_error(again, "already exists", "--overwrite")

@@ -38,7 +38,10 @@ def compare(
     movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder to create (report.json, report.md, PNG figures, localization tables).")],
     model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt (from `smlmdn fit`): the estimates are computed here.")] = None,
-    denoised: Annotated[Optional[Path], typer.Option("--denoised", help="A denoised movie written by `smlmdn denoise` (photons, same shape as MOVIE) instead of --model.")] = None,
+    denoised: Annotated[
+        Optional[list[Path]],
+        typer.Option("--denoised", help="Denoised movie(s) written by `smlmdn denoise` (same shape as MOVIE) instead of --model; repeat for several estimates (named by the file's estimate attribute)."),
+    ] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="Ground-truth CSV with columns frame (0-based), x_nm, y_nm [, photons], e.g. truth.csv from `smlmdn simulate`.", rich_help_panel=GT)] = None,
     clean: Annotated[Optional[Path], typer.Option("--clean", help="Noise-free movie in expected photons (clean.tif from `smlmdn simulate`): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Matching radius in nm (SMLM challenge: 250).", rich_help_panel=GT)] = 250.0,
@@ -71,6 +74,8 @@ def compare(
     localizes in raw, denoised and hybrid modes with the same settings (matching against --truth; count,
     CRLB, NeNA and FRC always), and writes report.json, report.md and PNG figures into the report folder.
     """
+    if not denoised:
+        denoised = None
     if model is None and denoised is None:
         raise SmlmdnError("compare needs the denoiser's output", "pass --model model.pt (from `smlmdn fit`) or --denoised denoised.zarr (from `smlmdn denoise`)")
     if model is not None and denoised is not None:
