@@ -40,14 +40,14 @@ def compare(
     model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt (from `smlmdn fit`): the estimates are computed here.")] = None,
     denoised: Annotated[
         Optional[list[Path]],
-        typer.Option("--denoised", help="Denoised movie(s) written by `smlmdn denoise` (same shape as MOVIE) instead of --model; repeat for several estimates (named by the file's estimate attribute)."),
+        typer.Option("--denoised", metavar="PATH", help="Denoised movie(s) written by `smlmdn denoise` (same shape as MOVIE) instead of --model; repeat for several estimates (named by the file's estimate attribute)."),
     ] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="Ground-truth CSV with columns frame (0-based), x_nm, y_nm [, photons], e.g. truth.csv from `smlmdn simulate`.", rich_help_panel=GT)] = None,
     clean: Annotated[Optional[Path], typer.Option("--clean", help="Noise-free movie in expected photons (clean.tif from `smlmdn simulate`): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Matching radius in nm (SMLM challenge: 250).", rich_help_panel=GT)] = 250.0,
     estimate: Annotated[
         Optional[list[str]],
-        typer.Option("--estimate", help="With --model: estimates to score (mean, map, prior, std); repeat for several. Default: mean, map, prior."),
+        typer.Option("--estimate", metavar="NAME", help="With --model: estimates to score (mean, map, prior, std); repeat for several. Default: mean, map, prior."),
     ] = None,
     localize_estimate: Annotated[str, typer.Option("--localize-estimate", help="Estimate used by the denoised and hybrid localization modes.", rich_help_panel=LOC)] = "mean",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,

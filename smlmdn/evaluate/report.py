@@ -272,7 +272,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     s = report.get("settings", {})
     inputs = report.get("inputs", {})
     lines = ["# smlmdn compare report", ""]
-    lines += [f"Movie: `{inputs.get('movie')}` ({' x '.join(str(n) for n in inputs.get('shape', []))} frames x px), "
+    t, ny, nx = (list(inputs.get("shape", [])) + ["?"] * 3)[:3]
+    lines += [f"Movie: `{inputs.get('movie')}` ({t} frames of {ny} x {nx} px), "
               f"denoised by {inputs.get('denoiser')}. Ground truth: {'`' + str(inputs['truth']) + '`' if inputs.get('truth') else 'none'}; "
               f"noise-free movie: {'`' + str(inputs['clean']) + '`' if inputs.get('clean') else 'none'}.", ""]
     lines += ["## Answers", "", f"**1. How well does denoising work?** {report['answers']['denoising']}", "",
@@ -300,7 +301,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     if figs:
         lines += ["## Figures", ""]
         for key, name in figs.items():
-            lines += [f"![{key}]({name})", ""]
+            if not key.startswith("render_"):
+                lines += [f"![{key}]({name})", ""]
+        singles = [name for key, name in figs.items() if key.startswith("render_")]
+        if singles:
+            lines += ["Full-size renders: " + ", ".join(f"[{n}]({n})" for n in singles) + ".", ""]
     prov = report.get("provenance", {})
     lines += ["## Provenance", "", f"smlmdn {prov.get('smlmdn_version')}; command: `{prov.get('command')}`; "
               f"camera: {report.get('camera')}", ""]
