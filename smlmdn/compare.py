@@ -39,6 +39,8 @@ from .progress import track
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
 MODE_SETTINGS = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
+#: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
+SCORED_ESTIMATES = ("mean", "map", "prior")
 TRUTH_COLUMNS = ("frame", "x_nm", "y_nm")
 MAX_BLOCK_FRAMES = 256
 
@@ -210,6 +212,11 @@ def compare(
         raise SmlmdnError(f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250")
     if render_pixel_nm <= 0 or frc_render_pixel_nm <= 0:
         raise SmlmdnError("render pixel sizes must be > 0 nm", "use e.g. --render-pixel 10")
+    estimates = tuple(e.lower() for e in estimates)
+    bad = [e for e in (*estimates, localize_estimate) if e not in SCORED_ESTIMATES]
+    if model is not None and (bad or not estimates):
+        raise SmlmdnError(f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
+                          f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)")
     truth_df = read_truth(truth) if truth is not None else None
 
     # ---- inputs

@@ -171,6 +171,8 @@ def test_cli_compare_needs_exactly_one_denoiser_output(data: dict[str, Path], tm
     _one_line_error(runner.invoke(app, base), "--model", "--denoised")
     both = runner.invoke(app, [*base, "--model", str(data["model"]), "--denoised", str(data["clean"])])
     _one_line_error(both, "both --model and --denoised")
+    std = runner.invoke(app, [*base, "--model", str(data["model"]), "--estimate", "std"])
+    _one_line_error(std, "cannot score estimate(s) std", "--estimate mean")
     assert not (tmp_path / "r").exists()
 
 

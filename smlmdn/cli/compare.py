@@ -47,7 +47,7 @@ def compare(
     tolerance: Annotated[float, typer.Option("--tolerance", help="Matching radius in nm (SMLM challenge: 250).", rich_help_panel=GT)] = 250.0,
     estimate: Annotated[
         Optional[list[str]],
-        typer.Option("--estimate", metavar="NAME", help="With --model: estimates to score (mean, map, prior, std); repeat for several. Default: mean, map, prior."),
+        typer.Option("--estimate", metavar="NAME", help="With --model: estimates to score (mean, map, prior); repeat for several. Default: all three."),
     ] = None,
     localize_estimate: Annotated[str, typer.Option("--localize-estimate", help="Estimate used by the denoised and hybrid localization modes.", rich_help_panel=LOC)] = "mean",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,
