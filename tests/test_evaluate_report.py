@@ -52,7 +52,7 @@ def test_localize_metrics_without_truth_has_null_truth_keys(rng: np.random.Gener
     assert out["nena_nm"] == pytest.approx(10.0, rel=0.25)
     assert out["frc_block_frames"] == 15 and len(freq) == len(frc)
     with_truth, _ = R.localize_metrics(locs, locs[["frame", "x_nm", "y_nm"]], (300, 32, 32), 100.0)
-    assert with_truth["jaccard"] == 100.0 and with_truth["rmse_nm"] == 0.0
+    assert with_truth["jaccard"] == 100.0 and with_truth["rmse_nm"] == 0.0 and with_truth["median_error_nm"] == 0.0
 
 
 def test_json_number_and_frc_blocks() -> None:
