@@ -208,6 +208,10 @@ def compare(
         raise SmlmdnError(f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o")
     if final.exists() and not final.is_dir():
         raise SmlmdnError(f"{final} exists and is not a folder", "choose another -o")
+    if final.is_dir() and any(final.iterdir()) and not (final / "report.json").is_file():
+        # --overwrite replaces the whole folder: never delete one that is not an earlier report
+        raise SmlmdnError(f"{final} is a folder with other files in it, not an smlmdn report, so --overwrite will not delete it",
+                          "choose a new report folder name for -o")
     if not (math.isfinite(tolerance_nm) and tolerance_nm > 0):
         raise SmlmdnError(f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250")
     if render_pixel_nm <= 0 or frc_render_pixel_nm <= 0:

@@ -188,6 +188,15 @@ def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Pat
     assert not out.exists() and not out.with_name("r.partial").exists()
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_a_report(data: dict[str, Path], tmp_path: Path) -> None:
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "movie.tif").write_bytes(b"data")
+    with pytest.raises(SmlmdnError, match="not an smlmdn report"):
+        compare(data["movie"], read_camera(data), out_dir=keep, model=data["model"], overwrite=True, progress=False)
+    assert (keep / "movie.tif").read_bytes() == b"data"
+
+
 def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path: Path) -> None:
     camera = read_camera(data)
     wrong = tmp_path / "wrong.zarr"
