@@ -235,7 +235,8 @@ def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) ->
                 f"({known[best]:.1f} nm vs {known['raw']:.1f} nm)")
     else:
         lead = "FRC resolution could not be determined for every mode"
-    return (f"{lead}; " + "; ".join(parts) + ". Without ground truth these numbers cannot tell real molecules from "
+    return (f"{lead}; " + "; ".join(parts) + ". The denoised mode's NeNA is optimistic when the denoiser uses "
+            "neighbouring frames (its localizations in adjacent frames share data). Without ground truth these numbers cannot tell real molecules from "
             "false detections: more localizations or a smaller NeNA is not proof of a better result; simulate a "
             "similar movie (`smlmdn simulate`) and run `smlmdn compare` with --truth to measure it.")
 
@@ -298,7 +299,8 @@ def report_markdown(report: dict[str, Any]) -> str:
               f"denoised movie, fit the raw photons. Same settings for all: box {s.get('box')} px, PSF sigma "
               f"{s.get('psf_sigma_nm')} nm, threshold {s.get('threshold') or 'adaptive'}. "
               f"Matching: per frame, Hungarian, within {s.get('tolerance_nm')} nm; efficiency = 100 - sqrt((100 - Jaccard)^2 + (1 %/nm x RMSE)^2). "
-              f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision; FRC = Fourier ring "
+              f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision (optimistic for the denoised "
+              f"mode when the denoiser uses neighbouring frames, which makes adjacent frames share data); FRC = Fourier ring "
               f"correlation resolution (1/7 threshold) of histogram renders ({s.get('frc_render_pixel_nm')} nm pixels) of two halves made "
               f"of random blocks of {report['localize'].get('raw', {}).get('frc_block_frames', '?')} consecutive frames.", ""]
     figs = report.get("figures", {})
