@@ -87,3 +87,11 @@ def test_cli_bad_inputs(data, tmp_path):
     assert "no checkpoint" in _one_line_error(res)
     res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(corrupt), "-o", str(tmp_path / "o.png")])
     assert "unknown output format" in _one_line_error(res)
+
+
+def test_several_estimates_get_suffixed_names():
+    from smlmdn.cli.denoise import output_for
+
+    assert output_for(Path("d.zarr"), "mean", False) == Path("d.zarr")
+    assert output_for(Path("out/d.ome.zarr"), "std", True) == Path("out/d_std.ome.zarr")
+    assert output_for(Path("d.TIF"), "map", True) == Path("d_map.TIF")

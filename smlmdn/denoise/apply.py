@@ -38,6 +38,8 @@ from .network import receptive_halo
 DEFAULT_TILE = 256
 #: frames per network call (times the tiles of a frame)
 FRAME_BATCH = 8
+#: frames whose windows, parameters and posterior are held at once inside a block
+FRAMES_PER_PASS = 64
 
 
 class _Runner:
@@ -101,15 +103,15 @@ class _Runner:
         # mirror the missing neighbours at the movie's ends, excluding the edge frame itself
         z = np.pad(z, ((k - left, k - right), (0, 0), (0, 0)), mode="reflect") if (left < k or right < k) else z
         b = z.shape[0] - 2 * k
-        windows = np.lib.stride_tricks.sliding_window_view(z, 2 * k + 1, axis=0)[:b]  # (B, Y, X, 2K+1)
-        windows = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
-        p0, p1 = self.params(windows, tile)
-        post = L.posterior(self.cfg.head, torch.from_numpy(z[k : k + b]), torch.from_numpy(p0), torch.from_numpy(p1))
+        windows = np.lib.stride_tricks.sliding_window_view(z, 2 * k + 1, axis=0)[:b]  # view (B, Y, X, 2K+1)
         out = np.empty((len(names), b) + z.shape[1:], np.float32)
-        for i, name in enumerate(names):
-            value = post[name].float().numpy()
-            kind = "std" if name == "std" else "value"
-            out[i] = L.from_model_counts(value, tr["shift"], tr["factor"], kind)
+        for f0 in range(0, b, FRAMES_PER_PASS):  # bounded memory whatever the block length
+            f1 = min(b, f0 + FRAMES_PER_PASS)
+            p0, p1 = self.params(np.ascontiguousarray(np.moveaxis(windows[f0:f1], -1, 1)), tile)
+            post = L.posterior(self.cfg.head, torch.from_numpy(z[k + f0 : k + f1]), torch.from_numpy(p0), torch.from_numpy(p1))
+            for i, name in enumerate(names):
+                kind = "std" if name == "std" else "value"
+                out[i, f0:f1] = L.from_model_counts(post[name].float().numpy(), tr["shift"], tr["factor"], kind)
         return out
 
 

@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ class FitConfig:
     refresh_every: int = 200
     clip: float = 1.0
     max_restores: int = 3
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_patch(self, frame_shape: tuple[int, int]) -> int:
         """The training crop side: ``patch``, or by default 64 px shrunk to fit the frame (a multiple of 2**depth)."""
@@ -443,7 +442,7 @@ def fit_model(
         "steps_per_second": round(state["step"] / max(elapsed, 1e-9), 3), "history": state["history"],
         "data_hash": dhash, "movie_shape": list(photons.shape), "device": str(device),
         "restores": state["restores"], "supervised": clean is not None,
-        "config": {k2: v for k2, v in asdict(config).items() if k2 != "extra"}, **provenance(),
+        "config": asdict(config), **provenance(),
     }
     return DenoiseModel(
         net=net_cfg,
