@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import SmlmdnError
+from .parallel import compute_blocks
 
 #: Target size of one frame block in bytes (dask chunk and Zarr chunk along T).
 BLOCK_BYTES = 32 * 2**20
@@ -286,7 +287,10 @@ def _write_zarr(array, final: Path, meta, pixel_size, progress, description, res
     t, y, x = array.shape
     chunk_t = array.chunks[0][0]
     array = array.rechunk((chunk_t, y, x))
-    signature = {"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "key": meta.get("resume_key")}
+    # A partial store is resumed only if it was started for the same array and attributes (same
+    # source, model, estimate...); the command line may differ (e.g. --overwrite added on rerun).
+    same = {k: v for k, v in meta.items() if k != "command"}
+    signature = json.loads(json.dumps({"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same}, default=str))
     if tmp.exists() and resume and _partial_matches(tmp, signature):
         root = zarr.open_group(str(tmp), mode="r+")
     else:
@@ -299,17 +303,16 @@ def _write_zarr(array, final: Path, meta, pixel_size, progress, description, res
     done_dir = tmp / DONE_DIR
     bounds = _block_bounds(array)
     todo = [(i, b) for i, b in enumerate(bounds) if not (done_dir / str(i)).exists()]
-    # Blocks are computed and stored by whatever dask scheduler is active (threads, processes or a
-    # dask.distributed cluster, see smlmdn.cluster), a few at a time so the bar moves and memory
-    # stays at a few blocks; each task writes its block straight into the store and marks it done.
-    in_flight = max(1, _parallelism())
+    # Blocks are computed by the active dask scheduler (threads, processes or a dask.distributed
+    # cluster, see smlmdn.cluster); each task writes its block straight into the store and marks it done.
     done_before = t - sum(b1 - b0 for _, (b0, b1) in todo)
+
+    def task(i: int, b0: int, b1: int) -> Any:
+        return dask.delayed(_store_block)(array[b0:b1], str(tmp / "0"), b0, str(done_dir / str(i)))
+
     with track(total=t, description=description, enabled=progress, completed=done_before) as advance:
-        for start in range(0, len(todo), in_flight):
-            group = todo[start : start + in_flight]
-            tasks = [dask.delayed(_store_block)(array[b0:b1], str(tmp / "0"), b0, str(done_dir / str(i))) for i, (b0, b1) in group]
-            dask.compute(*tasks)
-            advance(sum(b1 - b0 for _, (b0, b1) in group))
+        for (_, b0, b1), _ in compute_blocks(task, [(i, b0, b1) for i, (b0, b1) in todo]):
+            advance(b1 - b0)
     group_attrs = {"smlmdn": meta}
     if ome:
         scale = [1.0, float(pixel_size or 1.0), float(pixel_size or 1.0)]
@@ -341,20 +344,10 @@ def _store_block(block: np.ndarray, array_path: str, t0: int, done_marker: str) 
     return t0
 
 
-def _parallelism() -> int:
-    """Blocks to keep in flight: the distributed cluster's thread count, else the local core count (>= 2)."""
-    try:
-        from distributed import default_client
-
-        return max(2, sum(default_client().nthreads().values()))
-    except (ImportError, ValueError):
-        return max(2, min(8, os.cpu_count() or 2))
-
-
 def _partial_matches(tmp: Path, signature: dict) -> bool:
     sig_file = tmp / DONE_DIR / "signature.json"
     try:
-        return json.loads(sig_file.read_text()) == json.loads(json.dumps(signature))
+        return json.loads(sig_file.read_text()) == signature
     except (OSError, ValueError):
         return False
 
