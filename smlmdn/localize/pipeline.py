@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..camera import Camera, check_finite
 from ..errors import SmlmdnError
+from ..parallel import compute_blocks
 from ..progress import track
 from .detect import default_threshold, detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
@@ -144,6 +145,19 @@ def localize_block(
     return table, counts
 
 
+def _localize_task(
+    raw: np.ndarray, det: np.ndarray | None, fitting_denoised: bool, frame_offset: int, settings: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One block: check the pixels, detect (on ``det`` if given, else ``raw``) and fit; runs on a worker."""
+    b1 = frame_offset + len(raw)
+    raw = check_finite(np.asarray(raw, dtype=np.float32), f"frames {frame_offset}-{b1 - 1}")
+    if det is None:
+        det = raw
+    else:
+        det = check_finite(np.asarray(det, dtype=np.float32), f"(denoised) frames {frame_offset}-{b1 - 1}")
+    return localize_block(det if fitting_denoised else raw, det, frame_offset=frame_offset, **settings)
+
+
 def localize(
     photons: da.Array,
     camera: Camera,
@@ -201,23 +215,20 @@ def localize(
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
+    settings = dict(
+        box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr, read_noise_photons=read_noise, excess_noise=excess,
+        pixel_size_nm=pixel_size, detect_read_noise=det_read_noise, detect_excess_noise=det_excess,
+    )
+
+    def task(i: int, b0: int, b1: int) -> Any:
+        det = None if detect_on is None else detect_on[b0:b1]
+        return dask.delayed(_localize_task)(photons[b0:b1], det, fitting_denoised, b0, settings)
+
+    # Blocks run in parallel on the active dask scheduler (threads, or dask.distributed workers);
+    # a denoiser reading the raw movie shares those reads with the fit inside one task.
+    blocks = [(i, b0, b1) for i, (b0, b1) in enumerate(_block_bounds(photons.chunks[0]))]
     with track(total=t, description="localizing", enabled=progress) as advance:
-        for b0, b1 in _block_bounds(photons.chunks[0]):
-            if detect_on is None:
-                raw = np.asarray(photons[b0:b1].compute(), dtype=np.float32)
-                det = raw
-            else:
-                # one compute: a denoiser that reads the raw movie shares those reads with the fit
-                raw, det = dask.compute(photons[b0:b1], detect_on[b0:b1])
-                raw = np.asarray(raw, dtype=np.float32)
-                det = check_finite(np.asarray(det, dtype=np.float32), f"(denoised) frames {b0}-{b1 - 1}")
-            check_finite(raw, f"frames {b0}-{b1 - 1}")
-            src = det if fitting_denoised else raw
-            table, counts = localize_block(
-                src, det, box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
-                read_noise_photons=read_noise, excess_noise=excess, pixel_size_nm=pixel_size, frame_offset=b0,
-                detect_read_noise=det_read_noise, detect_excess_noise=det_excess,
-            )
+        for (_, b0, b1), (table, counts) in compute_blocks(task, blocks):
             for k, v in counts.items():
                 totals[k] += v
             if len(table):
