@@ -203,6 +203,12 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
     return {"snr": snr, "rows": rows, "timing": timing}
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def peak_rss(frames_list: list[int], args: argparse.Namespace) -> dict:
     """Peak RSS (MB) of `smlmdn denoise` on simulated movies of each length (one fresh process each)."""
     from smlmdn.camera import to_photons  # noqa: F401 - fail early if the package is broken
@@ -215,7 +221,8 @@ def peak_rss(frames_list: list[int], args: argparse.Namespace) -> dict:
         simulate_to_dir(SimulationParams.preset("low", frames=max(frames_list), size=args.size, seed=args.seed), sim_dir, progress=False)
         model = tmp / "m.pt"
         code = (
-            "import sys, resource, dask.array as da\n"
+            "import sys, resource, torch, dask.array as da\n"
+            f"torch.set_num_threads({args.threads or torch_threads()})\n"
             "from smlmdn.camera import load_camera, to_photons\n"
             "from smlmdn.io import open_movie, write_movie\n"
             "from smlmdn.denoise import fit_model, denoise_lazy, FitConfig\n"
@@ -282,6 +289,7 @@ def main() -> None:
     p.add_argument("--no-careamics", dest="careamics", action="store_false")
     p.add_argument("--rss", action="store_true", help="also measure peak RSS of denoising --rss-frames frames")
     p.add_argument("--rss-frames", type=int, nargs=2, default=[2000, 20000])
+    p.add_argument("--rss-only", action="store_true", help="only the peak-RSS measurement (implies --rss)")
     p.add_argument("--json", type=Path, default=None)
     # internal: N2V worker mode (run by the benchmark venv's python)
     p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)
@@ -314,7 +322,8 @@ def main() -> None:
         "net": {"width": args.width, "depth": args.depth, "batch": args.batch, "patch": "default (64 px)"},
     }
     print(f"# denoise_quality: {header['machine']}\n# {header['command']}", flush=True)
-    results = [bench_snr(snr, args) for snr in args.snr]
+    args.rss = args.rss or args.rss_only
+    results = [] if args.rss_only else [bench_snr(snr, args) for snr in args.snr]
     out = {"header": header, "results": results}
     if args.rss:
         out["peak_rss"] = peak_rss(list(args.rss_frames), args)
@@ -324,7 +333,8 @@ def main() -> None:
         for n, r in out["peak_rss"].items():
             print(f"| {n} | {r['peak_rss_mb']} | {r['frames_per_s']} |")
         a, b = args.rss_frames
-        print(f"\npeak RSS ratio {b} vs {a} frames: {out['peak_rss'][b]['peak_rss_mb'] / out['peak_rss'][a]['peak_rss_mb']:.2f} (target <= 1.2)")
+        print(f"\n{args.size} x {args.size} px frames, one model (width 8, depth 2), estimate 'mean' to Zarr; "
+              f"peak RSS ratio {b} vs {a} frames: {out['peak_rss'][b]['peak_rss_mb'] / out['peak_rss'][a]['peak_rss_mb']:.2f} (target <= 1.2)")
     text = json.dumps(out, indent=1, default=str)
     print("\n" + text if args.json is None else "")
     if args.json:

@@ -55,6 +55,11 @@ def test_fit_then_denoise_zarr_and_adu_tiff(data):
     assert attrs["units"] == "photons" and attrs["estimate"] == "mean" and len(attrs["model_hash"]) == 16
     assert attrs["camera"]["pixel_size"] == data["sim"].camera.pixel_size
     assert read_attrs(std_path)["estimate"] == "std"
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # the shared-pass temp store is gone
+    single = root / "single.zarr"
+    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(single), "-q"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.asarray(zarr.open(str(single), mode="r")["0"]), mean)
 
     adu = root / "den_adu.tif"
     res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(adu), "--out-units", "adu", "-q"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
+import dask.array as da
 import numpy as np
 import typer
 
@@ -98,13 +102,50 @@ def denoise(
         console().print(message, highlight=False)
     photons = movie_to_photons(open_movie(movie), camera, units=units)
     lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
+    with _shared_pass(lazy, output, quiet) as lazy:
+        _write_all(lazy, outputs, out_units, camera, model, mdl.hash(), movie, overwrite, quiet, photons.shape[0])
+
+
+@contextmanager
+def _shared_pass(lazy: dict[str, da.Array], output: Path, quiet: bool) -> Iterator[dict[str, da.Array]]:
+    """With several estimates, run the network once: compute them together, block by block, into a
+    temporary Zarr next to the output (removed afterwards) and write each output from it."""
+    if len(lazy) == 1:
+        yield lazy
+        return
+    import zarr
+
+    from ..progress import track
+
+    names = list(lazy)
+    stacked = da.stack([lazy[n] for n in names])
+    tmp = output.with_name(f".{output.name}.estimates.tmp.zarr")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        n, t, y, x = stacked.shape
+        block = stacked.chunks[1][0]
+        z = zarr.open_array(str(tmp), mode="w", shape=stacked.shape, chunks=(1, block, y, x), dtype=np.float32)
+        with track(total=t, description="denoise", enabled=not quiet) as advance:
+            edges = np.cumsum((0,) + stacked.chunks[1])
+            for b0, b1 in zip(edges[:-1].tolist(), edges[1:].tolist()):  # one network pass per block
+                z[:, b0:b1] = np.asarray(stacked[:, b0:b1].compute())
+                advance(b1 - b0)
+        arr = da.from_zarr(z)
+        yield {name: arr[i].rechunk((block, y, x)) for i, name in enumerate(names)}
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _write_all(lazy, outputs, out_units, camera, model, model_hash, movie, overwrite, quiet, n_frames) -> None:  # noqa: ANN001
     for name, path in outputs.items():
         arr = lazy[name]
         if out_units == "adu":
             tiff = not path.name.lower().endswith(".zarr")
             arr = from_photons(arr, camera, np.uint16 if tiff else np.float32)
-        attrs = {"units": out_units, "estimate": name, "model": str(model), "model_hash": mdl.hash(),
+        attrs = {"units": out_units, "estimate": name, "model": str(model), "model_hash": model_hash,
                  "camera": camera.to_dict(), "source": str(movie)}
         write_movie(arr, path, overwrite=overwrite, attrs=attrs, pixel_size=camera.pixel_size, progress=not quiet,
-                    description=f"denoise ({name})")
-        typer.echo(f"wrote {path} ({name}, {out_units}, {photons.shape[0]} frames)")
+                    description=f"write ({name})" if len(outputs) > 1 else "denoise")
+        typer.echo(f"wrote {path} ({name}, {out_units}, {n_frames} frames)")
