@@ -14,6 +14,8 @@ from ..io import check_output, open_movie, read_attrs
 from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
+from ..batch import expand_inputs, output_for, stem
+from . import batching as b
 from . import options as o
 from .app import command
 
@@ -59,18 +61,33 @@ def write_render(locs: Any, shape_yx: tuple[int, int], pixel_size_nm: float, ren
     return written
 
 
+TABLE_FORMATS = ("csv", "hdf5", "parquet")
+
+
+def denoised_for(movie: Path, denoised: Path) -> Path:
+    """The denoised movie of ``movie`` in a folder written by a `smlmdn denoise` batch (``<stem>_denoised.*``)."""
+    found = sorted(p for p in denoised.glob(f"{stem(movie)}_denoised*") if not p.name.endswith(".partial"))
+    if len(found) != 1:
+        raise SmlmdnError(
+            f"{'no' if not found else 'several'} denoised movies named {stem(movie)}_denoised* in {denoised}",
+            "denoise the batch first: smlmdn denoise MOVIES --model model.pt -o " + str(denoised),
+        )
+    return found[0]
+
+
 @command("localize")
 def localize(
-    movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
+    movies: Annotated[list[str], typer.Argument(help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.", show_default=False)],
     output: Annotated[
         list[Path],
-        typer.Option("--output", "-o", help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet. Repeat for several."),
+        typer.Option("--output", "-o", help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet; repeat for several. For a batch: one folder, tables named <movie>.<format>."),
     ],
+    table_format: Annotated[Optional[list[str]], typer.Option("--format", help="Batch table format(s): csv, hdf5, parquet (repeatable; default csv).")] = None,
     mode: Annotated[
         Optional[str],
         typer.Option("--mode", help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.", rich_help_panel=LOC),
     ] = None,
-    denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE).", rich_help_panel=LOC)] = None,
+    denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
     device: Annotated[str, typer.Option("--device", help="For --model: auto, cpu or cuda.", rich_help_panel=LOC)] = "auto",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd); also the non-maximum-suppression neighbourhood.", rich_help_panel=LOC)] = 7,
@@ -80,8 +97,8 @@ def localize(
         Optional[float],
         typer.Option("--threshold", help="Detection significance in noise standard deviations of the band-passed frame (default: adaptive, ~4.2 for a 1.3 px PSF).", rich_help_panel=LOC),
     ] = None,
-    render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram).")] = None,
-    render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration).")] = None,
+    render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
+    render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
     camera_file: o.CameraFile = None,
     offset: o.Offset = None,
@@ -93,11 +110,19 @@ def localize(
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
+    scheduler: b.Scheduler = "threads",
+    cluster: b.Cluster = None,
+    workers: b.Workers = 2,
+    worker_memory: b.WorkerMemory = "16GB",
+    worker_gpus: b.WorkerGPUs = 0,
+    as_json: b.JsonLines = False,
 ) -> None:
     """Detect molecules and fit them by Poisson maximum likelihood (integrated Gaussian PSF) with a CRLB per localization.
 
     Coordinates are nm with pixel (0,0) covering 0-1 px (0-pixel-size nm); photons are detected photons
-    (photoelectrons). Streams the movie frame block by frame block.
+    (photoelectrons). Streams the movie frame block by frame block. Several movies (or globs) run as a
+    batch into the folder given by -o: finished tables are skipped, a failing movie is reported and the
+    rest go on.
     """
     mode = (mode or ("hybrid" if (denoised or model) else "raw")).lower()
     if mode not in MODES:
@@ -110,44 +135,72 @@ def localize(
         raise SmlmdnError("--mode raw ignores --denoised/--model", "drop them, or use --mode hybrid or denoised")
     if render_pixel <= 0:
         raise SmlmdnError(f"--render-pixel must be > 0 nm, got {render_pixel}", "use e.g. --render-pixel 10")
+    paths = expand_inputs(movies)
+    # a batch: several movies, or one movie into a folder (-o names an existing folder or has no suffix)
+    batch = len(paths) > 1 or (len(output) == 1 and (output[0].is_dir() or not output[0].suffix))
+    if batch:
+        if len(output) != 1:
+            raise SmlmdnError("a batch writes into one folder", "give a single -o OUT_DIR")
+        if render is not None or render_tif is not None:
+            raise SmlmdnError("--render/--render-tif take one movie", "render each movie's table separately, or localize one movie at a time")
+        formats = [f.lower().lstrip(".") for f in (table_format or ["csv"])]
+        unknown = [f for f in formats if f not in TABLE_FORMATS]
+        if unknown:
+            raise SmlmdnError(f"unknown --format {', '.join(unknown)}", "use csv, hdf5 or parquet")
+        tables = {p: [output_for(p, output[0], f".{f}") for f in dict.fromkeys(formats)] for p in paths}
+        if denoised is not None and not denoised.is_dir():
+            raise SmlmdnError(f"for a batch --denoised must be a folder, got {denoised}", "pass the -o folder of `smlmdn denoise MOVIES ...`")
+    else:
+        if table_format:
+            raise SmlmdnError("--format is for batches", "name the outputs with -o locs.csv -o locs.hdf5 ...")
+        tables = {paths[0]: list(output)}
+        for path, suffix in ((render, ".png"), (render_tif, ".tif")):
+            if path is not None:
+                if not path.name.lower().endswith((suffix, ".tiff") if suffix == ".tif" else (suffix,)):
+                    raise SmlmdnError(f"unknown render format for {path}", f"end the name in {suffix}")
+                check_output(path, overwrite)
     # check every output before any work
-    for path in output:
-        output_format(path)
-        check_output(path, overwrite)
-        for extra in side_files(path):
-            check_output(extra, overwrite)
-    if len({p.resolve() for p in output}) != len(output):
-        raise SmlmdnError("the same output is given twice", "give each -o once")
-    for path, suffix in ((render, ".png"), (render_tif, ".tif")):
-        if path is not None:
-            if not path.name.lower().endswith((suffix, ".tiff") if suffix == ".tif" else (suffix,)):
-                raise SmlmdnError(f"unknown render format for {path}", f"end the name in {suffix}")
-            check_output(path, overwrite)
-
+    for outs in tables.values():
+        for path in outs:
+            output_format(path)
+            if not batch:
+                check_output(path, overwrite)
+                for extra in side_files(path):
+                    check_output(extra, overwrite)
+        if len({p.resolve() for p in outs}) != len(outs):
+            raise SmlmdnError("the same output is given twice", "give each -o once")
     camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
-    raw = open_movie(movie)
-    photons = movie_to_photons(raw, camera, units=units)
-    detect_on = None
-    source: dict[str, Any] = {"movie": str(movie), "mode": mode}
-    if denoised is not None:
-        detect_on = load_denoised(denoised, camera, photons.shape, photons.chunks[0][0])
-        source["denoised"] = str(denoised)
-    elif model is not None:
-        detect_on = denoise_on_the_fly(photons, model, camera, device)
-        source["model"] = str(model)
-    locs = run_localize(
-        photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
-        psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet,
-    )
-    written = [write_localizations(locs, path, camera, overwrite=overwrite, metadata=source) for path in output]
-    if render is not None or render_tif is not None:
-        written += write_render(locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite)
-    a = locs.attrs
-    precision = ""
-    if len(locs):
-        precision = f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
-    typer.echo(
-        f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
-        f"{a['n_dropped_nonconverged']} not converged, {a['n_dropped_outside']} outside their box; threshold {a['threshold']:.2f}); "
-        f"{precision}wrote {', '.join(str(p) for p in written)}"
+
+    def work(movie: Path, _marker: Path) -> str:
+        photons = movie_to_photons(open_movie(movie), camera, units=units)
+        detect_on = None
+        source: dict[str, Any] = {"movie": str(movie), "mode": mode}
+        if denoised is not None:
+            den = denoised_for(movie, denoised) if batch else denoised
+            detect_on = load_denoised(den, camera, photons.shape, photons.chunks[0][0])
+            source["denoised"] = str(den)
+        elif model is not None:
+            detect_on = denoise_on_the_fly(photons, model, camera, device)
+            source["model"] = str(model)
+        locs = run_localize(
+            photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
+            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet,
+        )
+        written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
+        if render is not None or render_tif is not None:
+            written += write_render(locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite)
+        a = locs.attrs
+        precision = ""
+        if len(locs):
+            precision = f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
+        return (
+            f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
+            f"{a['n_dropped_nonconverged']} not converged, {a['n_dropped_outside']} outside their box; threshold {a['threshold']:.2f}); "
+            f"{precision}wrote {', '.join(str(p) for p in written)}"
+        )
+
+    # the last table written marks a movie as finished
+    b.run_movies(
+        paths, [tables[p][-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json, quiet=quiet,
+        scheduler=scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus,
     )
