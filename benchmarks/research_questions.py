@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
                 "adaptive threshold; `denoised`/`hybrid` use the posterior mean. FRC with halves made of random blocks of frames.")
     section = "\n".join([
         "## Research questions (`benchmarks/research_questions.py`)", "",
-        f"Machine: {machine()}; run {dt.date.today().isoformat()}, {total / 60:.1f} min in all.",
+        f"Machine: {machine()}; run {dt.date.today().isoformat()}, {total / 60:.1f} min in all "
+        "(wall-clock; the machine may be shared, so timings are noisy: the quality numbers are what to compare).",
         f"Command: `{command}`", "", settings, "", body, "",
         f"Reports with figures were written to `{work}/<snr>/report/` (not kept in the repository).",
     ])
