@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .errors import SmlmdnError
 from .parallel import compute_blocks
+from .progress import track
 
 #: Target size of one frame block in bytes (dask chunk and Zarr chunk along T).
 BLOCK_BYTES = 32 * 2**20
@@ -257,72 +258,124 @@ def write_movie(
     metadata, ``pixel_size`` nm as the spatial scale) or ``.tif/.tiff`` (BigTIFF, ImageJ-readable).
     ``attrs`` (e.g. units, camera) are stored with the provenance. Zarr outputs record each finished
     block, so an interrupted write resumes where it stopped when called again with ``resume``.
-    Memory use is one block at a time. Returns the final path.
+    Memory use is a few blocks at a time. Returns the final path.
     """
-    final = check_output(path, overwrite)
-    if array.ndim != 3:
-        raise SmlmdnError(f"write_movie needs a (T, Y, X) array, got shape {array.shape}", "report this as a bug")
-    meta = provenance(**(attrs or {}))
-    name = final.name.lower()
-    if name.endswith(".zarr"):
-        _write_zarr(array, final, meta, pixel_size, progress, description, resume, ome=name.endswith(".ome.zarr"))
-    elif name.endswith(TIFF_SUFFIXES):
-        _write_tiff(array, final, meta, pixel_size, progress, description)
-    else:
-        raise SmlmdnError(f"unknown output format for {final}", "end the output name in .zarr, .ome.zarr or .tif")
-    return final
+    return write_movies({path: array}, overwrite=overwrite, attrs={path: attrs or {}}, pixel_size=pixel_size,
+                        progress=progress, description=description, resume=resume)[0]
 
 
-def _block_bounds(array: da.Array) -> list[tuple[int, int]]:
-    edges = np.cumsum((0,) + array.chunks[0])
+def write_movies(
+    arrays: dict[str | Path, da.Array],
+    *,
+    overwrite: bool = False,
+    attrs: dict[str | Path, dict[str, Any]] | None = None,
+    pixel_size: float | None = None,
+    progress: bool = True,
+    description: str = "writing",
+    resume: bool = True,
+) -> list[Path]:
+    """Write several lazy (T, Y, X) movies of the same length together, one frame block at a time.
+
+    Like :func:`write_movie` for each ``path: array`` (``attrs[path]`` per output), but the blocks of
+    all arrays are computed in one dask call, so work they share (e.g. one network pass for several
+    posterior estimates) runs once. With only Zarr outputs, blocks run in parallel on the active dask
+    scheduler and an interrupted write resumes; with a TIFF among them, blocks run in order.
+    """
+    finals = [check_output(p, overwrite) for p in arrays]
+    if len(set(finals)) != len(finals):
+        raise SmlmdnError("the same output is given twice", "give each output once")
+    arrs = list(arrays.values())
+    for final, arr in zip(finals, arrs):
+        if arr.ndim != 3:
+            raise SmlmdnError(f"write_movie needs a (T, Y, X) array, got shape {arr.shape}", "report this as a bug")
+        if not final.name.lower().endswith((".zarr",) + TIFF_SUFFIXES):
+            raise SmlmdnError(f"unknown output format for {final}", "end the output name in .zarr, .ome.zarr or .tif")
+    if len({a.shape[0] for a in arrs}) > 1:
+        raise SmlmdnError("movies written together must have the same number of frames", "write them separately")
+    chunks_t = arrs[0].chunks[0]
+    arrs = [a if a.dtype != np.float64 else a.astype(np.float32) for a in arrs]
+    arrs = [a.rechunk((chunks_t, a.shape[1], a.shape[2])) for a in arrs]
+    metas = [provenance(**((attrs or {}).get(p) or {})) for p in arrays]
+    t = arrs[0].shape[0]
+    bounds = [(i, b0, b1) for i, (b0, b1) in enumerate(_block_bounds(chunks_t))]
+    zarrs = [k for k, f in enumerate(finals) if f.name.lower().endswith(".zarr")]
+    tiffs = [k for k, f in enumerate(finals) if k not in zarrs]
+    tmps = [partial_path(f) for f in finals]
+    for k in tiffs:
+        if tmps[k].exists():
+            _remove(tmps[k])
+    done = {}
+    for k in zarrs:
+        done[k] = _open_partial_zarr(tmps[k], arrs[k], metas[k], resume and not tiffs)
+    todo = [b for b in bounds if any(not (done[k] / str(b[0])).exists() for k in zarrs)] if not tiffs else bounds
+    try:
+        with track(total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, b0, b1 in todo)) as advance:
+            if not tiffs:
+                # Blocks are computed by the active dask scheduler (threads, processes or a
+                # dask.distributed cluster, see smlmdn.cluster); each task stores its blocks itself.
+                def task(i: int, b0: int, b1: int) -> Any:
+                    return dask.delayed(_store_blocks)([a[b0:b1] for a in arrs], [str(tmps[k] / "0") for k in zarrs],
+                                                       b0, [str(done[k] / str(i)) for k in zarrs])
+
+                for (_, b0, b1), _ in compute_blocks(task, todo):
+                    advance(b1 - b0)
+            else:
+                _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance)
+    except BaseException:
+        for k in tiffs:
+            if tmps[k].exists():
+                _remove(tmps[k])
+        raise
+    for k in zarrs:
+        _finish_zarr(tmps[k], finals[k], metas[k], pixel_size)
+    for k, (tmp, final) in enumerate(zip(tmps, finals)):
+        if k in zarrs:
+            shutil.rmtree(done[k])
+        commit_output(tmp, final)
+    return finals
+
+
+def _block_bounds(chunks_t: tuple[int, ...]) -> list[tuple[int, int]]:
+    edges = np.cumsum((0,) + tuple(chunks_t))
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _write_zarr(array, final: Path, meta, pixel_size, progress, description, resume, ome: bool) -> None:
+def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume: bool) -> Path:
+    """Create (or, when ``resume`` and it was started for the same array and attributes, reopen) the
+    temporary store of one Zarr output; returns its folder of done-block markers."""
     import zarr
 
-    from .progress import track
-
-    tmp = partial_path(final)
     t, y, x = array.shape
     chunk_t = array.chunks[0][0]
-    array = array.rechunk((chunk_t, y, x))
-    # A partial store is resumed only if it was started for the same array and attributes (same
-    # source, model, estimate...); the command line may differ (e.g. --overwrite added on rerun).
+    # The command line may differ on a rerun (e.g. --overwrite added); everything else must match.
     same = {k: v for k, v in meta.items() if k != "command"}
     signature = json.loads(json.dumps({"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same}, default=str))
-    if tmp.exists() and resume and _partial_matches(tmp, signature):
-        root = zarr.open_group(str(tmp), mode="r+")
-    else:
-        if tmp.exists():
-            _remove(tmp)
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.create_array("0", shape=(t, y, x), chunks=(chunk_t, y, x), dtype=array.dtype, fill_value=0)
-        (tmp / DONE_DIR).mkdir()
-        (tmp / DONE_DIR / "signature.json").write_text(json.dumps(signature))
     done_dir = tmp / DONE_DIR
-    bounds = _block_bounds(array)
-    todo = [(i, b) for i, b in enumerate(bounds) if not (done_dir / str(i)).exists()]
-    # Blocks are computed by the active dask scheduler (threads, processes or a dask.distributed
-    # cluster, see smlmdn.cluster); each task writes its block straight into the store and marks it done.
-    done_before = t - sum(b1 - b0 for _, (b0, b1) in todo)
+    if tmp.exists() and resume and _partial_matches(tmp, signature):
+        return done_dir
+    if tmp.exists():
+        _remove(tmp)
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    root.create_array("0", shape=(t, y, x), chunks=(chunk_t, y, x), dtype=array.dtype, fill_value=0)
+    done_dir.mkdir()
+    (done_dir / "signature.json").write_text(json.dumps(signature))
+    return done_dir
 
-    def task(i: int, b0: int, b1: int) -> Any:
-        return dask.delayed(_store_block)(array[b0:b1], str(tmp / "0"), b0, str(done_dir / str(i)))
 
-    with track(total=t, description=description, enabled=progress, completed=done_before) as advance:
-        for (_, b0, b1), _ in compute_blocks(task, [(i, b0, b1) for i, (b0, b1) in todo]):
-            advance(b1 - b0)
-    group_attrs = {"smlmdn": meta}
-    if ome:
+def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float | None) -> None:
+    """Write the group attributes (provenance; OME-Zarr 0.5 multiscales for ``.ome.zarr``)."""
+    import zarr
+
+    root = zarr.open_group(str(tmp), mode="r+")
+    group_attrs: dict[str, Any] = {"smlmdn": meta}
+    if final.name.lower().endswith(".ome.zarr"):
         scale = [1.0, float(pixel_size or 1.0), float(pixel_size or 1.0)]
-        unit = "nanometer" if pixel_size else None
-        space = [{"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in ("y", "x")]
+        unit = {"unit": "nanometer"} if pixel_size else {}
         group_attrs["ome"] = {
             "version": "0.5",
             "multiscales": [
                 {
-                    "axes": [{"name": "t", "type": "time"}, *space],
+                    "axes": [{"name": "t", "type": "time"}, *({"name": n, "type": "space", **unit} for n in ("y", "x"))],
                     "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
                     "name": final.name,
                 }
@@ -330,17 +383,15 @@ def _write_zarr(array, final: Path, meta, pixel_size, progress, description, res
         }
     root.attrs.update(group_attrs)
     root["0"].attrs.update({"smlmdn": meta, "_ARRAY_DIMENSIONS": ["t", "y", "x"]})
-    shutil.rmtree(done_dir)
-    commit_output(tmp, final)
 
 
-def _store_block(block: np.ndarray, array_path: str, t0: int, done_marker: str) -> int:
-    """Write one computed frame block into the Zarr array at ``array_path`` and mark it done (runs on workers)."""
+def _store_blocks(blocks: list[np.ndarray], array_paths: list[str], t0: int, done_markers: list[str]) -> int:
+    """Write computed frame blocks into the Zarr arrays at ``array_paths`` and mark them done (runs on workers)."""
     import zarr
 
-    z = zarr.open_array(array_path, mode="r+")
-    z[t0 : t0 + block.shape[0]] = block
-    Path(done_marker).touch()
+    for block, path, marker in zip(blocks, array_paths, done_markers):
+        zarr.open_array(path, mode="r+")[t0 : t0 + block.shape[0]] = block
+        Path(marker).touch()
     return t0
 
 
@@ -352,46 +403,29 @@ def _partial_matches(tmp: Path, signature: dict) -> bool:
         return False
 
 
-def _write_tiff(array, final: Path, meta, pixel_size, progress, description) -> None:
+def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance) -> None:
+    """Blocks in order: needed for TIFF, whose frames are appended to one series per file."""
     import tifffile
+    import zarr
 
-    from .progress import track
-
-    tmp = partial_path(final)
-    if tmp.exists():
-        _remove(tmp)
-    t, y, x = array.shape
-    dtype = array.dtype
-    if dtype == np.float64:
-        array, dtype = array.astype(np.float32), np.dtype(np.float32)
-    try:
-        with track(total=t, description=description, enabled=progress) as advance:
-
-            def frames() -> Iterator[np.ndarray]:
-                for b0, b1 in _block_bounds(array):
-                    block = np.asarray(array[b0:b1].compute())
-                    for frame in block:
-                        yield frame
-                    advance(b1 - b0)
-
-            resolution = None
-            if pixel_size:
-                resolution = (1e3 / pixel_size, 1e3 / pixel_size)  # pixels per micron
-            with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-                tif.write(
-                    frames(),
-                    shape=(t, y, x),
-                    dtype=dtype,
-                    photometric="minisblack",
-                    metadata={"axes": "TYX", "smlmdn": json.dumps(meta)},
-                    resolution=resolution,
-                    resolutionunit="MICROMETER" if pixel_size else None,
-                )
-    except BaseException:
-        if tmp.exists():
-            _remove(tmp)
-        raise
-    commit_output(tmp, final)
+    resolution = (1e3 / pixel_size, 1e3 / pixel_size) if pixel_size else None  # pixels per micron
+    with ExitStack() as stack:
+        writers = {k: stack.enter_context(tifffile.TiffWriter(tmps[k], bigtiff=True)) for k in tiffs}
+        for i, b0, b1 in todo:
+            blocks = dask.compute(*(a[b0:b1] for a in arrs))
+            for k in zarrs:
+                zarr.open_array(str(tmps[k] / "0"), mode="r+")[b0:b1] = blocks[k]
+                (done[k] / str(i)).touch()
+            for k in tiffs:
+                for j, frame in enumerate(np.asarray(blocks[k])):
+                    first = b0 == 0 and j == 0
+                    writers[k].write(
+                        frame, contiguous=True, photometric="minisblack",
+                        metadata={"axes": "TYX", "smlmdn": json.dumps(metas[k])} if first else None,
+                        resolution=resolution if first else None,
+                        resolutionunit=("MICROMETER" if pixel_size else None) if first else None,
+                    )
+            advance(b1 - b0)
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:

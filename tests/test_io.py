@@ -16,7 +16,7 @@ import tifffile
 import zarr
 
 from smlmdn.errors import SmlmdnError
-from smlmdn.io import DONE_DIR, atomic_file, open_movie, partial_path, read_attrs, write_movie
+from smlmdn.io import DONE_DIR, atomic_file, open_movie, partial_path, read_attrs, write_movie, write_movies
 
 
 def _check(arr: da.Array, expected: np.ndarray) -> None:
@@ -206,3 +206,15 @@ def test_streaming_memory_is_flat_in_movie_length(tmp_path: Path) -> None:
     assert peaks[4000] - peaks[400] < 25, peaks
     assert (tmp_path / "out4000.zarr").exists()
     assert os.path.getsize(tmp_path / "in4000.tif") > 10 * 2**20 * 10
+
+
+@pytest.mark.parametrize("names", [("a.zarr", "b.ome.zarr"), ("a.zarr", "b.tif")])
+def test_write_movies_computes_shared_work_once(tmp_path: Path, small_movie: np.ndarray, names: tuple[str, str]) -> None:
+    calls: list[int] = []
+    shared = _failing_after(small_movie, 99, calls).astype(np.float32)  # 3 blocks, each computation recorded
+    outs = write_movies({tmp_path / names[0]: shared * 2, tmp_path / names[1]: shared + 1}, progress=False,
+                        attrs={tmp_path / names[0]: {"estimate": "a"}, tmp_path / names[1]: {"estimate": "b"}})
+    assert sorted(calls) == [0, 1, 2]  # one computation per block feeds both outputs
+    np.testing.assert_array_equal(open_movie(outs[0]).compute(), small_movie * 2.0)
+    np.testing.assert_array_equal(open_movie(outs[1]).compute(), small_movie + 1.0)
+    assert read_attrs(outs[1])["estimate"] == "b"
