@@ -27,12 +27,12 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from .camera import Camera, movie_to_photons, to_photons
+from .camera import Camera, movie_to_photons
 from .errors import SmlmdnError
 from .evaluate import report as R
 from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
-from .io import commit_output, frames_per_block, open_movie, partial_path, provenance, read_attrs
+from .io import commit_output, frames_per_block, open_estimate, open_movie, partial_path, provenance, write_movies
 from .localize import localize, write_localizations
 from .progress import track
 
@@ -99,51 +99,27 @@ def _check_shape(arr: da.Array, shape: tuple[int, ...], what: str, fix: str) -> 
 
 
 def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
-    """(estimate name, lazy photons) of a denoised movie: a path written by ``smlmdn denoise`` or an array.
-
-    The name comes from the file's ``estimate`` attribute (default ``"mean"``); a file whose ``units``
-    attribute is ``adu`` is converted to photons with ``camera``. Arrays are taken as photons.
-    """
-    arr, path = _as_movie(data, block_frames, "denoised movie")
+    """(estimate name, lazy photons) of a denoised movie: a path written by ``smlmdn denoise`` (see
+    :func:`smlmdn.io.open_estimate`) or an array (taken as the posterior mean in photons)."""
+    if isinstance(data, (str, Path)):
+        return open_estimate(data, camera, shape, block_frames)
+    arr, _ = _as_movie(data, block_frames, "denoised movie")
     _check_shape(arr, shape, "denoised movie", "denoise this same movie (same frames and size) or pass the matching --denoised file")
-    name = "mean"
-    if path is not None:
-        attrs = read_attrs(path)
-        name = str(attrs.get("estimate", "mean"))
-        if str(attrs.get("units", "photons")).lower() == "adu":
-            return name, to_photons(arr, camera)
-    return name, arr.astype(np.float32)
+    return "mean", arr.astype(np.float32)
 
 
 def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any], progress: bool, description: str) -> dict[str, da.Array]:
-    """Compute lazy same-shape (T, Y, X) arrays together, block by block, into ``folder/NAME.zarr``.
+    """Compute lazy same-shape (T, Y, X) arrays together into ``folder/NAME.zarr`` and reopen them lazily.
 
-    All arrays of a frame block are computed in one dask call, so work they share (one network pass
-    for every estimate) runs once. Each store is a Zarr v3 group with one array ``0`` and
-    ``attrs["smlmdn"]`` (readable by :func:`smlmdn.io.open_movie`). Returns the stores as lazy arrays
-    with the same chunks.
+    One computation per frame block feeds every array (:func:`smlmdn.io.write_movies`), so work they
+    share (one network pass for every estimate) runs once. Returns the stores as lazy arrays with the
+    same frame blocks.
     """
-    import zarr
-
-    first = next(iter(arrays.values()))
-    t, ny, nx = first.shape
-    chunks = first.chunks[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = {}
-    for name, arr in arrays.items():
-        root = zarr.open_group(str(folder / f"{name}.zarr"), mode="w", zarr_format=3)
-        z = root.create_array("0", shape=(t, ny, nx), chunks=(chunks[0], ny, nx), dtype=arr.dtype, fill_value=0)
-        root.attrs.update({"smlmdn": {**attrs, "estimate": name}})
-        targets[name] = z
-    names = list(arrays)
-    edges = np.cumsum((0,) + tuple(chunks))
-    with track(total=t, description=description, enabled=progress) as advance:
-        for b0, b1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            blocks = da.compute(*[arrays[n][b0:b1] for n in names])
-            for n, block in zip(names, blocks):
-                targets[n][b0:b1] = block
-            advance(b1 - b0)
-    return {n: da.from_zarr(targets[n]).rechunk((chunks, ny, nx)) for n in names}
+    paths = {name: folder / f"{name}.zarr" for name in arrays}
+    write_movies({paths[n]: a for n, a in arrays.items()}, attrs={paths[n]: {**attrs, "estimate": n} for n in arrays},
+                 overwrite=True, progress=progress, description=description)
+    block = next(iter(arrays.values())).chunks[0][0]
+    return {n: open_movie(paths[n], block_frames=block) for n in arrays}
 
 
 # ------------------------------------------------------------------------------------------ workflow
@@ -261,7 +237,7 @@ def compare(
             denoiser = {"model": str(model) if not isinstance(model, DenoiseModel) else str(mobj.path or "(in memory)"),
                         "model_hash": mobj.hash(), "training": {k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")}}
             log(f"denoising {t} frames ({', '.join(names)}) with model {mobj.hash()}")
-            est = materialize(lazy, work, provenance(units="photons", model_hash=mobj.hash()), progress, "denoising")
+            est = materialize(lazy, work, {"units": "photons", "model_hash": mobj.hash()}, progress, "denoising")
         else:
             if isinstance(denoised, dict):
                 items = list(denoised.items())
@@ -287,7 +263,7 @@ def compare(
         log("scoring the denoised estimates")
         mask_source = "the ground truth (true emitter positions)" if truth_df is not None else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
         sig, bg = R.make_masks(photons, truth_df, camera.pixel_size, psf_sigma_nm)
-        labels = materialize({"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)}, tmp / "_work", provenance(), progress, "signal/background regions")["regions"]
+        labels = materialize({"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)}, tmp / "_work", {}, progress, "signal/background regions")["regions"]
         masks = (labels == 1, labels == 2)
         fractions = da.compute(masks[0].mean(), masks[1].mean())
         data_range = data_range_of(clean_arr) if clean_arr is not None else None

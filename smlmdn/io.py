@@ -428,6 +428,30 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
             advance(b1 - b0)
 
 
+def open_estimate(
+    path: str | Path, camera: Any, shape: tuple[int, ...] | None = None, block_frames: int | None = None
+) -> tuple[str, da.Array]:
+    """(estimate name, lazy photons (T, Y, X) float32) of a denoised movie written by ``smlmdn denoise``.
+
+    The name is the file's ``estimate`` attribute (``mean`` if absent); a file whose ``units``
+    attribute is ``adu`` is converted to photons with ``camera`` (a :class:`smlmdn.camera.Camera`).
+    With ``shape``, a movie of another shape is refused (it belongs to another raw movie).
+    """
+    from .camera import to_photons
+
+    movie = open_movie(path, block_frames=block_frames)
+    if shape is not None and tuple(movie.shape) != tuple(shape):
+        raise SmlmdnError(
+            f"the denoised movie {path} has shape {tuple(movie.shape)} but the raw movie has {tuple(shape)}",
+            "denoise this same movie (same frames and size) or pass the matching --denoised file",
+        )
+    attrs = read_attrs(path)
+    name = str(attrs.get("estimate", "mean"))
+    if str(attrs.get("units", "photons")).lower() == "adu":
+        return name, to_photons(movie, camera)
+    return name, movie.astype(np.float32)
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
     """The smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none)."""
     p = Path(path)

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Optional
 import dask.array as da
 import typer
 
-from ..camera import Camera, movie_to_photons, to_photons
+from ..camera import Camera, movie_to_photons
 from ..errors import SmlmdnError
-from ..io import check_output, open_movie, read_attrs
+from ..io import check_output, open_estimate, open_movie
 from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
@@ -21,20 +21,6 @@ from .app import command
 
 LOC = "Localization (units: px for --box, nm for --psf-sigma)"
 MODES = ("raw", "denoised", "hybrid")
-
-
-def load_denoised(path: Path, camera: Camera, shape: tuple[int, ...], block_frames: int) -> da.Array:
-    """Open a denoised movie lazily as photons (T, Y, X), converting from ADU if its attributes say so."""
-    movie = open_movie(path, block_frames=block_frames)
-    units = str(read_attrs(path).get("units", "photons")).lower()
-    if tuple(movie.shape) != tuple(shape):
-        raise SmlmdnError(
-            f"the denoised movie {path} has shape {tuple(movie.shape)} but the raw movie has {tuple(shape)}",
-            "denoise this same movie (same frames and size) or pass the matching --denoised file",
-        )
-    if units == "adu":
-        return to_photons(movie, camera)
-    return movie.astype("float32")
 
 
 def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: str) -> da.Array:
@@ -177,7 +163,7 @@ def localize(
         source: dict[str, Any] = {"movie": str(movie), "mode": mode}
         if denoised is not None:
             den = denoised_for(movie, denoised) if batch else denoised
-            detect_on = load_denoised(den, camera, photons.shape, photons.chunks[0][0])
+            _, detect_on = open_estimate(den, camera, photons.shape, photons.chunks[0][0])
             source["denoised"] = str(den)
         elif model is not None:
             detect_on = denoise_on_the_fly(photons, model, camera, device)
