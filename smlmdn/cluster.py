@@ -57,7 +57,7 @@ def dask_scheduler(
             client = stack.enter_context(distributed.Client(job))
         elif scheduler == "local":
             local = stack.enter_context(
-                distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
             )
             client = stack.enter_context(distributed.Client(local))
         elif "://" in scheduler:

@@ -8,6 +8,7 @@ exists under its final name is always whole. Zarr outputs record finished blocks
 
 from __future__ import annotations
 
+import functools
 import glob as globmod
 import json
 import os
@@ -68,7 +69,7 @@ def open_movie(path: str | Path, block_frames: int | None = None) -> da.Array:
         arr = _open_zarr(p)
     elif p.suffix.lower() == ".npy":
         try:
-            arr = da.from_array(np.load(p, mmap_mode="r"), chunks=-1)
+            arr = da.from_array(FileArray("npy", str(p.resolve())), chunks=-1, asarray=False)
         except Exception as exc:  # noqa: BLE001
             raise SmlmdnError(f"{p} is not a readable .npy file ({exc})", "re-save it with numpy.save") from exc
     elif p.suffix.lower() in TIFF_SUFFIXES:
@@ -90,21 +91,50 @@ def _is_zarr(p: Path) -> bool:
     return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def _open_tiff(p: Path) -> da.Array:
+class FileArray:
+    """A picklable stand-in for an array in a file: it carries only the path, and each process opens
+    the file itself on first access (cached), so dask graphs can be shipped to dask.distributed
+    workers without open file handles or memory-mapped data inside them."""
+
+    def __init__(self, kind: str, path: str, series: int = 0) -> None:
+        self.kind, self.path, self.series = kind, path, series
+        st = os.stat(path)
+        self.stamp = (st.st_mtime_ns, st.st_size)  # a rewritten file is opened afresh, not from the cache
+        source = _open_source(kind, path, series, self.stamp)
+        self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp)[key])
+
+    def __reduce__(self) -> tuple:
+        return FileArray, (self.kind, self.path, self.series)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int]) -> Any:  # noqa: ARG001 - stamp keys the cache
+    """The array behind a :class:`FileArray`, opened once per process (and per file version)."""
+    if kind == "npy":
+        return np.load(path, mmap_mode="r")
     import tifffile
     import zarr
 
+    return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
+
+
+def _open_tiff(p: Path) -> da.Array:
     try:
+        import tifffile
+
         with tifffile.TiffFile(p) as tif:
             sizes = [s.size for s in tif.series]
             index = int(np.argmax(sizes))  # the movie, not a thumbnail or label image
             axes = tif.series[index].axes
-        z = zarr.open(tifffile.imread(p, aszarr=True, series=index, level=0), mode="r")
+        source = FileArray("tiff", str(p.resolve()), index)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
         raise SmlmdnError(
             f"cannot read TIFF {p} ({type(exc).__name__}: {exc})", "check the file is a complete, uncorrupted TIFF"
         ) from exc
-    arr = da.from_zarr(z)
+    arr = da.from_array(source, chunks=(1,) * (source.ndim - 2) + source.shape[-2:], asarray=False)
     return _squeeze_axes(arr, axes, p)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 
 from smlmdn.camera import Camera, to_photons
 from smlmdn.cluster import dask_scheduler
@@ -15,8 +15,8 @@ from smlmdn.io import open_movie, write_movie
 
 
 def test_local_cluster_output_equals_single_process(tmp_path: Path, small_movie: np.ndarray) -> None:
-    movie = da.from_array(small_movie, chunks=(3, 16, 20))
-    photons = to_photons(movie, Camera())
+    tifffile.imwrite(tmp_path / "movie.tif", small_movie)  # a real file: the graph must ship to workers without file handles
+    photons = to_photons(open_movie(tmp_path / "movie.tif", block_frames=3), Camera())
     with dask_scheduler("synchronous"):
         write_movie(photons, tmp_path / "single.zarr", progress=False)
     with dask_scheduler("local", workers=2) as client:
