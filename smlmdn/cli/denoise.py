@@ -1,20 +1,19 @@
-"""`smlmdn denoise MOVIE --model model.pt -o OUT`: posterior estimates of a movie, written block by block."""
+"""`smlmdn denoise MOVIE... --model model.pt -o OUT`: posterior estimates of movies, written block by block."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
-import dask.array as da
 import numpy as np
 import typer
 
+from ..batch import expand_inputs
+from ..batch import output_for as batch_output_for
 from ..camera import from_photons, movie_to_photons
 from ..errors import SmlmdnError
-from ..io import check_output, open_movie, write_movie
+from ..io import check_output, open_movie, write_movies
+from . import batching as b
 from . import options as o
 from .app import command
 
@@ -42,13 +41,15 @@ def output_for(output: Path, estimate: str, several: bool) -> Path:
 
 @command("denoise")
 def denoise(
-    movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
+    movies: Annotated[list[str], typer.Argument(help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.", show_default=False)],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model file from `smlmdn fit`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output movie: .zarr, .ome.zarr or .tif. With several --estimate: NAME_<estimate>.ext each.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output movie: .zarr, .ome.zarr or .tif (with several --estimate: NAME_<estimate>.ext each). For a batch: a folder, outputs named <movie>_denoised.<format>.")],
+    movie_format: Annotated[str, typer.Option("--format", help="Batch output format: zarr, ome.zarr or tif.")] = "zarr",
     estimate: Annotated[Optional[list[str]], typer.Option("--estimate", "-e", help=ESTIMATE_HELP)] = None,
     out_units: Annotated[str, typer.Option("--out-units", help="photons (float32 detected photons) or adu (the movie's camera: uint16 for TIFF, so Picasso/ThunderSTORM read it as camera data; float32 for Zarr).")] = "photons",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.")] = "auto",
     tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
+    block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: about 32 MB of input per block); each block is one unit of work, of resumption and of memory.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
     camera_file: o.CameraFile = None,
     offset: o.Offset = None,
@@ -60,12 +61,21 @@ def denoise(
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
+    scheduler: b.Scheduler = "threads",
+    cluster: b.Cluster = None,
+    workers: b.Workers = 2,
+    worker_memory: b.WorkerMemory = "16GB",
+    worker_gpus: b.WorkerGPUs = 0,
+    as_json: b.JsonLines = False,
 ) -> None:
     """Denoise MOVIE with a trained model: Gamma-Poisson posterior estimates, streamed block by block.
 
     Reads the movie lazily, runs the network on frame blocks (with the temporal halo of the model's
     context) and spatial tiles, and writes each estimate with its provenance (units, estimate, model
-    hash, camera). Memory stays flat in movie length.
+    hash, camera). Memory stays flat in movie length. All estimates share one network pass. Zarr
+    outputs resume from their finished blocks when a run is interrupted and restarted. Several movies
+    (or globs) run as a batch into the folder given by -o: finished outputs are skipped, a failing
+    movie is reported and the rest go on; --scheduler/--cluster spread the blocks over dask workers.
     """
     import torch
 
@@ -86,13 +96,26 @@ def denoise(
         if threads < 1:
             raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
         torch.set_num_threads(threads)
+    if block_frames is not None and block_frames < 1:
+        raise SmlmdnError(f"--block-frames must be >= 1, got {block_frames}", "e.g. --block-frames 64")
     if tile < 8:
         raise SmlmdnError(f"--tile must be >= 8 px, got {tile}", "use e.g. --tile 256")
-    outputs = {name: output_for(output, name, len(names) > 1) for name in names}
-    for path in outputs.values():
-        if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
-            raise SmlmdnError(f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif")
-        check_output(path, overwrite)
+    paths = expand_inputs(movies)
+    batch = len(paths) > 1 or output.is_dir() or not output.suffix
+    if batch:
+        fmt = movie_format.lower().lstrip(".")
+        if fmt not in ("zarr", "ome.zarr", "tif"):
+            raise SmlmdnError(f"unknown --format {movie_format!r}", "use zarr, ome.zarr or tif")
+        targets = {p: batch_output_for(p, output, f"_denoised.{fmt}") for p in paths}
+    else:
+        targets = {paths[0]: output}
+    outputs = {p: {name: output_for(t, name, len(names) > 1) for name in names} for p, t in targets.items()}
+    for outs in outputs.values():
+        for path in outs.values():
+            if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
+                raise SmlmdnError(f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif")
+            if not batch:
+                check_output(path, overwrite)
     camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
     mdl = load_model(model, camera)
     _, message = resolve_device(device)
@@ -100,52 +123,26 @@ def denoise(
         from ..progress import console
 
         console().print(message, highlight=False)
-    photons = movie_to_photons(open_movie(movie), camera, units=units)
-    lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
-    with _shared_pass(lazy, output, quiet) as lazy:
-        _write_all(lazy, outputs, out_units, camera, model, mdl.hash(), movie, overwrite, quiet, photons.shape[0])
 
+    def work(movie: Path, _marker: Path) -> str:
+        photons = movie_to_photons(open_movie(movie, block_frames=block_frames), camera, units=units)
+        lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
+        arrays, attrs = {}, {}
+        for name, path in outputs[movie].items():
+            arr = lazy[name]
+            if out_units == "adu":
+                tiff = not path.name.lower().endswith(".zarr")
+                arr = from_photons(arr, camera, np.uint16 if tiff else np.float32)
+            arrays[path] = arr
+            attrs[path] = {"units": out_units, "estimate": name, "model": str(model), "model_hash": mdl.hash(),
+                           "camera": camera.to_dict(), "source": str(movie)}
+        # one network pass per block feeds every estimate's output
+        written = write_movies(arrays, overwrite=overwrite, attrs=attrs, pixel_size=camera.pixel_size, progress=not quiet,
+                               description="denoise")
+        return f"wrote {', '.join(str(w) for w in written)} ({', '.join(names)}, {out_units}, {photons.shape[0]} frames)"
 
-@contextmanager
-def _shared_pass(lazy: dict[str, da.Array], output: Path, quiet: bool) -> Iterator[dict[str, da.Array]]:
-    """With several estimates, run the network once: compute them together, block by block, into a
-    temporary Zarr next to the output (removed afterwards) and write each output from it."""
-    if len(lazy) == 1:
-        yield lazy
-        return
-    import zarr
-
-    from ..progress import track
-
-    names = list(lazy)
-    stacked = da.stack([lazy[n] for n in names])
-    tmp = output.with_name(f".{output.name}.estimates.tmp.zarr")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        n, t, y, x = stacked.shape
-        block = stacked.chunks[1][0]
-        z = zarr.open_array(str(tmp), mode="w", shape=stacked.shape, chunks=(1, block, y, x), dtype=np.float32)
-        with track(total=t, description="denoise", enabled=not quiet) as advance:
-            edges = np.cumsum((0,) + stacked.chunks[1])
-            for b0, b1 in zip(edges[:-1].tolist(), edges[1:].tolist()):  # one network pass per block
-                z[:, b0:b1] = np.asarray(stacked[:, b0:b1].compute())
-                advance(b1 - b0)
-        arr = da.from_zarr(z)
-        yield {name: arr[i].rechunk((block, y, x)) for i, name in enumerate(names)}
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _write_all(lazy, outputs, out_units, camera, model, model_hash, movie, overwrite, quiet, n_frames) -> None:  # noqa: ANN001
-    for name, path in outputs.items():
-        arr = lazy[name]
-        if out_units == "adu":
-            tiff = not path.name.lower().endswith(".zarr")
-            arr = from_photons(arr, camera, np.uint16 if tiff else np.float32)
-        attrs = {"units": out_units, "estimate": name, "model": str(model), "model_hash": model_hash,
-                 "camera": camera.to_dict(), "source": str(movie)}
-        write_movie(arr, path, overwrite=overwrite, attrs=attrs, pixel_size=camera.pixel_size, progress=not quiet,
-                    description=f"write ({name})" if len(outputs) > 1 else "denoise")
-        typer.echo(f"wrote {path} ({name}, {out_units}, {n_frames} frames)")
+    # the last estimate written marks a movie as finished
+    b.run_movies(
+        paths, [list(outputs[p].values())[-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json,
+        quiet=quiet, scheduler=scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus,
+    )
