@@ -49,7 +49,7 @@ def denoise(
     out_units: Annotated[str, typer.Option("--out-units", help="photons (float32 detected photons) or adu (the movie's camera: uint16 for TIFF, so Picasso/ThunderSTORM read it as camera data; float32 for Zarr).")] = "photons",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.")] = "auto",
     tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
-    block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: about 32 MB of input per block); each block is one unit of work, of resumption and of memory.")] = None,
+    block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
     camera_file: o.CameraFile = None,
     offset: o.Offset = None,
@@ -80,6 +80,7 @@ def denoise(
     import torch
 
     from ..denoise import ESTIMATES, denoise_lazy, load_model
+    from ..denoise.apply import DEFAULT_BLOCK_FRAMES
     from ..denoise.train import resolve_device
 
     names = [e.lower() for e in (estimate or ["mean"])]
@@ -125,7 +126,8 @@ def denoise(
         console().print(message, highlight=False)
 
     def work(movie: Path, _marker: Path) -> str:
-        photons = movie_to_photons(open_movie(movie, block_frames=block_frames), camera, units=units)
+        frames = block_frames or min(open_movie(movie).chunks[0][0], DEFAULT_BLOCK_FRAMES)  # small blocks: flat memory
+        photons = movie_to_photons(open_movie(movie, block_frames=frames), camera, units=units)
         lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
         arrays, attrs = {}, {}
         for name, path in outputs[movie].items():

@@ -36,6 +36,9 @@ from .model_file import DenoiseModel, load_model, model_from_bytes
 from .network import receptive_halo
 
 DEFAULT_TILE = 256
+#: frames per block to open movies with for denoising: small blocks keep memory flat (a few are in
+#: flight at once) and cost nothing, since the network runs FRAMES_PER_PASS frames at a time anyway
+DEFAULT_BLOCK_FRAMES = 256
 #: frames per network call (times the tiles of a frame)
 FRAME_BATCH = 8
 #: frames whose windows, parameters and posterior are held at once inside a block
@@ -159,7 +162,8 @@ def denoise_lazy(
     ``std`` (posterior std: per-pixel uncertainty) and ``prior`` (the blind-spot prediction alone).
     Returns ``{name: dask array (T, Y, X) float32 photons}``; all estimates share one network pass per
     block when computed together. ``tile`` (px) bounds the spatial size of one network call;
-    ``block_frames`` sets frames per block (default: the input's chunking).
+    ``block_frames`` sets frames per block (default: the input's blocks; open the movie with
+    ``open_movie(path, block_frames=DEFAULT_BLOCK_FRAMES)`` to keep memory small and flat).
     """
     names = tuple(estimates)
     bad = [e for e in names if e not in L.ESTIMATES]
@@ -184,6 +188,8 @@ def denoise_lazy(
         photons = da.from_array(np.asarray(photons, np.float32))
     photons = photons.astype(np.float32)
     if block_frames is None:
+        # Keep the input's blocks: splitting them here would re-read each input block once per output
+        # block. Open movies with io.open_movie(path, block_frames=DEFAULT_BLOCK_FRAMES) for small blocks.
         block_frames = photons.chunks[0][0]
     block_frames = max(int(block_frames), k + 1)
     chunks = _frame_chunks(t, block_frames, k)
