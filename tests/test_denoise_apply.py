@@ -104,7 +104,9 @@ def test_model_file_round_trip(tmp_path, movie):
     assert loaded.hash() == model.hash() and loaded.net == model.net and loaded.camera == CAM
     a = denoise_lazy(da.from_array(movie[:4]), model)["mean"].compute()
     b = denoise_lazy(da.from_array(movie[:4]), path)["mean"].compute()
-    np.testing.assert_array_equal(a, b)
+    # same weights (hashes equal above); float rounding may differ with the thread count of the dask
+    # worker thread that runs the network, so compare to float32 precision rather than bit for bit
+    np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not list(tmp_path.glob("*.partial"))
 
 

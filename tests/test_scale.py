@@ -118,11 +118,14 @@ def test_local_cluster_denoise_and_localize_equal_single_process(acquisitions: d
     for scheduler in ("synchronous", "local"):
         den = tmp_path / f"{scheduler}.zarr"
         locs = tmp_path / f"{scheduler}.parquet"
-        args = ["--model", str(a["model"]), "--camera", str(a["camera"]), "--scheduler", scheduler, "--workers", "2", "-q"]
-        assert runner.invoke(app, ["denoise", str(movie), "-o", str(den), "--block-frames", "8", *args]).exit_code == 0
-        result = runner.invoke(app, ["localize", str(movie), "-o", str(locs), *args])
+        args = ["--camera", str(a["camera"]), "--scheduler", scheduler, "--workers", "2", "-q"]
+        result = runner.invoke(app, ["denoise", str(movie), "--model", str(a["model"]), "-o", str(den), "--block-frames", "8", *args])
+        assert result.exit_code == 0, result.output
+        # hybrid localization on the same denoised input in both runs, so detection sees identical pixels
+        result = runner.invoke(app, ["localize", str(movie), "--denoised", str(tmp_path / "synchronous.zarr"), "-o", str(locs), *args])
         assert result.exit_code == 0, result.output
         outs[scheduler] = (open_movie(den).compute(), read_localizations(locs))
-    np.testing.assert_array_equal(outs["local"][0], outs["synchronous"][0])
+    # the network runs in other processes with their own thread pools: equal to float32 rounding
+    np.testing.assert_allclose(outs["local"][0], outs["synchronous"][0], rtol=1e-6)
     cols = ["frame", "x_nm", "y_nm", "photons"]
     np.testing.assert_array_equal(outs["local"][1][cols].to_numpy(), outs["synchronous"][1][cols].to_numpy())
