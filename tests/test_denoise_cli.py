@@ -59,7 +59,8 @@ def test_fit_then_denoise_zarr_and_adu_tiff(data):
     single = root / "single.zarr"
     res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(single), "-q"])
     assert res.exit_code == 0, res.output
-    np.testing.assert_array_equal(np.asarray(zarr.open(str(single), mode="r")["0"]), mean)
+    # the same network pass; dask threads may round differently, so equal to float32 precision
+    np.testing.assert_allclose(np.asarray(zarr.open(str(single), mode="r")["0"]), mean, rtol=1e-6)
 
     adu = root / "den_adu.tif"
     res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(adu), "--out-units", "adu", "-q"])
