@@ -84,7 +84,7 @@ def fit(
     except KeyboardInterrupt:
         if ckpt.exists():
             err.print(f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         else:
             err.print("[red]interrupted[/red] before the first checkpoint; nothing was kept", highlight=False)
         raise typer.Exit(130) from None
