@@ -39,9 +39,9 @@ def movie():
     return rng.poisson(20.0, size=(11, 37, 45)).astype(np.float32) + rng.normal(0, 1.5, (11, 37, 45)).astype(np.float32)
 
 
-@pytest.mark.parametrize("context", [0, 1, 2])
-def test_tiled_and_streamed_equal_whole_frame(movie, context):
-    model = _model(context=context)
+@pytest.mark.parametrize("context,depth", [(0, 2), (1, 2), (2, 2), (1, 3)])
+def test_tiled_and_streamed_equal_whole_frame(movie, context, depth):
+    model = _model(context=context, depth=depth, width=4 if depth == 3 else 6)
     names = ("mean", "map", "std", "prior")
     whole = denoise_lazy(da.from_array(movie, chunks=(11, 37, 45)), model, estimates=names, tile=512)
     tiled = denoise_lazy(da.from_array(movie, chunks=(3, 37, 45)), model, estimates=names, tile=8, block_frames=3)
