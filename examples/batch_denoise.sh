@@ -13,12 +13,13 @@ set -euo pipefail
 DATA=${1:-}
 OUT=${2:-batch_out}
 STEPS=${STEPS:-300}          # training steps per model (more is better; ~1-2 min per 300 on 2 CPU cores)
+FRAMES=${FRAMES:-300}        # frames per simulated movie when no DATA is given
 
 if [ -z "$DATA" ]; then      # no data given: simulate two small acquisitions to try the loop on
   DATA=$OUT/raw
   for i in 1 2; do
     [ -e "$DATA/cell$i.tif" ] && continue
-    smlmdn simulate "$OUT/sim$i" --frames 300 --size 48 --seed "$i" -q
+    smlmdn simulate "$OUT/sim$i" --frames "$FRAMES" --size 48 --seed "$i" -q
     mkdir -p "$DATA" && mv "$OUT/sim$i/movie.tif" "$DATA/cell$i.tif" && cp "$OUT/sim$i/camera.json" "$OUT/camera.json"
   done
   CAMERA=$OUT/camera.json

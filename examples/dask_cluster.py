@@ -1,7 +1,7 @@
 """smlmdn's Python API on a Dask cluster, notebook-style (run it as a script or cell by cell).
 
 By default it starts a local 2-process dask.distributed cluster and works on a small simulated movie,
-so it runs anywhere: `python examples/dask_cluster.py [OUT_DIR]`. For your cluster, change the
+so it runs anywhere: `python examples/dask_cluster.py [OUT_DIR] [TRAINING_STEPS]`. For your cluster, change the
 "cluster" cell: `dask_scheduler(cluster="slurm", workers=8, worker_memory="16GB", worker_gpus=1)`
 starts 8 SLURM jobs through dask-jobqueue (queue/account/interface come from your
 ~/.config/dask/jobqueue.yaml), or `dask_scheduler("tcp://host:8786")` joins a running scheduler.
@@ -24,19 +24,19 @@ from smlmdn.localize import localize, write_localizations
 from smlmdn.simulate import SimulationParams, simulate_to_dir
 
 
-def main(out: Path) -> None:
+def main(out: Path, steps: int = 100) -> None:
 
 
     # %% data: a simulated movie with ground truth (replace with your movie and camera file)
     if not (out / "sim" / "movie.tif").exists():
-        simulate_to_dir(SimulationParams.preset("medium", frames=400, size=48, seed=1), out / "sim", progress=False)
+        simulate_to_dir(SimulationParams.preset("medium", frames=200, size=48, seed=1), out / "sim", progress=False)
     camera = load_camera(out / "sim" / "camera.json")
     photons = movie_to_photons(open_movie(out / "sim" / "movie.tif"), camera)  # lazy (T, Y, X) detected photons
 
     # %% fit a model on the movie itself (self-supervised; short here, use --time-budget-sized runs for real data)
     model_path = out / "model.pt"
     if not model_path.exists():
-        model = fit_model(photons, camera, steps=100, progress=False)
+        model = fit_model(photons, camera, steps=steps, progress=False)
         model.save(model_path)
 
     # %% cluster: blocks of the movie run on the workers
@@ -58,4 +58,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "dask_example"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "dask_example"), int(sys.argv[2]) if len(sys.argv) > 2 else 100)
