@@ -52,3 +52,18 @@ def test_info_reports_shape_stats_and_camera(tmp_path: Path, rng: np.random.Gene
     assert text.exit_code == 0 and "40 frames of 32 x 48 px" in " ".join(text.output.split())
     wrong = runner.invoke(app, ["info", str(tmp_path / "m.tif"), "--e-per-adu", "2.0", "--json"])
     assert wrong.exit_code == 0 and "disagrees" in " ".join(json.loads(wrong.stdout)["camera_warnings"])
+
+
+def test_disk_full_is_one_line_and_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import smlmdn.io
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(smlmdn.io, "_write_in_order", full)
+    result = runner.invoke(app, ["simulate", str(tmp_path / "sim"), "--frames", "4", "--size", "16", "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the disk is full" in result.output and "Fix:" in result.output
+    assert not (tmp_path / "sim" / "movie.tif").exists() and not list(tmp_path.rglob("*.partial"))
