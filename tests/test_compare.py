@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from smlmdn.camera import movie_to_photons, save_camera
+from smlmdn.camera import movie_to_photons
 from smlmdn.cli import app
 from smlmdn.compare import compare, read_truth
 from smlmdn.denoise import fit_model

@@ -20,6 +20,7 @@ import typer
 from .. import __version__
 from ..errors import SmlmdnError
 from ..progress import console
+from .options import CAMERA_OPTIONS, camera_from_options
 
 app = typer.Typer(
     name="smlmdn",
@@ -61,12 +62,22 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
 
     Errors become one line on stderr (``error: problem. Fix: ...``) with exit code 1; Ctrl-C exits
     130; a full disk says so; a traceback is shown only with ``smlmdn --debug``.
+
+    A parameter ``camera: Camera`` is replaced by the camera options (``--camera FILE``, ``--offset``,
+    ``--e-per-adu``, ``--qe``, ``--em-gain``, ``--read-noise``, ``--pixel-size``; flags override the
+    file) and receives the Camera built from them; with a default of None it receives None when no
+    camera option was given.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         hints = typing.get_type_hints(func, include_extras=True)
         sig = inspect.signature(func)
         params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
+        cam = sig.parameters.get("camera")
+        if cam is not None:
+            params = [p for p in params if p.name != "camera"] + [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=t) for n, t in CAMERA_OPTIONS.items()
+            ]
 
         @functools.wraps(func)
         def wrapper(ctx: typer.Context, *args: Any, **kw: Any) -> Any:
@@ -75,6 +86,10 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
             try:
                 with warnings.catch_warnings():
                     warnings.showwarning = _show_warning
+                    if cam is not None:
+                        values = {n: kw.pop(n) for n in CAMERA_OPTIONS}
+                        given = any(v is not None for v in values.values())
+                        kw["camera"] = camera_from_options(**values) if given or cam.default is not None else None
                     return func(*args, **kw)
             except typer.Exit:
                 raise

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..compare import DEFAULT_ESTIMATES, compare as run_compare
+from ..camera import Camera
+from ..compare import DEFAULT_ESTIMATES
+from ..compare import compare as run_compare
 from ..errors import SmlmdnError
 from ..evaluate.report import rich_tables
 from ..progress import console
@@ -57,13 +59,7 @@ def compare(
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered super-resolution images, nm.")] = 10.0,
     keep_denoised: Annotated[bool, typer.Option("--keep-denoised", help="With --model: keep the denoised movies as REPORT_DIR/denoised/<estimate>.zarr.")] = False,
     device: Annotated[str, typer.Option("--device", help="With --model: auto, cpu or cuda.")] = "auto",
-    camera_file: o.CameraFile = None,
-    offset: o.Offset = None,
-    e_per_adu: o.EPerADU = None,
-    qe: o.QE = None,
-    em_gain: o.EMGain = None,
-    read_noise: o.ReadNoise = None,
-    pixel_size: o.PixelSize = None,
+    camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
@@ -82,7 +78,6 @@ def compare(
         raise SmlmdnError("both --model and --denoised were given", "pass only one of them")
     if estimate and denoised is not None:
         raise SmlmdnError("--estimate only applies with --model", "drop --estimate, or pass --model instead of --denoised")
-    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
     err = console()
     log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))  # noqa: E731
     report = run_compare(

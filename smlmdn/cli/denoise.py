@@ -10,7 +10,7 @@ import typer
 
 from ..batch import expand_inputs
 from ..batch import output_for as batch_output_for
-from ..camera import from_photons, movie_to_photons
+from ..camera import Camera, from_photons, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie, write_movies
 from . import batching as b
@@ -51,13 +51,7 @@ def denoise(
     tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
     block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
-    camera_file: o.CameraFile = None,
-    offset: o.Offset = None,
-    e_per_adu: o.EPerADU = None,
-    qe: o.QE = None,
-    em_gain: o.EMGain = None,
-    read_noise: o.ReadNoise = None,
-    pixel_size: o.PixelSize = None,
+    camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
@@ -117,7 +111,6 @@ def denoise(
                 raise SmlmdnError(f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif")
             if not batch:
                 check_output(path, overwrite)
-    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
     mdl = load_model(model, camera)
     _, message = resolve_device(device)
     if not quiet:

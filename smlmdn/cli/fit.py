@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..camera import movie_to_photons
+from ..camera import Camera, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie
 from ..progress import console
@@ -40,13 +40,7 @@ def fit(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.", rich_help_panel=TRAIN)] = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fit from OUTPUT.ckpt.", rich_help_panel=TRAIN)] = False,
-    camera_file: o.CameraFile = None,
-    offset: o.Offset = None,
-    e_per_adu: o.EPerADU = None,
-    qe: o.QE = None,
-    em_gain: o.EMGain = None,
-    read_noise: o.ReadNoise = None,
-    pixel_size: o.PixelSize = None,
+    camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
@@ -71,7 +65,6 @@ def fit(
         raise SmlmdnError(f"--time-budget must be > 0 seconds, got {time_budget}", "e.g. --time-budget 300")
     if threads is not None and threads < 1:
         raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
-    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
     photons = movie_to_photons(open_movie(movie), camera, units=units)
     config = FitConfig(
         steps=steps, time_budget=time_budget, context=context, width=width, depth=depth, head=head.lower(), patch=patch,

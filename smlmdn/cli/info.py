@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..camera import check_camera, CameraEstimate
+from ..camera import Camera, CameraEstimate, check_camera
 from ..info import movie_info
 from ..io import open_movie
-from . import options as o
 from .app import command
 
 
 @command("info")
 def info(
     movie: Annotated[Path, typer.Argument(help="Movie: TIFF/OME-TIFF/BigTIFF, a folder or glob of TIFFs, Zarr/OME-Zarr, or .npy.")],
-    camera_file: o.CameraFile = None,
-    offset: o.Offset = None,
-    e_per_adu: o.EPerADU = None,
-    qe: o.QE = None,
-    em_gain: o.EMGain = None,
-    read_noise: o.ReadNoise = None,
-    pixel_size: o.PixelSize = None,
+    camera: Optional[Camera] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
 ) -> None:
     """Print shape, dtype, chunks, size on disk, frame statistics (ADU) and camera numbers estimated from the data.
@@ -34,8 +27,8 @@ def info(
     When camera numbers are given (--camera or flags), they are checked against the estimate.
     """
     arr = open_movie(movie)
-    given = any(v is not None for v in (camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size))
-    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
+    given = camera is not None
+    camera = camera or Camera()
     result = movie_info(arr, movie, em_gain=camera.em_gain, read_noise=camera.read_noise)
     if given and result["camera_estimate"]:
         est = result["camera_estimate"]

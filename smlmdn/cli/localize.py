@@ -8,13 +8,13 @@ from typing import Annotated, Any, Optional
 import dask.array as da
 import typer
 
+from ..batch import expand_inputs, output_for, stem
 from ..camera import Camera, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_estimate, open_movie
 from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
-from ..batch import expand_inputs, output_for, stem
 from . import batching as b
 from . import options as o
 from .app import command
@@ -86,13 +86,7 @@ def localize(
     render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
     render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
-    camera_file: o.CameraFile = None,
-    offset: o.Offset = None,
-    e_per_adu: o.EPerADU = None,
-    qe: o.QE = None,
-    em_gain: o.EMGain = None,
-    read_noise: o.ReadNoise = None,
-    pixel_size: o.PixelSize = None,
+    camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
@@ -155,7 +149,6 @@ def localize(
                     check_output(extra, overwrite)
         if len({p.resolve() for p in outs}) != len(outs):
             raise SmlmdnError("the same output is given twice", "give each -o once")
-    camera = o.camera_from_options(camera_file, offset, e_per_adu, qe, em_gain, read_noise, pixel_size)
 
     def work(movie: Path, _marker: Path) -> str:
         photons = movie_to_photons(open_movie(movie), camera, units=units)

@@ -24,6 +24,18 @@ QE = Annotated[Optional[float], typer.Option("--qe", help="Quantum efficiency (0
 EMGain = Annotated[Optional[float], typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP)]
 ReadNoise = Annotated[Optional[float], typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)]
 PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)]
+#: The camera options, by parameter name: injected by :func:`smlmdn.cli.app.command` into every
+#: subcommand that takes a ``camera: Camera`` parameter (the command receives the built Camera).
+CAMERA_OPTIONS = {
+    "camera_file": CameraFile,
+    "offset": Offset,
+    "e_per_adu": EPerADU,
+    "qe": QE,
+    "em_gain": EMGain,
+    "read_noise": ReadNoise,
+    "pixel_size": PixelSize,
+}
+
 Units = Annotated[
     str,
     typer.Option("--units", help="Units of the input movie: 'adu' (raw camera counts) or 'photons' (already photoelectrons)."),
