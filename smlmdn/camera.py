@@ -260,8 +260,8 @@ def estimate_camera(
 def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25) -> list[str]:
     """Warnings (strings) where the given camera disagrees with the data by more than ``tolerance``.
 
-    e_per_adu is compared relatively; offset is compared against the noise scale
-    ``tolerance * (signal above offset)`` of the estimate. Also issues them as Python warnings.
+    e_per_adu is compared relatively; the offset warns when it differs by more than
+    ``max(10 ADU, tolerance * estimated offset)``. Also issues them as Python warnings.
     """
     messages = []
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
@@ -279,9 +279,15 @@ def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.
     return messages
 
 
-def with_overrides(camera: Camera, **overrides: float | None) -> Camera:
-    """A copy of ``camera`` with the non-None overrides applied."""
-    return replace(camera, **{k: v for k, v in overrides.items() if v is not None})
+def check_camera_against_data(movie: da.Array, camera: Camera, tolerance: float = 0.25) -> list[str]:
+    """Estimate offset and gain from a raw ADU movie and warn (see :func:`check_camera`) where
+    ``camera`` disagrees; returns the warnings. Silent when the data cannot pin the gain (e.g. a flat
+    background): that is not evidence against the given numbers."""
+    try:
+        estimate = estimate_camera(movie, em_gain=camera.em_gain, read_noise=camera.read_noise)
+    except SmlmdnError:
+        return []
+    return check_camera(camera, estimate, tolerance)
 
 
 def movie_to_photons(movie: da.Array, camera: Camera, units: str = "adu", sample_frames: int = 16) -> da.Array:

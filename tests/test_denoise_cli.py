@@ -100,3 +100,14 @@ def test_several_estimates_get_suffixed_names():
     assert output_for(Path("d.zarr"), "mean", False) == Path("d.zarr")
     assert output_for(Path("out/d.ome.zarr"), "std", True) == Path("out/d_std.ome.zarr")
     assert output_for(Path("d.TIF"), "map", True) == Path("d_map.TIF")
+
+
+def test_fit_warns_when_camera_numbers_disagree_with_the_data(data):
+    root, movie = data["root"], str(data["movie"])
+    res = runner.invoke(app, ["fit", movie, "--camera", str(data["camera"]), "--e-per-adu", "2.5", "-o", str(root / "wrong.pt"),
+                              "--steps", "2", "--width", "8", "--depth", "1", "--patch", "16", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "disagrees with the data" in " ".join(res.output.split())
+    res = runner.invoke(app, ["fit", movie, "--camera", str(data["camera"]), "-o", str(root / "right.pt"),
+                              "--steps", "2", "--width", "8", "--depth", "1", "--patch", "16", "-q"])
+    assert res.exit_code == 0 and "disagrees" not in res.output

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..camera import Camera, movie_to_photons
+from ..camera import Camera, check_camera_against_data, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie
 from ..progress import console
@@ -65,7 +65,10 @@ def fit(
         raise SmlmdnError(f"--time-budget must be > 0 seconds, got {time_budget}", "e.g. --time-budget 300")
     if threads is not None and threads < 1:
         raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
-    photons = movie_to_photons(open_movie(movie), camera, units=units)
+    raw = open_movie(movie)
+    if units == "adu":  # the likelihood is only right in photons: say so if the camera numbers look wrong
+        check_camera_against_data(raw, camera)
+    photons = movie_to_photons(raw, camera, units=units)
     config = FitConfig(
         steps=steps, time_budget=time_budget, context=context, width=width, depth=depth, head=head.lower(), patch=patch,
         batch=batch, lr=lr, seed=seed, device=device, threads=threads,
