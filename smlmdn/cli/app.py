@@ -131,12 +131,6 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     return decorate
 
 
-def not_available(name: str) -> None:
-    """Say that a subcommand is not built yet (exit code 2)."""
-    console().print(f"[yellow]smlmdn {name} is not available yet in this version.[/yellow]")
-    raise typer.Exit(2)
-
-
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="smlmdn")
