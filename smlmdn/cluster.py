@@ -74,13 +74,13 @@ def dask_scheduler(
 
 
 def _jobqueue_cluster(kind: str, workers: int, memory: str, gpus: int, cores: int, walltime: str) -> Any:
+    if kind not in ("slurm", "pbs"):
+        raise SmlmdnError(f"unknown cluster type {kind!r}", "use --cluster slurm or --cluster pbs")
     try:
         import dask_jobqueue
     except ImportError as exc:
         raise SmlmdnError("dask-jobqueue is not installed", "pip install 'smlmdn[cluster]'") from exc
     classes = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
-    if kind not in classes:
-        raise SmlmdnError(f"unknown cluster type {kind!r}", "use --cluster slurm or --cluster pbs")
     extra: dict[str, Any] = {}
     if gpus:
         extra["worker_extra_args"] = ["--resources", f"GPU={gpus}"]
