@@ -20,7 +20,21 @@ import typer
 from .. import __version__
 from ..errors import SmlmdnError
 from ..progress import console
+from .batching import DASK_OPTIONS, DaskSpec
 from .options import CAMERA_OPTIONS, camera_from_options
+
+
+def _build_camera(default: Any, values: dict[str, Any]) -> Any:
+    """The Camera from the camera options; None when none was given and the parameter defaults to None."""
+    given = any(v is not None for v in values.values())
+    return camera_from_options(**values) if given or default is not None else None
+
+
+#: Parameters that stand for a group of options: name -> (options with defaults, builder).
+OPTION_GROUPS = {
+    "camera": (CAMERA_OPTIONS, _build_camera),
+    "dask_spec": (DASK_OPTIONS, lambda default, values: DaskSpec(**values)),
+}
 
 app = typer.Typer(
     name="smlmdn",
@@ -66,17 +80,18 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     A parameter ``camera: Camera`` is replaced by the camera options (``--camera FILE``, ``--offset``,
     ``--e-per-adu``, ``--qe``, ``--em-gain``, ``--read-noise``, ``--pixel-size``; flags override the
     file) and receives the Camera built from them; with a default of None it receives None when no
-    camera option was given.
+    camera option was given. A parameter ``dask_spec: DaskSpec`` is replaced by ``--scheduler``,
+    ``--cluster``, ``--workers``, ``--worker-memory`` and ``--worker-gpus``.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         hints = typing.get_type_hints(func, include_extras=True)
         sig = inspect.signature(func)
         params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
-        cam = sig.parameters.get("camera")
-        if cam is not None:
-            params = [p for p in params if p.name != "camera"] + [
-                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=t) for n, t in CAMERA_OPTIONS.items()
+        groups = {g: OPTION_GROUPS[g] for g in OPTION_GROUPS if g in sig.parameters}
+        for group, (options, _) in groups.items():
+            params = [p for p in params if p.name != group] + [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, (t, d) in options.items()
             ]
 
         @functools.wraps(func)
@@ -86,10 +101,8 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
             try:
                 with warnings.catch_warnings():
                     warnings.showwarning = _show_warning
-                    if cam is not None:
-                        values = {n: kw.pop(n) for n in CAMERA_OPTIONS}
-                        given = any(v is not None for v in values.values())
-                        kw["camera"] = camera_from_options(**values) if given or cam.default is not None else None
+                    for group, (options, build) in groups.items():
+                        kw[group] = build(sig.parameters[group].default, {n: kw.pop(n) for n in options})
                     return func(*args, **kw)
             except typer.Exit:
                 raise

@@ -4,7 +4,7 @@ input expansion, skipping finished outputs, a per-file report and a summary (tab
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,6 +32,33 @@ Cluster = Annotated[
 Workers = Annotated[int, typer.Option("--workers", help="Worker processes / cluster jobs for --scheduler local or --cluster.", rich_help_panel=PANEL)]
 WorkerMemory = Annotated[str, typer.Option("--worker-memory", help="Memory per cluster job, e.g. 16GB.", rich_help_panel=PANEL)]
 WorkerGPUs = Annotated[int, typer.Option("--worker-gpus", help="GPUs per cluster job (declared as the dask worker resource GPU).", rich_help_panel=PANEL)]
+
+
+@dataclass(frozen=True)
+class DaskSpec:
+    """Where dask runs blocks: the arguments of :func:`smlmdn.cluster.dask_scheduler`."""
+
+    scheduler: str = "threads"
+    cluster: str | None = None
+    workers: int = 2
+    worker_memory: str = "16GB"
+    worker_gpus: int = 0
+
+    def scheduler_context(self):  # noqa: ANN201 - a context manager yielding a Client or None
+        return dask_scheduler(self.scheduler, cluster=self.cluster, workers=self.workers,
+                              worker_memory=self.worker_memory, worker_gpus=self.worker_gpus)
+
+
+#: The dask options, by parameter name, with their defaults: injected by :func:`smlmdn.cli.app.command`
+#: into every subcommand that takes a ``dask_spec: DaskSpec`` parameter.
+DASK_OPTIONS = {
+    "scheduler": (Scheduler, "threads"),
+    "cluster": (Cluster, None),
+    "workers": (Workers, 2),
+    "worker_memory": (WorkerMemory, "16GB"),
+    "worker_gpus": (WorkerGPUs, 0),
+}
+
 JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON line per finished movie and a summary line (for job logs).", rich_help_panel=PANEL)]
 
 
@@ -44,11 +71,7 @@ def run_movies(
     overwrite: bool,
     as_json: bool,
     quiet: bool,
-    scheduler: str,
-    cluster: str | None,
-    workers: int,
-    worker_memory: str,
-    worker_gpus: int,
+    dask_spec: DaskSpec,
 ) -> list[BatchItem]:
     """Run ``work(movie, output) -> message`` for each movie under the chosen dask scheduler.
 
@@ -59,7 +82,7 @@ def run_movies(
     ``outputs[i]`` is the output whose existence marks movie ``i`` as finished.
     """
     if not batch:
-        with dask_scheduler(scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus):
+        with dask_spec.scheduler_context():
             message = work(movies[0], outputs[0])
         if as_json:
             typer.echo(json_line("summary", done=1, skipped=0, failed=0, items=[asdict(BatchItem(str(movies[0]), str(outputs[0]), "done", message))]))
@@ -78,8 +101,8 @@ def run_movies(
             out.print(f"{item.status}: {item.input} -> {item.output}" + (f" ({item.message})" if item.message else ""), highlight=False, soft_wrap=True)
 
     if as_json:
-        typer.echo(json_line("start", movies=len(movies), scheduler=cluster or scheduler))
-    with dask_scheduler(scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus):
+        typer.echo(json_line("start", movies=len(movies), scheduler=dask_spec.cluster or dask_spec.scheduler))
+    with dask_spec.scheduler_context():
         items = run_batch(movies, outputs, work, overwrite=overwrite, report=report)
     counts = {s: sum(i.status == s for i in items) for s in ("done", "skipped", "failed")}
     if as_json:

@@ -55,11 +55,7 @@ def denoise(
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
-    scheduler: b.Scheduler = "threads",
-    cluster: b.Cluster = None,
-    workers: b.Workers = 2,
-    worker_memory: b.WorkerMemory = "16GB",
-    worker_gpus: b.WorkerGPUs = 0,
+    dask_spec: b.DaskSpec = b.DaskSpec(),  # noqa: B008 - replaced by the dask options (see app.command)
     as_json: b.JsonLines = False,
 ) -> None:
     """Denoise MOVIE with a trained model: Gamma-Poisson posterior estimates, streamed block by block.
@@ -139,5 +135,5 @@ def denoise(
     # the last estimate written marks a movie as finished
     b.run_movies(
         paths, [list(outputs[p].values())[-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json,
-        quiet=quiet, scheduler=scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus,
+        quiet=quiet, dask_spec=dask_spec,
     )

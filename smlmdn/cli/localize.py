@@ -90,11 +90,7 @@ def localize(
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
-    scheduler: b.Scheduler = "threads",
-    cluster: b.Cluster = None,
-    workers: b.Workers = 2,
-    worker_memory: b.WorkerMemory = "16GB",
-    worker_gpus: b.WorkerGPUs = 0,
+    dask_spec: b.DaskSpec = b.DaskSpec(),  # noqa: B008 - replaced by the dask options (see app.command)
     as_json: b.JsonLines = False,
 ) -> None:
     """Detect molecules and fit them by Poisson maximum likelihood (integrated Gaussian PSF) with a CRLB per localization.
@@ -181,5 +177,5 @@ def localize(
     # the last table written marks a movie as finished
     b.run_movies(
         paths, [tables[p][-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json, quiet=quiet,
-        scheduler=scheduler, cluster=cluster, workers=workers, worker_memory=worker_memory, worker_gpus=worker_gpus,
+        dask_spec=dask_spec,
     )

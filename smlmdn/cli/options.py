@@ -27,13 +27,13 @@ PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel 
 #: The camera options, by parameter name: injected by :func:`smlmdn.cli.app.command` into every
 #: subcommand that takes a ``camera: Camera`` parameter (the command receives the built Camera).
 CAMERA_OPTIONS = {
-    "camera_file": CameraFile,
-    "offset": Offset,
-    "e_per_adu": EPerADU,
-    "qe": QE,
-    "em_gain": EMGain,
-    "read_noise": ReadNoise,
-    "pixel_size": PixelSize,
+    "camera_file": (CameraFile, None),
+    "offset": (Offset, None),
+    "e_per_adu": (EPerADU, None),
+    "qe": (QE, None),
+    "em_gain": (EMGain, None),
+    "read_noise": (ReadNoise, None),
+    "pixel_size": (PixelSize, None),
 }
 
 Units = Annotated[
