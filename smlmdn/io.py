@@ -57,14 +57,14 @@ def open_movie(path: str | Path, block_frames: int | None = None) -> da.Array:
         files = sorted(globmod.glob(text))
         if not files:
             raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
-        arr = _open_tiff_sequence([Path(f) for f in files])
+        arr = _open_tiff_sequence([Path(f) for f in files], block_frames)
     elif not p.exists():
         raise SmlmdnError(f"movie {p} does not exist", "check the path")
     elif p.is_dir() and not _is_zarr(p):
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in TIFF_SUFFIXES)
         if not files:
             raise SmlmdnError(f"folder {p} holds no TIFF files and is not a Zarr store", "point to a movie file")
-        arr = _open_tiff_sequence(files)
+        arr = _open_tiff_sequence(files, block_frames)
     elif _is_zarr(p):
         arr = _open_zarr(p)
     elif p.suffix.lower() == ".npy":
@@ -73,7 +73,7 @@ def open_movie(path: str | Path, block_frames: int | None = None) -> da.Array:
         except Exception as exc:  # noqa: BLE001
             raise SmlmdnError(f"{p} is not a readable .npy file ({exc})", "re-save it with numpy.save") from exc
     elif p.suffix.lower() in TIFF_SUFFIXES:
-        arr = _open_tiff(p)
+        arr = _open_tiff(p, block_frames)
     else:
         raise SmlmdnError(
             f"unknown movie format {p.suffix or '(no suffix)'} for {p}",
@@ -121,7 +121,7 @@ def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int]) -> A
     return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
 
 
-def _open_tiff(p: Path) -> da.Array:
+def _open_tiff(p: Path, block_frames: int | None = None) -> da.Array:
     try:
         import tifffile
 
@@ -134,12 +134,18 @@ def _open_tiff(p: Path) -> da.Array:
         raise SmlmdnError(
             f"cannot read TIFF {p} ({type(exc).__name__}: {exc})", "check the file is a complete, uncorrupted TIFF"
         ) from exc
-    arr = da.from_array(source, chunks=(1,) * (source.ndim - 2) + source.shape[-2:], asarray=False)
+    # A time series is read a whole block per task (not a page per task: thousands of tiny tasks
+    # cost more than the reading on a distributed scheduler); other stacks page by page.
+    if source.ndim == 3:
+        lead = (block_frames or frames_per_block(source.shape[1:], source.dtype.itemsize),)
+    else:
+        lead = (1,) * (source.ndim - 2)
+    arr = da.from_array(source, chunks=lead + source.shape[-2:], asarray=False)
     return _squeeze_axes(arr, axes, p)
 
 
-def _open_tiff_sequence(files: list[Path]) -> da.Array:
-    parts = [_as_tyx(_open_tiff(f), f) for f in files]
+def _open_tiff_sequence(files: list[Path], block_frames: int | None = None) -> da.Array:
+    parts = [_as_tyx(_open_tiff(f, block_frames), f) for f in files]
     shapes = {a.shape[1:] for a in parts}
     if len(shapes) > 1:
         raise SmlmdnError(f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder")
