@@ -223,11 +223,14 @@ def fit_spots_torch(
     npar = 5 if fit_sigma else 4
     r2 = float(read_noise_photons) ** 2
     scale = 1.0 / float(excess_noise)
+    step = max(int(chunk), 1)
     outs: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
-        for start in range(0, n, max(int(chunk), 1)):
-            outs.append(_fit_chunk(y[start : start + chunk], float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)))
+        for start in range(0, n, step):
+            part = y[start : start + step]
+            outs.append(_fit_chunk(part, float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)))
     if not outs:
-        return FitResult(np.empty((0, 5)), np.empty((0, 5)), np.empty(0), np.empty(0), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int8))
+        empty = np.empty((0, 5))
+        return FitResult(empty, empty.copy(), np.empty(0), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int8))
     cols = [torch.cat([o[i] for o in outs]).cpu().numpy() for i in range(6)]
     return FitResult(cols[0], cols[1], cols[2], cols[3], cols[4].astype(np.int32), cols[5].astype(np.int8))
