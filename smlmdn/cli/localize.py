@@ -75,7 +75,7 @@ def localize(
     ] = None,
     denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
-    device: Annotated[str, typer.Option("--device", help="For --model: auto, cpu or cuda.", rich_help_panel=LOC)] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU, else CPU), cpu or cuda: where spots are fitted (numba on the CPU, torch on the GPU) and, with --model, denoised.", rich_help_panel=LOC)] = "auto",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd); also the non-maximum-suppression neighbourhood.", rich_help_panel=LOC)] = 7,
     psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
@@ -159,7 +159,7 @@ def localize(
             source["model"] = str(model)
         locs = run_localize(
             photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
-            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet,
+            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet, device=device,
         )
         written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
         if render is not None or render_tif is not None:

@@ -103,11 +103,14 @@ def localize_block(
     frame_offset: int = 0,
     detect_read_noise: float = 0.0,
     detect_excess_noise: float = 1.0,
+    fit_device: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Detect in ``detect_frames`` and fit ``fit_frames`` (both (T, Y, X) photons) -> (table, counts).
 
     ``read_noise_photons``/``excess_noise`` describe the noise of ``fit_frames``,
-    ``detect_read_noise``/``detect_excess_noise`` that of ``detect_frames``.
+    ``detect_read_noise``/``detect_excess_noise`` that of ``detect_frames``. ``fit_device``: None fits
+    with the numba kernels on the CPU; a torch device (``"cuda"``, ``"cpu"``) fits with the torch port
+    (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
     cand = detect(detect_frames, sigma_px, box, threshold, read_noise_photons=detect_read_noise, excess_noise=detect_excess_noise)
     counts = {"n_candidates": len(cand), "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
@@ -119,7 +122,13 @@ def localize_block(
     ox = np.clip(cand.col - r, 0, nx - box)
     ar = np.arange(box)
     spots = fit_frames[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
-    res = fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    if fit_device is None:
+        res = fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    else:
+        from .fit_torch import fit_spots_torch
+
+        res = fit_spots_torch(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=read_noise_photons,
+                              excess_noise=excess_noise, device=fit_device)
     good = (res.status == CONVERGED) & np.isfinite(res.crlb[:, 0]) & np.isfinite(res.crlb[:, 1]) & (res.theta[:, 2] > 0)
     counts["n_dropped_outside"] = int(np.sum(res.status == OUTSIDE))
     counts["n_dropped_nonconverged"] = int(np.sum(~good) - counts["n_dropped_outside"])
@@ -143,6 +152,22 @@ def localize_block(
         }
     )
     return table, counts
+
+
+def _fit_device(device: str) -> str | None:
+    """``cpu|cuda|auto`` -> None (numba on the CPU) or the torch device to fit on."""
+    device = (device or "cpu").lower()
+    if device not in ("cpu", "cuda", "auto"):
+        raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+    if device == "cpu":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise SmlmdnError("--device cuda was asked for but torch sees no CUDA device", "use --device cpu or auto")
+    return None
 
 
 def _localize_task(
@@ -169,6 +194,7 @@ def localize(
     fit_sigma: bool = False,
     threshold: float | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Localize molecules in ``photons`` (T, Y, X) detected photons (raw), block by block.
 
@@ -177,7 +203,8 @@ def localize(
     the detection movie (the 'denoised' mode). ``box``: odd fit-window side in pixels;
     ``psf_sigma_nm``: PSF standard deviation (fixed, or the start value with ``fit_sigma``);
     ``threshold``: detection significance in robust noise standard deviations (None: adaptive
-    default, see :mod:`smlmdn.localize.detect`).
+    default, see :mod:`smlmdn.localize.detect`). ``device``: ``cpu`` (numba kernels), ``cuda`` (the
+    torch fitter on the GPU) or ``auto`` (CUDA when torch sees one, else the CPU).
 
     Returns a DataFrame with :data:`LOC_COLUMNS` (nm, photoelectrons, 0-based frames) and ``attrs``
     ``n_candidates``, ``n_dropped_nonconverged``, ``n_dropped_outside``, ``movie_shape``,
@@ -216,6 +243,7 @@ def localize(
     totals = {"n_candidates": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
     settings = dict(
+        fit_device=_fit_device(device),
         box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr, read_noise_photons=read_noise, excess_noise=excess,
         pixel_size_nm=pixel_size, detect_read_noise=det_read_noise, detect_excess_noise=det_excess,
     )
