@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .errors import SmlmdnError
-from .parallel import compute_blocks
+from .parallel import compute_blocks, frame_blocks
 from .progress import track
 
 #: Target size of one frame block in bytes (dask chunk and Zarr chunk along T).
@@ -333,7 +333,7 @@ def write_movies(
     arrs = [a.rechunk((chunks_t, a.shape[1], a.shape[2])) for a in arrs]
     metas = [provenance(**((attrs or {}).get(p) or {})) for p in arrays]
     t = arrs[0].shape[0]
-    bounds = [(i, b0, b1) for i, (b0, b1) in enumerate(_block_bounds(chunks_t))]
+    bounds = frame_blocks(chunks_t)
     zarrs = [k for k, f in enumerate(finals) if f.name.lower().endswith(".zarr")]
     tiffs = [k for k, f in enumerate(finals) if k not in zarrs]
     tmps = [partial_path(f) for f in finals]
@@ -369,11 +369,6 @@ def write_movies(
             shutil.rmtree(done[k])
         commit_output(tmp, final)
     return finals
-
-
-def _block_bounds(chunks_t: tuple[int, ...]) -> list[tuple[int, int]]:
-    edges = np.cumsum((0,) + tuple(chunks_t))
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume: bool) -> Path:

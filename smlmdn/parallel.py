@@ -13,6 +13,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
+import numpy as np
+
+
+def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(index, t0, t1)`` of each frame block, from a dask array's chunk sizes along T."""
+    edges = np.cumsum((0, *chunks_t))
+    return [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
 
 
 def parallelism() -> int:

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..errors import SmlmdnError
+from ..parallel import frame_blocks
 
 NUMPY_BLOCK_FRAMES = 64
 
@@ -39,8 +40,7 @@ def _block_bounds(n: int, *arrays: Any) -> list[tuple[int, int]]:
     """Frame ranges following the T chunks of the first dask array (else fixed-size blocks)."""
     for a in arrays:
         if isinstance(a, da.Array):
-            edges = np.cumsum((0,) + a.chunks[0])
-            return [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:])]
+            return [(s, e) for _, s, e in frame_blocks(a.chunks[0])]
     return [(s, min(s + NUMPY_BLOCK_FRAMES, n)) for s in range(0, n, NUMPY_BLOCK_FRAMES)]
 
 

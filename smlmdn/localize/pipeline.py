@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..camera import Camera, check_finite
 from ..errors import SmlmdnError
-from ..parallel import compute_blocks
+from ..parallel import compute_blocks, frame_blocks
 from ..progress import track
 from .detect import default_threshold, detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
@@ -82,11 +82,6 @@ def check_settings(frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, 
         )
     if threshold is not None and (not np.isfinite(threshold) or threshold <= 0):
         raise SmlmdnError(f"threshold must be > 0 (noise standard deviations), got {threshold}", "omit --threshold for the adaptive default")
-
-
-def _block_bounds(chunks: tuple[int, ...]) -> list[tuple[int, int]]:
-    edges = np.cumsum((0,) + tuple(chunks))
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def localize_block(
@@ -254,7 +249,7 @@ def localize(
 
     # Blocks run in parallel on the active dask scheduler (threads, or dask.distributed workers);
     # a denoiser reading the raw movie shares those reads with the fit inside one task.
-    blocks = [(i, b0, b1) for i, (b0, b1) in enumerate(_block_bounds(photons.chunks[0]))]
+    blocks = frame_blocks(photons.chunks[0])
     with track(total=t, description="localizing", enabled=progress) as advance:
         for (_, b0, b1), (table, counts) in compute_blocks(task, blocks):
             for k, v in counts.items():
