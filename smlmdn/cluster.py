@@ -48,6 +48,11 @@ def dask_scheduler(
         with dask.config.set(scheduler=scheduler):
             yield None
         return
+    if cluster is None and scheduler != "local" and "://" not in scheduler:
+        raise SmlmdnError(
+            f"unknown scheduler {scheduler!r}",
+            "use threads, processes, synchronous, local, or an address like tcp://host:8786",
+        )
     distributed = _need_distributed()
     with ExitStack() as stack:
         if cluster is not None:
@@ -60,16 +65,11 @@ def dask_scheduler(
                 distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
             )
             client = stack.enter_context(distributed.Client(local))
-        elif "://" in scheduler:
+        else:  # the address of a running dask.distributed scheduler
             try:
                 client = stack.enter_context(distributed.Client(scheduler, timeout="20s"))
             except (OSError, TimeoutError) as exc:
                 raise SmlmdnError(f"cannot reach the dask scheduler at {scheduler} ({exc})", "check the address and that the scheduler runs") from exc
-        else:
-            raise SmlmdnError(
-                f"unknown scheduler {scheduler!r}",
-                "use threads, processes, synchronous, local, or an address like tcp://host:8786",
-            )
         yield client
 
 
