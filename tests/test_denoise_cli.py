@@ -95,11 +95,11 @@ def test_cli_bad_inputs(data, tmp_path):
 
 
 def test_several_estimates_get_suffixed_names():
-    from smlmdn.cli.denoise import output_for
+    from smlmdn.cli.denoise import estimate_output
 
-    assert output_for(Path("d.zarr"), "mean", False) == Path("d.zarr")
-    assert output_for(Path("out/d.ome.zarr"), "std", True) == Path("out/d_std.ome.zarr")
-    assert output_for(Path("d.TIF"), "map", True) == Path("d_map.TIF")
+    assert estimate_output(Path("d.zarr"), "mean", False) == Path("d.zarr")
+    assert estimate_output(Path("out/d.ome.zarr"), "std", True) == Path("out/d_std.ome.zarr")
+    assert estimate_output(Path("d.TIF"), "map", True) == Path("d_map.TIF")
 
 
 def test_fit_warns_when_camera_numbers_disagree_with_the_data(data):

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from ..batch import expand_inputs
-from ..batch import output_for as batch_output_for
+from ..batch import output_for, stem
 from ..camera import Camera, from_photons, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie, write_movies
@@ -23,7 +23,7 @@ ESTIMATE_HELP = (
 )
 
 
-def output_for(output: Path, estimate: str, several: bool) -> Path:
+def estimate_output(output: Path, estimate: str, several: bool) -> Path:
     """The output path of one estimate: OUT itself when only one is written, else ``NAME_<estimate>.ext``.
 
     ``denoised.zarr`` -> ``denoised_mean.zarr``, ``denoised.ome.zarr`` -> ``denoised_std.ome.zarr``,
@@ -31,12 +31,8 @@ def output_for(output: Path, estimate: str, several: bool) -> Path:
     """
     if not several:
         return output
-    name = output.name
-    lower = name.lower()
-    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
-        if lower.endswith(ext):
-            return output.with_name(f"{name[: -len(ext)]}_{estimate}{name[-len(ext):]}")
-    return output.with_name(f"{name}_{estimate}")
+    base = stem(output)
+    return output.with_name(f"{base}_{estimate}{output.name[len(base):]}")
 
 
 @command("denoise")
@@ -97,10 +93,10 @@ def denoise(
         fmt = movie_format.lower().lstrip(".")
         if fmt not in ("zarr", "ome.zarr", "tif"):
             raise SmlmdnError(f"unknown --format {movie_format!r}", "use zarr, ome.zarr or tif")
-        targets = {p: batch_output_for(p, output, f"_denoised.{fmt}") for p in paths}
+        targets = {p: output_for(p, output, f"_denoised.{fmt}") for p in paths}
     else:
         targets = {paths[0]: output}
-    outputs = {p: {name: output_for(t, name, len(names) > 1) for name in names} for p, t in targets.items()}
+    outputs = {p: {name: estimate_output(t, name, len(names) > 1) for name in names} for p, t in targets.items()}
     for outs in outputs.values():
         for path in outs.values():
             if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
