@@ -19,9 +19,10 @@ Model, in the order it is applied:
    frame 0. Optional photobleaching: after each on-period an emitter bleaches with probability
    ``1 / bleach_cycles`` (``bleach_cycles = 0``: never). On-periods cover frames partially; an
    emitter's photons in a frame are ``brightness * (fraction of the frame it was on)``, where the
-   full-frame ``brightness`` is drawn per emitter per frame from a Gamma distribution with mean
-   ``photons`` and coefficient of variation ``photons_cv`` (0.3: dipole orientation, local
-   environment, laser fluctuation).
+   full-frame ``brightness`` is drawn per emitter per frame with mean ``photons`` and coefficient of
+   variation ``photons_cv`` (0.3: dipole orientation, local environment, laser fluctuation) from a
+   Gamma distribution (``brightness="gamma"``, the default) or a lognormal one
+   (``brightness="lognormal"``: same mean and CV, heavier bright tail and more very dim frames).
 
 3. **Image.** Each spot is a pixel-integrated Gaussian (``psf_sigma`` nm) on a background of
    ``background`` photons/pixel/frame. By default the background follows a Gaussian illumination
@@ -72,6 +73,7 @@ from .psf import render_spots
 
 STRUCTURES = ("filaments", "grid", "random")
 CAMERA_TYPES = ("scmos", "emccd")
+BRIGHTNESS = ("gamma", "lognormal")
 TRUTH_COLUMNS = ["frame", "x_nm", "y_nm", "photons"]
 OUTPUT_FILES = {"movie": "movie.tif", "clean": "clean.tif", "truth": "truth.csv", "camera": "camera.json"}
 
@@ -105,9 +107,13 @@ class SimulationParams:
     """Everything that defines a simulated movie. Units: nm, frames, detected photons.
 
     ``size`` is the frame width and height in pixels; ``density`` emitters per um^2 of field;
-    ``photons`` mean detected photons per emitter per full on-frame; ``background`` mean detected
-    photons per pixel per frame; ``on_time``/``off_time`` mean dwell times in frames. ``camera``
-    overrides the default camera of ``camera_type`` (its pixel size is replaced by ``pixel_size``).
+    ``photons`` mean detected photons per emitter per full on-frame, drawn per frame from the
+    ``brightness`` distribution (``gamma`` or ``lognormal``) with coefficient of variation
+    ``photons_cv``; ``background`` mean detected photons per pixel per frame (Gaussian illumination
+    profile, or uniform with ``flat_background``); ``psf_sigma`` PSF standard deviation in nm;
+    ``on_time``/``off_time`` mean dwell times in frames (so about ``active_density`` emitters per
+    um^2 are on in a frame). ``camera`` overrides the default camera of ``camera_type`` (its pixel
+    size is replaced by ``pixel_size``).
     """
 
     frames: int = 1000
@@ -116,6 +122,7 @@ class SimulationParams:
     density: float = 20.0
     photons: float = 1000.0
     photons_cv: float = 0.3
+    brightness: str = "gamma"
     background: float = 20.0
     flat_background: bool = False
     psf_sigma: float = 130.0
@@ -160,6 +167,8 @@ class SimulationParams:
             raise bad("bleach_cycles", "0 (no bleaching) or >= 1", "give the mean number of on-periods before bleaching")
         if self.structure not in STRUCTURES:
             raise bad("structure", f"one of {', '.join(STRUCTURES)}", f"use --structure {'|'.join(STRUCTURES)}")
+        if self.brightness not in BRIGHTNESS:
+            raise bad("brightness", f"one of {', '.join(BRIGHTNESS)}", f"use --brightness {'|'.join(BRIGHTNESS)}")
         if self.camera_type not in CAMERA_TYPES:
             raise bad("camera_type", f"one of {', '.join(CAMERA_TYPES)}", f"use --camera-type {'|'.join(CAMERA_TYPES)}")
         if self.n_filaments < 1:
@@ -193,6 +202,15 @@ class SimulationParams:
     def n_emitters(self) -> int:
         """Number of emitters: density (per um^2) times field area (um^2), rounded."""
         return int(round(self.density * (self.field_nm / 1000.0) ** 2))
+
+    @property
+    def active_density(self) -> float:
+        """Expected emitters per um^2 that are on (at least partly) in a frame, in the stationary state.
+
+        An emitter's on-period of mean ``on_time`` touches ``on_time + 1`` frames on average (it
+        rarely starts and ends on frame edges), once per ``on_time + off_time`` frames.
+        """
+        return self.density * (self.on_time + 1.0) / (self.on_time + self.off_time)
 
     def get_camera(self) -> Camera:
         """The camera used: ``camera`` if given (with this pixel size), else the default of ``camera_type``."""
@@ -340,7 +358,11 @@ def _periods_to_rows(params: SimulationParams, e: np.ndarray, s: np.ndarray, end
     emitter = e[rows]
     keep = covered > 0
     frame, covered, emitter = frame[keep], covered[keep], emitter[keep]
-    if params.photons_cv > 0:
+    if params.photons_cv > 0 and params.brightness == "lognormal":
+        # log-brightness ~ N(mu, s^2) with mean exp(mu + s^2/2) = photons and CV sqrt(exp(s^2) - 1) = photons_cv
+        s2 = math.log1p(params.photons_cv**2)
+        brightness = rng.lognormal(math.log(params.photons) - 0.5 * s2, math.sqrt(s2), size=len(frame))
+    elif params.photons_cv > 0:
         k = 1.0 / params.photons_cv**2
         brightness = rng.gamma(k, params.photons / k, size=len(frame))
     else:

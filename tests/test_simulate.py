@@ -84,6 +84,35 @@ def test_photons_of_full_on_frames_have_the_requested_mean_and_spread() -> None:
     assert upper.std() / upper.mean() == pytest.approx(0.3, abs=0.06)
 
 
+@pytest.mark.parametrize("brightness, skew", [("gamma", 2 * 0.3), ("lognormal", (1 + 0.3**2 + 2) * 0.3)])
+def test_brightness_distributions_share_mean_and_cv_and_differ_in_tail(brightness: str, skew: float) -> None:
+    from smlmdn.simulate import _periods_to_rows
+
+    # 40 emitters on for all of 500 frames: every row is a full frame, photons = the drawn brightness.
+    p = SimulationParams(photons=800.0, photons_cv=0.3, brightness=brightness)
+    e = np.arange(40)
+    _, _, photons = _periods_to_rows(p, e, np.zeros(40), np.full(40, 500.0), np.random.default_rng(1))
+    assert len(photons) == 20000
+    assert photons.mean() == pytest.approx(800.0, rel=0.01)
+    assert photons.std() / photons.mean() == pytest.approx(0.3, rel=0.03)
+    z = (photons - photons.mean()) / photons.std()
+    assert (z**3).mean() == pytest.approx(skew, abs=0.12)  # gamma 2 CV = 0.6, lognormal (1 + CV^2 + 2) CV = 0.93
+
+
+def test_explicit_gamma_is_the_default_movie_and_lognormal_changes_only_photons() -> None:
+    a, b, c = simulate(tiny()), simulate(tiny(brightness="gamma")), simulate(tiny(brightness="lognormal"))
+    np.testing.assert_array_equal(a.movie, b.movie)
+    pd.testing.assert_frame_equal(a.truth[["frame", "x_nm", "y_nm"]], c.truth[["frame", "x_nm", "y_nm"]])
+    assert not np.allclose(a.truth.photons, c.truth.photons)
+
+
+def test_active_density_counts_emitters_on_per_frame() -> None:
+    p = SimulationParams(frames=400, size=64, density=10.0, on_time=3.0, off_time=57.0, structure="random", seed=3)
+    per_frame = len(make_truth(p)) / p.frames / (p.field_nm / 1000.0) ** 2
+    assert p.active_density == pytest.approx(10.0 * 4.0 / 60.0)
+    assert per_frame == pytest.approx(p.active_density, rel=0.1)
+
+
 def test_clean_is_background_plus_integrated_gaussian_spots() -> None:
     p = tiny(frames=5)
     sim = simulate(p)
@@ -174,7 +203,7 @@ def test_estimate_camera_recovers_gain_from_a_simulated_movie(camera_type: str) 
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(frames=-1), dict(frames=0), dict(size=2), dict(photons=-5.0), dict(density=float("nan")), dict(structure="spiral"), dict(camera_type="ccd"), dict(psf_sigma=0.0)],
+    [dict(frames=-1), dict(frames=0), dict(size=2), dict(photons=-5.0), dict(density=float("nan")), dict(structure="spiral"), dict(camera_type="ccd"), dict(psf_sigma=0.0), dict(brightness="poisson")],
 )
 def test_nonsense_parameters_raise(kw: dict) -> None:
     with pytest.raises(SmlmdnError):
@@ -203,7 +232,21 @@ def test_cli_simulate_writes_files_and_summary(tmp_path: Path) -> None:
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
 
 
-@pytest.mark.parametrize("bad", [["--frames", "-3"], ["--snr", "great"], ["--structure", "spiral"], ["--density", "-1"]])
+def test_cli_simulate_sets_every_grid_option(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", str(out), "--frames", "4", "--size", "12", "--density", "5", "--photons", "300", "--photons-cv", "0.5",
+            "--brightness", "lognormal", "--background", "7", "--flat-background", "--psf-sigma", "110", "--on-time", "2",
+            "--off-time", "40", "--camera-type", "emccd", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    sim = read_attrs(out / "movie.tif")["simulation"]
+    expected = dict(density=5.0, photons=300.0, photons_cv=0.5, brightness="lognormal", background=7.0, flat_background=True,
+                    psf_sigma=110.0, on_time=2.0, off_time=40.0, camera_type="emccd")
+    assert {k: sim[k] for k in expected} == expected
+    assert "on per um^2 per frame" in result.output
+
+
+@pytest.mark.parametrize("bad", [["--frames", "-3"], ["--snr", "great"], ["--structure", "spiral"], ["--density", "-1"], ["--brightness", "uniform"]])
 def test_cli_simulate_rejects_nonsense(tmp_path: Path, bad: list[str]) -> None:
     result = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--size", "8", "--frames", "2", *bad])
     assert result.exit_code == 1

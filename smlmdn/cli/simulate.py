@@ -22,7 +22,9 @@ def simulate(
     size: Annotated[Optional[int], typer.Option("--size", help="Frame width and height in pixels (default: 64).", rich_help_panel=SIM)] = None,
     pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel size in the sample plane, nm (default: 100).", rich_help_panel=SIM)] = None,
     density: Annotated[Optional[float], typer.Option("--density", help="Labelled emitters per um^2 of field of view, for every structure (default: 20).", rich_help_panel=SIM)] = None,
-    photons: Annotated[Optional[float], typer.Option("--photons", help="Mean detected photons per emitter per full on-frame (Gamma, CV 0.3) (default: from --snr).", rich_help_panel=SIM)] = None,
+    photons: Annotated[Optional[float], typer.Option("--photons", help="Mean detected photons per emitter per full on-frame (drawn per frame, see --brightness) (default: from --snr).", rich_help_panel=SIM)] = None,
+    photons_cv: Annotated[Optional[float], typer.Option("--photons-cv", help="Coefficient of variation of an emitter's photons from frame to frame; 0 = constant (default: 0.3).", rich_help_panel=SIM)] = None,
+    brightness: Annotated[Optional[str], typer.Option("--brightness", help="Distribution of the per-frame photons, same mean and CV: gamma or lognormal (heavier tails) (default: gamma).", rich_help_panel=SIM)] = None,
     background: Annotated[Optional[float], typer.Option("--background", help="Mean background, detected photons per pixel per frame (default: from --snr).", rich_help_panel=SIM)] = None,
     flat_background: Annotated[bool, typer.Option("--flat-background", help="Uniform background instead of a Gaussian illumination profile (centre 1.0, edges 0.6).", rich_help_panel=SIM)] = False,
     psf_sigma: Annotated[Optional[float], typer.Option("--psf-sigma", help="Gaussian PSF standard deviation, nm (default: 130).", rich_help_panel=SIM)] = None,
@@ -40,7 +42,7 @@ def simulate(
     """
     params = SimulationParams.preset(
         snr, frames=frames, size=size, pixel_size=pixel_size, density=density, photons=photons,
-        background=background, flat_background=flat_background or None, psf_sigma=psf_sigma, on_time=on_time,
+        photons_cv=photons_cv, brightness=brightness, background=background, flat_background=flat_background or None, psf_sigma=psf_sigma, on_time=on_time,
         off_time=off_time, structure=structure, camera_type=camera_type, seed=seed,
     )
     paths = simulate_to_dir(params, out_dir, overwrite=overwrite, progress=not quiet)
@@ -49,7 +51,8 @@ def simulate(
     cam = params.get_camera()
     typer.echo(
         f"simulated {params.frames} frames of {params.size} x {params.size} px ({params.pixel_size:g} nm), "
-        f"{params.n_emitters} emitters on {params.structure}, {n_locs} localizations in truth; "
+        f"{params.n_emitters} emitters on {params.structure} (about {params.active_density:.2g} on per um^2 per frame), "
+        f"{n_locs} localizations in truth; "
         f"{params.camera_type} camera (offset {cam.offset:g} ADU, {cam.e_per_adu:g} e-/ADU, gain {cam.em_gain:g}); "
         f"wrote {', '.join(str(p) for p in paths.values())}"
     )
