@@ -18,7 +18,8 @@ Foreign conventions, checked against each program's source and converted on writ
   import, so the provenance goes to a side file ``NAME.json`` next to the CSV.
 - **Picasso HDF5** (``.hdf5``/``.h5``): dataset ``locs``, a structured array with
   ``frame`` (uint32, 0-based), ``x, y, photons, sx, sy, bg, lpx, lpy`` (float32, pixels and
-  photons) plus ``likelihood``, ``iterations`` (Picasso's names) and ``llr``. Picasso's fitters
+  photons) plus ``likelihood``, ``iterations`` (Picasso's names), ``llr`` and the detection test's
+  ``p_value``/``p_frame`` (float64). Picasso's fitters
   place the centre of pixel ``i`` at coordinate ``i`` (pixel ``i`` covers ``[i - 0.5, i + 0.5)``),
   so ``x_picasso = x_nm / pixel_size - 0.5``; reading adds the 0.5 back. The YAML side file
   ``NAME.yaml`` (a list of documents, as Picasso writes it) holds ``Width``, ``Height``, ``Frames``,
@@ -66,6 +67,8 @@ TS_COLUMNS = [
     "loglik",
     "llr",
     "iterations",
+    "p_value",
+    "p_frame",
 ]
 _TS_TO_OURS = {
     "x [nm]": "x_nm",
@@ -80,6 +83,8 @@ _TS_TO_OURS = {
     "loglik": "loglik",
     "llr": "llr",
     "iterations": "iterations",
+    "p_value": "p_value",
+    "p_frame": "p_frame",
 }
 
 PICASSO_DTYPE = np.dtype(
@@ -96,6 +101,8 @@ PICASSO_DTYPE = np.dtype(
         ("likelihood", "f4"),
         ("iterations", "i4"),
         ("llr", "f4"),
+        ("p_value", "f8"),
+        ("p_frame", "f8"),
     ]
 )
 #: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
@@ -184,7 +191,7 @@ def _write_csv(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, 
             "bkgstd [photon]": np.sqrt(np.maximum(locs["bg"].to_numpy(), 0.0) + camera.read_noise_photons**2),
             "uncertainty [nm]": unc,
             "uncertainty_xy [nm]": unc,
-            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts.startswith("crlb") or ts in ("loglik", "llr", "iterations")},
+            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts.startswith("crlb") or ts in ("loglik", "llr", "iterations", "p_value", "p_frame")},
         }
     )[TS_COLUMNS]
     with atomic_file(path, overwrite) as tmp:
@@ -232,6 +239,8 @@ def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bo
     rec["likelihood"] = locs["loglik"].to_numpy()
     rec["iterations"] = locs["iterations"].to_numpy()
     rec["llr"] = locs["llr"].to_numpy()
+    rec["p_value"] = locs["p_value"].to_numpy()
+    rec["p_frame"] = locs["p_frame"].to_numpy()
     info = _picasso_info(locs, camera, meta)
     with atomic_file(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -352,7 +361,8 @@ def _read_picasso(path: Path) -> pd.DataFrame:
     for src, dst in (("lpx", "crlb_x_nm"), ("lpy", "crlb_y_nm")):
         if src in names:
             data[dst] = rec[src].astype(np.float64) * px
-    for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations")):
+    for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations"),
+                     ("p_value", "p_value"), ("p_frame", "p_frame")):
         if src in names:
             data[dst] = rec[src]
     attrs: dict[str, Any] = {"pixel_size_nm": px}

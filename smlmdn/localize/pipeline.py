@@ -29,8 +29,9 @@ from ..camera import Camera, check_finite
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks
 from ..progress import track
-from .detect import default_threshold, detect
+from .detect import detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
+from .glrt import benjamini_hochberg, glrt, psf_templates
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -48,9 +49,21 @@ LOC_COLUMNS = (
     "loglik",
     "llr",
     "iterations",
+    "p_value",
+    "p_frame",
 )
 
 _DTYPES = {"frame": np.int64, "iterations": np.int32}
+
+#: Band-pass significance (robust noise standard deviations) above which local maxima are proposed
+#: as candidates for the calibrated acceptance test; it only limits how many candidates are tested.
+PROPOSAL_THRESHOLD = 3.0
+#: Default false-discovery rate of the acceptance test (chosen by benchmarks/localize_grid.py).
+DEFAULT_FDR = 0.05
+#: Default number of neighbouring frames on each side pooled into the acceptance test.
+DEFAULT_POOL = 0
+#: With pooling, a localization's own frame must still reach this single-frame p-value.
+MEMBER_ALPHA = 0.05
 
 
 def empty_table() -> pd.DataFrame:
@@ -58,8 +71,11 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
 
 
-def check_settings(frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, pixel_size_nm: float, threshold: float | None) -> None:
-    """Raise :class:`SmlmdnError` for a box, PSF sigma or threshold that cannot work on frames of ``frame_shape``."""
+def check_settings(
+    frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, pixel_size_nm: float, threshold: float | None,
+    fdr: float = DEFAULT_FDR, pool: int = DEFAULT_POOL,
+) -> None:
+    """Raise :class:`SmlmdnError` for a box, PSF sigma, threshold, FDR or pooling that cannot work on frames of ``frame_shape``."""
     if not isinstance(box, (int, np.integer)) or box < 3 or box % 2 == 0:
         raise SmlmdnError(f"box must be an odd number of pixels >= 3, got {box}", "use e.g. --box 7 (odd, so the candidate pixel is the box centre)")
     if box > min(frame_shape):
@@ -81,13 +97,52 @@ def check_settings(frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, 
             "check --psf-sigma is in nm (not um or px) and --pixel-size is right",
         )
     if threshold is not None and (not np.isfinite(threshold) or threshold <= 0):
-        raise SmlmdnError(f"threshold must be > 0 (noise standard deviations), got {threshold}", "omit --threshold for the adaptive default")
+        raise SmlmdnError(f"threshold must be > 0 (noise standard deviations), got {threshold}", "omit --threshold for the calibrated default")
+    if not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
+        raise SmlmdnError(f"fdr must be a false-discovery rate in (0, 1), got {fdr}", f"use e.g. --fdr {DEFAULT_FDR:g}")
+    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or not 0 <= pool <= 5:
+        raise SmlmdnError(f"pool must be a whole number of frames from 0 to 5, got {pool}", "use --pool 0 (single frames) or 1-2")
+
+
+def _boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
+    """The ``box x box`` windows (n, B, B) of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)."""
+    ar = np.arange(box)
+    return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+
+
+def acceptance_p_values(
+    raw: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, templates: np.ndarray, *, box: int,
+    pool: int, halo_before: int, read_noise_photons: float, excess_noise: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GLRT p-values on the raw photons for candidates at frames ``t`` of the block -> ``(p, p_frame)``, each (n,).
+
+    ``raw`` (T + halos, Y, X) holds ``halo_before`` frames before the block (and up to ``pool`` after).
+    ``p_frame`` tests the candidate's own frame. With ``pool`` > 0, the test is repeated on the counts
+    summed over the frames ``t - pool .. t + pool`` (those that exist: a blink's photons pooled) and
+    ``p = min(1, 2 min(p_frame, p_pool))`` (Bonferroni over the two tests, so ``p`` stays a valid
+    p-value of "no molecule in any of these frames"); without pooling ``p = p_frame``.
+    """
+    noise = dict(read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    frame = t + halo_before
+    _, p_frame = glrt(_boxes(raw, frame, oy, ox, box), templates, **noise)
+    if pool == 0:
+        return p_frame, p_frame
+    total = np.zeros(templates.shape)
+    n_frames = np.zeros(len(t))
+    for j in range(-pool, pool + 1):
+        f = frame + j
+        ok = (f >= 0) & (f < len(raw))
+        total[ok] += _boxes(raw, f[ok], oy[ok], ox[ok], box)
+        n_frames += ok
+    _, p_pool = glrt(total, templates, n_frames=n_frames, **noise)
+    return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
 
 
 def localize_block(
-    fit_frames: np.ndarray,
+    raw: np.ndarray,
     detect_frames: np.ndarray,
     *,
+    detect_on_raw: bool,
     box: int,
     sigma_px: float,
     fit_sigma: bool,
@@ -96,39 +151,53 @@ def localize_block(
     excess_noise: float,
     pixel_size_nm: float,
     frame_offset: int = 0,
-    detect_read_noise: float = 0.0,
-    detect_excess_noise: float = 1.0,
+    halo_before: int = 0,
+    pool: int = 0,
+    fit_detect_frames: bool = False,
     fit_device: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Detect in ``detect_frames`` and fit ``fit_frames`` (both (T, Y, X) photons) -> (table, counts).
+    """Propose candidates in ``detect_frames``, test them on ``raw`` and fit them -> (table, counts).
 
-    ``read_noise_photons``/``excess_noise`` describe the noise of ``fit_frames``,
-    ``detect_read_noise``/``detect_excess_noise`` that of ``detect_frames``. ``fit_device``: None fits
-    with the numba kernels on the CPU; a torch device (``"cuda"``, ``"cpu"``) fits with the torch port
-    (:mod:`smlmdn.localize.fit_torch`, same model and results).
+    ``raw`` (T_halo, Y, X): raw detected photons of the block's ``T`` frames plus ``halo_before``
+    frames before and up to ``pool`` after (for the pooled test, see :func:`acceptance_p_values`);
+    ``read_noise_photons``/``excess_noise`` describe its camera noise. ``detect_frames`` (T, Y, X):
+    the movie to propose candidates on (``detect_on_raw``: the block's own raw frames, filtered with
+    the camera noise model; else a denoised movie). With ``fit_detect_frames`` the fit uses it too
+    (the 'denoised' mode, plain Poisson model), else the raw photons. ``threshold``: band-pass
+    significance of a candidate (see :func:`smlmdn.localize.detect.detect`). Every fitted candidate
+    gets ``p_value`` and ``p_frame``; the movie-wide FDR decision is made by :func:`localize`.
+    ``fit_device``: None fits with the numba kernels on the CPU; a torch device (``"cuda"``,
+    ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
-    cand = detect(detect_frames, sigma_px, box, threshold, read_noise_photons=detect_read_noise, excess_noise=detect_excess_noise)
+    own = raw[halo_before : halo_before + len(detect_frames)]
+    detect_noise = (read_noise_photons, excess_noise) if detect_on_raw else (0.0, 1.0)
+    cand = detect(detect_frames, sigma_px, box, threshold, read_noise_photons=detect_noise[0], excess_noise=detect_noise[1])
     counts = {"n_candidates": len(cand), "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     if len(cand) == 0:
         return empty_table(), counts
-    _, ny, nx = fit_frames.shape
+    _, ny, nx = own.shape
     r = box // 2
     oy = np.clip(cand.row - r, 0, ny - box)
     ox = np.clip(cand.col - r, 0, nx - box)
-    ar = np.arange(box)
-    spots = fit_frames[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+    templates = psf_templates(cand.col - ox + 0.5, cand.row - oy + 0.5, sigma_px, box)
+    p_value, p_frame = acceptance_p_values(
+        raw, cand.frame, oy, ox, templates, box=box, pool=pool, halo_before=halo_before,
+        read_noise_photons=read_noise_photons, excess_noise=excess_noise,
+    )
+    fit_frames = detect_frames if fit_detect_frames else own
+    fit_noise = (0.0, 1.0) if fit_detect_frames else (read_noise_photons, excess_noise)
+    spots = _boxes(fit_frames, cand.frame, oy, ox, box)
     if fit_device is None:
-        res = fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+        res = fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=fit_noise[0], excess_noise=fit_noise[1])
     else:
         from .fit_torch import fit_spots_torch
 
-        res = fit_spots_torch(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=read_noise_photons,
-                              excess_noise=excess_noise, device=fit_device)
+        res = fit_spots_torch(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=fit_noise[0],
+                              excess_noise=fit_noise[1], device=fit_device)
     good = (res.status == CONVERGED) & np.isfinite(res.crlb[:, 0]) & np.isfinite(res.crlb[:, 1]) & (res.theta[:, 2] > 0)
     counts["n_dropped_outside"] = int(np.sum(res.status == OUTSIDE))
     counts["n_dropped_nonconverged"] = int(np.sum(~good) - counts["n_dropped_outside"])
     th, cr = res.theta[good], res.crlb[good]
-    sigma_nm = th[:, 4] * pixel_size_nm
     table = pd.DataFrame(
         {
             "frame": (cand.frame[good] + frame_offset).astype(np.int64),
@@ -136,7 +205,7 @@ def localize_block(
             "y_nm": (th[:, 1] + oy[good]) * pixel_size_nm,
             "photons": th[:, 2],
             "bg": th[:, 3],
-            "sigma_nm": sigma_nm,
+            "sigma_nm": th[:, 4] * pixel_size_nm,
             "crlb_x_nm": cr[:, 0] * pixel_size_nm,
             "crlb_y_nm": cr[:, 1] * pixel_size_nm,
             "crlb_photons": cr[:, 2],
@@ -144,6 +213,8 @@ def localize_block(
             "loglik": res.loglik[good],
             "llr": res.llr[good],
             "iterations": res.iterations[good].astype(np.int32),
+            "p_value": p_value[good],
+            "p_frame": p_frame[good],
         }
     )
     return table, counts
@@ -166,16 +237,16 @@ def _fit_device(device: str) -> str | None:
 
 
 def _localize_task(
-    raw: np.ndarray, det: np.ndarray | None, fitting_denoised: bool, frame_offset: int, settings: dict[str, Any]
+    raw: np.ndarray, det: np.ndarray | None, frame_offset: int, halo_before: int, n_block: int, settings: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One block: check the pixels, detect (on ``det`` if given, else ``raw``) and fit; runs on a worker."""
-    b1 = frame_offset + len(raw)
-    raw = check_finite(np.asarray(raw, dtype=np.float32), f"frames {frame_offset}-{b1 - 1}")
-    if det is None:
-        det = raw
-    else:
-        det = check_finite(np.asarray(det, dtype=np.float32), f"(denoised) frames {frame_offset}-{b1 - 1}")
-    return localize_block(det if fitting_denoised else raw, det, frame_offset=frame_offset, **settings)
+    """One block of ``n_block`` frames: check the pixels, propose (on ``det`` if given, else the raw
+    block), test and fit; runs on a worker. ``raw`` holds the block plus ``halo_before`` frames before
+    it and the pooling halo after it."""
+    where = f"frames {frame_offset - halo_before}-{frame_offset - halo_before + len(raw) - 1}"
+    raw = check_finite(np.asarray(raw, dtype=np.float32), where)
+    on_raw = det is None
+    det = raw[halo_before : halo_before + n_block] if on_raw else check_finite(np.asarray(det, dtype=np.float32), f"(denoised) {where}")
+    return localize_block(raw, det, detect_on_raw=on_raw, frame_offset=frame_offset, halo_before=halo_before, **settings)
 
 
 def localize(
@@ -188,22 +259,35 @@ def localize(
     psf_sigma_nm: float = 130.0,
     fit_sigma: bool = False,
     threshold: float | None = None,
+    fdr: float = DEFAULT_FDR,
+    pool: int = DEFAULT_POOL,
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Localize molecules in ``photons`` (T, Y, X) detected photons (raw), block by block.
 
-    ``detect_on``: an optional movie of the same shape (e.g. the denoised photons) to detect on;
-    ``fit_on``: ``"raw"`` fits ``photons`` (hybrid when ``detect_on`` is given), ``"detect"`` fits
-    the detection movie (the 'denoised' mode). ``box``: odd fit-window side in pixels;
-    ``psf_sigma_nm``: PSF standard deviation (fixed, or the start value with ``fit_sigma``);
-    ``threshold``: detection significance in robust noise standard deviations (None: adaptive
-    default, see :mod:`smlmdn.localize.detect`). ``device``: ``cpu`` (numba kernels), ``cuda`` (the
-    torch fitter on the GPU) or ``auto`` (CUDA when torch sees one, else the CPU).
+    Candidates are proposed as local maxima of a band-passed frame, tested on the raw photon counts
+    by a generalized likelihood-ratio test (:mod:`smlmdn.localize.glrt`, Smith et al. 2015) and
+    accepted by Benjamini-Hochberg control of the false-discovery rate ``fdr`` over every pixel of
+    the movie; the accepted ones are fitted. ``pool`` > 0 also tests the counts summed over the
+    frames ``t - pool .. t + pool`` (a blink's photons pooled); a localization then still needs its
+    own frame's p-value below :data:`MEMBER_ALPHA`, so a blink does not spill into frames where the
+    molecule is off. ``threshold`` (expert override): accept every candidate above this band-pass
+    significance instead (robust noise standard deviations; no FDR control).
+
+    ``detect_on``: an optional movie of the same shape (e.g. the denoised photons) to propose
+    candidates on; ``fit_on``: ``"raw"`` fits ``photons`` (hybrid when ``detect_on`` is given),
+    ``"detect"`` fits the detection movie (the 'denoised' mode). The acceptance test always uses the
+    raw photons, so a candidate the denoiser invented without photons behind it is rejected.
+    ``box``: odd fit-window side in pixels; ``psf_sigma_nm``: PSF standard deviation (fixed, or the
+    start value with ``fit_sigma``). ``device``: ``cpu`` (numba kernels), ``cuda`` (the torch
+    fitter on the GPU) or ``auto`` (CUDA when torch sees one, else the CPU).
 
     Returns a DataFrame with :data:`LOC_COLUMNS` (nm, photoelectrons, 0-based frames) and ``attrs``
-    ``n_candidates``, ``n_dropped_nonconverged``, ``n_dropped_outside``, ``movie_shape``,
-    ``pixel_size_nm`` and the settings used. Memory: one frame block (of each input) at a time.
+    ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
+    ``n_dropped_outside``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: one
+    frame block (of each input) at a time, plus the fitted candidates until the FDR decision.
+    Raises :class:`SmlmdnError` for settings that cannot work (see :func:`check_settings`).
     """
     if not isinstance(photons, da.Array):
         photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
@@ -220,32 +304,26 @@ def localize(
                 "denoise this same movie (same frames and size) or pass the matching --denoised file",
             )
         detect_on = detect_on.rechunk(photons.chunks)
-    elif fit_on == "detect":
-        fit_on = "raw"  # no separate detection movie: 'detect' is the raw movie
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
-    check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold)
+    check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool)
     sigma_px = psf_sigma_nm / pixel_size
-    thr = default_threshold(sigma_px) if threshold is None else float(threshold)
+    calibrated = threshold is None
+    thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
-    # The camera noise model applies to raw photons only; a denoised estimate has neither read noise
-    # nor EMCCD excess noise in that form, so its fit uses the plain Poisson model (see module docs).
-    read_noise = 0.0 if fitting_denoised else camera.read_noise_photons
-    excess = 1.0 if fitting_denoised else camera.excess_noise
-    det_read_noise = camera.read_noise_photons if detect_on is None else 0.0
-    det_excess = camera.excess_noise if detect_on is None else 1.0
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
     settings = dict(
-        fit_device=_fit_device(device),
-        box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr, read_noise_photons=read_noise, excess_noise=excess,
-        pixel_size_nm=pixel_size, detect_read_noise=det_read_noise, detect_excess_noise=det_excess,
+        fit_device=_fit_device(device), box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
+        read_noise_photons=camera.read_noise_photons, excess_noise=camera.excess_noise, pixel_size_nm=pixel_size,
+        pool=pool, fit_detect_frames=fitting_denoised,
     )
 
     def task(i: int, b0: int, b1: int) -> Any:
+        h0, h1 = max(0, b0 - pool), min(t, b1 + pool)
         det = None if detect_on is None else detect_on[b0:b1]
-        return dask.delayed(_localize_task)(photons[b0:b1], det, fitting_denoised, b0, settings)
+        return dask.delayed(_localize_task)(photons[h0:h1], det, b0, b0 - h0, b1 - b0, settings)
 
     # Blocks run in parallel on the active dask scheduler (threads, or dask.distributed workers);
     # a denoiser reading the raw movie shares those reads with the fit inside one task.
@@ -259,22 +337,30 @@ def localize(
             found += len(table)
             advance(b1 - b0, locs=found)
     locs = pd.concat(tables, ignore_index=True) if tables else empty_table()
+    n_fitted = len(locs)
+    if calibrated:
+        keep = benjamini_hochberg(locs["p_value"].to_numpy(), t * ny * nx, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
+        locs = locs[keep].reset_index(drop=True)
     mode = "raw" if detect_on is None else ("denoised" if fitting_denoised else "hybrid")
     attrs: dict[str, Any] = {
         **totals,
+        "n_rejected": n_fitted - len(locs),
         "mode": mode,
         "movie_shape": [int(t), int(ny), int(nx)],
         "pixel_size_nm": pixel_size,
         "box": int(box),
         "psf_sigma_nm": float(psf_sigma_nm),
         "fit_sigma": bool(fit_sigma),
+        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {t * ny * nx} pixels" if calibrated else f"band-pass threshold {thr:g}",
+        "fdr": float(fdr) if calibrated else None,
+        "pool": int(pool),
         "threshold": thr,
     }
     locs.attrs.update(attrs)
     if len(locs) == 0:
         warnings.warn(
-            f"no molecules found in {t} frames ({totals['n_candidates']} candidates above threshold {thr:.2g}): "
-            "check the camera numbers, --psf-sigma and --threshold",
+            f"no molecules found in {t} frames ({totals['n_candidates']} candidates, {attrs['n_rejected']} rejected by the "
+            f"acceptance test, {attrs['acceptance']}): check the camera numbers and --psf-sigma",
             stacklevel=2,
         )
     return locs
