@@ -11,11 +11,15 @@ from __future__ import annotations
 import functools
 import glob as globmod
 import json
+import logging
 import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,49 +46,200 @@ def frames_per_block(frame_shape: tuple[int, ...], itemsize: int, block_bytes: i
 
 # --------------------------------------------------------------------------------------------- read
 
+#: Smallest frame side smlmdn works with (px): a fit box is 7 px and detection needs a margin.
+MIN_FRAME_PX = 8
+GLOB_CHARS = "*?["
 
-def open_movie(path: str | Path, block_frames: int | None = None) -> da.Array:
+_FRAMES: ContextVar[tuple[slice, frozenset[str]] | None] = ContextVar("smlmdn_frames", default=None)
+
+
+def parse_frames(text: str) -> slice:
+    """``"START:STOP"`` (0-based, STOP exclusive, either may be omitted) -> ``slice(START, STOP)``.
+
+    Raises SmlmdnError for anything else (negative numbers, a step, START >= STOP).
+    """
+    parts = text.strip().split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        stop = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise SmlmdnError(f"--frames {text!r} is not a range START:STOP", "give e.g. --frames 0:60 (frames 0 to 59)") from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise SmlmdnError(f"--frames {text!r} is empty or negative", "give 0 <= START < STOP, e.g. --frames 0:60")
+    return slice(start, stop)
+
+
+def _input_key(path: str | Path) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+@contextmanager
+def frame_range(frames: slice | None, inputs: Iterable[str | Path]) -> Iterator[None]:
+    """While active, :func:`open_movie` reads only ``frames`` of the movies named in ``inputs``.
+
+    ``inputs`` are paths or glob patterns as given on the command line (the command's MOVIE
+    arguments); other files a command opens (denoised movies, intermediate stores) are not cut.
+    This is how ``--frames START:STOP`` reaches every command that reads a movie.
+    """
+    if frames is None:
+        yield
+        return
+    keys = set()
+    for item in inputs:
+        text = os.fspath(item)
+        matches = globmod.glob(text) if any(ch in text for ch in GLOB_CHARS) and not Path(text).exists() else [text]
+        keys.update(_input_key(m) for m in matches)
+    token = _FRAMES.set((frames, frozenset(keys)))
+    try:
+        yield
+    finally:
+        _FRAMES.reset(token)
+
+
+def frame_offset() -> int:
+    """First frame of the active ``--frames`` range (0 when none): add it to frame numbers in outputs
+    so that they count frames of the whole movie."""
+    active = _FRAMES.get()
+    return int(active[0].start or 0) if active else 0
+
+
+def natural_key(path: str | Path) -> tuple:
+    """Sort key that orders ``frame_2.tif`` before ``frame_10.tif`` (digit runs compare as numbers)."""
+    name = os.fspath(path)
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part)
+
+
+def natural_sorted(paths: Iterable[str | Path]) -> list[Path]:
+    """``paths`` as Paths in natural order (see :func:`natural_key`)."""
+    return sorted((Path(p) for p in paths), key=natural_key)
+
+
+@dataclass
+class MovieSource:
+    """What :func:`open_movie` found: the frames, where they come from and what the metadata promise.
+
+    ``array`` is (T, Y, X) with the *complete* frames only; ``frames_promised`` is what the
+    metadata or the file size promise (None if nothing does); ``files`` lists the files read, in
+    order; ``notes`` are facts worth telling the user (files skipped, series ignored);
+    ``camera`` holds camera numbers found in the movie's metadata (Picasso YAML).
+    """
+
+    array: da.Array
+    path: str
+    layout: str
+    files: list[str] = field(default_factory=list)
+    frames_promised: int | None = None
+    notes: list[str] = field(default_factory=list)
+    camera: dict[str, float] = field(default_factory=dict)
+    cut: bool = False
+
+    @property
+    def frames_complete(self) -> int:
+        """Frames whose pixel data are wholly in the file(s)."""
+        return int(self.array.shape[0])
+
+    @property
+    def truncated(self) -> bool:
+        """True when the file was cut short or holds fewer complete frames than promised."""
+        return self.cut or (self.frames_promised is not None and self.frames_promised > self.frames_complete)
+
+    def truncation_message(self) -> str:
+        """``movie X is truncated: frames 0-59 of 100 are complete`` (or what is known of it)."""
+        c = self.frames_complete
+        if self.frames_promised is not None and self.frames_promised > c:
+            have = f"frames 0-{c - 1} of {self.frames_promised} are complete" if c else f"none of its {self.frames_promised} frames is complete"
+        else:
+            have = f"the file is cut short; only frames 0-{c - 1} are complete" if c else "the file is cut short; no frame is complete"
+        return f"movie {self.path} is truncated: {have}"
+
+
+def open_movie(path: str | Path, block_frames: int | None = None, frames: slice | None = None) -> da.Array:
     """Open a movie lazily as a dask array (T, Y, X) chunked by whole-frame blocks.
 
-    Supports TIFF/BigTIFF/OME-TIFF/ImageJ hyperstacks (singleton axes squeezed), a folder or glob
-    of TIFF files concatenated along T (sorted by name, as Micro-Manager writes them), Zarr v2/v3
-    arrays, OME-Zarr groups (resolution level 0) and ``.npy`` files (memory-mapped).
-    ``block_frames`` sets frames per chunk (default: about 32 MB per chunk).
+    Layouts: TIFF/BigTIFF/OME-TIFF/ImageJ hyperstacks (singleton axes squeezed), multi-file
+    OME-TIFF (Micro-Manager ``*_MMStack_Pos0.ome.tif``, ``*_Pos0_1.ome.tif``: read once, in
+    acquisition order, from any member or their folder), a folder of TIFF files concatenated along T
+    in natural name order (``frame_2`` before ``frame_10``), Zarr v2/v3 arrays, OME-Zarr (level 0),
+    ``.npy`` (memory-mapped) and Picasso ``.raw`` + ``.yaml`` (memory-mapped). A glob pattern must
+    match exactly one movie (several are a batch: see :func:`smlmdn.batch.expand_inputs`).
+
+    ``frames`` (a slice of frame numbers, default: the active ``--frames`` range for command-line
+    inputs, else all) selects frames. ``block_frames`` sets frames per chunk (default: about 32 MB).
+    A movie with fewer complete frames than its metadata or file size promise (a truncated file) is
+    refused unless ``frames`` lies within the complete part. Raises SmlmdnError naming the problem.
     """
-    text = str(path)
+    return inspect_movie(path, block_frames=block_frames, frames=frames).array
+
+
+def inspect_movie(path: str | Path, block_frames: int | None = None, frames: slice | None = None) -> MovieSource:
+    """Like :func:`open_movie`, but returns the :class:`MovieSource` (layout, files, notes, camera)."""
+    text = os.fspath(path)
     p = Path(text)
-    if any(ch in text for ch in "*?[") and not p.exists():
-        files = sorted(globmod.glob(text))
-        if not files:
+    if any(ch in text for ch in GLOB_CHARS) and not p.exists():
+        matches = movie_groups(globmod.glob(text))
+        if not matches:
             raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
-        arr = _open_tiff_sequence([Path(f) for f in files], block_frames)
-    elif not p.exists():
+        if len(matches) > 1:
+            raise SmlmdnError(
+                f"the pattern {text} matches {len(matches)} movies; a pattern is a batch of movies, and this reads one",
+                "pass the folder to read its TIFF files as one movie in name order, or run the batch commands "
+                "(denoise, localize) on the pattern",
+            )
+        p = matches[0]
+    if not p.exists():
         raise SmlmdnError(f"movie {p} does not exist", "check the path")
-    elif p.is_dir() and not _is_zarr(p):
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in TIFF_SUFFIXES)
+    if frames is None:
+        active = _FRAMES.get()
+        if active and (_input_key(text) in active[1] or _input_key(p) in active[1]):
+            frames = active[0]
+    if p.is_dir() and not _is_zarr(p):
+        files = [f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(TIFF_SUFFIXES)]
         if not files:
             raise SmlmdnError(f"folder {p} holds no TIFF files and is not a Zarr store", "point to a movie file")
-        arr = _open_tiff_sequence(files, block_frames)
+        src = _open_tiff_folder(p, files, block_frames)
     elif _is_zarr(p):
-        arr = _open_zarr(p)
+        src = MovieSource(_open_zarr(p), text, "zarr", [text])
     elif p.suffix.lower() == ".npy":
         try:
             arr = da.from_array(FileArray("npy", str(p.resolve())), chunks=-1, asarray=False)
         except Exception as exc:  # noqa: BLE001
             raise SmlmdnError(f"{p} is not a readable .npy file ({exc})", "re-save it with numpy.save") from exc
-    elif p.suffix.lower() in TIFF_SUFFIXES:
-        arr = _open_tiff(p, block_frames)
+        src = MovieSource(arr, text, "npy", [text])
+    elif p.suffix.lower() == ".raw":
+        src = _open_picasso_raw(p, block_frames)
+    elif p.name.lower().endswith(TIFF_SUFFIXES):
+        src = _open_tiff(p, block_frames)
     else:
         raise SmlmdnError(
             f"unknown movie format {p.suffix or '(no suffix)'} for {p}",
-            "use a TIFF, Zarr/OME-Zarr or .npy movie",
+            "use a TIFF, Zarr/OME-Zarr, .npy or Picasso .raw (+ .yaml) movie",
         )
-    arr = _as_tyx(arr, p)
+    src.path = text
+    arr = src.array = _as_tyx(src.array, p)
     if arr.size == 0 or arr.shape[0] == 0:
+        if src.truncated:
+            raise SmlmdnError(src.truncation_message(), "recover the file (re-export or copy it again); nothing in it can be read")
         raise SmlmdnError(f"movie {p} is empty (shape {arr.shape})", "check that the acquisition saved any frames")
+    if min(arr.shape[1:]) < MIN_FRAME_PX:
+        raise SmlmdnError(f"the frames of {p} are too small ({arr.shape[1]} x {arr.shape[2]} px)",
+                          f"smlmdn needs frames of at least {MIN_FRAME_PX} x {MIN_FRAME_PX} px; check the file holds a movie")
+    start, stop = (0, None) if frames is None else (int(frames.start or 0), frames.stop)
+    complete = int(arr.shape[0])
+    if src.truncated and (stop is None or stop > complete):
+        raise SmlmdnError(src.truncation_message(), f"pass --frames 0:{complete} to use the complete part, or recover the whole file")
+    if stop is not None and stop > complete:
+        raise SmlmdnError(f"--frames {start}:{stop} asks for frames beyond the end of {p} ({complete} frames)",
+                          f"give a range within 0:{complete}")
+    if start >= complete:
+        raise SmlmdnError(f"--frames {start}:{stop if stop is not None else ''} starts after the end of {p} ({complete} frames)",
+                          f"give a range within 0:{complete}")
+    arr = arr[start:stop]
     if block_frames is None:
         block_frames = frames_per_block(arr.shape[1:], arr.dtype.itemsize)
-    return arr.rechunk((min(block_frames, arr.shape[0]), arr.shape[1], arr.shape[2]))
+    src.array = arr.rechunk((min(block_frames, arr.shape[0]), arr.shape[1], arr.shape[2]))
+    return src
 
 
 def _is_zarr(p: Path) -> bool:
@@ -94,46 +249,267 @@ def _is_zarr(p: Path) -> bool:
 class FileArray:
     """A picklable stand-in for an array in a file: it carries only the path, and each process opens
     the file itself on first access (cached), so dask graphs can be shipped to dask.distributed
-    workers without open file handles or memory-mapped data inside them."""
+    workers without open file handles or memory-mapped data inside them.
 
-    def __init__(self, kind: str, path: str, series: int = 0) -> None:
-        self.kind, self.path, self.series = kind, path, series
+    ``kind`` is ``npy``, ``tiff`` (``series`` of a TIFF via tifffile's Zarr store), ``pages``
+    (the first ``layout[0]`` pages of a TIFF) or ``raw`` (headerless pixels: ``layout`` =
+    (byte offset, shape, dtype string), memory-mapped).
+    """
+
+    def __init__(self, kind: str, path: str, series: int = 0, layout: tuple | None = None) -> None:
+        self.kind, self.path, self.series, self.layout = kind, path, series, layout
         st = os.stat(path)
         self.stamp = (st.st_mtime_ns, st.st_size)  # a rewritten file is opened afresh, not from the cache
-        source = _open_source(kind, path, series, self.stamp)
+        source = _open_source(kind, path, series, self.stamp, layout)
         self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp)[key])
+        try:
+            return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp, self.layout)[key])
+        except SmlmdnError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file changed or broken after it was opened
+            raise SmlmdnError(f"cannot read pixels of {self.path} ({type(exc).__name__}: {exc})",
+                              "check the file is complete and was not changed while reading") from None
 
     def __reduce__(self) -> tuple:
-        return FileArray, (self.kind, self.path, self.series)
+        return FileArray, (self.kind, self.path, self.series, self.layout)
 
 
 @functools.lru_cache(maxsize=64)
-def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int]) -> Any:  # noqa: ARG001 - stamp keys the cache
+def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None) -> Any:  # noqa: ARG001 - stamp keys the cache
     """The array behind a :class:`FileArray`, opened once per process (and per file version)."""
     if kind == "npy":
         return np.load(path, mmap_mode="r")
+    if kind == "raw":
+        offset, shape, dtype = layout
+        return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
     import tifffile
     import zarr
+
+    if kind == "pages":  # the first n pages of a TIFF whose series tifffile could not build
+        return _TiffPages(path, layout[0])
 
     return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
 
 
-def _open_tiff(p: Path, block_frames: int | None = None) -> da.Array:
-    try:
+class _TiffPages:
+    """The first ``n`` pages of a TIFF as an array (n, Y, X), read page by page with tifffile."""
+
+    def __init__(self, path: str, n: int) -> None:
         import tifffile
 
+        self.tif = tifffile.TiffFile(path)
+        page = self.tif.pages.first
+        self.shape, self.dtype = (n, *page.shape[-2:]), page.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        frames = range(self.shape[0])[key[0]]
+        if isinstance(frames, int):
+            return self.tif.pages[frames].asarray()[key[1:]]
+        data = np.stack([self.tif.pages[i].asarray() for i in frames]) if len(frames) else np.zeros((0, *self.shape[1:]), self.dtype)
+        return data[(slice(None), *key[1:])]
+
+
+class _TiffLog(logging.Handler):
+    """Keeps tifffile's log messages (about broken files) for our error messages instead of
+    letting them leak onto stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        del self.messages[:-100]
+
+
+_TIFF_LOG = _TiffLog()
+_tifffile_logger = logging.getLogger("tifffile")
+_tifffile_logger.addHandler(_TIFF_LOG)
+_tifffile_logger.propagate = False
+
+
+def _tiff_error(p: Path, exc: BaseException) -> SmlmdnError:
+    text = f"{type(exc).__name__}: {exc}"
+    if "imagecodecs" in str(exc):
+        return SmlmdnError(f"cannot decode TIFF {p} ({exc})", "install imagecodecs (pip install imagecodecs), or re-save the movie uncompressed")
+    return SmlmdnError(f"cannot read TIFF {p} ({text})", "check the file is a complete, uncorrupted TIFF")
+
+
+def _ome_binary_only(tif: Any, p: Path) -> Path | None:
+    """The metadata file named by a Micro-Manager/OME ``BinaryOnly`` member, if it exists beside ``p``."""
+    desc = tif.pages.first.description if len(tif.pages) else ""
+    match = re.search(r"<BinaryOnly[^>]*MetadataFile=\"([^\"]+)\"", desc or "")
+    if not match:
+        return None
+    target = p.parent / match.group(1)
+    return target if target.is_file() and target.resolve() != p.resolve() else None
+
+
+def tiff_members(path: str | Path) -> set[str]:
+    """Real paths of the files the movie in the TIFF ``path`` reads (itself, plus the other members of
+    a multi-file OME-TIFF series); an unreadable file gives just itself."""
+    import tifffile
+
+    p = Path(path)
+    members = {_input_key(p)}
+    if ".ome." not in p.name.lower():  # only OME-XML makes a series span files
+        return members
+    try:
         with tifffile.TiffFile(p) as tif:
-            sizes = [s.size for s in tif.series]
-            index = int(np.argmax(sizes))  # the movie, not a thumbnail or label image
-            axes = tif.series[index].axes
-        source = FileArray("tiff", str(p.resolve()), index)
+            master = _ome_binary_only(tif, p)
+            if master is not None:
+                return members | tiff_members(master)
+            if tif.is_ome and tif.series:
+                series = tif.series[_movie_series(tif, p)[0]]
+                for page in series.pages:
+                    if page is not None:
+                        members.add(_input_key(page.parent.filehandle.path))
+    except Exception:  # noqa: BLE001 - reported when the file itself is opened
+        pass
+    return members
+
+
+def movie_groups(paths: Iterable[str | Path]) -> list[Path]:
+    """The movies among ``paths`` (natural order): a file that belongs to another listed file's
+    multi-file OME-TIFF series is dropped, since opening that file reads it already."""
+    files = natural_sorted(dict.fromkeys(os.fspath(p) for p in paths))
+    tiffs = [f for f in files if f.is_file() and f.name.lower().endswith(TIFF_SUFFIXES)]
+    members = {f: tiff_members(f) for f in tiffs}
+    keep: list[Path] = []
+    covered: set[str] = set()
+    # Masters first (files whose series spans most files), then the rest in natural order.
+    for f in sorted(files, key=lambda f: (-len(members.get(f, ())), natural_key(f))):
+        if _input_key(f) in covered:
+            continue
+        keep.append(f)
+        covered |= members.get(f, {_input_key(f)})
+    return natural_sorted(keep)
+
+
+def _movie_series(tif: Any, p: Path) -> tuple[int, list[str]]:
+    """Which series of a TIFF is the movie, by rule: the largest series; the others must be small
+    side images (thumbnails, previews: another frame size and at most 1 frame), else refuse."""
+    series = list(tif.series)
+    sizes = [s.size for s in series]
+    index = int(np.argmax(sizes))
+    main = series[index]
+    notes = []
+    for i, s in enumerate(series):
+        if i == index:
+            continue
+        frames = int(np.prod(s.shape[:-2])) if len(s.shape) > 2 else 1
+        if frames > 1 or tuple(s.shape[-2:]) == tuple(main.shape[-2:]):
+            raise SmlmdnError(
+                f"{p} holds {len(series)} image series (e.g. positions) of shapes {[tuple(x.shape) for x in series]}",
+                "export each position/series to its own file (e.g. Fiji: Bio-Formats import, one series at a time)",
+            )
+        notes.append(f"ignored series {i} of {p.name} (shape {tuple(s.shape)}: a thumbnail or preview)")
+    return index, notes
+
+
+def _frames_promised(tif: Any, series: Any) -> int:
+    """Frames the TIFF's metadata promise: tifffile's series shape, ImageJ ``images``, shaped metadata."""
+    counts = [int(np.prod([n for ax, n in zip(series.axes, series.shape) if ax not in "YXS"]))]
+    if tif.is_imagej and tif.imagej_metadata:
+        counts.append(int(tif.imagej_metadata.get("images", 0) or 0))
+    if tif.is_shaped and tif.shaped_metadata:
+        shape = tif.shaped_metadata[0].get("shape", [])
+        if len(shape) > 2:
+            counts.append(int(np.prod(shape[:-2])))
+    return max(counts)
+
+
+def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tuple[int, int, bool, tuple | None]:
+    """(complete frames, promised frames, cut short, raw layout or None) of a TIFF series.
+
+    A frame is complete when its pixel data lie wholly inside its file. Uncompressed data stored as
+    one contiguous block (ImageJ stacks, tifffile's own files) are measured against the file size;
+    when such a file is cut, its frame index (IFDs, written after the data) may be lost with it: the
+    first missing IFD offset then tells how many frames were written, and the complete frames are
+    memory-mapped (``layout`` = (offset, shape, dtype)). Other series are checked page by page.
+    """
+    page0 = tif.pages.first
+    size = tif.filehandle.size
+    bad_offsets = [int(m) for text in log for m in re.findall(r"invalid page offset (\d+)", text)]
+    cut = bool(bad_offsets) or any("invalid value offset" in text or "corrupted" in text for text in log)
+    offset = series.dataoffset
+    if offset is None and tif.is_imagej and page0.is_contiguous:
+        offset = page0.is_contiguous[0]  # ImageJ always writes its stacks contiguously
+    if offset is not None and page0.compression == 1 and page0.dtype is not None:
+        frame_bytes = int(np.prod(page0.shaped)) * page0.dtype.itemsize
+        for bad in bad_offsets:  # tifffile's layout: frames, then their IFDs
+            if bad > offset and (bad - offset) % frame_bytes == 0:
+                promised = max(promised, (bad - offset) // frame_bytes)
+        complete = int(min(promised, (size - offset) // frame_bytes))
+        layout = None
+        if (complete < promised or cut) and page0.samplesperpixel == 1:
+            layout = ("raw", int(offset), (complete, int(page0.imagelength), int(page0.imagewidth)),
+                      page0.dtype.newbyteorder(tif.byteorder).str)
+        return complete, promised, cut, layout
+    pages = list(series.pages)
+    by_page = False
+    if cut and len(tif.pages) > len(pages):
+        # tifffile gave up on the series of a cut file: the pages that are left are the frames
+        shape = tuple(page0.shape)
+        pages = []
+        for page in tif.pages:
+            if page is None or tuple(page.shape) != shape:
+                break
+            pages.append(page)
+        by_page = True
+    complete = 0
+    for page in pages:
+        if page is None:
+            break
+        try:
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            limit = page.parent.filehandle.size
+        except Exception:  # noqa: BLE001 - a page tifffile could not parse
+            break
+        if end > limit or 0 in page.databytecounts:
+            break
+        complete += 1
+    return complete, promised, cut, ("pages", complete) if by_page else None
+
+
+def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
+    import tifffile
+
+    start = len(_TIFF_LOG.messages)
+    try:
+        with tifffile.TiffFile(p) as tif:
+            master = _ome_binary_only(tif, p)
+            if master is not None:
+                src = _open_tiff(master, block_frames)
+                src.notes.insert(0, f"{p.name} holds only pixels of the multi-file OME-TIFF {master.name}: read from {master.name}")
+                return src
+            if not tif.series:
+                raise SmlmdnError(f"TIFF {p} holds no image series", "check the file is a complete, uncorrupted TIFF")
+            index, notes = _movie_series(tif, p)
+            series = tif.series[index]
+            axes = series.axes
+            files = list(dict.fromkeys(page.parent.filehandle.path for page in series.pages if page is not None))
+            complete, promised, cut, raw_layout = _tiff_complete(tif, series, _frames_promised(tif, series),
+                                                                 _TIFF_LOG.messages[start:])
+            kind = "ImageJ TIFF" if tif.is_imagej else "OME-TIFF" if tif.is_ome else "TIFF"
+            tif_shape = tif.pages.first.shape
+        if raw_layout is not None:
+            if complete == 0:
+                yx = tuple(tif_shape[-2:])
+                return MovieSource(da.zeros((0, *yx), np.uint16), str(p), kind, [str(p)], promised, notes, cut=True)
+            source = FileArray(raw_layout[0], str(p.resolve()), layout=raw_layout[1:])
+            axes = "TYX"
+        else:
+            source = FileArray("tiff", str(p.resolve()), index)
+        if complete > 0:
+            source[(0,) * (source.ndim - 2)]  # decode one frame now: a missing codec fails here, not in a worker
+    except SmlmdnError:
+        raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
-        raise SmlmdnError(
-            f"cannot read TIFF {p} ({type(exc).__name__}: {exc})", "check the file is a complete, uncorrupted TIFF"
-        ) from exc
+        raise _tiff_error(p, exc) from exc
     # A time series is read a whole block per task (not a page per task: thousands of tiny tasks
     # cost more than the reading on a distributed scheduler); other stacks page by page.
     if source.ndim == 3:
@@ -141,18 +517,98 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> da.Array:
     else:
         lead = (1,) * (source.ndim - 2)
     arr = da.from_array(source, chunks=lead + source.shape[-2:], asarray=False)
-    return _squeeze_axes(arr, axes, p)
+    arr = _squeeze_axes(arr, axes, p)
+    if arr.ndim == 3 and complete < arr.shape[0]:
+        arr = arr[:complete]
+    layout = "multi-file OME-TIFF" if len(files) > 1 else kind
+    return MovieSource(arr, str(p), layout, files or [str(p)], promised, notes, cut=cut)
 
 
-def _open_tiff_sequence(files: list[Path], block_frames: int | None = None) -> da.Array:
-    parts = [_as_tyx(_open_tiff(f, block_frames), f) for f in files]
+def _open_tiff_folder(folder: Path, files: list[Path], block_frames: int | None) -> MovieSource:
+    """A folder of TIFFs as one movie: the members of a multi-file OME-TIFF are read once through
+    their master file; otherwise the files are concatenated along T in natural name order."""
+    movies = movie_groups(files)
+    sources = [_open_tiff(f, block_frames) for f in movies]
+    multi = [s for s in sources if s.layout == "multi-file OME-TIFF"]
+    if multi and len(sources) > 1:
+        raise SmlmdnError(
+            f"folder {folder} holds {len(sources)} acquisitions ({', '.join(f.name for f in movies[:4])}); "
+            "at least one of them is a multi-file OME-TIFF, so they are not parts of one movie",
+            "pass one file (its other files are found from it), or the files as a batch (a quoted glob)",
+        )
+    if len(sources) == 1:
+        src = sources[0]
+        src.notes += [f"{folder.name}: {len(files) - 1} more file(s) are parts of {movies[0].name}"] if len(files) > 1 else []
+        return src
+    for s, f in zip(sources, movies):
+        if s.truncated:
+            raise SmlmdnError(f"movie file {f} is truncated: frames 0-{s.frames_complete - 1} of {s.frames_promised} are complete",
+                              "recover the file, or move it out of the folder")
+    parts = [_as_tyx(s.array, f) for s, f in zip(sources, movies)]
     shapes = {a.shape[1:] for a in parts}
     if len(shapes) > 1:
         raise SmlmdnError(f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder")
     dtypes = {a.dtype for a in parts}
     if len(dtypes) > 1:
         raise SmlmdnError(f"TIFF files have different dtypes {sorted(map(str, dtypes))}", "put only one acquisition in the folder")
-    return da.concatenate(parts, axis=0)
+    notes = [n for s in sources for n in s.notes]
+    return MovieSource(da.concatenate(parts, axis=0), str(folder), f"folder of {len(parts)} TIFF files (natural name order)",
+                       [str(f) for f in movies], None, notes)
+
+
+#: Picasso movie YAML keys -> smlmdn camera keys (values taken when present and numeric).
+PICASSO_CAMERA_KEYS = {
+    "Baseline": "offset", "Sensitivity": "e_per_adu", "Gain": "em_gain", "EM Real Gain": "em_gain",
+    "Qe": "qe", "Quantum Efficiency": "qe", "Pixelsize": "pixel_size", "Pixel Size": "pixel_size",
+}
+
+
+def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
+    """Picasso's ``.raw`` movie: headerless frames described by ``NAME.yaml`` beside it."""
+    import yaml
+
+    info_path = p.with_suffix(".yaml")
+    if not info_path.is_file():
+        raise SmlmdnError(f"Picasso movie {p} has no {info_path.name} beside it", "put the .yaml Picasso wrote next to the .raw file")
+    try:
+        docs = [d for d in yaml.safe_load_all(info_path.read_text()) if isinstance(d, dict)]
+        info = {k: v for d in docs for k, v in d.items()}
+        frames, height, width = (int(info[k]) for k in ("Frames", "Height", "Width"))
+        dtype = np.dtype(str(info.get("Data Type", "uint16")))
+        order = str(info.get("Byte Order", "<"))
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise SmlmdnError(f"cannot read Picasso movie info {info_path} ({type(exc).__name__}: {exc})",
+                          "it needs Frames, Height, Width (and Data Type, Byte Order) as Picasso writes them") from exc
+    if order not in ("<", ">", "="):
+        raise SmlmdnError(f"{info_path} has Byte Order {order!r}", "use '<' (little-endian) or '>'")
+    dtype = dtype.newbyteorder(order)
+    frame_bytes = height * width * dtype.itemsize
+    complete = min(frames, p.stat().st_size // frame_bytes) if frame_bytes else 0
+    camera = {}
+    for key, name in PICASSO_CAMERA_KEYS.items():
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            camera[name] = float(value)
+    if camera.get("em_gain", 1.0) < 1:
+        camera.pop("em_gain")
+    if complete == 0:
+        return MovieSource(da.zeros((0, height, width), dtype), str(p), "Picasso raw", [str(p)], frames, [], camera)
+    source = FileArray("raw", str(p.resolve()), layout=(0, (complete, height, width), dtype.str))
+    lead = block_frames or frames_per_block((height, width), dtype.itemsize)
+    arr = da.from_array(source, chunks=(lead, height, width), asarray=False)
+    return MovieSource(arr, str(p), "Picasso raw", [str(p), str(info_path)], frames, [], camera)
+
+
+def movie_camera(path: str | Path) -> dict[str, float]:
+    """Camera numbers recorded with a movie (Picasso ``.yaml``: Baseline, Sensitivity, Gain, Qe,
+    Pixelsize), as smlmdn camera keys; {} when the movie records none or cannot be read."""
+    p = Path(path)
+    if p.suffix.lower() != ".raw" or not p.with_suffix(".yaml").is_file():
+        return {}
+    try:
+        return _open_picasso_raw(p, None).camera
+    except SmlmdnError:
+        return {}
 
 
 def _open_zarr(p: Path) -> da.Array:
@@ -187,6 +643,14 @@ def _squeeze_axes(arr: da.Array, axes: str | None, p: Path) -> da.Array:
     """Drop singleton axes; the one remaining non-YX axis (T, Z, C, I, Q...) is taken as time."""
     if axes is None or len(axes) != arr.ndim:
         return arr
+    spatial = [n for ax, n in zip(axes, arr.shape) if ax in "YX"]
+    if "S" in axes and min(spatial, default=0) < MIN_FRAME_PX:
+        # tifffile takes a last axis of 3 or 4 for colour samples: tiny frames, whichever way they are read
+        raise SmlmdnError(
+            f"the frames of {p} are too small (shape {tuple(arr.shape)}, axes {axes}: frames of at most "
+            f"{max(spatial)} x {min(spatial)} px)",
+            f"smlmdn needs frames of at least {MIN_FRAME_PX} x {MIN_FRAME_PX} px; check the file holds a movie",
+        )
     keep = [i for i, (ax, n) in enumerate(zip(axes, arr.shape)) if n > 1 or ax in "YX"]
     extra = [axes[i] for i in keep if axes[i] not in "YX"]
     if len(extra) > 1 or any(ax in "S" for ax in extra):
