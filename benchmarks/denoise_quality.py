@@ -204,6 +204,180 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
     return {"snr": snr, "rows": rows, "timing": timing}
 
 
+# ------------------------------------------------------------------------- PSNR vs seconds, ghosts
+
+def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_size: float, seed: int = 0) -> dict:
+    """Temporal-denoising artefacts next to blinks (SUPPORT / SRDTrans failure modes), on frames ``frame0..``.
+
+    Emitters are identified by their (static) position in the truth table. With ``box`` = the 3 x 3 px
+    sum around an emitter's pixel and ``bg`` = the median over the scored frames of the clean box
+    (the background; emitters are off most of the time):
+
+    * ghost site: the emitter is off in frame t (no truth row) but on in t-1 or t+1, and no other
+      emitter is on within 4 px in frame t. Ghost excess = box(den) - box(clean).
+      ``ghost_rate`` = fraction of ghost sites whose excess exceeds 3 x the standard deviation of the
+      same excess at control sites (random pixels with no emitter within 4 px in t-1..t+1), i.e. the
+      rate of spot-like signal where there is none; ``ghost_amp`` = mean ghost excess as a fraction
+      of the mean spot signal (box(clean) - bg over all on-sites).
+    * edge recovery: median of (box(den) - bg) / (box(clean) - bg) at a blink's first and last frames
+      (``edge``) and at frames inside a blink (on in t-1, t, t+1; ``inner``); 1 = faithful, < 1 faded.
+    """
+    t_n, hgt, wid = den.shape
+    tr = truth[(truth.frame >= frame0) & (truth.frame < frame0 + t_n)]
+    pos = truth[["x_nm", "y_nm"]].round(3).to_numpy()
+    keys, ident = np.unique(pos, axis=0, return_inverse=True)
+    ident = ident.ravel()
+    sel = (truth.frame >= frame0).to_numpy() & (truth.frame < frame0 + t_n).to_numpy()
+    frames = truth.frame.to_numpy()[sel] - frame0
+    ids = ident[sel]
+    on = np.zeros((len(keys), t_n), bool)
+    on[ids, frames] = True
+    pix = np.clip((keys / pixel_size).astype(int), 0, [wid - 1, hgt - 1])  # (x, y)
+    del tr
+
+    def box(img: np.ndarray, t: np.ndarray, yx: np.ndarray) -> np.ndarray:
+        p = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        return sum(p[t, yx[:, 0] + dy, yx[:, 1] + dx] for dy in range(3) for dx in range(3))
+
+    # occupancy maps of emitters on in each frame (within 4 px)
+    occ = np.zeros((t_n, hgt, wid), bool)
+    for e, t in zip(*np.nonzero(on)):
+        x, y = pix[e]
+        occ[t, max(0, y - 4) : y + 5, max(0, x - 4) : x + 5] = True
+    ghost_e, ghost_t, edge_e, edge_t, inner_e, inner_t = [], [], [], [], [], []
+    for e in range(len(keys)):
+        row = on[e]
+        if not row.any():
+            continue
+        prev = np.concatenate([[False], row[:-1]])
+        nxt = np.concatenate([row[1:], [False]])
+        x, y = pix[e]
+        # a ghost site: off here, on next door, and nobody else on near it in this frame
+        cand = np.nonzero(~row & (prev | nxt))[0]
+        cand = cand[(cand > 0) & (cand < t_n - 1)]
+        cand = cand[~occ[cand, y, x]]
+        ghost_e += [e] * len(cand)
+        ghost_t += list(cand)
+        ed = np.nonzero(row & (~prev | ~nxt))[0]
+        ed = ed[(ed > 0) & (ed < t_n - 1)]
+        edge_e += [e] * len(ed)
+        edge_t += list(ed)
+        inn = np.nonzero(row & prev & nxt)[0]
+        inner_e += [e] * len(inn)
+        inner_t += list(inn)
+    yx = pix[:, ::-1]
+    ge, gt = np.array(ghost_e, int), np.array(ghost_t, int)
+    rng = np.random.default_rng(seed)
+    ct = rng.integers(1, t_n - 1, 4000)
+    cy, cx = rng.integers(1, hgt - 1, 4000), rng.integers(1, wid - 1, 4000)
+    free = ~(occ[ct, cy, cx] | occ[ct - 1, cy, cx] | occ[ct + 1, cy, cx])
+    ct, cyx = ct[free], np.stack([cy[free], cx[free]], 1)
+    ctrl = box(den, ct, cyx) - box(clean, ct, cyx)
+    thr = 3 * float(np.std(ctrl))
+    ghost = box(den, gt, yx[ge]) - box(clean, gt, yx[ge]) if len(ge) else np.zeros(0)
+    bg = np.array([np.median(box(clean, np.arange(t_n), np.repeat(yx[e : e + 1], t_n, 0))) for e in range(len(keys))])
+    on_e, on_t = np.nonzero(on)
+    spot = float(np.mean(box(clean, on_t, yx[on_e]) - bg[on_e])) if len(on_e) else float("nan")
+
+    def recovery(es: list, ts: list) -> float:
+        es, ts = np.array(es, int), np.array(ts, int)
+        if not len(es):
+            return float("nan")
+        num = box(den, ts, yx[es]) - bg[es]
+        dnm = box(clean, ts, yx[es]) - bg[es]
+        ok = dnm > 0.2 * spot  # frames where the emitter was on for a useful part of the exposure
+        return float(np.median(num[ok] / dnm[ok])) if ok.any() else float("nan")
+
+    return {"ghost_sites": int(len(ge)), "ghost_rate": round(float(np.mean(ghost > thr)) if len(ghost) else float("nan"), 4),
+            "ghost_amp": round(float(np.mean(ghost)) / spot, 4) if len(ghost) else float("nan"),
+            "control_rate": round(float(np.mean(ctrl > thr)), 4),
+            "edge_recovery": round(recovery(edge_e, edge_t), 3), "inner_recovery": round(recovery(inner_e, inner_t), 3)}
+
+
+def curves(args: argparse.Namespace) -> dict:
+    """PSNR vs training seconds for each ``--curve-runs`` entry (K[:mode]) on the movie in ``--movie-dir``.
+
+    Each run is one ``fit_model`` with ``time_budget=--budget`` (steps: until the budget), with the
+    current weights snapshotted at ``--marks`` seconds; every snapshot denoises the scored frames (the
+    last ``--eval-frames`` but 2, with 2 frames of temporal margin for every K) and is scored against
+    ``clean.tif``. The final model (the best validation checkpoint, what ``smlmdn fit`` saves) also
+    gets the ghost / blink-edge statistics of :func:`ghost_stats`.
+    """
+    import dataclasses
+
+    import dask
+    import dask.array as da
+    import pandas as pd
+    import tifffile
+
+    from smlmdn.camera import load_camera, to_photons
+    from smlmdn.denoise import FitConfig, denoise_lazy, fit_model
+    from smlmdn.evaluate.image import psnr
+    from smlmdn.io import open_movie
+
+    d = Path(args.movie_dir)
+    camera = load_camera(d / "camera.json")
+    photons = to_photons(open_movie(d / "movie.tif"), camera)
+    t = photons.shape[0]
+    e1 = t - 2
+    e0 = e1 - args.eval_frames
+    clean = np.asarray(tifffile.imread(d / "clean.tif", key=range(e0, e1)), np.float32)
+    truth = pd.read_csv(d / "truth.csv")
+    dr = float(clean.max() - clean.min())
+    margin = photons[e0 - 2 : e1 + 2]
+    raw = photons[e0:e1].compute()
+    out = {"movie": str(d), "eval_frames": [e0, e1], "data_range": dr, "raw_psnr": round(psnr(raw, clean, dr), 2),
+           "raw_ghosts": ghost_stats(raw, clean, truth, e0, camera.pixel_size), "runs": {}}
+    print(f"  raw photons: {out['raw_psnr']} dB", file=sys.stderr, flush=True)
+
+    def run_estimates(model, names):
+        est = denoise_lazy(margin, model, estimates=names)
+        return {n: v[2:-2] for n, v in zip(est, dask.compute(*est.values()))}
+
+    for spec in args.curve_runs:
+        k_str, _, mode = spec.partition(":")
+        k, mode = int(k_str), (mode or "stem")
+        label = f"K={k}" + (f" {mode}" if k else "")
+        snaps: list = []
+        cfg = FitConfig(steps=None, time_budget=args.budget, context=k, context_mode=mode, seed=args.seed, threads=args.threads,
+                        **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)})
+        t0 = time.perf_counter()
+        model = fit_model(photons, camera, cfg, progress=False, log=lambda m: None,
+                          snapshot=lambda step, el, w: snaps.append((step, el, w)), snapshot_at=tuple(args.marks))
+        fit_s = time.perf_counter() - t0
+        points = []
+        for step, el, w in snaps:
+            snap = dataclasses.replace(model, state_dict=w, training={})
+            est = run_estimates(snap, ("mean", "prior"))
+            points.append({"seconds": round(el, 1), "step": step, "mean": round(psnr(est["mean"], clean, dr), 2),
+                           "prior": round(psnr(est["prior"], clean, dr), 2)})
+        est = run_estimates(model, ("mean", "prior"))
+        final = {"mean": round(psnr(est["mean"], clean, dr), 2), "prior": round(psnr(est["prior"], clean, dr), 2),
+                 "steps": model.training["steps"], "best_step": model.training["best_step"], "fit_s": round(fit_s, 1),
+                 "restores": model.training["restores"], "best_val_loss": round(model.training["best_val_loss"], 4),
+                 "ghosts_mean": ghost_stats(est["mean"], clean, truth, e0, camera.pixel_size)}
+        out["runs"][label] = {"points": points, "final": final}
+        print(f"  {label}: {json.dumps(out['runs'][label])}", file=sys.stderr, flush=True)
+    return out
+
+
+def print_curves(res: dict, args: argparse.Namespace) -> None:
+    print(f"\n### PSNR vs training seconds: `{res['movie']}`, frames {res['eval_frames'][0]}..{res['eval_frames'][1] - 1} scored, "
+          f"budget {args.budget:g} s per run; raw photons {res['raw_psnr']} dB\n")
+    print("| run | snapshots: seconds (step) -> posterior mean dB / prior dB | final (best val. weights): mean / prior dB | steps |")
+    print("|---|---|---:|---:|")
+    for label, r in res["runs"].items():
+        pts = "; ".join(f"{p['seconds']:.0f} s ({p['step']}): {p['mean']:.2f} / {p['prior']:.2f}" for p in r["points"])
+        f = r["final"]
+        print(f"| {label} | {pts} | {f['mean']:.2f} / {f['prior']:.2f} | {f['steps']} |")
+    print("\n| output | ghost sites | ghost rate | control rate | ghost amplitude (of a spot) | blink-edge recovery | inner recovery |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = [("raw photons", res["raw_ghosts"])] + [(f"{lbl} mean", r["final"]["ghosts_mean"]) for lbl, r in res["runs"].items()]
+    for name, g in rows:
+        print(f"| {name} | {g['ghost_sites']} | {g['ghost_rate']:.3f} | {g['control_rate']:.3f} | {g['ghost_amp']:+.3f} | "
+              f"{g['edge_recovery']:.2f} | {g['inner_recovery']:.2f} |")
+
+
 def torch_threads() -> int:
     import torch
 
@@ -293,6 +467,12 @@ def main() -> None:
     p.add_argument("--rss-frames", type=int, nargs=2, default=[2000, 20000])
     p.add_argument("--rss-only", action="store_true", help="only the peak-RSS measurement (implies --rss)")
     p.add_argument("--json", type=Path, default=None)
+    # PSNR-vs-seconds curves and ghost statistics on one simulated movie folder (smlmdn simulate)
+    p.add_argument("--curves", action="store_true", help="PSNR vs seconds for --curve-runs on --movie-dir (time-budget fits)")
+    p.add_argument("--movie-dir", default=None, help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)")
+    p.add_argument("--curve-runs", nargs="+", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
+    p.add_argument("--budget", type=float, default=300.0, help="--curves: training seconds per run")
+    p.add_argument("--marks", type=float, nargs="+", default=[30, 60, 120, 200], help="--curves: snapshot times (s)")
     # internal: N2V worker mode (run by the benchmark venv's python)
     p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--n2v-in", help=argparse.SUPPRESS)
@@ -310,6 +490,20 @@ def main() -> None:
     args.depth = args.depth or defaults.depth
     args.batch = args.batch or defaults.batch
     args.context = defaults.context if args.context is None else args.context
+    if args.curves:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        args.eval_frames = args.eval_frames if args.eval_frames != 200 else 300
+        print(f"# denoise_quality --curves: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+              f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+        res = curves(args)
+        print_curves(res, args)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1, default=str))
+            print(f"wrote {args.json}")
+        return
     if args.quick:
         args.steps = min(args.steps, 250)
         args.eval_frames = min(args.eval_frames, 100)

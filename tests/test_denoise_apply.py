@@ -21,9 +21,9 @@ from smlmdn.errors import SmlmdnError
 CAM = Camera(read_noise=1.5, pixel_size=100.0)
 
 
-def _model(context=1, depth=2, width=6, head="gamma-poisson", seed=0) -> DenoiseModel:
+def _model(context=1, depth=2, width=6, head="gamma-poisson", seed=0, mode="stem") -> DenoiseModel:
     torch.manual_seed(seed)
-    cfg = NetConfig(width=width, depth=depth, context=context, head=head)
+    cfg = NetConfig(width=width, depth=depth, context=context, head=head, context_mode=mode)
     net = BlindSpotNet(cfg)
     with torch.no_grad():  # random but non-trivial weights
         for p in net.parameters():
@@ -39,9 +39,9 @@ def movie():
     return rng.poisson(20.0, size=(11, 37, 45)).astype(np.float32) + rng.normal(0, 1.5, (11, 37, 45)).astype(np.float32)
 
 
-@pytest.mark.parametrize("context,depth", [(0, 2), (1, 2), (2, 2), (1, 3)])
-def test_tiled_and_streamed_equal_whole_frame(movie, context, depth):
-    model = _model(context=context, depth=depth, width=4 if depth == 3 else 6)
+@pytest.mark.parametrize("context,depth,mode", [(0, 2, "stem"), (1, 2, "stem"), (2, 2, "stem"), (1, 3, "stem"), (1, 2, "branch")])
+def test_tiled_and_streamed_equal_whole_frame(movie, context, depth, mode):
+    model = _model(context=context, depth=depth, width=4 if depth == 3 else 6, mode=mode)
     names = ("mean", "map", "std", "prior")
     whole = denoise_lazy(da.from_array(movie, chunks=(11, 37, 45)), model, estimates=names, tile=512)
     tiled = denoise_lazy(da.from_array(movie, chunks=(3, 37, 45)), model, estimates=names, tile=8, block_frames=3)
@@ -108,6 +108,18 @@ def test_model_file_round_trip(tmp_path, movie):
     # worker thread that runs the network, so compare to float32 precision rather than bit for bit
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_model_files_from_before_context_mode_load_as_the_branch_design(tmp_path, movie):
+    model = _model(context=1, mode="branch")
+    d = model.to_dict()
+    d["net"] = {k: v for k, v in d["net"].items() if k != "context_mode"}
+    torch.save(d, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert old.net.context_mode == "branch" and old.hash() == model.hash()
+    a = denoise_lazy(da.from_array(movie[:4]), model)["mean"].compute()
+    b = denoise_lazy(da.from_array(movie[:4]), old)["mean"].compute()
+    np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_model_file_refusals(tmp_path):

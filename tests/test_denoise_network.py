@@ -14,10 +14,10 @@ def _grad_at(net, x, p, out_index=0):
     return x.grad[0]
 
 
-@pytest.mark.parametrize("context", [0, 1, 2])
-def test_whole_net_blind_spot(context):
+@pytest.mark.parametrize("context,mode", [(0, "stem"), (1, "stem"), (2, "stem"), (1, "branch"), (2, "branch")])
+def test_whole_net_blind_spot(context, mode):
     torch.manual_seed(0)
-    cfg = NetConfig(width=6, depth=2, context=context)
+    cfg = NetConfig(width=6, depth=2, context=context, context_mode=mode)
     net = BlindSpotNet(cfg).double()
     x = torch.randn(1, cfg.in_frames, 32, 32, dtype=torch.float64)
     for p in [(0, 0), (13, 17), (31, 5), (16, 16)]:
@@ -29,6 +29,53 @@ def test_whole_net_blind_spot(context):
             if context:
                 # neighbouring frames' value AT the pixel is seen (the temporal path is not blind)
                 assert g[context - 1, p[0], p[1]] != 0.0 and g[context + 1, p[0], p[1]] != 0.0
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_stem_neighbours_enter_every_rotation_non_blind_and_the_centre_frame_stays_blind(k):
+    """The stem design: in each rotation branch the neighbour channels reach the pixel's own row and
+    the row beyond it (a non-blind path through the whole U-Net), the centre frame strictly above."""
+    torch.manual_seed(3)
+    unet = UpOnlyUNet(1, 4, 2, side_in=2).double()
+    x = torch.randn(1, 1, 32, 32, dtype=torch.float64, requires_grad=True)
+    nb = torch.randn(1, 2, 32, 32, dtype=torch.float64, requires_grad=True)
+    rot = lambda t: torch.rot90(t, k, dims=(2, 3))  # noqa: E731
+    out = torch.rot90(unet(rot(x), None, rot(nb)), -k, dims=(2, 3))
+    p = (14, 19)
+    out[0, :, p[0], p[1]].sum().backward()
+    gc, gn = x.grad[0, 0], nb.grad[0].abs().sum(0)
+    nz = gc.nonzero()
+    beyond = {0: nz[:, 0] < p[0], 1: nz[:, 1] > p[1], 2: nz[:, 0] > p[0], 3: nz[:, 1] < p[1]}[k]
+    assert gc[p] == 0.0 and bool(beyond.all())
+    assert gn[p] != 0.0  # the neighbours' value at the pixel itself is used
+    step = {0: (1, 0), 1: (0, -1), 2: (-1, 0), 3: (0, 1)}[k]  # one pixel past the pixel, away from the branch's side
+    assert gn[p[0] + step[0], p[1] + step[1]] != 0.0
+
+
+def test_stem_is_blind_even_when_the_neighbours_equal_the_centre_frame():
+    """A static scene (neighbours == centre frame): perturbing the centre frame's pixel alone changes
+    nothing at that pixel; perturbing it in the neighbours does (they are a legitimate source)."""
+    torch.manual_seed(4)
+    cfg = NetConfig(width=6, depth=2, context=1, context_mode="stem")
+    net = BlindSpotNet(cfg).double().eval()
+    f = torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    x = f.repeat(1, 3, 1, 1)
+    base = net(x)[0, :, 8, 8]
+    xc = x.clone()
+    xc[0, 1, 8, 8] += 5.0
+    assert torch.equal(net(xc)[0, :, 8, 8], base)
+    xn = x.clone()
+    xn[0, 0, 8, 8] += 5.0
+    assert not torch.equal(net(xn)[0, :, 8, 8], base)
+
+
+def test_stem_and_branch_have_different_weights_and_unknown_mode_is_refused():
+    stem = BlindSpotNet(NetConfig(width=4, depth=1, context=1))
+    branch = BlindSpotNet(NetConfig(width=4, depth=1, context=1, context_mode="branch"))
+    assert any(k.startswith("unet.side") for k in stem.state_dict())
+    assert any(k.startswith("ctx.") for k in branch.state_dict()) and not any("side" in k for k in branch.state_dict())
+    with pytest.raises(ValueError, match="context_mode"):
+        BlindSpotNet(NetConfig(width=4, depth=1, context=1, context_mode="late"))
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
@@ -48,9 +95,10 @@ def test_each_rotation_branch_sees_only_rows_strictly_above(k):
     assert len(nz) > 0 and bool(axis_vals.all())
 
 
-def test_receptive_halo_bounds_the_gradient():
+@pytest.mark.parametrize("mode", ["stem", "branch"])
+def test_receptive_halo_bounds_the_gradient(mode):
     torch.manual_seed(2)
-    cfg = NetConfig(width=4, depth=2, context=1)
+    cfg = NetConfig(width=4, depth=2, context=1, context_mode=mode)
     net = BlindSpotNet(cfg).double()
     side = 96
     x = torch.randn(1, cfg.in_frames, side, side, dtype=torch.float64)

@@ -120,3 +120,37 @@ def test_bad_movies_are_refused_with_the_minimum(sim):
         fit_model(photons, s.camera, FitConfig(steps=1, **{**TINY, "patch": 18}), progress=False)
     with pytest.raises(SmlmdnError, match="unknown head"):
         fit_model(photons, s.camera, FitConfig(steps=1, head="laplace", **TINY), progress=False)
+
+
+def test_time_budget_alone_trains_until_the_budget_not_a_default_step_count(sim, monkeypatch):
+    from smlmdn.denoise import train as T
+
+    s, photons = sim
+    monkeypatch.setattr(T, "DEFAULT_STEPS", 5)
+    assert FitConfig(steps=None).max_steps == 5 and FitConfig(steps=None, time_budget=1.0).max_steps is None
+    seen, lrs = [], []
+    real_factor = T._lr_factor
+    monkeypatch.setattr(T, "_lr_factor", lambda frac, *a, **k: lrs.append(frac) or real_factor(frac, *a, **k))
+    model = fit_model(photons, s.camera, FitConfig(steps=None, time_budget=1.5, context=1, **TINY), progress=False,
+                      snapshot=lambda step, el, w: seen.append((step, el)), snapshot_at=(0.5,))
+    tr = model.training
+    assert tr["stopped"] == "time budget" and tr["steps"] > 5 and tr["seconds"] >= 1.5
+    # the schedule follows elapsed time: the fraction grows to ~1 at the budget, not step / DEFAULT_STEPS
+    assert max(lrs) < 1.0 and max(lrs) > 0.5 and lrs == sorted(lrs)
+    # snapshots: one when 0.5 s had passed, one at the end
+    assert len(seen) == 2 and seen[0][1] >= 0.5 and seen[-1][0] == tr["steps"]
+    # with both, steps win when they come first
+    both = fit_model(photons, s.camera, FitConfig(steps=7, time_budget=60.0, **TINY), progress=False)
+    assert both.training["steps"] == 7 and both.training["stopped"] == "steps"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_mixed_precision_fit_and_denoise(sim):
+    s, photons = sim
+    model = fit_model(photons, s.camera, FitConfig(steps=30, context=1, device="cuda", **TINY), progress=False)
+    assert model.training["device"].startswith("cuda") and np.isfinite(model.training["best_val_loss"])
+    est = denoise_lazy(photons[:8], model, device="cuda")["mean"].compute()
+    cpu = denoise_lazy(photons[:8], model, device="cpu")["mean"].compute()
+    assert np.isfinite(est).all()
+    # bfloat16 autocast on the GPU vs float32 on the CPU: close, not equal
+    assert np.median(np.abs(est - cpu) / (np.abs(cpu) + 1)) < 0.05

@@ -27,9 +27,10 @@ def checkpoint_path(output: Path) -> Path:
 def fit(
     movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (e.g. model.pt).")],
-    steps: Annotated[int, typer.Option("--steps", help="Maximum training steps (mini-batches).", rich_help_panel=TRAIN)] = 2000,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop after this many seconds (the learning-rate schedule fits into it).", rich_help_panel=TRAIN)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.", rich_help_panel=TRAIN)] = None,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.", rich_help_panel=TRAIN)] = None,
     context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input (0: single frames).", rich_help_panel=NET)] = 0,
+    context_mode: Annotated[str, typer.Option("--context-mode", help="How the neighbours enter: stem (extra non-blind input channels of the U-Net's first layer) or branch (a separate small CNN joined at the head; the older design).", rich_help_panel=NET)] = "stem",
     width: Annotated[int, typer.Option("--width", help="Channels per U-Net level.", rich_help_panel=NET)] = 16,
     depth: Annotated[int, typer.Option("--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET)] = 3,
     head: Annotated[str, typer.Option("--head", help="gamma-poisson (exact NB likelihood, default) or gaussian (Laine's approximation, for comparison).", rich_help_panel=NET)] = "gamma-poisson",
@@ -48,8 +49,9 @@ def fit(
     """Train a self-supervised blind-spot denoiser (Gamma prior x Poisson noise) on MOVIE and save it.
 
     Random crops are read lazily from the movie (converted to detected photons with the camera
-    numbers); every tenth group of frames is held out for validation. Stops at --steps, --time-budget
-    or when the validation loss stops improving. A checkpoint (OUTPUT.ckpt) is saved at each validation;
+    numbers); every tenth group of frames is held out for validation. With --time-budget alone it
+    trains until the budget is spent (fewer steps on a busy CPU, same schedule); with --steps alone
+    it stops there or when the validation loss stops improving; with neither, after 2000 steps. A checkpoint (OUTPUT.ckpt) is saved at each validation;
     after Ctrl-C, rerun with --resume to continue.
     """
     from ..denoise import FitConfig, fit_model
@@ -70,7 +72,7 @@ def fit(
         check_camera_against_data(raw, camera)
     photons = movie_to_photons(raw, camera, units=units)
     config = FitConfig(
-        steps=steps, time_budget=time_budget, context=context, width=width, depth=depth, head=head.lower(), patch=patch,
+        steps=steps, time_budget=time_budget, context=context, context_mode=context_mode.lower(), width=width, depth=depth, head=head.lower(), patch=patch,
         batch=batch, lr=lr, seed=seed, device=device, threads=threads,
     )
     err = console()

@@ -126,8 +126,11 @@ def _from_dict(d: Any, where: str) -> DenoiseModel:
             "retrain with `smlmdn fit`, or use smlmdn " + _major(version) + ".x",
         )
     try:
+        net = dict(d["net"])
+        # model files written before context_mode existed used the separate context branch
+        net.setdefault("context_mode", "branch")
         model = DenoiseModel(
-            net=NetConfig(**d["net"]),
+            net=NetConfig(**net),
             state_dict=d["state_dict"],
             camera=Camera(**d["camera"]),
             transform={k: float(v) for k, v in d["transform"].items()},

@@ -7,10 +7,21 @@ above it. The input is run at rotations 0/90/180/270 degrees (stacked on the bat
 results are rotated back and concatenated, so together they see every pixel except the centre one,
 and 1x1 convolutions mix them into the two prior parameters per pixel.
 
-Temporal context (``context = K > 0``): frames ``t-K..t+K`` are input channels of the blind-spot
-U-Net, and the ``2K`` neighbouring frames also go through a small ordinary (non-blind) 3x3 CNN whose
-features join the 1x1 head, so the network sees the neighbours' value *at* the pixel; only the centre
-frame's centre pixel is hidden.
+Temporal context (``context = K > 0``), two designs (``context_mode``):
+
+* ``"stem"`` (default): the ``2K`` neighbouring frames are extra input channels of the U-Net's first
+  layer through a *non-blind* path. In every rotation the first layer is
+  ``ShiftConv(centre) + up1(Conv3x3(neighbours))``: the centre frame enters through the upward-only
+  shifted conv, the neighbours through an ordinary centred 3x3 conv whose output is moved *up* one
+  row, so the rotation-``r`` branch sees the neighbours down to one row *below* the pixel (and the
+  pixel itself), while it sees the centre frame only strictly above. The neighbours do not contain the
+  centre frame, so nothing leaks; the whole U-Net (all levels) mixes the neighbours' value at the pixel
+  with the centre frame's surroundings.
+* ``"branch"`` (the design before 0.x; kept for comparison and old model files): frames ``t-K..t+K``
+  all go through the blind U-Net (so neighbours are blind at the pixel there too), and the ``2K``
+  neighbours also go through a small ordinary 3x3 CNN (two layers) whose features join the 1x1 head.
+
+Either way only the centre frame's centre pixel is hidden (tested by gradients).
 
 Tiling support: ``forward(x, mask)`` takes an optional validity mask (1 inside the image, 0 outside)
 and zeroes features outside it after every layer. Computing a tile of a zero-extended canvas with
@@ -42,6 +53,7 @@ class NetConfig:
     depth: int = 3
     context: int = 0
     head: str = "gamma-poisson"
+    context_mode: str = "stem"  # "stem" (neighbours into the U-Net's first layer, non-blind) or "branch"
     # Bounds on the prior parameters (model counts). a spans many decades, so it is log-parameterised.
     m_floor: float = 1e-3
     m_ceiling: float = 1e6
@@ -66,6 +78,14 @@ def _shift_down(x: torch.Tensor, n: int = 1) -> torch.Tensor:
     return F.pad(x, (0, 0, n, 0))[:, :, : x.shape[2], :]
 
 
+def _shift_up(x: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """Move features ``n`` rows up (zero rows enter at the bottom, the top rows drop out)."""
+    return F.pad(x, (0, 0, 0, n))[:, :, n:, :]
+
+
+CONTEXT_MODES = ("stem", "branch")
+
+
 class ShiftConv(nn.Module):
     """3x3 convolution whose output row i sees input rows i-2..i (its own row and above)."""
 
@@ -88,22 +108,29 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class UpOnlyUNet(nn.Module):
     """U-Net with an upward-only receptive field; output row i depends on input rows < i only."""
 
-    def __init__(self, cin: int, width: int, depth: int) -> None:
+    def __init__(self, cin: int, width: int, depth: int, side_in: int = 0) -> None:
         super().__init__()
         self.depth = depth
         c = width
         self.enc0 = nn.ModuleList([ShiftConv(cin, c), ShiftConv(c, c)])
+        # non-blind side input (temporal neighbours) added to the first layer, one row of look-ahead
+        self.side = nn.Conv2d(side_in, c, 3, padding=1, bias=False) if side_in else None
         self.enc = nn.ModuleList([ShiftConv(c, c) for _ in range(depth)])
         self.dec = nn.ModuleList(
             [nn.ModuleList([ShiftConv(2 * c, c), ShiftConv(c, c)]) for _ in range(depth)]
         )
         self.out_channels = c
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None,
+                side: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: blind input; ``side``: non-blind input (may see the pixel), required iff built with ``side_in``."""
         mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)  # noqa: E731
         h = _masked(x, mk(0))
-        for conv in self.enc0:
-            h = _masked(_act(conv(h)), mk(0))
+        for i, conv in enumerate(self.enc0):
+            pre = conv(h)
+            if i == 0 and self.side is not None:
+                pre = pre + _shift_up(_masked(self.side(_masked(side, mk(0))), mk(0)))
+            h = _masked(_act(pre), mk(0))
         skips = [h]
         for lvl in range(1, self.depth + 1):
             # Shift down before pooling so a pooled row only holds rows at or above the finer rows it becomes.
@@ -126,10 +153,16 @@ class BlindSpotNet(nn.Module):
         super().__init__()
         self.config = config
         c = config.width
-        self.unet = UpOnlyUNet(config.in_frames, c, config.depth)
+        if config.context_mode not in CONTEXT_MODES:
+            raise ValueError(f"context_mode must be one of {CONTEXT_MODES}, got {config.context_mode!r}")
+        self.stem = config.context > 0 and config.context_mode == "stem"
+        if self.stem:
+            self.unet = UpOnlyUNet(1, c, config.depth, side_in=2 * config.context)
+        else:
+            self.unet = UpOnlyUNet(config.in_frames, c, config.depth)
         head_in = 4 * self.unet.out_channels
         self.ctx = None
-        if config.context > 0:
+        if config.context > 0 and not self.stem:
             self.ctx = nn.ModuleList([nn.Conv2d(2 * config.context, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)])
             head_in += c
         self.head = nn.ModuleList([nn.Conv2d(head_in, 2 * c, 1), nn.Conv2d(2 * c, c, 1), nn.Conv2d(c, 2, 1)])
@@ -145,12 +178,15 @@ class BlindSpotNet(nn.Module):
         n, _, hgt, wid = x.shape
         if hgt != wid or hgt % self.config.multiple:
             raise ValueError(f"input must be square with side a multiple of {self.config.multiple}, got {hgt}x{wid}")
-        rots = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)], dim=0)
+        ctx = self.config.context
+        blind, side = (x[:, ctx : ctx + 1], torch.cat([x[:, :ctx], x[:, ctx + 1 :]], dim=1)) if self.stem else (x, None)
+        rots = torch.cat([torch.rot90(blind, k, dims=(2, 3)) for k in range(4)], dim=0)
+        srots = torch.cat([torch.rot90(side, k, dims=(2, 3)) for k in range(4)], dim=0) if side is not None else None
         masks = None
         if mask is not None:
             rmask = torch.cat([torch.rot90(mask, k, dims=(2, 3)) for k in range(4)], dim=0)
             masks = self._mask_pyramid(rmask, self.config.depth)
-        feats = self.unet(rots, masks)
+        feats = self.unet(rots, masks, srots)
         parts = [torch.rot90(f, -k, dims=(2, 3)) for k, f in enumerate(torch.split(feats, n, dim=0))]
         if self.ctx is not None:
             k = self.config.context
@@ -190,7 +226,7 @@ def receptive_halo(config: NetConfig) -> int:
 
     Sums every layer's reach at its scale ``s``: a shifted 3x3 conv reaches 2 s rows up and s
     sideways, the shift-before-pool s, the pool s, the nearest upsampling s, the final shift 1,
-    and the context CNN 2. After the four rotations the reach is the same in every direction.
+    and the context CNN (branch) or the neighbours' stem conv + look-ahead row (stem) 2. After the four rotations the reach is the same in every direction.
     A test checks that the gradient outside this bound is zero.
     """
     d = config.depth

@@ -6,14 +6,21 @@ of frames read from the dask movie a few blocks at a time (the pool is refreshed
 crops (up to 64 px, larger than training crops) of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
 over the whole acquisition). With temporal context ``K`` the centre frames are ``K..T-K-1``.
 
-Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is
-``max(step / steps, elapsed / time_budget)``; gradient-norm clipping at 1; loss = exact
+Stopping rule: ``steps`` and/or ``time_budget`` (seconds). With only a time budget (``steps=None``)
+training runs until the budget is spent, however many steps that is: a busy CPU gives fewer steps,
+the same schedule. With neither, ``DEFAULT_STEPS``. With both, whichever comes first.
+
+Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is the
+fraction of the stopping rule done, ``max(step / steps, elapsed / time_budget)`` (elapsed time alone
+when the budget is the only rule); gradient-norm clipping at 1; loss = exact
 negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head). Every
 ``val_every`` steps the validation loss is measured; a new best is kept (and checkpointed
 atomically when a checkpoint path is given). A non-finite training loss, or a validation loss that
 jumps above the best by more than ``max(0.25, 10 %)`` nats/pixel, restores the last good weights,
 halves the learning rate and warns; after ``max_restores`` such events training stops with the last
-good weights. Early stopping after ``patience`` validations without improvement.
+good weights. Early stopping after ``patience`` validations without improvement, only when steps are
+the stopping rule (a time budget is meant to be used, and the decaying learning rate keeps improving
+the net late in the schedule).
 """
 
 from __future__ import annotations
@@ -38,18 +45,24 @@ from ..errors import SmlmdnError
 from ..io import atomic_file, provenance
 from . import likelihood as L
 from .model_file import DenoiseModel
-from .network import BlindSpotNet, NetConfig
+from .network import CONTEXT_MODES, BlindSpotNet, NetConfig
 
 CHECKPOINT_FORMAT = "smlmdn-checkpoint"
+#: steps when neither ``steps`` nor ``time_budget`` is given
+DEFAULT_STEPS = 2000
 
 
 @dataclass
 class FitConfig:
-    """Training settings; see the module docstring. ``time_budget`` in seconds (None: no limit)."""
+    """Training settings; see the module docstring. ``time_budget`` in seconds (None: no limit).
 
-    steps: int = 2000
+    ``steps=None``: train until ``time_budget`` when one is given, else :data:`DEFAULT_STEPS`.
+    """
+
+    steps: int | None = None
     time_budget: float | None = None
     context: int = 0
+    context_mode: str = "stem"
     width: int = 16
     depth: int = 3
     head: str = "gamma-poisson"
@@ -75,7 +88,15 @@ class FitConfig:
         return max(2 * mult, min(64, (min(frame_shape) // mult) * mult))
 
     def net_config(self) -> NetConfig:
-        return NetConfig(width=self.width, depth=self.depth, context=self.context, head=self.head)
+        return NetConfig(width=self.width, depth=self.depth, context=self.context, head=self.head,
+                         context_mode=self.context_mode)
+
+    @property
+    def max_steps(self) -> int | None:
+        """The step limit: ``steps``; None when the time budget alone stops training."""
+        if self.steps is not None:
+            return int(self.steps)
+        return None if self.time_budget else DEFAULT_STEPS
 
 
 def resolve_device(device: str = "auto") -> tuple[torch.device, str]:
@@ -231,6 +252,8 @@ def fit_model(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     clean: da.Array | None = None,
+    snapshot: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None,
+    snapshot_at: tuple[float, ...] = (),
     **overrides: Any,
 ) -> DenoiseModel:
     """Train a blind-spot denoiser on ``photons`` (T, Y, X) float32 detected photons; return the model.
@@ -239,8 +262,10 @@ def fit_model(
     ``checkpoint``, the training state is saved there atomically at each validation and on Ctrl-C;
     ``resume`` continues from it. ``log`` receives one-line messages (default: the stderr console
     when ``progress``). ``clean`` (expected photons, same shape) trains the same network supervised on
-    clean targets instead: the benchmark's upper bound. Saving the model is separate
-    (:meth:`DenoiseModel.save`).
+    clean targets instead: the benchmark's upper bound. ``snapshot(step, elapsed_s, weights)`` is
+    called with a copy of the current weights the first time the elapsed training time passes each
+    of ``snapshot_at`` (seconds), and at the end (for PSNR-vs-seconds curves; copying is cheap).
+    Saving the model is separate (:meth:`DenoiseModel.save`).
     """
     config = copy.deepcopy(config) if config is not None else FitConfig()
     for key, value in overrides.items():
@@ -250,8 +275,12 @@ def fit_model(
     if config.head not in L.HEADS:
         raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
     for name in ("steps", "batch", "width", "depth", "val_every"):
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}", f"give a positive --{name}")
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {config.time_budget}", "e.g. --time-budget 300")
+    if config.context_mode not in CONTEXT_MODES:
+        raise SmlmdnError(f"unknown context mode {config.context_mode!r}", f"use {' or '.join(CONTEXT_MODES)}")
     if config.context < 0:
         raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
     if not (config.lr > 0 and math.isfinite(config.lr)):
@@ -361,20 +390,30 @@ def fit_model(
         log(f"[yellow]warning:[/yellow] {reason} at step {state['step']}: went back to the last good weights "
             f"(step {state['best_step']}) and halved the learning rate")
 
+    max_steps = config.max_steps
+    budget = config.time_budget
+    marks = sorted(float(m) for m in snapshot_at)
+
+    def fraction(step: int, elapsed: float) -> float:
+        frac = step / max_steps if max_steps else 0.0
+        return max(frac, elapsed / budget) if budget else frac
+
     refresh()
     start = time.perf_counter() - state["elapsed"]
     net.train()
     last_loss = float("nan")
     try:
-        with _track(config, state["step"], progress) as advance:
+        with _track(config, state["step"], state["elapsed"], progress) as advance:
             while True:
                 step = state["step"]
                 state["elapsed"] = time.perf_counter() - start
-                frac = step / config.steps
-                if config.time_budget:
-                    frac = max(frac, state["elapsed"] / config.time_budget)
-                if step >= config.steps or frac >= 1.0:
-                    state["stopped"] = state["stopped"] or ("steps" if step >= config.steps else "time budget")
+                frac = fraction(step, state["elapsed"])
+                while snapshot is not None and marks and state["elapsed"] >= marks[0]:
+                    marks.pop(0)
+                    snapshot(step, state["elapsed"], copy.deepcopy(net.state_dict()))
+                if (max_steps and step >= max_steps) or frac >= 1.0:
+                    hit_steps = bool(max_steps) and step >= max_steps
+                    state["stopped"] = state["stopped"] or ("steps" if hit_steps else "time budget")
                     break
                 if step and step % config.refresh_every == 0 and pool_n < len(train_frames):
                     refresh()
@@ -397,7 +436,7 @@ def fit_model(
                 opt.step()
                 last_loss = float(loss.detach())
                 fields: dict[str, Any] = {"loss": last_loss}
-                if state["step"] % config.val_every == 0 or state["step"] >= config.steps:
+                if state["step"] % config.val_every == 0 or (max_steps and state["step"] >= max_steps):
                     val = validate()
                     state["history"].append([state["step"], last_loss, val, round(time.perf_counter() - start, 2)])
                     jump = max(0.25, 0.1 * abs(state["best_val"])) if math.isfinite(state["best_val"]) else math.inf
@@ -413,11 +452,11 @@ def fit_model(
                         state["since_best"] += 1
                     save_checkpoint()
                     fields["val"] = val
-                    if state["since_best"] >= config.patience:
+                    if max_steps and not budget and state["since_best"] >= config.patience:
                         state["stopped"] = "early stopping"
                         advance(1, **fields)
                         break
-                advance(1, **fields)
+                advance(1, **fields) if max_steps else advance(time.perf_counter() - start - state["elapsed"], **fields)
     except KeyboardInterrupt:
         state["elapsed"] = time.perf_counter() - start
         save_checkpoint()
@@ -429,6 +468,8 @@ def fit_model(
         if math.isfinite(val) and val < state["best_val"]:
             state.update(best_val=val, best_step=state["step"])
             best_weights = copy.deepcopy(net.state_dict())
+    if snapshot is not None:
+        snapshot(state["step"], time.perf_counter() - start, copy.deepcopy(net.state_dict()))
     if not math.isfinite(state["best_val"]):
         raise SmlmdnError("training diverged before any good validation", "lower --lr (e.g. --lr 3e-4) and check the camera numbers")
     if state["stopped"] == "diverged":
@@ -469,7 +510,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return ck
 
 
-def _track(config: FitConfig, completed: int, progress: bool):  # noqa: ANN202
+def _track(config: FitConfig, completed: int, elapsed: float, progress: bool):  # noqa: ANN202
     from ..progress import track
 
-    return track(total=config.steps, description="fit", enabled=progress, completed=completed)
+    if config.max_steps:
+        return track(total=config.max_steps, description="fit", enabled=progress, completed=completed)
+    # time budget only: the bar counts seconds
+    return track(total=int(math.ceil(config.time_budget)), description="fit (s)", enabled=progress, completed=int(elapsed))
