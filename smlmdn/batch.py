@@ -14,22 +14,47 @@ from .errors import SmlmdnError
 MOVIE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".btf", ".zarr", ".npy")
 
 
+#: Output names that are files (or single-output stores), never a batch's output folder.
+OUTPUT_FILE_SUFFIXES = (".csv", ".hdf5", ".h5", ".parquet", ".zarr", ".tif", ".tiff", ".png", ".json", ".yaml", ".pt")
+
+
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Paths and glob patterns -> existing paths, in the given order (globs sorted), duplicates removed."""
+    """Paths and glob patterns -> existing movies, in the given order, duplicates removed.
+
+    The rule shared by every command: a glob pattern is a *batch*, one movie per match, in natural
+    name order (``frame_2`` before ``frame_10``); the members of a multi-file OME-TIFF (Micro-Manager
+    ``*_MMStack_Pos0_1.ome.tif``) are not movies of their own but parts of their first file's movie,
+    so they are dropped (see :func:`smlmdn.io.movie_groups`). A folder of TIFFs is one movie.
+    """
+    from .io import movie_groups
+
     found: list[Path] = []
     for item in inputs:
         text = str(item)
         if any(ch in text for ch in "*?[") and not Path(text).exists():
-            matches = sorted(globmod.glob(text))
+            matches = movie_groups(globmod.glob(text))
             if not matches:
                 raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
-            found.extend(Path(m) for m in matches)
+            found.extend(matches)
         else:
             found.append(Path(text))
     unique = list(dict.fromkeys(found))
+    # members of a multi-file OME-TIFF named on their own (e.g. an unquoted glob the shell expanded)
+    movies = set(movie_groups(unique))
+    unique = [f for f in unique if f in movies]
     if not unique:
         raise SmlmdnError("no input movies given", "pass one or more movie paths or globs")
     return unique
+
+
+def check_batch_folder(output: Path, n_movies: int) -> None:
+    """Refuse a file-like ``-o`` (``out.csv``, ``den.zarr``) for a batch, which writes one output per
+    movie into a folder; raises SmlmdnError naming both ways out."""
+    if output.name.lower().endswith(OUTPUT_FILE_SUFFIXES):
+        raise SmlmdnError(
+            f"{n_movies} movies are a batch, written into an output folder, but -o {output} names a file",
+            "give a folder (-o OUT_DIR); to read several files as ONE movie, pass their folder instead of a pattern",
+        )
 
 
 def stem(path: Path) -> str:

@@ -80,6 +80,17 @@ def _flag(key: str) -> str:
 
 def load_camera(path: str | Path | None = None, **overrides: float | None) -> Camera:
     """Build a Camera from an optional JSON/YAML file; non-None ``overrides`` win over the file."""
+    values = read_camera_file(path) if path is not None else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Camera(**{k: float(v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise SmlmdnError(f"camera numbers are not numbers ({exc})", "give plain numbers") from exc
+
+
+def read_camera_file(path: str | Path) -> dict[str, Any]:
+    """The camera keys given in a JSON/YAML camera file (only those it names); SmlmdnError if it is
+    missing, unparsable or has unknown keys."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -103,11 +114,7 @@ def load_camera(path: str | Path | None = None, **overrides: float | None) -> Ca
                 f"camera file {path} has unknown keys {sorted(unknown)}",
                 f"use exactly these keys: {', '.join(CAMERA_KEYS)}",
             )
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Camera(**{k: float(v) for k, v in values.items()})
-    except (TypeError, ValueError) as exc:
-        raise SmlmdnError(f"camera numbers are not numbers ({exc})", "give plain numbers") from exc
+    return values
 
 
 def save_camera(camera: Camera, path: str | Path) -> None:

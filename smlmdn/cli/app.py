@@ -18,23 +18,37 @@ from typing import Any
 import typer
 
 from .. import __version__
+from ..camera import read_camera_file
 from ..errors import SmlmdnError
+from ..io import frame_range, movie_camera, parse_frames
 from ..progress import console
 from .batching import DASK_OPTIONS, DaskSpec
-from .options import CAMERA_OPTIONS, camera_from_options
+from .options import CAMERA_OPTIONS, FRAME_OPTIONS, camera_from_options, set_given_camera_keys
 
 
-def _build_camera(default: Any, values: dict[str, Any]) -> Any:
-    """The Camera from the camera options; None when none was given and the parameter defaults to None."""
-    given = any(v is not None for v in values.values())
-    return camera_from_options(**values) if given or default is not None else None
+def _build_camera(default: Any, values: dict[str, Any], movie_numbers: dict[str, float]) -> Any:
+    """The Camera from the camera options over the numbers recorded in the movie (Picasso YAML);
+    None when none was given and the parameter defaults to None."""
+    given = any(v is not None for v in values.values()) or bool(movie_numbers)
+    if not (given or default is not None):
+        return None
+    return camera_from_options(**values, movie_numbers=movie_numbers)
+
+
+def _given_keys(values: dict[str, Any], movie_numbers: dict[str, float]) -> frozenset[str]:
+    keys = {k for k, v in values.items() if v is not None and k != "camera_file"} | set(movie_numbers)
+    if values.get("camera_file") is not None:
+        keys |= set(read_camera_file(values["camera_file"]))
+    return frozenset(keys)
 
 
 #: Parameters that stand for a group of options: name -> (options with defaults, builder).
 OPTION_GROUPS = {
     "camera": (CAMERA_OPTIONS, _build_camera),
-    "dask_spec": (DASK_OPTIONS, lambda default, values: DaskSpec(**values)),
+    "dask_spec": (DASK_OPTIONS, lambda default, values, movie_numbers: DaskSpec(**values)),
 }
+#: Parameters naming the movie(s) a subcommand reads: they get ``--frames START:STOP``.
+MOVIE_PARAMETERS = ("movie", "movies")
 
 app = typer.Typer(
     name="smlmdn",
@@ -82,6 +96,11 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     file) and receives the Camera built from them; with a default of None it receives None when no
     camera option was given. A parameter ``dask_spec: DaskSpec`` is replaced by ``--scheduler``,
     ``--cluster``, ``--workers``, ``--worker-memory`` and ``--worker-gpus``.
+
+    A subcommand with a ``movie`` or ``movies`` parameter gets ``--frames START:STOP``: while it runs,
+    :func:`smlmdn.io.open_movie` reads only those frames of the movies it names (see
+    :func:`smlmdn.io.frame_range`). Camera numbers recorded in a single input movie (Picasso's YAML)
+    become the camera defaults, under ``--camera`` and the flags.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,6 +112,11 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
             params = [p for p in params if p.name != group] + [
                 inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, (t, d) in options.items()
             ]
+        movie_param = next((n for n in MOVIE_PARAMETERS if n in sig.parameters), None)
+        if movie_param is not None and not set(FRAME_OPTIONS) & set(sig.parameters):
+            params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, (t, d) in FRAME_OPTIONS.items()]
+        else:
+            movie_param = None
 
         @functools.wraps(func)
         def wrapper(ctx: typer.Context, *args: Any, **kw: Any) -> Any:
@@ -101,9 +125,26 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
             try:
                 with warnings.catch_warnings():
                     warnings.showwarning = _show_warning
+                    inputs: list[Any] = []
+                    frames = None
+                    if movie_param is not None:
+                        given = kw.get(movie_param)
+                        inputs = list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
+                        text = kw.pop("frame_range", None)
+                        frames = parse_frames(text) if text is not None else None
+                    movie_numbers = movie_camera(inputs[0]) if len(inputs) == 1 else {}
+                    given_keys: frozenset[str] = frozenset()
                     for group, (options, build) in groups.items():
-                        kw[group] = build(sig.parameters[group].default, {n: kw.pop(n) for n in options})
-                    return func(*args, **kw)
+                        values = {n: kw.pop(n) for n in options}
+                        if group == "camera":
+                            given_keys = _given_keys(values, movie_numbers)
+                        kw[group] = build(sig.parameters[group].default, values, movie_numbers)
+                    token = set_given_camera_keys(given_keys)
+                    try:
+                        with frame_range(frames, inputs):
+                            return func(*args, **kw)
+                    finally:
+                        token.var.reset(token)
             except typer.Exit:
                 raise
             except SmlmdnError as exc:

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from ..batch import expand_inputs
-from ..batch import output_for, stem
+from ..batch import check_batch_folder, output_for, stem
 from ..camera import Camera, from_photons, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie, write_movies
@@ -90,6 +90,8 @@ def denoise(
     paths = expand_inputs(movies)
     batch = len(paths) > 1 or output.is_dir() or not output.suffix
     if batch:
+        if len(paths) > 1:
+            check_batch_folder(output, len(paths))
         fmt = movie_format.lower().lstrip(".")
         if fmt not in ("zarr", "ome.zarr", "tif"):
             raise SmlmdnError(f"unknown --format {movie_format!r}", "use zarr, ome.zarr or tif")

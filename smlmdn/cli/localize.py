@@ -8,10 +8,10 @@ from typing import Annotated, Any, Optional
 import dask.array as da
 import typer
 
-from ..batch import expand_inputs, output_for, stem
+from ..batch import check_batch_folder, expand_inputs, output_for, stem
 from ..camera import Camera, movie_to_photons
 from ..errors import SmlmdnError
-from ..io import check_output, open_estimate, open_movie
+from ..io import check_output, frame_offset, open_estimate, open_movie
 from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
@@ -117,6 +117,8 @@ def localize(
     if batch:
         if len(output) != 1:
             raise SmlmdnError("a batch writes into one folder", "give a single -o OUT_DIR")
+        if len(paths) > 1:
+            check_batch_folder(output[0], len(paths))
         if render is not None or render_tif is not None:
             raise SmlmdnError("--render/--render-tif take one movie", "render each movie's table separately, or localize one movie at a time")
         formats = [f.lower().lstrip(".") for f in (table_format or ["csv"])]
@@ -161,6 +163,7 @@ def localize(
             photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
             psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet, device=device,
         )
+        locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
         written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
         if render is not None or render_tif is not None:
             written += write_render(locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite)

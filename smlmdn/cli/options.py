@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..camera import Camera, load_camera
+from ..camera import Camera, load_camera, read_camera_file
 
 CAMERA_HELP = "Camera (units: offset ADU, e-per-adu photoelectrons/ADU, read-noise e- rms, pixel-size nm)"
 
@@ -36,6 +37,31 @@ CAMERA_OPTIONS = {
     "pixel_size": (PixelSize, None),
 }
 
+FrameRange = Annotated[
+    Optional[str],
+    typer.Option(
+        "--frames",
+        metavar="START:STOP",
+        help="Read only frames START to STOP-1 of the movie (0-based; either may be omitted), e.g. 0:60 for the complete part of a truncated file. Frame numbers in outputs still count from the start of the movie.",
+    ),
+]
+#: Injected by :func:`smlmdn.cli.app.command` into every subcommand with a ``movie``/``movies`` parameter.
+FRAME_OPTIONS = {"frame_range": (FrameRange, None)}
+
+_GIVEN: ContextVar[frozenset[str]] = ContextVar("smlmdn_given_camera_keys", default=frozenset())
+
+
+def given_camera_keys() -> frozenset[str]:
+    """Camera keys the user (or the movie's own metadata) gave in the running command; the others are
+    defaults, and a check against the data should not blame the user for them."""
+    return _GIVEN.get()
+
+
+def set_given_camera_keys(keys: frozenset[str]) -> object:
+    """Record :func:`given_camera_keys` for the running command; returns a token for ``_GIVEN.reset``."""
+    return _GIVEN.set(frozenset(keys))
+
+
 Units = Annotated[
     str,
     typer.Option("--units", help="Units of the input movie: 'adu' (raw camera counts) or 'photons' (already photoelectrons)."),
@@ -53,9 +79,20 @@ def camera_from_options(
     read_noise: float | None,
     pixel_size: float | None,
     default: Camera | None = None,
+    movie_numbers: dict[str, float] | None = None,
 ) -> Camera:
-    """The camera from ``--camera FILE`` (or ``default``) with individual flags overriding it."""
+    """The camera from ``--camera FILE`` (or ``default``) with individual flags overriding it.
+
+    ``movie_numbers`` (camera keys recorded in the movie, e.g. Picasso's YAML) sit between the
+    defaults and the file: the file and the flags override them.
+    """
     overrides = dict(offset=offset, e_per_adu=e_per_adu, qe=qe, em_gain=em_gain, read_noise=read_noise, pixel_size=pixel_size)
+    if movie_numbers:
+        base = {**(default or Camera()).to_dict(), **movie_numbers}
+        if camera_file is not None:
+            base.update(read_camera_file(camera_file))
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return load_camera(None, **base)
     if camera_file is None and default is not None:
         base = default.to_dict()
         base.update({k: v for k, v in overrides.items() if v is not None})
