@@ -56,62 +56,40 @@ def link(
     frame = out["frame"].to_numpy(dtype=np.int64)
     xy = out[["x_nm", "y_nm"]].to_numpy(dtype=np.float64)
     s = out[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
-    w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.maximum(s, 1e-12) ** 2, 0.0)
+    w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
     track = np.full(n, -1, dtype=np.int64)
-    # per track: weighted sums (for the pooled position), total weight, last frame
-    sum_wx: list[float] = []
-    sum_wy: list[float] = []
-    sum_w: list[float] = []
-    last: list[int] = []
+    # per track (at most one per localization): weighted position sums, total weight, last frame
+    sum_wxy, sum_w, last = np.zeros((n, 2)), np.zeros(n), np.zeros(n, dtype=np.int64)
+    n_tracks = 0
     order = np.argsort(frame, kind="stable")
-    bounds = np.flatnonzero(np.diff(frame[order])) + 1
-    open_tracks = np.zeros(0, dtype=np.int64)
-    for rows in np.split(order, bounds) if n else []:
+    for rows in np.split(order, np.flatnonzero(np.diff(frame[order])) + 1) if n else []:
         f = int(frame[rows[0]])
-        open_tracks = open_tracks[np.asarray([last[k] for k in open_tracks], dtype=np.int64) >= f - 1 - max_gap] if len(open_tracks) else open_tracks
-        if len(open_tracks):
-            tw = np.asarray([sum_w[k] for k in open_tracks])
-            txy = np.column_stack([[sum_wx[k] for k in open_tracks], [sum_wy[k] for k in open_tracks]]) / np.maximum(tw, 1e-300)[:, None]
-            ok_t = tw > 0
-            pairs = cKDTree(txy[ok_t]).query_ball_point(xy[rows], r=max_distance_nm) if ok_t.any() else [[] for _ in rows]
-            cand_t = np.flatnonzero(ok_t)
-            li, ti, dist = [], [], []
-            for a, hits in enumerate(pairs):
-                for h in hits:
-                    k = cand_t[h]
-                    d = float(np.hypot(*(xy[rows[a]] - txy[k])))
-                    limit = n_sigma * np.sqrt(s[rows[a]] ** 2 + 1.0 / tw[k]) if w[rows[a]] > 0 else -1.0
-                    if d <= limit:
-                        li.append(a)
-                        ti.append(k)
-                        dist.append(d)
-            used_l: set[int] = set()
-            used_t: set[int] = set()
-            for j in np.argsort(dist, kind="stable"):
-                a, k = li[j], ti[j]
-                if a in used_l or k in used_t:
-                    continue
-                used_l.add(a)
-                used_t.add(k)
-                track[rows[a]] = open_tracks[k]
-        for a, row in enumerate(rows):
-            if track[row] < 0:  # start a new track
-                track[row] = len(sum_w)
-                sum_wx.append(0.0)
-                sum_wy.append(0.0)
-                sum_w.append(0.0)
-                last.append(f)
-                open_tracks = np.append(open_tracks, track[row])
-            k = track[row]
-            sum_wx[k] += w[row] * xy[row, 0]
-            sum_wy[k] += w[row] * xy[row, 1]
-            sum_w[k] += w[row]
-            last[k] = f
-    tw = np.asarray(sum_w)[track] if n else np.zeros(0)
+        live = np.flatnonzero((last[:n_tracks] >= f - 1 - max_gap) & (sum_w[:n_tracks] > 0))
+        if len(live):
+            t_xy = sum_wxy[live] / sum_w[live, None]
+            hits = cKDTree(t_xy).query_ball_point(xy[rows], r=max_distance_nm)
+            li = np.repeat(np.arange(len(rows)), [len(h) for h in hits])
+            ti = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=len(li))
+            d = np.hypot(*(xy[rows[li]] - t_xy[ti]).T)
+            ok = (w[rows[li]] > 0) & (d <= n_sigma * np.sqrt(s[rows[li]] ** 2 + 1.0 / sum_w[live[ti]]))
+            used_l, used_t = set(), set()
+            for j in np.flatnonzero(ok)[np.argsort(d[ok], kind="stable")]:  # closest pairs first
+                if li[j] not in used_l and ti[j] not in used_t:
+                    used_l.add(li[j])
+                    used_t.add(ti[j])
+                    track[rows[li[j]]] = live[ti[j]]
+        new = rows[track[rows] < 0]
+        track[new] = np.arange(n_tracks, n_tracks + len(new))
+        n_tracks += len(new)
+        np.add.at(sum_wxy, track[rows], w[rows, None] * xy[rows])
+        np.add.at(sum_w, track[rows], w[rows])
+        last[track[rows]] = f
+    tw = sum_w[track]
     pooled = tw > 0
+    safe = np.where(pooled, tw, 1.0)
     out["track"] = track
-    out["n_track"] = np.bincount(track, minlength=len(sum_w))[track] if n else np.zeros(0, dtype=np.int64)
-    out["x_linked_nm"] = np.where(pooled, np.asarray(sum_wx)[track] / np.maximum(tw, 1e-300), xy[:, 0]) if n else np.zeros(0)
-    out["y_linked_nm"] = np.where(pooled, np.asarray(sum_wy)[track] / np.maximum(tw, 1e-300), xy[:, 1]) if n else np.zeros(0)
-    out["crlb_linked_nm"] = np.where(pooled, 1.0 / np.sqrt(np.maximum(tw, 1e-300)), s) if n else np.zeros(0)
+    out["n_track"] = np.bincount(track, minlength=n_tracks)[track]
+    out["x_linked_nm"] = np.where(pooled, sum_wxy[track, 0] / safe, xy[:, 0])
+    out["y_linked_nm"] = np.where(pooled, sum_wxy[track, 1] / safe, xy[:, 1])
+    out["crlb_linked_nm"] = np.where(pooled, 1.0 / np.sqrt(safe), s)
     return out

@@ -1,0 +1,111 @@
+"""The calibrated acceptance test: GLRT p-values on photon counts and FDR control over a movie."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from smlmdn.camera import Camera
+from smlmdn.localize import localize
+from smlmdn.localize.glrt import benjamini_hochberg, glrt, psf_templates
+from smlmdn.psf import render_spots
+
+BOX = 7
+SIGMA_PX = 1.3
+
+
+def _noise_boxes(rng: np.random.Generator, n: int, bg: float, read_noise: float, frames: int = 1) -> np.ndarray:
+    """Pure background boxes (n, B, B) in photons: Poisson plus Gaussian read noise, summed over ``frames``."""
+    return sum(rng.poisson(bg, (n, BOX, BOX)) + rng.normal(0.0, read_noise, (n, BOX, BOX)) for _ in range(frames))
+
+
+def _centred(n: int) -> np.ndarray:
+    return psf_templates(np.full(n, BOX / 2), np.full(n, BOX / 2), SIGMA_PX, BOX)
+
+
+@pytest.mark.parametrize(("bg", "read_noise", "frames"), [(30.0, 1.5, 1), (4.0, 1.5, 1), (20.0, 3.0, 3)])
+def test_p_values_are_uniform_on_pure_noise(bg: float, read_noise: float, frames: int) -> None:
+    rng = np.random.default_rng(int(bg * 10 + frames))
+    n = 4000
+    z, p = glrt(_noise_boxes(rng, n, bg, read_noise, frames), _centred(n), read_noise_photons=read_noise, n_frames=frames)
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert abs(np.mean(z)) < 0.1 and abs(np.std(z) - 1.0) < 0.1
+
+
+def test_emccd_p_values_are_uniform() -> None:
+    # excess noise factor 2: detected photons y with y / 2 ~ Poisson(mu / 2), the model the fit uses
+    rng = np.random.default_rng(5)
+    n = 4000
+    y = 2.0 * rng.poisson(25.0 / 2.0, (n, BOX, BOX))
+    _, p = glrt(y, _centred(n), excess_noise=2.0)
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+
+
+def test_a_molecule_gives_a_small_p_value_and_a_dip_does_not() -> None:
+    rng = np.random.default_rng(2)
+    n = 500
+    g = _centred(n)
+    _, p_spot = glrt(rng.poisson(20.0 + 300.0 * g).astype(float), g)
+    _, p_dip = glrt(rng.poisson(np.maximum(20.0 - 300.0 * g, 0.5)).astype(float), g)
+    assert np.median(p_spot) < 1e-6
+    assert np.all(p_dip >= 0.5)  # one-sided: less light than background is not a molecule
+
+
+def test_benjamini_hochberg_rejects_the_step_up_set() -> None:
+    p = np.array([0.001, 0.2, 0.011, 0.02, 0.9])
+    # m = 5, q = 0.05: thresholds 0.01, 0.02, 0.03, 0.04, 0.05 -> the largest k with p_(k) <= kq/m is 3
+    assert benjamini_hochberg(p, 5, 0.05).tolist() == [True, False, True, True, False]
+    # more hypotheses tested (pixels without a candidate) make it stricter
+    assert benjamini_hochberg(p, 500, 0.05).tolist() == [False] * 5
+    with pytest.raises(ValueError):
+        benjamini_hochberg(p, 5, 1.5)
+
+
+CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
+
+
+def _noise_movie(rng: np.random.Generator, frames: int = 40, size: int = 32, bg: float = 20.0) -> np.ndarray:
+    return (rng.poisson(bg, (frames, size, size)) + rng.normal(0, CAMERA.read_noise_photons, (frames, size, size))).astype(np.float32)
+
+
+@pytest.mark.parametrize("pool", [0, 1])
+def test_pure_noise_movies_respect_the_false_discovery_rate(pool: int) -> None:
+    # With no molecule at all every discovery is false, so FDR = P(any discovery): at most fdr per movie.
+    rng = np.random.default_rng(11 + pool)
+    movies_with_false = sum(
+        len(localize(_noise_movie(rng), CAMERA, fdr=0.1, pool=pool, progress=False)) > 0 for _ in range(20)
+    )
+    assert movies_with_false <= 6  # expected <= 2 of 20; P(> 6 | rate 0.1) < 0.3 %
+
+
+def test_a_denoiser_cannot_invent_localizations() -> None:
+    rng = np.random.default_rng(3)
+    raw = _noise_movie(rng, frames=30)
+    # A 'denoiser' that smooths the noise (correlated residuals, the failure mode of a threshold in noise
+    # standard deviations) and one that paints bright spots where the raw frames hold only background.
+    smoothed = ndimage.gaussian_filter(raw, (1.0, 1.5, 1.5))
+    painted = smoothed + render_spots(np.array([10.5, 22.5]), np.array([9.5, 20.5]), np.array([500.0, 500.0]), SIGMA_PX, raw.shape[1:])
+    n_raw = len(localize(raw, CAMERA, fdr=0.05, progress=False))
+    for den in (smoothed, painted):
+        hybrid = localize(raw, CAMERA, detect_on=den, fdr=0.05, progress=False)
+        assert len(hybrid) <= n_raw + 1
+        assert hybrid.attrs["n_candidates"] > len(hybrid)  # it proposed, the raw photons refused
+
+
+def test_pooling_finds_a_dim_blink_that_single_frames_miss() -> None:
+    rng = np.random.default_rng(0)
+    frames, size = 60, 32
+    clean = np.full((frames, size, size), 30.0)
+    spot = render_spots(np.array([16.5]), np.array([15.5]), np.array([150.0]), SIGMA_PX, (size, size))
+    on = np.arange(20, 26)
+    clean[on] += spot
+    raw = (rng.poisson(clean) + rng.normal(0, CAMERA.read_noise_photons, clean.shape)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no molecules found" is expected for some single-frame runs
+        single = localize(raw, CAMERA, pool=0, progress=False)
+    pooled = localize(raw, CAMERA, pool=1, progress=False)
+    assert set(pooled["frame"]) <= set(on)  # no spill into frames where the molecule is off
+    assert pooled["frame"].isin(on).sum() > single["frame"].isin(on).sum()

@@ -1,0 +1,63 @@
+"""Linking the frames of a blink: one track per blink, pooled precision, never beyond the stated distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smlmdn.camera import Camera
+from smlmdn.localize import localize
+from smlmdn.localize.link import link
+from smlmdn.psf import render_spots
+
+CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
+
+
+def _table(frame, x, y, crlb) -> pd.DataFrame:
+    frame = np.asarray(frame)
+    c = np.broadcast_to(np.asarray(crlb, dtype=float), frame.shape)
+    return pd.DataFrame({"frame": frame, "x_nm": np.asarray(x, float), "y_nm": np.asarray(y, float), "crlb_x_nm": c, "crlb_y_nm": c})
+
+
+def test_one_simulated_blink_is_one_track_with_pooled_precision() -> None:
+    rng = np.random.default_rng(4)
+    frames, size, on = 30, 24, np.arange(10, 16)
+    clean = np.full((frames, size, size), 15.0)
+    clean[on] += render_spots(np.array([12.3]), np.array([11.6]), np.array([1500.0]), 1.3, (size, size))
+    raw = (rng.poisson(clean) + rng.normal(0, CAMERA.read_noise_photons, clean.shape)).astype(np.float32)
+    locs = link(localize(raw, CAMERA, progress=False))
+    blink = locs[locs["frame"].isin(on)]
+    assert len(blink) == len(on) and blink["track"].nunique() == 1
+    assert (blink["n_track"] == len(on)).all()
+    crlb = blink[["crlb_x_nm", "crlb_y_nm"]].to_numpy().mean(axis=1)
+    assert blink["crlb_linked_nm"].iloc[0] == pytest.approx(1.0 / np.sqrt(np.sum(1.0 / crlb**2)))
+    err_single = np.hypot(blink["x_nm"] - 1230.0, blink["y_nm"] - 1160.0)
+    err_linked = np.hypot(blink["x_linked_nm"].iloc[0] - 1230.0, blink["y_linked_nm"].iloc[0] - 1160.0)
+    assert err_linked < 4 * blink["crlb_linked_nm"].iloc[0] and err_linked < err_single.max()
+
+
+def test_never_links_molecules_farther_apart_than_the_stated_distance() -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair in range(50):  # pairs of molecules 210-400 nm apart, both on in the same 5 frames
+        sep = rng.uniform(210.0, 400.0)
+        angle = rng.uniform(0, 2 * np.pi)
+        centre = rng.uniform(0, 1e5, 2)
+        for mol, sign in enumerate((-0.5, 0.5)):
+            pos = centre + sign * sep * np.array([np.cos(angle), np.sin(angle)])
+            for f in range(10 * pair, 10 * pair + 5):
+                rows.append((f, *(pos + rng.normal(0, 15.0, 2)), 2 * pair + mol))
+    t = pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "molecule"]).assign(crlb_x_nm=300.0, crlb_y_nm=300.0)
+    out = link(t, max_distance_nm=200.0, n_sigma=10.0)  # the sigma test alone would link everything
+    assert (out.groupby("track")["molecule"].nunique() == 1).all()
+    assert out["track"].nunique() == 100  # and each molecule's blink is one track
+
+
+def test_gaps_and_disagreeing_positions() -> None:
+    t = _table([0, 1, 4, 5], [0.0, 5.0, 0.0, 3.0], [0.0] * 4, 10.0)
+    assert link(t, max_gap=1)["track"].tolist() == [0, 0, 1, 1]  # frames 2 and 3 missing: a gap of 2 frames
+    assert link(t, max_gap=2)["track"].nunique() == 1
+    far = _table([0, 1], [0.0, 100.0], [0.0, 0.0], 10.0)  # 100 nm apart, combined error 14 nm: not one molecule
+    assert link(far)["track"].nunique() == 2
+    assert len(link(_table([], [], [], 1.0))) == 0
