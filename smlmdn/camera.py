@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,24 @@ import numpy as np
 from .errors import SmlmdnError
 
 CAMERA_KEYS = ("offset", "e_per_adu", "qe", "em_gain", "read_noise", "pixel_size")
+
+_GIVEN_KEYS: ContextVar[frozenset[str] | None] = ContextVar("smlmdn_given_camera_keys", default=None)
+
+
+@contextmanager
+def camera_keys_given(keys: Iterable[str]) -> Iterator[None]:
+    """While active, checks against the data (:func:`check_camera`) only judge these camera keys:
+    the others are defaults the user never gave (the CLI sets this from the options it received)."""
+    token = _GIVEN_KEYS.set(frozenset(keys))
+    try:
+        yield
+    finally:
+        _GIVEN_KEYS.reset(token)
+
+
+def given_camera_keys() -> frozenset[str] | None:
+    """The camera keys given in the running command (None outside the CLI: every key counts as given)."""
+    return _GIVEN_KEYS.get()
 
 
 @dataclass(frozen=True)
@@ -264,20 +285,27 @@ def estimate_camera(
     return CameraEstimate(float(offset), float(e_per_adu), float(slope), float(intercept), len(xs))
 
 
-def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25) -> list[str]:
+def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25,
+                 keys: Iterable[str] | None = None) -> list[str]:
     """Warnings (strings) where the given camera disagrees with the data by more than ``tolerance``.
 
-    e_per_adu is compared relatively; the offset warns when it differs by more than
-    ``max(10 ADU, tolerance * estimated offset)``. Also issues them as Python warnings.
+    Only ``keys`` are judged (default: :func:`given_camera_keys`, or all outside the CLI): a default
+    the user never gave is not "given". e_per_adu (judged when e_per_adu or em_gain was given) is
+    compared relatively; the offset warns when it differs by more than ``max(10 ADU, tolerance *
+    estimated offset)``, and only when the gain agrees (with a wrong gain the comparison says
+    nothing new). Also issues them as Python warnings.
     """
+    given = set(keys) if keys is not None else (given_camera_keys() if given_camera_keys() is not None else set(CAMERA_KEYS))
     messages = []
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
-    if rel > tolerance:
+    gain_wrong = rel > tolerance
+    if gain_wrong and given & {"e_per_adu", "em_gain"}:
+        named = "e_per_adu" if "e_per_adu" in given else f"e_per_adu (default {camera.e_per_adu:g}, with the given em_gain)"
         messages.append(
-            f"given e_per_adu {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
+            f"given {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
             f"by {100 * rel:.0f}% (> {100 * tolerance:.0f}%): check --e-per-adu/--em-gain"
         )
-    if abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset)):
+    if "offset" in given and not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset)):
         messages.append(
             f"given offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"
         )
@@ -319,6 +347,16 @@ def movie_to_photons(movie: da.Array, camera: Camera, units: str = "adu", sample
             "if it is already in photons pass --units photons",
             stacklevel=2,
         )
+    level = saturation_level(movie.dtype)
+    if level is not None:
+        hits = (sample >= level).sum(axis=(1, 2))
+        if hits.any():
+            warnings.warn(
+                f"{int(hits.sum())} pixels at the camera's saturation level ({level:g} ADU) in {int((hits > 0).sum())} of "
+                f"{len(idx)} sampled frames: molecules there (e.g. bright beads) are fitted with biased photons, position "
+                "and background; lower the illumination/exposure, or exclude them (`smlmdn info MOVIE` counts all frames)",
+                stacklevel=2,
+            )
     median = float(np.median(sample))
     if median < camera.offset - 3 * max(1.0, camera.read_noise / camera.e_per_adu):
         warnings.warn(
@@ -327,6 +365,35 @@ def movie_to_photons(movie: da.Array, camera: Camera, units: str = "adu", sample
             stacklevel=2,
         )
     return to_photons(movie, camera)
+
+
+def saturation_level(dtype: Any) -> float | None:
+    """The ADU value a clipped pixel holds: the largest value of an integer dtype (65535 for uint16);
+    None for float movies (no fixed level)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
+
+
+def saturated_boxes(saturated: np.ndarray, frame: np.ndarray, y: np.ndarray, x: np.ndarray, box: int) -> np.ndarray:
+    """Which fit boxes hold a saturated pixel: for localize to flag (and by default drop) such spots.
+
+    ``saturated`` is a bool (T, Y, X) block (e.g. ``raw_adu >= saturation_level(raw.dtype)``);
+    ``frame`` (int, index into the block), ``y``, ``x`` (px, box centres as integer pixel indices)
+    have shape (n,); ``box`` is the odd box side in px. Returns bool (n,). Boxes are clipped at the
+    frame edge. Cost: one summed-area table per block, O(1) per box.
+    """
+    sat = np.asarray(saturated, dtype=bool)
+    frame, y, x = (np.asarray(v, dtype=np.int64) for v in (frame, y, x))
+    if frame.size == 0 or not sat.any():
+        return np.zeros(frame.shape, bool)
+    t_, h, w = sat.shape
+    table = np.zeros((t_, h + 1, w + 1), np.int64)
+    table[:, 1:, 1:] = sat.cumsum(1).cumsum(2)
+    r = box // 2
+    y0, y1 = np.clip(y - r, 0, h), np.clip(y + r + 1, 0, h)
+    x0, x1 = np.clip(x - r, 0, w), np.clip(x + r + 1, 0, w)
+    counts = table[frame, y1, x1] - table[frame, y0, x1] - table[frame, y1, x0] + table[frame, y0, x0]
+    return counts > 0
 
 
 def check_finite(block: np.ndarray, where: str = "") -> np.ndarray:

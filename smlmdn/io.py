@@ -15,7 +15,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
@@ -722,6 +724,58 @@ def commit_output(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+LOCK_SUFFIX = ".lock"
+
+
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing output ``path`` (a ``NAME.partial.lock`` file beside it).
+
+    A second process that writes the same output (a re-submitted array job) gets an SmlmdnError
+    naming the process that holds the lock, instead of racing it over the partial output. The lock
+    is an OS file lock (``fcntl.flock``), so it goes away with a killed process; the lock file holds
+    the holder's pid, host and start time for that message. Without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = Path(path).with_name(Path(path).name + PARTIAL_SUFFIX + LOCK_SUFFIX)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            try:
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+            except OSError:
+                pass
+            os.close(fd)
+            raise SmlmdnError(
+                f"output {path} is being written by another process ({holder or 'unknown holder'})",
+                "wait until it finishes (then this output exists and is skipped), or stop that process and rerun",
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file its last holder just removed
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        yield
+    finally:
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # closing releases the lock
+
+
 @contextmanager
 def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write a single-file output to; rename it into place on success.
@@ -730,15 +784,17 @@ def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     final = check_output(path, overwrite)
     tmp = partial_path(final)
-    if tmp.exists():
-        _remove(tmp)
-    try:
-        yield tmp
-    except BaseException:
+    with output_lock(final):
+        check_output(final, overwrite)  # another process may have finished it meanwhile
         if tmp.exists():
             _remove(tmp)
-        raise
-    commit_output(tmp, final)
+        try:
+            yield tmp
+        except BaseException:
+            if tmp.exists():
+                _remove(tmp)
+            raise
+        commit_output(tmp, final)
 
 
 def write_movie(
@@ -784,6 +840,16 @@ def write_movies(
     finals = [check_output(p, overwrite) for p in arrays]
     if len(set(finals)) != len(finals):
         raise SmlmdnError("the same output is given twice", "give each output once")
+    with ExitStack() as locks:
+        for final in finals:
+            locks.enter_context(output_lock(final))
+        for final in finals:  # another process may have finished it while we waited for the lock
+            check_output(final, overwrite)
+        return _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume)
+
+
+def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume) -> list[Path]:  # noqa: ANN001
+    """The body of :func:`write_movies`, run while holding the outputs' locks."""
     arrs = list(arrays.values())
     for final, arr in zip(finals, arrs):
         if arr.ndim != 3:

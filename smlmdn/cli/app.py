@@ -13,17 +13,18 @@ import sys
 import typing
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import typer
 
 from .. import __version__
-from ..camera import read_camera_file
+from ..camera import camera_keys_given, read_camera_file
 from ..errors import SmlmdnError
 from ..io import frame_range, movie_camera, parse_frames
 from ..progress import console
 from .batching import DASK_OPTIONS, DaskSpec
-from .options import CAMERA_OPTIONS, FRAME_OPTIONS, camera_from_options, set_given_camera_keys
+from .options import CAMERA_OPTIONS, FRAME_OPTIONS, camera_from_options
 
 
 def _build_camera(default: Any, values: dict[str, Any], movie_numbers: dict[str, float]) -> Any:
@@ -139,12 +140,8 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                         if group == "camera":
                             given_keys = _given_keys(values, movie_numbers)
                         kw[group] = build(sig.parameters[group].default, values, movie_numbers)
-                    token = set_given_camera_keys(given_keys)
-                    try:
-                        with frame_range(frames, inputs):
-                            return func(*args, **kw)
-                    finally:
-                        token.var.reset(token)
+                    with frame_range(frames, inputs), camera_keys_given(given_keys) if "camera" in groups else nullcontext():
+                        return func(*args, **kw)
             except typer.Exit:
                 raise
             except SmlmdnError as exc:

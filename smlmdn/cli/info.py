@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,35 +13,52 @@ from rich.table import Table
 
 from ..camera import Camera, CameraEstimate, check_camera
 from ..info import movie_info
-from ..io import open_movie
+from ..io import inspect_movie
 from .app import command
 
 
 @command("info")
 def info(
-    movie: Annotated[Path, typer.Argument(help="Movie: TIFF/OME-TIFF/BigTIFF, a folder or glob of TIFFs, Zarr/OME-Zarr, or .npy.")],
+    movie: Annotated[Path, typer.Argument(help="Movie: TIFF/OME-TIFF/BigTIFF/ImageJ, multi-file OME-TIFF (any member), a folder of TIFFs (one movie), Zarr/OME-Zarr, .npy or Picasso .raw (+ .yaml).")],
     camera: Optional[Camera] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
 ) -> None:
-    """Print shape, dtype, chunks, size on disk, frame statistics (ADU) and camera numbers estimated from the data.
+    """Print layout and files, shape, dtype, chunks, size on disk, NaN/Inf and saturation counts (all frames), frame statistics (ADU) and camera numbers estimated from the data.
 
-    When camera numbers are given (--camera or flags), they are checked against the estimate.
+    When camera numbers are given (--camera, flags, or recorded in a Picasso .yaml), they are checked
+    against the estimate; only the numbers given are judged.
     """
-    arr = open_movie(movie)
+    source = inspect_movie(movie)
+    arr = source.array
     given = camera is not None
     camera = camera or Camera()
-    result = movie_info(arr, movie, em_gain=camera.em_gain, read_noise=camera.read_noise)
+    result = movie_info(arr, movie, em_gain=camera.em_gain, read_noise=camera.read_noise, source=source)
     if given and result["camera_estimate"]:
         est = result["camera_estimate"]
         result["camera_warnings"] = check_camera(camera, CameraEstimate(**est))
+    if not as_json:
+        for message in result["warnings"]:
+            warnings.warn(message, stacklevel=1)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     out = Console()
     t, y, x = result["shape"]
-    out.print(f"[bold]{movie}[/bold]: {t} frames of {y} x {x} px, {result['dtype']}, "
+    out.print(f"[bold]{movie}[/bold]: {result['layout']}, {t} frames of {y} x {x} px, {result['dtype']}, "
               f"{result['size_on_disk_bytes'] / 1e6:.1f} MB on disk, chunks of {result['chunks'][0]} frames "
-              f"({result['n_blocks']} blocks)")
+              f"({result['n_blocks']} blocks)", highlight=False, soft_wrap=True)
+    if len(result["files"]) > 1:
+        shown = ", ".join(Path(f).name for f in result["files"][:6]) + (", ..." if len(result["files"]) > 6 else "")
+        out.print(f"read from {len(result['files'])} files, in this order: {shown}", highlight=False, soft_wrap=True)
+    for note in result["notes"]:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if result["camera_from_movie"]:
+        out.print("camera numbers recorded with the movie: " + ", ".join(f"{k}={v:g}" for k, v in result["camera_from_movie"].items()),
+                  highlight=False, soft_wrap=True)
+    checks = "all frames finite" if result["finite"] else f"{result['nonfinite_pixels']} NaN/Inf pixels"
+    if result["saturation_level"] is not None:
+        checks += f", {result['saturated_pixels']} saturated pixels (= {result['saturation_level']:g} ADU) in {result['saturated_frames']} frames"
+    out.print(f"checked all {t} frames: {checks}", highlight=False, soft_wrap=True)
     table = Table(title="frame statistics (ADU, sampled frames)")
     for col in ("frame", "min", "median", "mean", "max", "std"):
         table.add_column(col, justify="right")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,20 +46,6 @@ FrameRange = Annotated[
 ]
 #: Injected by :func:`smlmdn.cli.app.command` into every subcommand with a ``movie``/``movies`` parameter.
 FRAME_OPTIONS = {"frame_range": (FrameRange, None)}
-
-_GIVEN: ContextVar[frozenset[str]] = ContextVar("smlmdn_given_camera_keys", default=frozenset())
-
-
-def given_camera_keys() -> frozenset[str]:
-    """Camera keys the user (or the movie's own metadata) gave in the running command; the others are
-    defaults, and a check against the data should not blame the user for them."""
-    return _GIVEN.get()
-
-
-def set_given_camera_keys(keys: frozenset[str]) -> object:
-    """Record :func:`given_camera_keys` for the running command; returns a token for ``_GIVEN.reset``."""
-    return _GIVEN.set(frozenset(keys))
-
 
 Units = Annotated[
     str,
