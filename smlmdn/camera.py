@@ -300,9 +300,9 @@ def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
     gain_wrong = rel > tolerance
     if gain_wrong and given & {"e_per_adu", "em_gain"}:
-        named = "e_per_adu" if "e_per_adu" in given else f"e_per_adu (default {camera.e_per_adu:g}, with the given em_gain)"
+        named = "given e_per_adu" if "e_per_adu" in given else f"default e_per_adu (with the given em_gain {camera.em_gain:g})"
         messages.append(
-            f"given {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
+            f"the {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
             f"by {100 * rel:.0f}% (> {100 * tolerance:.0f}%): check --e-per-adu/--em-gain"
         )
     if "offset" in given and not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset)):

@@ -270,7 +270,9 @@ class FileArray:
             return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp, self.layout)[key])
         except SmlmdnError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a file changed or broken after it was opened
+        except Exception as exc:  # noqa: BLE001 - a missing codec, or a file changed or broken after it was opened
+            if "imagecodecs" in str(exc):
+                raise _tiff_error(Path(self.path), exc) from None
             raise SmlmdnError(f"cannot read pixels of {self.path} ({type(exc).__name__}: {exc})",
                               "check the file is complete and was not changed while reading") from None
 
