@@ -34,6 +34,8 @@ from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
 from .io import commit_output, frames_per_block, open_estimate, open_movie, partial_path, provenance, write_movies
 from .localize import localize, write_localizations
+from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
+from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
 
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
@@ -142,6 +144,9 @@ def compare(
     psf_sigma_nm: float = 130.0,
     fit_sigma: bool = False,
     threshold: float | None = None,
+    fdr: float = DEFAULT_FDR,
+    pool: int = DEFAULT_POOL,
+    link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
     render_pixel_nm: float = 10.0,
     frc_render_pixel_nm: float = 5.0,
     device: str = "auto",
@@ -159,8 +164,10 @@ def compare(
     name -> path/array) must be given. ``localize_estimate`` (default ``mean``) is the
     estimate used by the ``denoised`` and ``hybrid`` localization modes. Optional ``truth`` (CSV path
     or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected photons, same shape).
-    Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``) are the same in
-    every mode; matching uses ``tolerance_nm``. Writes into ``out_dir`` (refused if it exists unless
+    Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``, ``fdr``,
+    ``pool``, ``link_distance_nm``: see :func:`smlmdn.localize.localize`) are the same in every mode;
+    each mode is scored twice, with every localization's own position and with its linked blink's
+    pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir`` (refused if it exists unless
     ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
     ``frc.png``, ``render_<mode>.png``, ``locs_<mode>.csv`` and, with ``keep_denoised``,
     ``denoised/<estimate>.zarr``. ``log`` receives one-line progress messages.
@@ -281,15 +288,18 @@ def compare(
         for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
             log(f"localizing ({mode} mode)")
             tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
-                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, progress=progress)
+                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool,
+                                    link_distance_nm=link_distance_nm, progress=progress)
         lap("localize")
         loc_report: dict[str, Any] = {}
         curves = {}
         for mode, locs in tables.items():
-            loc_report[mode], curves[mode] = R.localize_metrics(locs, truth_df, shape, camera.pixel_size, tolerance_nm=tolerance_nm,
-                                                                render_pixel_nm=frc_render_pixel_nm)
-            a = locs.attrs
-            loc_report[mode].update({k: a.get(k) for k in ("n_candidates", "n_dropped_nonconverged", "n_dropped_outside")})
+            for name, table in ((mode, locs), (f"{mode} linked", linked_positions(locs))):
+                loc_report[name], curves[name] = R.localize_metrics(table, truth_df, shape, camera.pixel_size, tolerance_nm=tolerance_nm,
+                                                                    render_pixel_nm=frc_render_pixel_nm)
+                loc_report[name].update({k: locs.attrs.get(k) for k in ("n_candidates", "n_rejected", "n_dropped_nonconverged",
+                                                                         "n_dropped_outside", "n_tracks")})
+            loc_report[f"{mode} linked"]["nena_nm"] = None  # a blink's members share one pooled position: NeNA means nothing
         lap("localization_metrics")
 
         # ---- report
@@ -304,7 +314,8 @@ def compare(
                        "denoiser": denoiser.get("model", "a denoised movie"), **denoiser},
             "settings": {"estimates": list(est), "localize_estimate": localize_estimate, "tolerance_nm": tolerance_nm,
                          "box": box, "psf_sigma_nm": psf_sigma_nm, "fit_sigma": fit_sigma, "threshold": threshold,
-                         "adaptive_threshold": tables["raw"].attrs.get("threshold"), "render_pixel_nm": render_pixel_nm,
+                         "acceptance": tables["raw"].attrs.get("acceptance"), "fdr": fdr, "pool": pool,
+                         "link_distance_nm": link_distance_nm, "render_pixel_nm": render_pixel_nm,
                          "frc_render_pixel_nm": frc_render_pixel_nm, "frc_split": "blocks", "data_range": R.json_number(data_range)},
             "masks": {"source": mask_source, "signal_fraction": R.json_number(fractions[0]),
                       "background_fraction": R.json_number(fractions[1])},

@@ -15,6 +15,7 @@ from ..evaluate.report import rich_tables
 from ..progress import console
 from . import options as o
 from .app import command
+from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, Pool, Threshold
 
 GT = "Ground truth (simulations)"
 LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-sigma)"
@@ -55,7 +56,10 @@ def compare(
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,
     psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm.", rich_help_panel=LOC)] = 130.0,
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot.", rich_help_panel=LOC)] = False,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Detection significance in noise standard deviations (default: adaptive).", rich_help_panel=LOC)] = None,
+    fdr: Fdr = DEFAULT_FDR,
+    pool: Pool = DEFAULT_POOL,
+    link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
+    threshold: Threshold = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered super-resolution images, nm.")] = 10.0,
     keep_denoised: Annotated[bool, typer.Option("--keep-denoised", help="With --model: keep the denoised movies as REPORT_DIR/denoised/<estimate>.zarr.")] = False,
     device: Annotated[str, typer.Option("--device", help="With --model: auto, cpu or cuda.")] = "auto",
@@ -84,6 +88,7 @@ def compare(
         movie, camera, out_dir=output, model=model, denoised=denoised, truth=truth, clean=clean,
         estimates=tuple(estimate) if estimate else DEFAULT_ESTIMATES, localize_estimate=localize_estimate, units=units,
         tolerance_nm=tolerance, box=box, psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold,
+        fdr=fdr, pool=pool, link_distance_nm=link_distance,
         render_pixel_nm=render_pixel, device=device, keep_denoised=keep_denoised, overwrite=overwrite,
         progress=not quiet, log=log,
     )

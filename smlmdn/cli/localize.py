@@ -15,12 +15,32 @@ from ..io import check_output, frame_offset, open_estimate, open_movie
 from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
+from ..localize.link import DEFAULT_MAX_DISTANCE_NM
+from ..localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from . import batching as b
 from . import options as o
 from .app import command
 
 LOC = "Localization (units: px for --box, nm for --psf-sigma)"
 MODES = ("raw", "denoised", "hybrid")
+
+# The acceptance and linking options, shared with `smlmdn compare`.
+Fdr = Annotated[
+    float,
+    typer.Option("--fdr", help="False-discovery rate of the acceptance test: a candidate is kept when a likelihood-ratio test on its raw photon counts (molecule vs background only) rejects 'background only', with Benjamini-Hochberg control over every pixel of the movie. Same meaning on raw and denoised inputs.", rich_help_panel=LOC),
+]
+Pool = Annotated[
+    int,
+    typer.Option("--pool", help="Also test the raw photons summed over this many neighbouring frames on each side (a blink's photons pooled); a localization still needs evidence in its own frame. 0 = single frames.", rich_help_panel=LOC),
+]
+LinkDistance = Annotated[
+    float,
+    typer.Option("--link-distance", help="Largest distance (nm) at which localizations in consecutive frames (1 dark frame allowed) are linked as one blink; each row keeps its own fit and gets the blink's pooled position (x_linked, y_linked, uncertainty_linked columns).", rich_help_panel=LOC),
+]
+Threshold = Annotated[
+    Optional[float],
+    typer.Option("--threshold", help="Expert override: keep every candidate above this band-pass significance (noise standard deviations; 4.2 was the old default) instead of the FDR-controlled test.", rich_help_panel=LOC),
+]
 
 
 def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: str) -> da.Array:
@@ -79,10 +99,10 @@ def localize(
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd); also the non-maximum-suppression neighbourhood.", rich_help_panel=LOC)] = 7,
     psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
-    threshold: Annotated[
-        Optional[float],
-        typer.Option("--threshold", help="Detection significance in noise standard deviations of the band-passed frame (default: adaptive, ~4.2 for a 1.3 px PSF).", rich_help_panel=LOC),
-    ] = None,
+    fdr: Fdr = DEFAULT_FDR,
+    pool: Pool = DEFAULT_POOL,
+    link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
+    threshold: Threshold = None,
     render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
     render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
@@ -161,7 +181,8 @@ def localize(
             source["model"] = str(model)
         locs = run_localize(
             photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
-            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, progress=not quiet, device=device,
+            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, link_distance_nm=link_distance,
+            progress=not quiet, device=device,
         )
         locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
         written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
@@ -173,7 +194,8 @@ def localize(
             precision = f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
         return (
             f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
-            f"{a['n_dropped_nonconverged']} not converged, {a['n_dropped_outside']} outside their box; threshold {a['threshold']:.2f}); "
+            f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
+            f"{a['n_dropped_outside']} outside their box; {a['n_tracks']} blinks linked); "
             f"{precision}wrote {', '.join(str(p) for p in written)}"
         )
 

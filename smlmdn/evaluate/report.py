@@ -31,7 +31,9 @@ from .precision import median_crlb_precision, nena_precision
 MODES = ("raw", "denoised", "hybrid")
 #: Keys of each ``report["denoise"][name]`` and ``report["localize"][mode]`` entry that need ground truth.
 DENOISE_CLEAN_KEYS = ("psnr", "ssim")
-LOCALIZE_TRUTH_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "tp", "fp", "fn", "median_error_nm")
+LOCALIZE_TRUTH_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "tp", "fp", "fn", "median_error_nm", "error_over_crlb")
+#: Median of |d| / sigma for a 2D Gaussian error with standard deviation sigma per axis (Rayleigh median).
+RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
 #: A difference in efficiency (or Jaccard) below this many percentage points is called "no clear difference".
 CLEAR_POINTS = 1.0
 #: A PSNR gain below this many dB is called "little".
@@ -95,6 +97,19 @@ def frc_block_frames(n_frames: int) -> int:
     return int(min(100, max(10, n_frames // 20)))
 
 
+def error_over_crlb(locs: pd.DataFrame, pairs: pd.DataFrame) -> float:
+    """How honest the reported precision is: median over matched pairs of ``|error| / (RAYLEIGH_MEDIAN * s)``.
+
+    ``s = sqrt((crlb_x^2 + crlb_y^2) / 2)`` per localization; ``pairs`` from
+    :func:`smlmdn.evaluate.match.match_localizations`. 1 when the errors are Gaussian with the
+    stated standard deviation, > 1 when the stated precision is optimistic. A median, so the few far
+    matches of overlapping molecules do not dominate.
+    """
+    rows = locs.loc[pairs["loc_index"]]
+    s = np.sqrt((rows["crlb_x_nm"].to_numpy() ** 2 + rows["crlb_y_nm"].to_numpy() ** 2) / 2.0)
+    return float(np.nanmedian(pairs["distance_nm"].to_numpy() / (RAYLEIGH_MEDIAN * s)))
+
+
 def localize_metrics(
     locs: pd.DataFrame,
     truth: pd.DataFrame | None,
@@ -110,7 +125,8 @@ def localize_metrics(
     ``nena_nm`` (NeNA), ``frc_nm`` (FRC resolution, block split of :func:`frc_block_frames` frames,
     histogram renders of ``render_pixel_nm``). With ``truth``: ``jaccard``, ``recall``,
     ``precision`` (%), ``rmse_nm``, ``efficiency`` (%), ``tp``, ``fp``, ``fn`` (matching within
-    ``tolerance_nm``) and ``median_error_nm`` (median distance of matched pairs); these are ``None``
+    ``tolerance_nm``), ``median_error_nm`` (median distance of matched pairs) and
+    ``error_over_crlb`` (:func:`error_over_crlb`, 1 = honest precision); these are ``None``
     without truth. Returns (scores, (frequency nm^-1, FRC)).
     """
     t, ny, nx = shape_px
@@ -121,6 +137,7 @@ def localize_metrics(
         out.update({k: res[k] for k in LOCALIZE_TRUTH_KEYS if k in res})
         # the RMSE is dominated by the few far matches (overlapping emitters); the median shows the typical error
         out["median_error_nm"] = json_number(np.median(match.pairs["distance_nm"])) if match.tp else None
+        out["error_over_crlb"] = json_number(error_over_crlb(locs, match.pairs)) if match.tp else None
     out["n"] = int(len(locs))
     out["median_crlb_nm"] = json_number(median_crlb_precision(locs)) if len(locs) else None
     out["nena_nm"] = json_number(nena_precision(locs, pixel_size_nm=pixel_size_nm))
@@ -192,41 +209,50 @@ def answer_denoising(denoise: dict[str, dict[str, Any]]) -> str:
     return text + ": the denoiser did not even raise the contrast of the spots over the background noise."
 
 
+def _why(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Which of recall, precision and RMSE made mode ``a`` beat (or lose to) mode ``b``, in words."""
+    return (f"Jaccard {_fmt(a['jaccard'])} % vs {_fmt(b['jaccard'])} %, recall {_fmt(a['recall'])} % vs {_fmt(b['recall'])} %, "
+            f"precision {_fmt(a['precision'])} % vs {_fmt(b['precision'])} %, RMSE {_fmt(a['rmse_nm'])} nm vs {_fmt(b['rmse_nm'])} nm")
+
+
 def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) -> str:
-    """Plain-language answer to question 2, built from the numbers in ``localize`` (see :func:`localize_metrics`)."""
-    raw = localize.get("raw")
-    others = [m for m in ("hybrid", "denoised") if m in localize]
-    if raw is None or not others:
+    """Plain-language answer to question 2, built from the numbers in ``localize`` (see :func:`localize_metrics`).
+
+    Modes named ``raw`` or ``raw linked`` use no denoiser; every other mode does. With ground truth
+    the best mode of each kind is compared by efficiency, and the best mode overall is recommended.
+    """
+    raws = [m for m in localize if m.split()[0] == "raw"]
+    others = [m for m in localize if m.split()[0] != "raw"]
+    if not raws or not others:
         return "Localization was not run in all modes, so question 2 cannot be answered."
     if has_truth:
         def score(m: str) -> float:
             v = localize[m].get("efficiency")
             return -math.inf if v is None else v
 
-        best = max(others, key=score)
-        r, b = raw, localize[best]
+        raw_m, best = max(raws, key=score), max(others, key=score)
+        r, b = localize[raw_m], localize[best]
         if r.get("efficiency") is None or b.get("efficiency") is None:
             return "The matching scores are undefined (no matched localizations), so question 2 cannot be answered."
         diff = b["efficiency"] - r["efficiency"]
         if diff >= CLEAR_POINTS:
             verdict = f"Yes: denoising before localization improves the result here. The {best} mode"
         elif diff <= -CLEAR_POINTS:
-            verdict = f"No: denoising before localization makes the result worse here. Even the better denoised mode ({best})"
+            verdict = f"No: denoising before localization makes the result worse here. Even the best denoised mode ({best})"
         else:
-            verdict = f"Not clearly: the best denoised mode ({best}) is within {CLEAR_POINTS:g} point of raw; it"
-        text = (f"{verdict} reaches efficiency {b['efficiency']:.1f} % versus {r['efficiency']:.1f} % for raw localization "
-                f"(Jaccard {_fmt(b['jaccard'])} % vs {_fmt(r['jaccard'])} %, recall {_fmt(b['recall'])} % vs {_fmt(r['recall'])} %, "
-                f"precision {_fmt(b['precision'])} % vs {_fmt(r['precision'])} %, RMSE {_fmt(b['rmse_nm'])} nm vs {_fmt(r['rmse_nm'])} nm).")
-        worst = [m for m in others if m != best]
-        for m in worst:
-            w = localize[m]
-            text += f" The {m} mode reaches {_fmt(w.get('efficiency'))} % (Jaccard {_fmt(w.get('jaccard'))} %, RMSE {_fmt(w.get('rmse_nm'))} nm)."
+            verdict = f"Not clearly: the best denoised mode ({best}) is within {CLEAR_POINTS:g} point of the best raw mode; it"
+        text = (f"{verdict} reaches efficiency {b['efficiency']:.1f} % versus {r['efficiency']:.1f} % for {raw_m} localization "
+                f"({_why(b, r)}).")
+        top = max(localize, key=score)
+        text += f" Recommended here: the {top} mode (the highest efficiency, {localize[top]['efficiency']:.1f} %)."
+        if "raw linked" in localize and "raw" in localize and localize["raw"].get("rmse_nm") is not None:
+            text += (f" Linking each blink's frames and pooling their positions changes the raw mode's RMSE from "
+                     f"{_fmt(localize['raw']['rmse_nm'])} to {_fmt(localize['raw linked'].get('rmse_nm'))} nm.")
         return text
     parts = []
-    for m in ("raw", *others):
-        v = localize[m]
+    for m, v in localize.items():
         parts.append(f"{m}: {v['n']} localizations, NeNA {_fmt(v.get('nena_nm'))} nm, FRC {_fmt(v.get('frc_nm'))} nm")
-    fr = {m: localize[m].get("frc_nm") for m in ("raw", *others)}
+    fr = {m: v.get("frc_nm") for m, v in localize.items()}
     known = {m: v for m, v in fr.items() if v is not None}
     if "raw" in known and len(known) > 1:
         best = min((m for m in known if m != "raw"), key=lambda m: known[m])
@@ -254,6 +280,7 @@ DENOISE_COLUMNS = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("bg_snr", "ba
 LOCALIZE_COLUMNS = [
     ("n", "n", 0), ("jaccard", "Jaccard (%)", 1), ("recall", "recall (%)", 1), ("precision", "precision (%)", 1),
     ("rmse_nm", "RMSE (nm)", 1), ("efficiency", "efficiency (%)", 1), ("median_crlb_nm", "CRLB (nm)", 1),
+    ("error_over_crlb", "error/CRLB", 2),
     ("nena_nm", "NeNA (nm)", 1), ("frc_nm", "FRC (nm)", 1),
 ]
 
@@ -294,10 +321,14 @@ def report_markdown(report: dict[str, Any]) -> str:
               f"({_fmt(masks.get('signal_fraction'), 3)} / {_fmt(masks.get('background_fraction'), 3)} of all pixels).", ""]
     header, rows = table_rows(report, "localize")
     lines += ["## Localization", "", _md_table(rows, header), ""]
-    lines += [f"Modes: raw = detect and fit the raw photons; denoised = detect and fit the denoised movie "
-              f"({s.get('localize_estimate')}; its fit's likelihood and CRLB are not calibrated); hybrid = detect on the "
-              f"denoised movie, fit the raw photons. Same settings for all: box {s.get('box')} px, PSF sigma "
-              f"{s.get('psf_sigma_nm')} nm, threshold {s.get('threshold') or 'adaptive'}. "
+    lines += [f"Modes: raw = propose candidates on and fit the raw photons; denoised = propose on and fit the denoised movie "
+              f"({s.get('localize_estimate')}; its fit's likelihood and CRLB are not calibrated: see error/CRLB); hybrid = propose on "
+              f"the denoised movie, fit the raw photons. In every mode a candidate is accepted by the same test on the raw photon "
+              f"counts ({s.get('acceptance')}; pooled over {s.get('pool')} neighbouring frame(s) on each side), so a denoiser cannot "
+              f"add a localization the photons do not support. '<mode> linked' scores the same localizations at the pooled position "
+              f"of their blink (linked across consecutive frames within {s.get('link_distance_nm')} nm, inverse-variance weighted). "
+              f"Same settings for all: box {s.get('box')} px, PSF sigma {s.get('psf_sigma_nm')} nm. "
+              f"error/CRLB = median matched error over the stated precision (1 = honest, > 1 = optimistic). "
               f"Matching: per frame, Hungarian, within {s.get('tolerance_nm')} nm; efficiency = 100 - sqrt((100 - Jaccard)^2 + (1 %/nm x RMSE)^2). "
               f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision (optimistic for the denoised "
               f"mode when the denoiser uses neighbouring frames, which makes adjacent frames share data); FRC = Fourier ring "

@@ -41,7 +41,7 @@ import pandas as pd
 from ..camera import Camera
 from ..errors import SmlmdnError
 from ..io import atomic_file, check_output, provenance
-from .pipeline import LOC_COLUMNS, empty_table
+from .pipeline import COLUMN_DTYPES, LOC_COLUMNS, empty_table
 
 CSV_SUFFIXES = (".csv",)
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -69,6 +69,11 @@ TS_COLUMNS = [
     "iterations",
     "p_value",
     "p_frame",
+    "track",
+    "n_track",
+    "x_linked [nm]",
+    "y_linked [nm]",
+    "uncertainty_linked [nm]",
 ]
 _TS_TO_OURS = {
     "x [nm]": "x_nm",
@@ -85,7 +90,16 @@ _TS_TO_OURS = {
     "iterations": "iterations",
     "p_value": "p_value",
     "p_frame": "p_frame",
+    "track": "track",
+    "n_track": "n_track",
+    "x_linked [nm]": "x_linked_nm",
+    "y_linked [nm]": "y_linked_nm",
+    "uncertainty_linked [nm]": "crlb_linked_nm",
 }
+
+#: smlmdn's columns written after ThunderSTORM's own, under the same names in every format.
+_EXTRA_COLUMNS = ("loglik", "llr", "iterations", "p_value", "p_frame", "track", "n_track", "x_linked [nm]", "y_linked [nm]",
+                  "uncertainty_linked [nm]")
 
 PICASSO_DTYPE = np.dtype(
     [
@@ -103,6 +117,11 @@ PICASSO_DTYPE = np.dtype(
         ("llr", "f4"),
         ("p_value", "f8"),
         ("p_frame", "f8"),
+        ("track", "i8"),
+        ("n_track", "i4"),
+        ("x_linked", "f4"),
+        ("y_linked", "f4"),
+        ("lp_linked", "f4"),
     ]
 )
 #: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
@@ -191,7 +210,7 @@ def _write_csv(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, 
             "bkgstd [photon]": np.sqrt(np.maximum(locs["bg"].to_numpy(), 0.0) + camera.read_noise_photons**2),
             "uncertainty [nm]": unc,
             "uncertainty_xy [nm]": unc,
-            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts.startswith("crlb") or ts in ("loglik", "llr", "iterations", "p_value", "p_frame")},
+            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items() if ts.startswith("crlb") or ts in _EXTRA_COLUMNS},
         }
     )[TS_COLUMNS]
     with atomic_file(path, overwrite) as tmp:
@@ -241,6 +260,11 @@ def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bo
     rec["llr"] = locs["llr"].to_numpy()
     rec["p_value"] = locs["p_value"].to_numpy()
     rec["p_frame"] = locs["p_frame"].to_numpy()
+    rec["track"] = locs["track"].to_numpy()
+    rec["n_track"] = locs["n_track"].to_numpy()
+    rec["x_linked"] = locs["x_linked_nm"].to_numpy() / px - PICASSO_SHIFT_PX
+    rec["y_linked"] = locs["y_linked_nm"].to_numpy() / px - PICASSO_SHIFT_PX
+    rec["lp_linked"] = locs["crlb_linked_nm"].to_numpy() / px
     info = _picasso_info(locs, camera, meta)
     with atomic_file(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -293,9 +317,9 @@ def _finish(data: dict[str, Any], n: int, attrs: dict[str, Any]) -> pd.DataFrame
     out = empty_table() if n == 0 else pd.DataFrame(index=range(n))
     for col in LOC_COLUMNS:
         if col in data:
-            out[col] = np.asarray(data[col]).astype(np.int64 if col == "frame" else np.int32 if col == "iterations" else np.float64)
+            out[col] = np.asarray(data[col]).astype(COLUMN_DTYPES.get(col, np.float64))
         elif n:
-            out[col] = -1 if col == "iterations" else np.nan
+            out[col] = -1 if col in COLUMN_DTYPES and col != "frame" else np.nan
     out = out[list(LOC_COLUMNS)]
     out.attrs.update(attrs)
     return out

@@ -93,3 +93,8 @@ def link(
     out["y_linked_nm"] = np.where(pooled, sum_wxy[track, 1] / safe, xy[:, 1])
     out["crlb_linked_nm"] = np.where(pooled, 1.0 / np.sqrt(safe), s)
     return out
+
+
+def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a linked table (see :func:`link`) whose ``x_nm``/``y_nm`` and CRLB columns are the blink's pooled ones."""
+    return locs.assign(x_nm=locs["x_linked_nm"], y_nm=locs["y_linked_nm"], crlb_x_nm=locs["crlb_linked_nm"], crlb_y_nm=locs["crlb_linked_nm"])

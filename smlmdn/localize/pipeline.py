@@ -17,6 +17,7 @@ dropped and counted (``n_dropped_outside``), as are fits that did not converge
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from ..progress import track
 from .detect import detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
 from .glrt import benjamini_hochberg, glrt, psf_templates
+from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -51,9 +53,11 @@ LOC_COLUMNS = (
     "iterations",
     "p_value",
     "p_frame",
+    *LINK_COLUMNS,
 )
 
-_DTYPES = {"frame": np.int64, "iterations": np.int32}
+#: Column dtypes other than float64.
+COLUMN_DTYPES = {"frame": np.int64, "iterations": np.int32, "track": np.int64, "n_track": np.int64}
 
 #: Band-pass significance (robust noise standard deviations) above which local maxima are proposed
 #: as candidates for the calibrated acceptance test; it only limits how many candidates are tested.
@@ -68,7 +72,7 @@ MEMBER_ALPHA = 0.05
 
 def empty_table() -> pd.DataFrame:
     """A localization table with no rows and the right columns and dtypes."""
-    return pd.DataFrame({c: np.zeros(0, dtype=_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
+    return pd.DataFrame({c: np.zeros(0, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
 
 
 def check_settings(
@@ -261,6 +265,7 @@ def localize(
     threshold: float | None = None,
     fdr: float = DEFAULT_FDR,
     pool: int = DEFAULT_POOL,
+    link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
@@ -273,7 +278,9 @@ def localize(
     frames ``t - pool .. t + pool`` (a blink's photons pooled); a localization then still needs its
     own frame's p-value below :data:`MEMBER_ALPHA`, so a blink does not spill into frames where the
     molecule is off. ``threshold`` (expert override): accept every candidate above this band-pass
-    significance instead (robust noise standard deviations; no FDR control).
+    significance instead (robust noise standard deviations; no FDR control). The accepted
+    localizations are linked across consecutive frames (:func:`smlmdn.localize.link.link`, at most
+    ``link_distance_nm`` apart): each keeps its own fit and gets its blink's pooled position.
 
     ``detect_on``: an optional movie of the same shape (e.g. the denoised photons) to propose
     candidates on; ``fit_on``: ``"raw"`` fits ``photons`` (hybrid when ``detect_on`` is given),
@@ -285,7 +292,7 @@ def localize(
 
     Returns a DataFrame with :data:`LOC_COLUMNS` (nm, photoelectrons, 0-based frames) and ``attrs``
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
-    ``n_dropped_outside``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: one
+    ``n_dropped_outside``, ``n_tracks``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: one
     frame block (of each input) at a time, plus the fitted candidates until the FDR decision.
     Raises :class:`SmlmdnError` for settings that cannot work (see :func:`check_settings`).
     """
@@ -307,6 +314,8 @@ def localize(
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool)
+    if not (math.isfinite(link_distance_nm) and link_distance_nm > 0):
+        raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
     sigma_px = psf_sigma_nm / pixel_size
     calibrated = threshold is None
     thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
@@ -341,6 +350,7 @@ def localize(
     if calibrated:
         keep = benjamini_hochberg(locs["p_value"].to_numpy(), t * ny * nx, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
         locs = locs[keep].reset_index(drop=True)
+    locs = link(locs, max_distance_nm=link_distance_nm)
     mode = "raw" if detect_on is None else ("denoised" if fitting_denoised else "hybrid")
     attrs: dict[str, Any] = {
         **totals,
@@ -355,6 +365,8 @@ def localize(
         "fdr": float(fdr) if calibrated else None,
         "pool": int(pool),
         "threshold": thr,
+        "link_distance_nm": float(link_distance_nm),
+        "n_tracks": int(locs["track"].nunique()),
     }
     locs.attrs.update(attrs)
     if len(locs) == 0:
