@@ -284,6 +284,9 @@ def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movi
         tifffile.imwrite(seq / f"frame_{i}.tif", movie[i - 1])
     tiny = tmp_path / "tiny.tif"
     tifffile.imwrite(tiny, np.zeros((20, 4, 4), np.uint16))
+    raw = tmp_path / "picasso.raw"
+    movie.astype("<u2").tofile(raw)
+    (tmp_path / "picasso.yaml").write_text("Byte Order: <\nData Type: uint16\nFrames: 40\nHeight: 16\nWidth: 16\nSensitivity: 0.46\n")
     runs = [
         (["info", str(ij)], 1, "truncated: frames 0-"),
         (["info", str(plain)], 1, "truncated: frames 0-"),
@@ -294,6 +297,9 @@ def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movi
         (["info", str(seq / "*.tif")], 1, "matches 12 movies"),
         (["info", "--json", str(tmp_path / "run")], 0, '"multi-file OME-TIFF"'),
         (["localize", str(ij), "--frames", "40:60", "-o", str(tmp_path / "ij.csv"), "-q"], 0, "in 20 frames"),
+        (["compare", str(ij), "--frames", "0:10", "--truth", str(tmp_path / "t.csv"), "--denoised", str(ij), "-o", str(tmp_path / "r")],
+         1, "--frames cannot be combined with --truth"),
+        (["info", "--json", str(raw)], 0, '"e_per_adu": 0.46'),
     ]
     script = textwrap.dedent(f"""
         import json

@@ -50,6 +50,8 @@ OPTION_GROUPS = {
 }
 #: Parameters naming the movie(s) a subcommand reads: they get ``--frames START:STOP``.
 MOVIE_PARAMETERS = ("movie", "movies")
+#: Inputs that describe the whole movie frame by frame (compare's ground truth): not with --frames.
+WHOLE_MOVIE_PARAMETERS = ("truth", "clean")
 
 app = typer.Typer(
     name="smlmdn",
@@ -133,6 +135,12 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                         inputs = list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
                         text = kw.pop("frame_range", None)
                         frames = parse_frames(text) if text is not None else None
+                        whole = [n for n in WHOLE_MOVIE_PARAMETERS if kw.get(n) is not None]
+                        if frames is not None and whole:
+                            raise SmlmdnError(
+                                f"--frames cannot be combined with --{whole[0]} (it describes the whole movie, frame by frame)",
+                                f"drop --frames, or cut the movie and its --{whole[0]} to the same frames first",
+                            )
                     movie_numbers = movie_camera(inputs[0]) if len(inputs) == 1 else {}
                     given_keys: frozenset[str] = frozenset()
                     for group, (options, build) in groups.items():
