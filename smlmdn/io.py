@@ -615,6 +615,12 @@ def movie_camera(path: str | Path) -> dict[str, float]:
         return {}
 
 
+def _multiscales(group: Any) -> list:
+    """The OME-Zarr ``multiscales`` list of a group (NGFF 0.4 or 0.5 attributes), [] if none."""
+    attrs = dict(group.attrs)
+    return list(attrs.get("ome", attrs).get("multiscales") or [])
+
+
 def _open_zarr(p: Path) -> da.Array:
     import zarr
 
@@ -623,10 +629,22 @@ def _open_zarr(p: Path) -> da.Array:
     except Exception as exc:  # noqa: BLE001
         raise SmlmdnError(f"cannot open Zarr store {p} ({exc})", "check the store is complete") from exc
     axes = None
+    if isinstance(node, zarr.Group) and not _multiscales(node) and not list(node.array_keys()):
+        # a container (e.g. bioformats2raw: one OME-Zarr image per series in groups 0, 1, ...)
+        images = [name for name, child in node.groups() if _multiscales(child)]
+        if len(images) > 1:
+            raise SmlmdnError(
+                f"Zarr container {p} holds {len(images)} images ({', '.join(images[:5])})",
+                f"point to one of them, e.g. {p / images[0]}",
+            )
+        if images:
+            node = node[images[0]]
     if isinstance(node, zarr.Group):
         attrs = dict(node.attrs)
-        ome = attrs.get("ome", attrs)
-        multiscales = ome.get("multiscales")
+        multiscales = _multiscales(node)
+        if len(multiscales) > 1:
+            raise SmlmdnError(f"OME-Zarr image {p} holds {len(multiscales)} multiscale images",
+                              "export the one you want to its own OME-Zarr image")
         if multiscales:
             ms = multiscales[0]
             axes = "".join(ax["name"][0].upper() if isinstance(ax, dict) else str(ax)[0].upper() for ax in ms.get("axes", []))

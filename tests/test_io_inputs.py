@@ -100,6 +100,20 @@ def test_folder_of_two_multifile_acquisitions_is_refused(tmp_path: Path, movie: 
     np.testing.assert_array_equal(open_movie(pos1[1]).compute(), movie[::-1])
 
 
+def test_omezarr_container_opens_its_one_image_and_refuses_several(tmp_path: Path, movie: np.ndarray) -> None:
+    import dask.array as da
+    import zarr
+
+    box = tmp_path / "box.zarr"  # a container like bioformats2raw's: images in groups 0, 1, ...
+    zarr.open_group(str(box), mode="w", zarr_format=3)
+    write_movie(da.from_array(movie), tmp_path / "a.ome.zarr", progress=False, pixel_size=100.0).rename(box / "0")
+    np.testing.assert_array_equal(open_movie(box).compute(), movie)
+    write_movie(da.from_array(movie[:5]), tmp_path / "b.ome.zarr", progress=False, pixel_size=100.0).rename(box / "1")
+    with pytest.raises(SmlmdnError, match="holds 2 images"):
+        open_movie(box)
+    np.testing.assert_array_equal(open_movie(box / "1").compute(), movie[:5])
+
+
 # ------------------------------------------------------------------ 2. natural order and the glob rule
 
 
