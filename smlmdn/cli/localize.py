@@ -96,7 +96,7 @@ def localize(
     denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU, else CPU), cpu or cuda: where spots are fitted (numba on the CPU, torch on the GPU) and, with --model, denoised.", rich_help_panel=LOC)] = "auto",
-    box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd); also the non-maximum-suppression neighbourhood.", rich_help_panel=LOC)] = 7,
+    box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,
     psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
     fdr: Fdr = DEFAULT_FDR,
