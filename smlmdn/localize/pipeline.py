@@ -67,7 +67,7 @@ DEFAULT_FDR = 0.05
 #: Default number of neighbouring frames on each side pooled into the acceptance test.
 DEFAULT_POOL = 0
 #: With pooling, a localization's own frame must still reach this single-frame p-value.
-MEMBER_ALPHA = 0.05
+MEMBER_ALPHA = 0.01
 
 
 def empty_table() -> pd.DataFrame:
@@ -114,31 +114,42 @@ def _boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, bo
     return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
 
 
-def acceptance_p_values(
-    raw: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, templates: np.ndarray, *, box: int,
-    pool: int, halo_before: int, read_noise_photons: float, excess_noise: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """GLRT p-values on the raw photons for candidates at frames ``t`` of the block -> ``(p, p_frame)``, each (n,).
+def pooled_frames(raw: np.ndarray, halo_before: int, n_block: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of the raw frames ``t - pool .. t + pool`` for each of the block's frames -> ``(sums, n_frames)``.
 
-    ``raw`` (T + halos, Y, X) holds ``halo_before`` frames before the block (and up to ``pool`` after).
-    ``p_frame`` tests the candidate's own frame. With ``pool`` > 0, the test is repeated on the counts
-    summed over the frames ``t - pool .. t + pool`` (those that exist: a blink's photons pooled) and
-    ``p = min(1, 2 min(p_frame, p_pool))`` (Bonferroni over the two tests, so ``p`` stays a valid
-    p-value of "no molecule in any of these frames"); without pooling ``p = p_frame``.
+    ``raw`` (T_halo, Y, X) photons holds the block's ``n_block`` frames after ``halo_before`` frames of
+    halo (and up to ``pool`` after). Returns float32 sums (n_block, Y, X) and the number of frames in
+    each sum (n_block,), fewer than ``2 pool + 1`` at the movie's ends.
+    """
+    sums = np.zeros((n_block, *raw.shape[1:]), dtype=np.float32)
+    n_frames = np.zeros(n_block, dtype=np.int64)
+    frame = np.arange(n_block) + halo_before
+    for j in range(-pool, pool + 1):
+        ok = (frame + j >= 0) & (frame + j < len(raw))
+        sums[ok] += raw[frame[ok] + j]
+        n_frames += ok
+    return sums, n_frames
+
+
+def acceptance_p_values(
+    own: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray, oy: np.ndarray, ox: np.ndarray,
+    templates: np.ndarray, *, box: int, read_noise_photons: float, excess_noise: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame)``, each (n,).
+
+    ``own`` (T, Y, X): the block's raw photons; ``p_frame`` tests the candidate's own frame. With
+    ``pooled`` (from :func:`pooled_frames`), the test is repeated on the counts summed over the
+    neighbouring frames (a blink's photons pooled) and ``p = min(1, 2 min(p_frame, p_pool))``
+    (Bonferroni over the two tests, so ``p`` stays a valid p-value of "no molecule in any of these
+    frames"); without pooling ``p = p_frame``. Corners (``oy``, ``ox``) and ``templates`` as in
+    :func:`localize_block`.
     """
     noise = dict(read_noise_photons=read_noise_photons, excess_noise=excess_noise)
-    frame = t + halo_before
-    _, p_frame = glrt(_boxes(raw, frame, oy, ox, box), templates, **noise)
-    if pool == 0:
+    _, p_frame = glrt(_boxes(own, t, oy, ox, box), templates, **noise)
+    if pooled is None:
         return p_frame, p_frame
-    total = np.zeros(templates.shape)
-    n_frames = np.zeros(len(t))
-    for j in range(-pool, pool + 1):
-        f = frame + j
-        ok = (f >= 0) & (f < len(raw))
-        total[ok] += _boxes(raw, f[ok], oy[ok], ox[ok], box)
-        n_frames += ok
-    _, p_pool = glrt(total, templates, n_frames=n_frames, **noise)
+    sums, n_frames = pooled
+    _, p_pool = glrt(_boxes(sums, t, oy, ox, box), templates, n_frames=n_frames[t], **noise)
     return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
 
 
@@ -165,8 +176,9 @@ def localize_block(
     ``raw`` (T_halo, Y, X): raw detected photons of the block's ``T`` frames plus ``halo_before``
     frames before and up to ``pool`` after (for the pooled test, see :func:`acceptance_p_values`);
     ``read_noise_photons``/``excess_noise`` describe its camera noise. ``detect_frames`` (T, Y, X):
-    the movie to propose candidates on (``detect_on_raw``: the block's own raw frames, filtered with
-    the camera noise model; else a denoised movie). With ``fit_detect_frames`` the fit uses it too
+    the movie to propose candidates on (``detect_on_raw``: the block's own raw frames, or with ``pool``
+    their sums over the neighbouring frames (:func:`pooled_frames`), filtered with the camera noise
+    model; else a denoised movie). With ``fit_detect_frames`` the fit uses it too
     (the 'denoised' mode, plain Poisson model), else the raw photons. ``threshold``: band-pass
     significance of a candidate (see :func:`smlmdn.localize.detect.detect`). Every fitted candidate
     gets ``p_value`` and ``p_frame``; the movie-wide FDR decision is made by :func:`localize`.
@@ -174,8 +186,14 @@ def localize_block(
     ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
     own = raw[halo_before : halo_before + len(detect_frames)]
-    detect_noise = (read_noise_photons, excess_noise) if detect_on_raw else (0.0, 1.0)
-    cand = detect(detect_frames, sigma_px, box, threshold, read_noise_photons=detect_noise[0], excess_noise=detect_noise[1])
+    pooled = pooled_frames(raw, halo_before, len(own), pool) if pool else None
+    if not detect_on_raw:
+        cand = detect(detect_frames, sigma_px, box, threshold)
+    elif pooled is None:
+        cand = detect(own, sigma_px, box, threshold, read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    else:  # propose on the pooled frames: a dim blink stands out of their noise
+        cand = detect(pooled[0], sigma_px, box, threshold, read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1),
+                      excess_noise=excess_noise)
     counts = {"n_candidates": len(cand), "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     if len(cand) == 0:
         return empty_table(), counts
@@ -185,8 +203,7 @@ def localize_block(
     ox = np.clip(cand.col - r, 0, nx - box)
     templates = psf_templates(cand.col - ox + 0.5, cand.row - oy + 0.5, sigma_px, box)
     p_value, p_frame = acceptance_p_values(
-        raw, cand.frame, oy, ox, templates, box=box, pool=pool, halo_before=halo_before,
-        read_noise_photons=read_noise_photons, excess_noise=excess_noise,
+        own, pooled, cand.frame, oy, ox, templates, box=box, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
     )
     fit_frames = detect_frames if fit_detect_frames else own
     fit_noise = (0.0, 1.0) if fit_detect_frames else (read_noise_photons, excess_noise)
