@@ -66,7 +66,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -461,7 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     if "picasso oracle" in variants:
         bl_version = _bench_localize().picasso_version()[0]
     code = _code_state()
-    command = "python benchmarks/localize_grid.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        python = os.path.relpath(sys.executable, HERE.parent)
+    except ValueError:
+        python = sys.executable
+    python = python if not python.startswith("..") else "python"
+    command = f"{python} benchmarks/localize_grid.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
         "command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.system()}), threads {args.threads}",
