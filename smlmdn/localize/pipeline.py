@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import astuple
 from typing import Any, Literal
 
 import dask
@@ -30,7 +31,7 @@ from ..camera import Camera, check_finite
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks
 from ..progress import track
-from .detect import detect
+from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
 from .glrt import benjamini_hochberg, glrt, psf_templates
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
@@ -169,6 +170,7 @@ def localize_block(
     halo_before: int = 0,
     pool: int = 0,
     fit_detect_frames: bool = False,
+    max_p: float | None = None,
     fit_device: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Propose candidates in ``detect_frames``, test them on ``raw`` and fit them -> (table, counts).
@@ -181,7 +183,9 @@ def localize_block(
     model; else a denoised movie). With ``fit_detect_frames`` the fit uses it too
     (the 'denoised' mode, plain Poisson model), else the raw photons. ``threshold``: band-pass
     significance of a candidate (see :func:`smlmdn.localize.detect.detect`). Every fitted candidate
-    gets ``p_value`` and ``p_frame``; the movie-wide FDR decision is made by :func:`localize`.
+    gets ``p_value`` and ``p_frame``; the movie-wide FDR decision is made by :func:`localize`, and
+    candidates it can never accept (``p_value > max_p`` or ``p_frame >`` :data:`MEMBER_ALPHA`) are
+    not fitted (counted as ``n_rejected``) when ``max_p`` is given.
     ``fit_device``: None fits with the numba kernels on the CPU; a torch device (``"cuda"``,
     ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
@@ -194,7 +198,7 @@ def localize_block(
     else:  # propose on the pooled frames: a dim blink stands out of their noise
         cand = detect(pooled[0], sigma_px, box, threshold, read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1),
                       excess_noise=excess_noise)
-    counts = {"n_candidates": len(cand), "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+    counts = {"n_candidates": len(cand), "n_rejected": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     if len(cand) == 0:
         return empty_table(), counts
     _, ny, nx = own.shape
@@ -205,6 +209,10 @@ def localize_block(
     p_value, p_frame = acceptance_p_values(
         own, pooled, cand.frame, oy, ox, templates, box=box, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
     )
+    if max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
+        hopeful = (p_value <= max_p) & (p_frame <= MEMBER_ALPHA)
+        counts["n_rejected"] = int(np.sum(~hopeful))
+        cand, oy, ox, p_value, p_frame = Candidates(*(a[hopeful] for a in astuple(cand))), oy[hopeful], ox[hopeful], p_value[hopeful], p_frame[hopeful]
     fit_frames = detect_frames if fit_detect_frames else own
     fit_noise = (0.0, 1.0) if fit_detect_frames else (read_noise_photons, excess_noise)
     spots = _boxes(fit_frames, cand.frame, oy, ox, box)
@@ -338,12 +346,12 @@ def localize(
     thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
     tables: list[pd.DataFrame] = []
-    totals = {"n_candidates": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+    totals = {"n_candidates": 0, "n_rejected": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
     settings = dict(
         fit_device=_fit_device(device), box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
         read_noise_photons=camera.read_noise_photons, excess_noise=camera.excess_noise, pixel_size_nm=pixel_size,
-        pool=pool, fit_detect_frames=fitting_denoised,
+        pool=pool, fit_detect_frames=fitting_denoised, max_p=fdr if calibrated else None,
     )
 
     def task(i: int, b0: int, b1: int) -> Any:
@@ -367,11 +375,11 @@ def localize(
     if calibrated:
         keep = benjamini_hochberg(locs["p_value"].to_numpy(), t * ny * nx, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
         locs = locs[keep].reset_index(drop=True)
+        totals["n_rejected"] += n_fitted - len(locs)
     locs = link(locs, max_distance_nm=link_distance_nm)
     mode = "raw" if detect_on is None else ("denoised" if fitting_denoised else "hybrid")
     attrs: dict[str, Any] = {
         **totals,
-        "n_rejected": n_fitted - len(locs),
         "mode": mode,
         "movie_shape": [int(t), int(ny), int(nx)],
         "pixel_size_nm": pixel_size,
