@@ -254,6 +254,19 @@ def raw_fdr_oracle(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataF
     return sweep(lambda q: smlmdn_localize(photons, camera, case, fdr=q), values, truth, "fdr")
 
 
+def raw_pool(pool: int) -> Callable[..., pd.DataFrame]:
+    """The default pipeline with candidates also tested on the counts pooled over ``t - pool .. t + pool``."""
+
+    def run(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+        if "pool" not in inspect.signature(_localize()).parameters:
+            raise Skip("localize() has no pool argument in this version")
+        locs = smlmdn_localize(photons, camera, case, pool=pool)
+        locs.attrs["chosen"] = {**_accepted_by(locs), "pool": pool}
+        return locs
+
+    return run
+
+
 def _localize() -> Callable[..., pd.DataFrame]:
     from smlmdn.localize.pipeline import localize
 
@@ -298,6 +311,7 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw default": raw_default,
     "raw oracle": raw_oracle,
     "raw fdr oracle": raw_fdr_oracle,
+    "raw pool 1": raw_pool(1),
     "picasso oracle": picasso_oracle,
 }
 
