@@ -88,10 +88,11 @@ def n2v_worker(args: argparse.Namespace) -> None:
     t_eval = args.n2v_eval
     n_val = max(1, len(data) // 10)
     patch = min(64, (min(data.shape[1:]) // 8) * 8)
-    epochs = 10
+    epochs = args.n2v_epochs or 10
+    # --steps 0: CAREamics' own epochs (every patch of the training data once per epoch, num_steps=None)
     cfg = create_n2v_config(
         experiment_name="smlmdn_bench", data_type="array", axes="SYX", patch_size=[patch, patch],
-        batch_size=args.batch, num_epochs=epochs, num_steps=max(1, args.steps // epochs),
+        batch_size=args.batch, num_epochs=epochs, num_steps=max(1, args.steps // epochs) if args.steps else None,
     )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
@@ -109,7 +110,8 @@ def n2v_worker(args: argparse.Namespace) -> None:
                       "version": careamics.__version__}))
 
 
-def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: int, threads: int | None, seed: int = 0) -> tuple[np.ndarray | None, dict]:
+def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: int, threads: int | None, seed: int = 0,
+            epochs: int | None = None) -> tuple[np.ndarray | None, dict]:
     """N2V prediction of the last ``t_eval`` frames via the benchmark venv, or (None, {"error": why})."""
     if not python.exists():
         return None, {"error": f"no benchmark venv at {python} (create it: python3 -m venv .benchvenv; "
@@ -119,6 +121,8 @@ def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: i
         np.save(src, photons)
         cmd = [str(python), str(HERE), "--n2v-worker", "--n2v-in", str(src), "--n2v-out", str(dst),
                "--n2v-eval", str(t_eval), "--steps", str(steps), "--batch", str(batch), "--seed", str(seed)]
+        if epochs:
+            cmd += ["--n2v-epochs", str(epochs)]
         if threads:
             cmd += ["--threads", str(threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -334,6 +338,17 @@ def curves(args: argparse.Namespace) -> dict:
         est = denoise_lazy(margin, model, estimates=names)
         return {n: v[2:-2] for n, v in zip(est, dask.compute(*est.values()))}
 
+    if args.n2v_epochs:
+        t0 = time.perf_counter()
+        pred, info = run_n2v(Path(args.careamics_python), photons[: e1 + 2].compute(), 0, args.n2v_batch, args.eval_frames + 2,
+                             args.threads, args.seed, epochs=args.n2v_epochs)
+        if pred is not None:
+            pred = pred[: args.eval_frames]
+            out["n2v"] = {**info, "psnr": round(psnr(pred, clean, dr), 2), "wall_s": round(time.perf_counter() - t0, 1),
+                          "ghosts": ghost_stats(pred, clean, truth, e0, camera.pixel_size)}
+        else:
+            out["n2v"] = info
+        print(f"  N2V: {json.dumps(out['n2v'])}", file=sys.stderr, flush=True)
     for spec in args.curve_runs:
         k_str, _, mode = spec.partition(":")
         k, mode = int(k_str), (mode or "stem")
@@ -370,9 +385,18 @@ def print_curves(res: dict, args: argparse.Namespace) -> None:
         pts = "; ".join(f"{p['seconds']:.0f} s ({p['step']}): {p['mean']:.2f} / {p['prior']:.2f}" for p in r["points"])
         f = r["final"]
         print(f"| {label} | {pts} | {f['mean']:.2f} / {f['prior']:.2f} | {f['steps']} |")
+    n2v = res.get("n2v")
+    if n2v:
+        if "psnr" in n2v:
+            print(f"\nCAREamics Noise2Void {n2v.get('version', '')}: {n2v['psnr']:.2f} dB ({n2v['epochs']} epochs of the movie, "
+                  f"batch {n2v['batch']}, {n2v['patch']} px patches; fit {n2v['fit_s']:.0f} s)")
+        else:
+            print(f"\nCAREamics Noise2Void: not run ({n2v.get('error')})")
     print("\n| output | ghost sites | ghost rate | control rate | ghost amplitude (of a spot) | blink-edge recovery | inner recovery |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     rows = [("raw photons", res["raw_ghosts"])] + [(f"{lbl} mean", r["final"]["ghosts_mean"]) for lbl, r in res["runs"].items()]
+    if n2v and "ghosts" in n2v:
+        rows.append(("CAREamics N2V", n2v["ghosts"]))
     for name, g in rows:
         print(f"| {name} | {g['ghost_sites']} | {g['ghost_rate']:.3f} | {g['control_rate']:.3f} | {g['ghost_amp']:+.3f} | "
               f"{g['edge_recovery']:.2f} | {g['inner_recovery']:.2f} |")
@@ -470,7 +494,7 @@ def main() -> None:
     # PSNR-vs-seconds curves and ghost statistics on one simulated movie folder (smlmdn simulate)
     p.add_argument("--curves", action="store_true", help="PSNR vs seconds for --curve-runs on --movie-dir (time-budget fits)")
     p.add_argument("--movie-dir", default=None, help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)")
-    p.add_argument("--curve-runs", nargs="+", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
+    p.add_argument("--curve-runs", nargs="*", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
     p.add_argument("--budget", type=float, default=300.0, help="--curves: training seconds per run")
     p.add_argument("--marks", type=float, nargs="+", default=[30, 60, 120, 200], help="--curves: snapshot times (s)")
     # internal: N2V worker mode (run by the benchmark venv's python)
@@ -478,6 +502,9 @@ def main() -> None:
     p.add_argument("--n2v-in", help=argparse.SUPPRESS)
     p.add_argument("--n2v-out", help=argparse.SUPPRESS)
     p.add_argument("--n2v-eval", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--n2v-epochs", type=int, default=None, help="CAREamics epochs (default 10; with --curves: run N2V with "
+                   "its own epochs of the whole movie, batch --n2v-batch, beside the curves)")
+    p.add_argument("--n2v-batch", type=int, default=16, help="--curves: CAREamics batch size")
     args = p.parse_args()
     if args.n2v_worker:
         args.batch = args.batch or 4
