@@ -437,8 +437,9 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
     """
     page0 = tif.pages.first
     size = tif.filehandle.size
+    # the evidence of a cut file: an IFD or tag value that lies beyond the end of the file
     bad_offsets = [int(m) for text in log for m in re.findall(r"invalid page offset (\d+)", text)]
-    cut = bool(bad_offsets) or any("invalid value offset" in text or "corrupted" in text for text in log)
+    cut = any(o >= size for o in bad_offsets) or any("invalid value offset" in text for text in log)
     offset = series.dataoffset
     if offset is None and tif.is_imagej and page0.is_contiguous:
         offset = page0.is_contiguous[0]  # ImageJ always writes its stacks contiguously
@@ -473,7 +474,7 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
             limit = page.parent.filehandle.size
         except Exception:  # noqa: BLE001 - a page tifffile could not parse
             break
-        if end > limit or 0 in page.databytecounts:
+        if end > limit:
             break
         complete += 1
     return complete, promised, cut, ("pages", complete) if by_page else None
@@ -491,7 +492,7 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
                 src.notes.insert(0, f"{p.name} holds only pixels of the multi-file OME-TIFF {master.name}: read from {master.name}")
                 return src
             if not tif.series:
-                raise SmlmdnError(f"TIFF {p} holds no image series", "check the file is a complete, uncorrupted TIFF")
+                raise SmlmdnError(f"cannot read TIFF {p}: it holds no image series", "check the file is a complete, uncorrupted TIFF")
             index, notes = _movie_series(tif, p)
             series = tif.series[index]
             axes = series.axes
