@@ -396,30 +396,36 @@ def estimate_camera_spatial(
 
 def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25,
                  keys: Iterable[str] | None = None) -> list[str]:
-    """Warnings (strings) where the given camera disagrees with the data by more than ``tolerance``.
+    """Warnings (strings) where the camera disagrees with the data by more than ``tolerance``.
 
-    Only ``keys`` are judged (default: :func:`given_camera_keys`, or all outside the CLI): a default
-    the user never gave is not "given". e_per_adu (judged when e_per_adu or em_gain was given) is
-    compared relatively; the offset warns when it differs by more than ``max(10 ADU, tolerance *
-    estimated offset)``, and only when the gain agrees (with a wrong gain the comparison says
-    nothing new). Also issues them as Python warnings.
+    ``keys`` are the camera numbers the user gave (default: :func:`given_camera_keys`, or all
+    outside the CLI); the others are defaults and are named so ("the default e_per_adu 0.5 ..."),
+    never "given". e_per_adu is compared relatively; the offset warns when it differs by more than
+    ``max(10 ADU, tolerance * estimated offset)``, and only when the gain agrees (with a wrong gain
+    an offset warning says nothing new). Both tolerances widen to 3 standard errors of an uncertain
+    estimate. Also issues them as Python warnings.
     """
     given = set(keys) if keys is not None else (given_camera_keys() if given_camera_keys() is not None else set(CAMERA_KEYS))
     messages = []
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
-    # an uncertain estimate (e.g. the spatial method on a flat background) widens the tolerances
     e_sd, offset_sd = (v if np.isfinite(v) else 0.0 for v in (estimate.e_per_adu_sd, estimate.offset_sd))
     tolerance_gain = max(tolerance, 3 * e_sd / estimate.e_per_adu)
     gain_wrong = rel > tolerance_gain
-    if gain_wrong and given & {"e_per_adu", "em_gain"}:
-        named = "given e_per_adu" if "e_per_adu" in given else f"default e_per_adu (with the given em_gain {camera.em_gain:g})"
+    if gain_wrong:
+        if "e_per_adu" in given:
+            named = "given e_per_adu"
+        elif "em_gain" in given:
+            named = f"default e_per_adu (with the given em_gain {camera.em_gain:g})"
+        else:
+            named = "default e_per_adu"
         messages.append(
             f"the {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
             f"by {100 * rel:.0f}% (> {100 * tolerance_gain:.0f}%): check --e-per-adu/--em-gain"
         )
-    if "offset" in given and not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset), 3 * offset_sd):
+    if not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset), 3 * offset_sd):
+        named = "given" if "offset" in given else "default"
         messages.append(
-            f"given offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"
+            f"the {named} offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"
         )
     for message in messages:
         warnings.warn(message, stacklevel=2)

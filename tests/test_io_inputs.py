@@ -265,10 +265,15 @@ def test_camera_check_judges_only_given_numbers() -> None:
     camera = Camera(e_per_adu=0.5, offset=300.0)
     with pytest.warns(UserWarning):
         assert len(check_camera(camera, estimate, keys={"e_per_adu", "offset"})) == 1  # no offset warning on a wrong gain
-    assert check_camera(camera, estimate, keys={"qe"}) == []
+    with pytest.warns(UserWarning):
+        (message,) = check_camera(camera, estimate, keys={"qe"})  # defaults are still checked, and called defaults
+    assert message.startswith("the default e_per_adu 0.5 disagrees")
     with pytest.warns(UserWarning):
         (message,) = check_camera(Camera(em_gain=2.0), estimate, keys={"em_gain"})
-    assert "given e_per_adu" not in message and "default e_per_adu" in message
+    assert "given e_per_adu" not in message and "default e_per_adu (with the given em_gain 2)" in message
+    with pytest.warns(UserWarning, match="the given offset 300"):
+        check_camera(Camera(e_per_adu=2.0, offset=300.0), estimate, keys={"offset"})
+    assert check_camera(Camera(e_per_adu=2.0, offset=105.0), estimate, keys=set()) == []
 
 
 # ------------------------------------------------------------------ 9. two writers, one output
