@@ -94,7 +94,8 @@ def test_pipeline_block_fits_the_same_with_the_torch_backend():
     xy = np.array([[8.3, 9.6], [20.5, 14.2], [13.1, 24.8]])
     clean = render_spots(xy[:, 0], xy[:, 1], np.full(3, 1500.0), 1.3, (32, 32)) + 10.0
     frames = rng.poisson(np.broadcast_to(clean, (4, 32, 32))).astype(np.float32)
-    settings = dict(box=7, sigma_px=1.3, fit_sigma=False, threshold=4.0, read_noise_photons=0.0, excess_noise=1.0, pixel_size_nm=100.0)
+    settings = dict(box=7, sigma_px=1.3, fit_sigma=False, threshold=4.0, read_noise_photons=0.0, excess_noise=1.0, pixel_size_nm=100.0,
+                    detect_on_raw=True)
     numba_table, numba_counts = localize_block(frames, frames, **settings)
     torch_table, torch_counts = localize_block(frames, frames, fit_device="cpu", **settings)
     assert len(numba_table) == 12 and numba_counts == torch_counts
