@@ -267,6 +267,20 @@ def raw_pool(pool: int) -> Callable[..., pd.DataFrame]:
     return run
 
 
+def linked(variant: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """``variant`` scored at each localization's linked blink position (``x_linked_nm``, ``y_linked_nm``)."""
+
+    def run(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+        from smlmdn.localize.link import linked_positions
+
+        locs = variant(photons, camera, case, truth)
+        out = linked_positions(locs)
+        out.attrs = dict(locs.attrs)
+        return out
+
+    return run
+
+
 def _localize() -> Callable[..., pd.DataFrame]:
     from smlmdn.localize.pipeline import localize
 
@@ -312,6 +326,9 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw oracle": raw_oracle,
     "raw fdr oracle": raw_fdr_oracle,
     "raw pool 1": raw_pool(1),
+    "raw linked": linked(raw_default),
+    "raw pool 1 linked": linked(raw_pool(1)),
+    "raw fdr oracle linked": linked(raw_fdr_oracle),
     "picasso oracle": picasso_oracle,
 }
 
