@@ -492,6 +492,16 @@ def saturation_level(dtype: Any) -> float | None:
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
 
 
+def saturation_photons(dtype: Any, camera: Camera, units: str = "adu") -> float | None:
+    """The photon value at or above which a pixel of a movie of ``dtype`` was clipped by the camera
+    (half an ADU below :func:`saturation_level`, converted with ``camera``); None for float movies or
+    ``units="photons"`` (no fixed level)."""
+    level = saturation_level(dtype)
+    if level is None or units != "adu":
+        return None
+    return float(to_photons(np.float64(level - 0.5), camera))
+
+
 def saturated_boxes(saturated: np.ndarray, frame: np.ndarray, y: np.ndarray, x: np.ndarray, box: int) -> np.ndarray:
     """Which fit boxes hold a saturated pixel: for localize to flag (and by default drop) such spots.
 

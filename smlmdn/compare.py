@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from .camera import Camera, movie_to_photons
+from .camera import Camera, movie_to_photons, saturation_photons
 from .errors import SmlmdnError
 from .evaluate import report as R
 from .evaluate.image import data_range_of
@@ -289,7 +289,8 @@ def compare(
             log(f"localizing ({mode} mode)")
             tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
                                     psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool,
-                                    link_distance_nm=link_distance_nm, progress=progress)
+                                    link_distance_nm=link_distance_nm, saturation_photons=saturation_photons(raw.dtype, camera, units),
+                                    progress=progress)
         lap("localize")
         loc_report: dict[str, Any] = {}
         curves = {}
@@ -298,7 +299,7 @@ def compare(
                 loc_report[name], curves[name] = R.localize_metrics(table, truth_df, shape, camera.pixel_size, tolerance_nm=tolerance_nm,
                                                                     render_pixel_nm=frc_render_pixel_nm)
                 loc_report[name].update({k: locs.attrs.get(k) for k in ("n_candidates", "n_rejected", "n_dropped_nonconverged",
-                                                                         "n_dropped_outside", "n_tracks")})
+                                                                         "n_dropped_outside", "n_saturated", "n_tracks")})
             loc_report[f"{mode} linked"]["nena_nm"] = None  # a blink's members share one pooled position: NeNA means nothing
         lap("localization_metrics")
 

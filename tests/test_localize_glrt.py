@@ -109,3 +109,23 @@ def test_pooling_finds_a_dim_blink_that_single_frames_miss() -> None:
     pooled = localize(raw, CAMERA, pool=1, progress=False)
     assert set(pooled["frame"]) <= set(on)  # no spill into frames where the molecule is off
     assert pooled["frame"].isin(on).sum() > single["frame"].isin(on).sum()
+
+
+def test_saturated_localizations_are_flagged_and_dropped_by_default() -> None:
+    from smlmdn.camera import saturation_photons, to_photons
+
+    rng = np.random.default_rng(9)
+    frames, size = 10, 40
+    clean = np.full((frames, size, size), 20.0)
+    clean += render_spots(np.array([10.5, 28.5]), np.array([12.5, 27.5]), np.array([1500.0, 1.0e6]), SIGMA_PX, (size, size))
+    photons = rng.poisson(clean) + rng.normal(0, CAMERA.read_noise_photons, clean.shape)
+    adu = np.clip(np.round(photons / CAMERA.e_per_adu + CAMERA.offset), 0, 65535).astype(np.uint16)  # the bead clips
+    assert (adu == 65535).any()
+    ph = np.asarray(to_photons(adu, CAMERA))
+    level = saturation_photons(adu.dtype, CAMERA)
+    dropped = localize(ph, CAMERA, saturation_photons=level, progress=False)
+    kept = localize(ph, CAMERA, saturation_photons=level, keep_saturated=True, progress=False)
+    assert dropped.attrs["n_saturated"] == kept["saturated"].sum() == frames
+    assert not dropped["saturated"].any() and (dropped["x_nm"] < 2000).all()  # only the normal molecule
+    assert (kept.loc[kept["saturated"], "x_nm"] > 2000).all()
+    assert saturation_photons(np.float32, CAMERA) is None and saturation_photons(np.uint16, CAMERA, units="photons") is None

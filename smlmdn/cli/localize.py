@@ -9,7 +9,7 @@ import dask.array as da
 import typer
 
 from ..batch import check_batch_folder, expand_inputs, output_for, stem
-from ..camera import Camera, movie_to_photons
+from ..camera import Camera, movie_to_photons, saturation_photons
 from ..errors import SmlmdnError
 from ..io import check_output, frame_offset, open_estimate, open_movie
 from ..localize import localize as run_localize
@@ -103,6 +103,9 @@ def localize(
     pool: Pool = DEFAULT_POOL,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
+    keep_saturated: Annotated[
+        bool, typer.Option("--keep-saturated", help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.", rich_help_panel=LOC),
+    ] = False,
     render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
     render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
@@ -169,7 +172,8 @@ def localize(
             raise SmlmdnError("the same output is given twice", "give each -o once")
 
     def work(movie: Path, _marker: Path) -> str:
-        photons = movie_to_photons(open_movie(movie), camera, units=units)
+        raw = open_movie(movie)
+        photons = movie_to_photons(raw, camera, units=units)
         detect_on = None
         source: dict[str, Any] = {"movie": str(movie), "mode": mode}
         if denoised is not None:
@@ -182,7 +186,7 @@ def localize(
         locs = run_localize(
             photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
             psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, link_distance_nm=link_distance,
-            progress=not quiet, device=device,
+            saturation_photons=saturation_photons(raw.dtype, camera, units), keep_saturated=keep_saturated, progress=not quiet, device=device,
         )
         locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
         written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
@@ -195,7 +199,8 @@ def localize(
         return (
             f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
-            f"{a['n_dropped_outside']} outside their box; {a['n_tracks']} blinks linked); "
+            f"{a['n_dropped_outside']} outside their box, {a['n_saturated']} with saturated pixels {'kept' if a['saturated_kept'] else 'dropped'}; "
+            f"{a['n_tracks']} blinks linked); "
             f"{precision}wrote {', '.join(str(p) for p in written)}"
         )
 

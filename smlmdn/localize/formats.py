@@ -69,6 +69,7 @@ TS_COLUMNS = [
     "iterations",
     "p_value",
     "p_frame",
+    "saturated",
     "track",
     "n_track",
     "x_linked [nm]",
@@ -90,6 +91,7 @@ _TS_TO_OURS = {
     "iterations": "iterations",
     "p_value": "p_value",
     "p_frame": "p_frame",
+    "saturated": "saturated",
     "track": "track",
     "n_track": "n_track",
     "x_linked [nm]": "x_linked_nm",
@@ -98,7 +100,7 @@ _TS_TO_OURS = {
 }
 
 #: smlmdn's columns written after ThunderSTORM's own, under the same names in every format.
-_EXTRA_COLUMNS = ("loglik", "llr", "iterations", "p_value", "p_frame", "track", "n_track", "x_linked [nm]", "y_linked [nm]",
+_EXTRA_COLUMNS = ("loglik", "llr", "iterations", "p_value", "p_frame", "saturated", "track", "n_track", "x_linked [nm]", "y_linked [nm]",
                   "uncertainty_linked [nm]")
 
 PICASSO_DTYPE = np.dtype(
@@ -117,6 +119,7 @@ PICASSO_DTYPE = np.dtype(
         ("llr", "f4"),
         ("p_value", "f8"),
         ("p_frame", "f8"),
+        ("saturated", "u1"),
         ("track", "i8"),
         ("n_track", "i4"),
         ("x_linked", "f4"),
@@ -260,6 +263,7 @@ def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bo
     rec["llr"] = locs["llr"].to_numpy()
     rec["p_value"] = locs["p_value"].to_numpy()
     rec["p_frame"] = locs["p_frame"].to_numpy()
+    rec["saturated"] = locs["saturated"].to_numpy()
     rec["track"] = locs["track"].to_numpy()
     rec["n_track"] = locs["n_track"].to_numpy()
     rec["x_linked"] = locs["x_linked_nm"].to_numpy() / px - PICASSO_SHIFT_PX
@@ -313,13 +317,17 @@ def read_localizations(path: str | Path) -> pd.DataFrame:
         raise SmlmdnError(f"cannot read localizations from {path} ({type(exc).__name__}: {exc})", f"check it is a complete {fmt} file") from exc
 
 
+#: What a column a foreign file lacks holds (NaN where not listed).
+_MISSING = {"iterations": -1, "track": -1, "n_track": -1, "saturated": False}
+
+
 def _finish(data: dict[str, Any], n: int, attrs: dict[str, Any]) -> pd.DataFrame:
     out = empty_table() if n == 0 else pd.DataFrame(index=range(n))
     for col in LOC_COLUMNS:
         if col in data:
             out[col] = np.asarray(data[col]).astype(COLUMN_DTYPES.get(col, np.float64))
-        elif n:
-            out[col] = -1 if col in COLUMN_DTYPES and col != "frame" else np.nan
+        elif n:  # a foreign file without the column
+            out[col] = _MISSING.get(col, np.nan)
     out = out[list(LOC_COLUMNS)]
     out.attrs.update(attrs)
     return out

@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from ..camera import Camera, check_finite
+from ..camera import Camera, check_finite, saturated_boxes
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks
 from ..progress import track
@@ -54,11 +54,12 @@ LOC_COLUMNS = (
     "iterations",
     "p_value",
     "p_frame",
+    "saturated",
     *LINK_COLUMNS,
 )
 
 #: Column dtypes other than float64.
-COLUMN_DTYPES = {"frame": np.int64, "iterations": np.int32, "track": np.int64, "n_track": np.int64}
+COLUMN_DTYPES = {"frame": np.int64, "iterations": np.int32, "track": np.int64, "n_track": np.int64, "saturated": np.bool_}
 
 #: Band-pass significance (robust noise standard deviations) above which local maxima are proposed
 #: as candidates for the calibrated acceptance test; it only limits how many candidates are tested.
@@ -188,6 +189,7 @@ def localize_block(
     pool: int = 0,
     fit_detect_frames: bool = False,
     max_p: float | None = None,
+    saturation_photons: float | None = None,
     fit_device: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Propose candidates in ``detect_frames``, test them on ``raw`` and fit them -> (table, counts).
@@ -202,7 +204,9 @@ def localize_block(
     significance of a candidate (see :func:`smlmdn.localize.detect.detect`). Every fitted candidate
     gets ``p_value`` and ``p_frame``; the movie-wide FDR decision is made by :func:`localize`, and
     candidates it can never accept (``p_value > max_p`` or ``p_frame >`` :data:`MEMBER_ALPHA`) are
-    not fitted (counted as ``n_rejected``) when ``max_p`` is given.
+    not fitted (counted as ``n_rejected``) when ``max_p`` is given. ``saturation_photons``: raw
+    pixels at or above it were clipped by the camera; a localization whose fit box holds one gets
+    ``saturated = True``.
     ``fit_device``: None fits with the numba kernels on the CPU; a torch device (``"cuda"``,
     ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
@@ -261,6 +265,8 @@ def localize_block(
             "iterations": res.iterations[good].astype(np.int32),
             "p_value": p_value[good],
             "p_frame": p_frame[good],
+            "saturated": saturated_boxes(own >= saturation_photons, cand.frame[good], cand.row[good], cand.col[good], box)
+            if saturation_photons is not None else np.zeros(int(good.sum()), dtype=bool),
         }
     )
     return table, counts
@@ -308,6 +314,8 @@ def localize(
     fdr: float = DEFAULT_FDR,
     pool: int = DEFAULT_POOL,
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
+    saturation_photons: float | None = None,
+    keep_saturated: bool = False,
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
@@ -323,6 +331,9 @@ def localize(
     significance instead (robust noise standard deviations; no FDR control). The accepted
     localizations are linked across consecutive frames (:func:`smlmdn.localize.link.link`, at most
     ``link_distance_nm`` apart): each keeps its own fit and gets its blink's pooled position.
+    ``saturation_photons`` (see :func:`smlmdn.camera.saturation_photons`): localizations whose fit
+    box holds a clipped pixel are flagged (``saturated``) and dropped unless ``keep_saturated``
+    (their photons, background and precision are wrong); ``n_saturated`` counts them.
 
     ``detect_on``: an optional movie of the same shape (e.g. the denoised photons) to propose
     candidates on; ``fit_on``: ``"raw"`` fits ``photons`` (hybrid when ``detect_on`` is given),
@@ -368,7 +379,7 @@ def localize(
     settings = dict(
         fit_device=_fit_device(device), box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
         read_noise_photons=camera.read_noise_photons, excess_noise=camera.excess_noise, pixel_size_nm=pixel_size,
-        pool=pool, fit_detect_frames=fitting_denoised, max_p=fdr if calibrated else None,
+        pool=pool, fit_detect_frames=fitting_denoised, max_p=fdr if calibrated else None, saturation_photons=saturation_photons,
     )
 
     def task(i: int, b0: int, b1: int) -> Any:
@@ -393,6 +404,9 @@ def localize(
         keep = benjamini_hochberg(locs["p_value"].to_numpy(), t * ny * nx, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
         locs = locs[keep].reset_index(drop=True)
         totals["n_rejected"] += n_fitted - len(locs)
+    n_saturated = int(locs["saturated"].sum())
+    if not keep_saturated:
+        locs = locs[~locs["saturated"].to_numpy()].reset_index(drop=True)
     locs = link(locs, max_distance_nm=link_distance_nm)
     mode = "raw" if detect_on is None else ("denoised" if fitting_denoised else "hybrid")
     attrs: dict[str, Any] = {
@@ -409,6 +423,8 @@ def localize(
         "threshold": thr,
         "link_distance_nm": float(link_distance_nm),
         "n_tracks": int(locs["track"].nunique()),
+        "n_saturated": n_saturated,
+        "saturated_kept": bool(keep_saturated),
     }
     locs.attrs.update(attrs)
     if len(locs) == 0:
