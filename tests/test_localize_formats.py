@@ -52,6 +52,11 @@ def test_round_trip_keeps_positions_frames_and_columns(locs: pd.DataFrame, tmp_p
     np.testing.assert_allclose(back.y_nm, locs.y_nm, atol=atol)
     np.testing.assert_allclose(back.photons, locs.photons, rtol=1e-5)
     np.testing.assert_allclose(back.crlb_x_nm, locs.crlb_x_nm, rtol=1e-5)
+    # the acceptance test and the linked blink come back too
+    np.testing.assert_allclose(back.p_value, locs.p_value, rtol=1e-6)
+    assert list(back.track) == list(locs.track) and list(back.n_track) == [4] * 4 and not back.saturated.any()
+    np.testing.assert_allclose(back.x_linked_nm, locs.x_linked_nm, atol=atol)
+    np.testing.assert_allclose(back.crlb_linked_nm, locs.crlb_linked_nm, rtol=1e-5)
     assert back.attrs["movie"] == "m.tif" and "smlmdn_version" in back.attrs
 
 

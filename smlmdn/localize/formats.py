@@ -394,9 +394,15 @@ def _read_picasso(path: Path) -> pd.DataFrame:
         if src in names:
             data[dst] = rec[src].astype(np.float64) * px
     for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations"),
-                     ("p_value", "p_value"), ("p_frame", "p_frame")):
+                     ("p_value", "p_value"), ("p_frame", "p_frame"), ("saturated", "saturated"), ("track", "track"),
+                     ("n_track", "n_track")):
         if src in names:
             data[dst] = rec[src]
+    for src, dst in (("x_linked", "x_linked_nm"), ("y_linked", "y_linked_nm")):
+        if src in names:
+            data[dst] = (rec[src].astype(np.float64) + PICASSO_SHIFT_PX) * px
+    if "lp_linked" in names:
+        data["crlb_linked_nm"] = rec["lp_linked"].astype(np.float64) * px
     attrs: dict[str, Any] = {"pixel_size_nm": px}
     if "smlmdn" in ds_attrs:
         try:
