@@ -281,6 +281,21 @@ def linked(variant: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
     return run
 
 
+def ablation(variant: Callable[..., pd.DataFrame], module: str, name: str, value: Any) -> Callable[..., pd.DataFrame]:
+    """``variant`` with ``module.name`` set to ``value`` while it runs: what one design choice is worth."""
+
+    def run(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+        mod = importlib.import_module(module)
+        old = getattr(mod, name)
+        setattr(mod, name, value)
+        try:
+            return variant(photons, camera, case, truth)
+        finally:
+            setattr(mod, name, old)
+
+    return run
+
+
 def _localize() -> Callable[..., pd.DataFrame]:
     from smlmdn.localize.pipeline import localize
 
@@ -330,7 +345,13 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw pool 1 linked": linked(raw_pool(1)),
     "raw fdr oracle linked": linked(raw_fdr_oracle),
     "picasso oracle": picasso_oracle,
+    # ablations (run them with --variants): the design choices of the default, one at a time
+    "ablation: test window = fit box": ablation(raw_default, "smlmdn.localize.pipeline", "TEST_BOX_SIGMAS", 0.0),
+    "ablation: NMS window = fit box": ablation(raw_default, "smlmdn.localize.detect", "nms_size", lambda sigma_px, box: box),
+    "ablation: pool 1, member p 0.05": ablation(raw_pool(1), "smlmdn.localize.pipeline", "MEMBER_ALPHA", 0.05),
 }
+#: Variants run when --variants is not given (the ablations only on request).
+DEFAULT_VARIANTS = [n for n in VARIANTS if not n.startswith("ablation")]
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -483,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         return wanted
 
     points = [p for p in POINTS if p.name in pick(args.points, [p.name for p in POINTS], "point")]
-    variants = {n: VARIANTS[n] for n in pick(args.variants, list(VARIANTS), "variant")}
+    variants = {n: VARIANTS[n] for n in (pick(args.variants, list(VARIANTS), "variant") if args.variants else DEFAULT_VARIANTS)}
 
     from smlmdn import __version__
     from smlmdn.localize.pipeline import localize
