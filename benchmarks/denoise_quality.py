@@ -19,6 +19,15 @@ Usage::
     .venv/bin/python benchmarks/denoise_quality.py --quick
     .venv/bin/python benchmarks/denoise_quality.py --snr low medium high --frames 2000 --steps 1500 --json out.json
 
+``--curves``: PSNR vs training seconds for context K = 0, 1, 2 (``--curve-runs 0 1:stem 1:branch ...``)
+on one movie folder written by ``smlmdn simulate``, each a ``--budget`` s fit (or ``--curve-steps``)
+snapshotted at ``--marks`` s, plus the ghost rate next to blinks and blink-edge fading of each final
+model (and CAREamics N2V at its own epochs with ``--n2v-epochs``)::
+
+    smlmdn simulate /tmp/dn/low --frames 2000 --size 64 --snr low --seed 1
+    .venv/bin/python benchmarks/denoise_quality.py --curves --movie-dir /tmp/dn/low --budget 300 --threads 1 \
+        --curve-runs 0 1:stem 2:stem 1:branch --marks 30 60 120 200 --json curves.json
+
 Prints a Markdown table (paste into benchmarks/RESULTS.md) and writes JSON with ``--json``.
 """
 
@@ -354,7 +363,9 @@ def curves(args: argparse.Namespace) -> dict:
         k, mode = int(k_str), (mode or "stem")
         label = f"K={k}" + (f" {mode}" if k else "")
         snaps: list = []
-        cfg = FitConfig(steps=None, time_budget=args.budget, context=k, context_mode=mode, seed=args.seed, threads=args.threads,
+        # --curve-steps: equal steps instead of equal seconds (schedule over the steps, no early stopping)
+        stop = dict(steps=args.curve_steps, time_budget=None, patience=10**6) if args.curve_steps else dict(steps=None, time_budget=args.budget)
+        cfg = FitConfig(**stop, context=k, context_mode=mode, seed=args.seed, threads=args.threads,
                         **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)})
         t0 = time.perf_counter()
         model = fit_model(photons, camera, cfg, progress=False, log=lambda m: None,
@@ -378,7 +389,7 @@ def curves(args: argparse.Namespace) -> dict:
 
 def print_curves(res: dict, args: argparse.Namespace) -> None:
     print(f"\n### PSNR vs training seconds: `{res['movie']}`, frames {res['eval_frames'][0]}..{res['eval_frames'][1] - 1} scored, "
-          f"budget {args.budget:g} s per run; raw photons {res['raw_psnr']} dB\n")
+          f"{f'{args.curve_steps} steps' if args.curve_steps else f'budget {args.budget:g} s'} per run; raw photons {res['raw_psnr']} dB\n")
     print("| run | snapshots: seconds (step) -> posterior mean dB / prior dB | final (best val. weights): mean / prior dB | steps |")
     print("|---|---|---:|---:|")
     for label, r in res["runs"].items():
@@ -496,6 +507,7 @@ def main() -> None:
     p.add_argument("--movie-dir", default=None, help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)")
     p.add_argument("--curve-runs", nargs="*", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
     p.add_argument("--budget", type=float, default=300.0, help="--curves: training seconds per run")
+    p.add_argument("--curve-steps", type=int, default=None, help="--curves: train each run for this many steps instead of --budget s")
     p.add_argument("--marks", type=float, nargs="+", default=[30, 60, 120, 200], help="--curves: snapshot times (s)")
     # internal: N2V worker mode (run by the benchmark venv's python)
     p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)

@@ -29,7 +29,7 @@ def fit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (e.g. model.pt).")],
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.", rich_help_panel=TRAIN)] = None,
     time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.", rich_help_panel=TRAIN)] = None,
-    context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input (0: single frames).", rich_help_panel=NET)] = 0,
+    context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input channels (0: single frames; 1 won from ~400 steps on, see benchmarks/RESULTS.md).", rich_help_panel=NET)] = 1,
     context_mode: Annotated[str, typer.Option("--context-mode", help="How the neighbours enter: stem (extra non-blind input channels of the U-Net's first layer) or branch (a separate small CNN joined at the head; the older design).", rich_help_panel=NET)] = "stem",
     width: Annotated[int, typer.Option("--width", help="Channels per U-Net level.", rich_help_panel=NET)] = 16,
     depth: Annotated[int, typer.Option("--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET)] = 3,

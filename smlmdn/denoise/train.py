@@ -61,7 +61,7 @@ class FitConfig:
 
     steps: int | None = None
     time_budget: float | None = None
-    context: int = 0
+    context: int = 1
     context_mode: str = "stem"
     width: int = 16
     depth: int = 3
