@@ -236,7 +236,6 @@ def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_si
       (``edge``) and at frames inside a blink (on in t-1, t, t+1; ``inner``); 1 = faithful, < 1 faded.
     """
     t_n, hgt, wid = den.shape
-    tr = truth[(truth.frame >= frame0) & (truth.frame < frame0 + t_n)]
     pos = truth[["x_nm", "y_nm"]].round(3).to_numpy()
     keys, ident = np.unique(pos, axis=0, return_inverse=True)
     ident = ident.ravel()
@@ -246,7 +245,6 @@ def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_si
     on = np.zeros((len(keys), t_n), bool)
     on[ids, frames] = True
     pix = np.clip((keys / pixel_size).astype(int), 0, [wid - 1, hgt - 1])  # (x, y)
-    del tr
 
     def box(img: np.ndarray, t: np.ndarray, yx: np.ndarray) -> np.ndarray:
         p = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="edge")
@@ -319,7 +317,6 @@ def curves(args: argparse.Namespace) -> dict:
     import dataclasses
 
     import dask
-    import dask.array as da
     import pandas as pd
     import tifffile
 
