@@ -57,6 +57,10 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def subset(self, keep: np.ndarray) -> Candidates:
+        """The candidates where the boolean (n,) ``keep`` is True."""
+        return Candidates(self.frame[keep], self.row[keep], self.col[keep], self.significance[keep])
+
 
 def default_threshold(sigma_px: float) -> float:
     """The default threshold (robust noise standard deviations of the band-passed frame) for a PSF of ``sigma_px``."""

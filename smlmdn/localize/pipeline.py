@@ -1,13 +1,21 @@
-"""Detect and fit molecules in a movie, streaming one frame block at a time.
+"""Propose, accept, fit and link molecules in a movie, streaming one frame block at a time.
+
+Per block: candidates are proposed on the detection movie (:mod:`smlmdn.localize.detect`), tested on
+the raw photon counts (:mod:`smlmdn.localize.glrt`) and fitted (:mod:`smlmdn.localize.fit`); over the
+whole movie, Benjamini-Hochberg keeps the candidates whose test rejects "background only" at the
+false-discovery rate asked for, and :mod:`smlmdn.localize.link` joins the frames of each blink.
 
 Modes (chosen by the caller through ``detect_on`` and ``fit_on``):
 
-- raw: ``detect_on=None`` -- detect on and fit the raw photons;
-- hybrid: ``detect_on=denoised, fit_on="raw"`` -- detect on the denoised movie, fit the raw photons
+- raw: ``detect_on=None`` -- propose on and fit the raw photons;
+- hybrid: ``detect_on=denoised, fit_on="raw"`` -- propose on the denoised movie, fit the raw photons
   with the Poisson likelihood (the statistically principled combination);
-- denoised: ``detect_on=denoised, fit_on="detect"`` -- detect on and fit the denoised movie. The
+- denoised: ``detect_on=denoised, fit_on="detect"`` -- propose on and fit the denoised movie. The
   denoised pixels are not Poisson, so the fit's likelihood, CRLB and llr are model numbers, not
   calibrated uncertainties; this mode is kept to measure it against the other two.
+
+The acceptance test is the same in every mode, so a denoiser can change which candidates are
+proposed and how they are fitted, but never lets through a candidate the raw photons do not support.
 
 Candidates near the frame edge keep their full ``box x box`` fit window, shifted to lie inside
 the frame (so the candidate is off-centre in its box); a fit whose centre ends outside its box is
@@ -19,7 +27,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import astuple
 from typing import Any, Literal
 
 import dask
@@ -233,7 +240,7 @@ def localize_block(
     if max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
         hopeful = (p_value <= max_p) & (p_frame <= MEMBER_ALPHA)
         counts["n_rejected"] = int(np.sum(~hopeful))
-        cand, oy, ox, p_value, p_frame = Candidates(*(a[hopeful] for a in astuple(cand))), oy[hopeful], ox[hopeful], p_value[hopeful], p_frame[hopeful]
+        cand, oy, ox, p_value, p_frame = cand.subset(hopeful), oy[hopeful], ox[hopeful], p_value[hopeful], p_frame[hopeful]
     fit_frames = detect_frames if fit_detect_frames else own
     fit_noise = (0.0, 1.0) if fit_detect_frames else (read_noise_photons, excess_noise)
     spots = _boxes(fit_frames, cand.frame, oy, ox, box)
