@@ -299,6 +299,17 @@ def table_rows(report: dict[str, Any], section: str, short: bool = False) -> tup
     return header, rows
 
 
+def _acceptance_text(s: dict[str, Any]) -> str:
+    """How candidates were accepted, in words, from the report's settings."""
+    if s.get("threshold") is not None:
+        return (f"Candidates were accepted by the expert override: band-pass significance above {s['threshold']:g} on the image "
+                f"they were proposed on, with no false-discovery control (on a denoised movie this number has no calibrated "
+                f"meaning).")
+    return (f"In every mode a candidate is accepted by the same test on the raw photon counts ({s.get('acceptance')}; pooled "
+            f"over {s.get('pool')} neighbouring frame(s) on each side), so a denoiser cannot add a localization the photons "
+            f"do not support.")
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the answers, both tables, the figures and how the numbers were made."""
     s = report.get("settings", {})
@@ -323,9 +334,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["## Localization", "", _md_table(rows, header), ""]
     lines += [f"Modes: raw = propose candidates on and fit the raw photons; denoised = propose on and fit the denoised movie "
               f"({s.get('localize_estimate')}; its fit's likelihood and CRLB are not calibrated: see error/CRLB); hybrid = propose on "
-              f"the denoised movie, fit the raw photons. In every mode a candidate is accepted by the same test on the raw photon "
-              f"counts ({s.get('acceptance')}; pooled over {s.get('pool')} neighbouring frame(s) on each side), so a denoiser cannot "
-              f"add a localization the photons do not support. '<mode> linked' scores the same localizations at the pooled position "
+              f"the denoised movie, fit the raw photons. {_acceptance_text(s)} '<mode> linked' scores the same localizations at the pooled position "
               f"of their blink (linked across consecutive frames within {s.get('link_distance_nm')} nm, inverse-variance weighted). "
               f"Same settings for all: box {s.get('box')} px, PSF sigma {s.get('psf_sigma_nm')} nm. "
               f"error/CRLB = median matched error over the stated precision (1 = honest, > 1 = optimistic). "
