@@ -72,12 +72,8 @@ def link(
             ti = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=len(li))
             d = np.hypot(*(xy[rows[li]] - t_xy[ti]).T)
             ok = (w[rows[li]] > 0) & (d <= n_sigma * np.sqrt(s[rows[li]] ** 2 + 1.0 / sum_w[live[ti]]))
-            used_l, used_t = set(), set()
-            for j in np.flatnonzero(ok)[np.argsort(d[ok], kind="stable")]:  # closest pairs first
-                if li[j] not in used_l and ti[j] not in used_t:
-                    used_l.add(li[j])
-                    used_t.add(ti[j])
-                    track[rows[li[j]]] = live[ti[j]]
+            for a, k in _closest_first(li[ok], ti[ok], d[ok]):
+                track[rows[a]] = live[k]
         new = rows[track[rows] < 0]
         track[new] = np.arange(n_tracks, n_tracks + len(new))
         n_tracks += len(new)
@@ -93,6 +89,20 @@ def link(
     out["y_linked_nm"] = np.where(pooled, sum_wxy[track, 1] / safe, xy[:, 1])
     out["crlb_linked_nm"] = np.where(pooled, 1.0 / np.sqrt(safe), s)
     return out
+
+
+def _closest_first(left: np.ndarray, right: np.ndarray, dist: np.ndarray) -> list[tuple[int, int]]:
+    """Greedy one-to-one assignment of candidate pairs ``(left[j], right[j])``, closest pairs first."""
+    used_l: set[int] = set()
+    used_r: set[int] = set()
+    pairs = []
+    for j in np.argsort(dist, kind="stable"):
+        a, b = int(left[j]), int(right[j])
+        if a not in used_l and b not in used_r:
+            used_l.add(a)
+            used_r.add(b)
+            pairs.append((a, b))
+    return pairs
 
 
 def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
