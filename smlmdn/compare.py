@@ -167,8 +167,8 @@ def compare(
     Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``, ``fdr``,
     ``pool``, ``link_distance_nm``: see :func:`smlmdn.localize.localize`) are the same in every mode;
     each mode is scored twice, with every localization's own position and with its linked blink's
-    pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir`` (refused if it exists unless
-    ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
+    pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir``
+    (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
     ``frc.png``, ``render_<mode>.png``, ``locs_<mode>.csv`` and, with ``keep_denoised``,
     ``denoised/<estimate>.zarr``. ``log`` receives one-line progress messages.
     """
@@ -285,12 +285,12 @@ def compare(
         # ---- question 2: localization in three modes
         det = est[localize_estimate]
         tables: dict[str, pd.DataFrame] = {}
+        clipped = saturation_photons(raw.dtype, camera, units)
         for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
             log(f"localizing ({mode} mode)")
             tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
                                     psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool,
-                                    link_distance_nm=link_distance_nm, saturation_photons=saturation_photons(raw.dtype, camera, units),
-                                    progress=progress)
+                                    link_distance_nm=link_distance_nm, saturation_photons=clipped, progress=progress)
         lap("localize")
         loc_report: dict[str, Any] = {}
         curves = {}
