@@ -18,8 +18,9 @@ Foreign conventions, checked against each program's source and converted on writ
   import, so the provenance goes to a side file ``NAME.json`` next to the CSV.
 - **Picasso HDF5** (``.hdf5``/``.h5``): dataset ``locs``, a structured array with
   ``frame`` (uint32, 0-based), ``x, y, photons, sx, sy, bg, lpx, lpy`` (float32, pixels and
-  photons) plus ``likelihood``, ``iterations`` (Picasso's names), ``llr`` and the detection test's
-  ``p_value``/``p_frame`` (float64). Picasso's fitters
+  photons) plus ``likelihood``, ``iterations`` (Picasso's names), ``llr``, the detection test's
+  ``p_value``/``p_frame`` (float64), ``saturated`` and the linked blink (``track``, ``n_track``,
+  ``x_linked``, ``y_linked``, ``lp_linked`` in Picasso's pixel convention). Picasso's fitters
   place the centre of pixel ``i`` at coordinate ``i`` (pixel ``i`` covers ``[i - 0.5, i + 0.5)``),
   so ``x_picasso = x_nm / pixel_size - 0.5``; reading adds the 0.5 back. The YAML side file
   ``NAME.yaml`` (a list of documents, as Picasso writes it) holds ``Width``, ``Height``, ``Frames``,
@@ -99,7 +100,7 @@ _TS_TO_OURS = {
     "uncertainty_linked [nm]": "crlb_linked_nm",
 }
 
-#: smlmdn's columns written after ThunderSTORM's own, under the same names in every format.
+#: smlmdn's columns written (besides the CRLBs) after ThunderSTORM's own in the CSV.
 _EXTRA_COLUMNS = ("loglik", "llr", "iterations", "p_value", "p_frame", "saturated", "track", "n_track", "x_linked [nm]", "y_linked [nm]",
                   "uncertainty_linked [nm]")
 
@@ -127,8 +128,34 @@ PICASSO_DTYPE = np.dtype(
         ("lp_linked", "f4"),
     ]
 )
+#: smlmdn's own fields in the Picasso file -> (column, kind): a "position" in Picasso's pixel coordinates,
+#: a "length" in pixels, or a "value" stored unchanged. Written and read by this one table.
+_PICASSO_EXTRA = {
+    "p_value": ("p_value", "value"),
+    "p_frame": ("p_frame", "value"),
+    "saturated": ("saturated", "value"),
+    "track": ("track", "value"),
+    "n_track": ("n_track", "value"),
+    "x_linked": ("x_linked_nm", "position"),
+    "y_linked": ("y_linked_nm", "position"),
+    "lp_linked": ("crlb_linked_nm", "length"),
+}
 #: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
 PICASSO_SHIFT_PX = 0.5
+
+
+def _to_picasso(values: np.ndarray, kind: str, px: float) -> np.ndarray:
+    """An smlmdn column (nm, or unitless) as a Picasso field of ``kind`` (see :data:`_PICASSO_EXTRA`)."""
+    if kind == "position":
+        return values / px - PICASSO_SHIFT_PX
+    return values / px if kind == "length" else values
+
+
+def _from_picasso(values: np.ndarray, kind: str, px: float) -> np.ndarray:
+    """The inverse of :func:`_to_picasso`."""
+    if kind == "position":
+        return (values.astype(np.float64) + PICASSO_SHIFT_PX) * px
+    return values.astype(np.float64) * px if kind == "length" else values
 
 
 def output_format(path: str | Path) -> str:
@@ -261,14 +288,8 @@ def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bo
     rec["likelihood"] = locs["loglik"].to_numpy()
     rec["iterations"] = locs["iterations"].to_numpy()
     rec["llr"] = locs["llr"].to_numpy()
-    rec["p_value"] = locs["p_value"].to_numpy()
-    rec["p_frame"] = locs["p_frame"].to_numpy()
-    rec["saturated"] = locs["saturated"].to_numpy()
-    rec["track"] = locs["track"].to_numpy()
-    rec["n_track"] = locs["n_track"].to_numpy()
-    rec["x_linked"] = locs["x_linked_nm"].to_numpy() / px - PICASSO_SHIFT_PX
-    rec["y_linked"] = locs["y_linked_nm"].to_numpy() / px - PICASSO_SHIFT_PX
-    rec["lp_linked"] = locs["crlb_linked_nm"].to_numpy() / px
+    for field, (col, kind) in _PICASSO_EXTRA.items():
+        rec[field] = _to_picasso(locs[col].to_numpy(), kind, px)
     info = _picasso_info(locs, camera, meta)
     with atomic_file(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -393,16 +414,12 @@ def _read_picasso(path: Path) -> pd.DataFrame:
     for src, dst in (("lpx", "crlb_x_nm"), ("lpy", "crlb_y_nm")):
         if src in names:
             data[dst] = rec[src].astype(np.float64) * px
-    for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations"),
-                     ("p_value", "p_value"), ("p_frame", "p_frame"), ("saturated", "saturated"), ("track", "track"),
-                     ("n_track", "n_track")):
+    for src, dst in (("likelihood", "loglik"), ("log_likelihood", "loglik"), ("llr", "llr"), ("iterations", "iterations")):
         if src in names:
             data[dst] = rec[src]
-    for src, dst in (("x_linked", "x_linked_nm"), ("y_linked", "y_linked_nm")):
-        if src in names:
-            data[dst] = (rec[src].astype(np.float64) + PICASSO_SHIFT_PX) * px
-    if "lp_linked" in names:
-        data["crlb_linked_nm"] = rec["lp_linked"].astype(np.float64) * px
+    for field, (col, kind) in _PICASSO_EXTRA.items():
+        if field in names:
+            data[col] = _from_picasso(rec[field], kind, px)
     attrs: dict[str, Any] = {"pixel_size_nm": px}
     if "smlmdn" in ds_attrs:
         try:
