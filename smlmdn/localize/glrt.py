@@ -72,6 +72,9 @@ def glrt(
     def loglik(m: np.ndarray) -> np.ndarray:  # Poisson log-likelihood without the data-only term
         return np.sum(d * np.log(m) - m, axis=1)
 
+    def model(a_n: np.ndarray, a_b: np.ndarray) -> np.ndarray:  # H1 mean per pixel, s (N g + b + shift)
+        return a_n[:, None] * g + a_b[:, None]
+
     # H0: m = s (b + shift), MLE of m is the box mean of d
     m0 = np.maximum(d.mean(axis=1, keepdims=True), 1e-12)
     l0 = loglik(np.broadcast_to(m0, d.shape))
@@ -80,7 +83,7 @@ def glrt(
     a_n = np.sum(gc * d, axis=1) / np.maximum(np.sum(gc * gc, axis=1), 1e-12)
     a_b = np.maximum(d.mean(axis=1) - a_n * g.mean(axis=1), 1e-6)
     for _ in range(_NEWTON_STEPS):
-        m = np.maximum(a_n[:, None] * g + a_b[:, None], 1e-12)
+        m = np.maximum(model(a_n, a_b), 1e-12)
         w = d / m - 1.0  # score weights
         inv = 1.0 / m  # expected Fisher information weights
         s_n, s_b = np.sum(w * g, axis=1), np.sum(w, axis=1)
@@ -91,13 +94,12 @@ def glrt(
         # keep the model positive at every pixel: shrink the step where it would not be
         t = np.ones(n)
         for _ in range(30):
-            m_try = (a_n + t * step_n)[:, None] * g + (a_b + t * step_b)[:, None]
-            bad = np.min(m_try, axis=1) <= 0
+            bad = np.min(model(a_n + t * step_n, a_b + t * step_b), axis=1) <= 0
             if not bad.any():
                 break
             t = np.where(bad, 0.5 * t, t)
         a_n, a_b = a_n + t * step_n, a_b + t * step_b
-    l1 = loglik(np.maximum(a_n[:, None] * g + a_b[:, None], 1e-12))
+    l1 = loglik(np.maximum(model(a_n, a_b), 1e-12))
     z = np.sign(a_n) * np.sqrt(np.maximum(2.0 * (l1 - l0), 0.0))
     return z, ndtr(-z)
 
