@@ -92,9 +92,10 @@ def empty_table() -> pd.DataFrame:
 
 def check_settings(
     frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, pixel_size_nm: float, threshold: float | None,
-    fdr: float = DEFAULT_FDR, pool: int = DEFAULT_POOL,
+    fdr: float = DEFAULT_FDR, pool: int = DEFAULT_POOL, link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
 ) -> None:
-    """Raise :class:`SmlmdnError` for a box, PSF sigma, threshold, FDR or pooling that cannot work on frames of ``frame_shape``."""
+    """Raise :class:`SmlmdnError` for a box, PSF sigma, threshold, FDR, pooling or link distance that cannot work on
+    frames of ``frame_shape``."""
     if not isinstance(box, (int, np.integer)) or box < 3 or box % 2 == 0:
         raise SmlmdnError(f"box must be an odd number of pixels >= 3, got {box}", "use e.g. --box 7 (odd, so the candidate pixel is the box centre)")
     if box > min(frame_shape):
@@ -121,6 +122,8 @@ def check_settings(
         raise SmlmdnError(f"fdr must be a false-discovery rate in (0, 1), got {fdr}", f"use e.g. --fdr {DEFAULT_FDR:g}")
     if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or not 0 <= pool <= 5:
         raise SmlmdnError(f"pool must be a whole number of frames from 0 to 5, got {pool}", "use --pool 0 (single frames) or 1-2")
+    if not (math.isfinite(link_distance_nm) and link_distance_nm > 0):
+        raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
 
 
 def _boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
@@ -373,9 +376,7 @@ def localize(
         detect_on = detect_on.rechunk(photons.chunks)
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
-    check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool)
-    if not (math.isfinite(link_distance_nm) and link_distance_nm > 0):
-        raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
+    check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool, link_distance_nm)
     sigma_px = psf_sigma_nm / pixel_size
     calibrated = threshold is None
     thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
