@@ -310,20 +310,35 @@ def localize_block(
         return _Spots(cand, oy, ox, res, p_value, p_frame)
 
     spots = _good(test_and_fit(cand, None), counts)
-    if multi_emitter and not fit_detect_frames and len(spots.cand):
+    if not (multi_emitter and not fit_detect_frames and len(spots.cand)):
+        return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
+
+    def residual_pass(spots: _Spots) -> _Spots:
+        """Propose on the frames less the fitted molecules, test and fit the new candidates with those held fixed."""
         known = _render(spots, own.shape, sigma_px)
         more = detect(own - known.astype(np.float32), sigma_px, box, threshold, unit_noise=True, **noise)
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist()))
         more = more.subset(np.array([k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist())], dtype=bool))
         counts["n_candidates"] += len(more)
-        if len(more):
-            spots = _Spots.join(spots, _good(test_and_fit(more, known), counts))
-        for sweep in range(REFINE_SWEEPS):
-            last = sweep == REFINE_SWEEPS - 1
-            if last:
-                spots = _merge_close(spots, MERGE_SIGMAS * sigma_px, counts)
-            spots = _refine(spots, own, fit_frames, pooled, counts, fit_sigma=fit_sigma, fit_device=fit_device, noise=noise,
-                            test=last, **geometry)
+        return _good(test_and_fit(more, known), counts)
+
+    def confident(sp: _Spots) -> np.ndarray:
+        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block: only these count as known molecules."""
+        if max_p is None:
+            return np.ones(len(sp.cand), dtype=bool)
+        return benjamini_hochberg(sp.p_value, own.size, max_p) & (sp.p_frame <= MEMBER_ALPHA)
+
+    sweep_kw = dict(fit_sigma=fit_sigma, fit_device=fit_device, noise=noise, **geometry)
+    sure = confident(spots)
+    rest, spots = spots.subset(~sure), spots.subset(sure)
+    new = residual_pass(spots)
+    sure = confident(new)
+    rest, new = _Spots.join(rest, new.subset(~sure)), new.subset(sure)
+    spots = _Spots.join(spots, new)
+    for _ in range(REFINE_SWEEPS - 1):
+        spots = _refine(spots, own, fit_frames, pooled, counts, test=False, **sweep_kw)
+    spots = _merge_close(spots, MERGE_SIGMAS * sigma_px, counts)
+    spots = _Spots.join(_refine(spots, own, fit_frames, pooled, counts, test=True, **sweep_kw), rest)
     return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
 
 
