@@ -27,24 +27,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from ..camera import Camera, check_finite, saturated_boxes
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks
 from ..progress import track
-from ..psf import render_spots
-from .detect import Candidates, detect
-from .fit import CONVERGED, OUTSIDE, FitResult, fit_spots
-from .glrt import benjamini_hochberg, glrt, psf_templates
+from .detect import detect
+from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
+from .passes import MEMBER_ALPHA, BlockPasses, Spots
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -84,19 +81,6 @@ TEST_BOX_SIGMAS = 4.0
 DEFAULT_FDR = 0.05
 #: Default number of neighbouring frames on each side pooled into the acceptance test.
 DEFAULT_POOL = 0
-#: With pooling, a localization's own frame must still reach this single-frame p-value.
-MEMBER_ALPHA = 0.01
-#: A localization is refitted with its neighbours held fixed when they put more than this many photons
-#: into its test window (fewer would not move the fit).
-NEIGHBOUR_PHOTONS = 1.0
-#: Multi-emitter pass: Jacobi sweeps of refitting crowded localizations with their neighbours held
-#: fixed, and the distance (PSF sigmas) below which two localizations of one frame are one molecule
-#: fitted twice. Measured (benchmarks/localize_grid.py points base, bg-100, density-0.1 and
-#: dense-bright-wide; Jaccard / efficiency): 4 sweeps 81.4/54.6, 66.2/35.1, 84.9/65.6, 43.6/12.5;
-#: 8 sweeps 81.8/57.4, 66.4/36.7, 84.9/67.2, 43.4/14.8; 8 sweeps and merging below 1.5 sigma
-#: 82.6/60.9, 66.9/38.3, 85.9/68.4, 40.9/14.4.
-REFINE_SWEEPS = 8
-MERGE_SIGMAS = 1.5
 
 
 def empty_table() -> pd.DataFrame:
@@ -140,18 +124,6 @@ def check_settings(
         raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
 
 
-def _boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-    """The ``box x box`` windows (n, B, B) of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)."""
-    ar = np.arange(box)
-    return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
-
-
-def _corners(cand: Candidates, box: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corners (rows, cols) of ``box x box`` windows centred on the candidates, shifted to lie inside ``shape``."""
-    r = box // 2
-    return np.clip(cand.row - r, 0, shape[0] - box), np.clip(cand.col - r, 0, shape[1] - box)
-
-
 def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
     """Side (odd, px) of the acceptance test's window: ``2 ceil(TEST_BOX_SIGMAS sigma) + 1``, at least ``box``, inside ``shape``."""
     return int(min(max(box, 2 * math.ceil(TEST_BOX_SIGMAS * sigma_px) + 1), min(shape) - (1 - min(shape) % 2)))
@@ -172,64 +144,6 @@ def pooled_frames(raw: np.ndarray, halo_before: int, n_block: int, pool: int) ->
         sums[ok] += raw[frame[ok] + j]
         n_frames += ok
     return sums, n_frames
-
-
-def acceptance_p_values(
-    own: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray, oy: np.ndarray, ox: np.ndarray,
-    templates: np.ndarray, *, box: int, read_noise_photons: float, excess_noise: float, offset: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame)``, each (n,).
-
-    ``own`` (T, Y, X): the block's raw photons; ``p_frame`` tests the candidate's own frame. With
-    ``pooled`` (from :func:`pooled_frames`), the test is repeated on the counts summed over the
-    neighbouring frames (a blink's photons pooled) and ``p = min(1, 2 min(p_frame, p_pool))``
-    (Bonferroni over the two tests, so ``p`` stays a valid p-value of "no molecule in any of these
-    frames"); without pooling ``p = p_frame``. Corners (``oy``, ``ox``) and ``templates`` as in
-    :func:`localize_block`; ``offset`` (n, box, box): known photons of neighbouring molecules in each
-    window (own frame only; the pooled test does not use it).
-    """
-    noise = dict(read_noise_photons=read_noise_photons, excess_noise=excess_noise)
-    _, p_frame = glrt(_boxes(own, t, oy, ox, box), templates, offset=offset, **noise)
-    if pooled is None:
-        return p_frame, p_frame
-    sums, n_frames = pooled
-    _, p_pool = glrt(_boxes(sums, t, oy, ox, box), templates, n_frames=n_frames[t], **noise)
-    return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
-
-
-@dataclass
-class _Spots:
-    """Fitted candidates of one block: where they were proposed and what the fit found.
-
-    ``cand``: the candidates; ``oy``/``ox`` (n,): corners of their fit boxes; ``res``: the fit
-    (box coordinates); ``p_value``/``p_frame`` (n,): acceptance p-values (see :func:`acceptance_p_values`).
-    """
-
-    cand: Candidates
-    oy: np.ndarray
-    ox: np.ndarray
-    res: FitResult
-    p_value: np.ndarray
-    p_frame: np.ndarray
-
-    def subset(self, keep: np.ndarray) -> _Spots:
-        r = self.res
-        res = FitResult(r.theta[keep], r.crlb[keep], r.loglik[keep], r.llr[keep], r.iterations[keep], r.status[keep])
-        return _Spots(self.cand.subset(keep), self.oy[keep], self.ox[keep], res, self.p_value[keep], self.p_frame[keep])
-
-    @staticmethod
-    def join(a: _Spots, b: _Spots) -> _Spots:
-        cat = np.concatenate
-        r, q = a.res, b.res
-        res = FitResult(*(cat([getattr(r, f), getattr(q, f)]) for f in ("theta", "crlb", "loglik", "llr", "iterations", "status")))
-        cand = Candidates(*(cat([getattr(a.cand, f), getattr(b.cand, f)]) for f in ("frame", "row", "col", "significance")))
-        return _Spots(cand, cat([a.oy, b.oy]), cat([a.ox, b.ox]), res, cat([a.p_value, b.p_value]), cat([a.p_frame, b.p_frame]))
-
-
-def _own_model(sp: _Spots, oy: np.ndarray, ox: np.ndarray, sigma_px: float, box: int) -> np.ndarray:
-    """Each spot's own fitted PSF (n, box, box) in the ``box`` window with corners (``oy``, ``ox``)."""
-    th = sp.res.theta
-    return th[:, 2, None, None] * psf_templates(th[:, 0] + sp.ox - ox, th[:, 1] + sp.oy - oy, sigma_px, box)
 
 
 def localize_block(
@@ -256,7 +170,7 @@ def localize_block(
     """Propose candidates in ``detect_frames``, test them on ``raw`` and fit them -> (table, counts).
 
     ``raw`` (T_halo, Y, X): raw detected photons of the block's ``T`` frames plus ``halo_before``
-    frames before and up to ``pool`` after (for the pooled test, see :func:`acceptance_p_values`);
+    frames before and up to ``pool`` after (for the pooled test, see :func:`smlmdn.localize.passes.acceptance_p_values`);
     ``read_noise_photons``/``excess_noise`` describe its camera noise. ``detect_frames`` (T, Y, X):
     the movie to propose candidates on (``detect_on_raw``: the block's own raw frames, or with ``pool``
     their sums over the neighbouring frames (:func:`pooled_frames`), filtered with the camera noise
@@ -269,162 +183,36 @@ def localize_block(
     pixels at or above it were clipped by the camera; a localization whose fit box holds one gets
     ``saturated = True``.
 
-    ``multi_emitter`` (raw-photon fits only): a second pass (DAOSTORM-style, Holden et al.
-    2011): the fitted molecules are subtracted, candidates are proposed on the residual frames and
-    tested and fitted with the known molecules as a fixed offset; then every localization with a
-    neighbour in its box is refitted, and re-tested, with all the others held fixed. This finds
-    molecules hidden next to brighter ones and rejects candidates that were only a neighbour's tail.
+    ``multi_emitter`` (raw-photon fits only): the multi-emitter residual pass of
+    :mod:`smlmdn.localize.passes`, which finds molecules hidden next to brighter ones and refits
+    crowded ones with their neighbours held fixed.
     ``fit_device``: None fits with the numba kernels on the CPU; a torch device (``"cuda"``,
     ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
     own = raw[halo_before : halo_before + len(detect_frames)]
     pooled = pooled_frames(raw, halo_before, len(own), pool) if pool else None
-    noise = dict(read_noise_photons=read_noise_photons, excess_noise=excess_noise)
     if not detect_on_raw:
         cand = detect(detect_frames, sigma_px, box, threshold)
-    elif pooled is None:
-        cand = detect(own, sigma_px, box, threshold, unit_noise=True, **noise)
-    else:  # propose on the pooled frames: a dim blink stands out of their noise
-        cand = detect(pooled[0], sigma_px, box, threshold, read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1),
-                      excess_noise=excess_noise, unit_noise=True)
+    else:  # on the pooled frames (with pool) a dim blink stands out of their noise
+        cand = detect(own if pooled is None else pooled[0], sigma_px, box, threshold, unit_noise=True, excess_noise=excess_noise,
+                      read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1))
     counts = {"n_candidates": len(cand), "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
-    fit_frames = detect_frames if fit_detect_frames else own
-    fit_noise = dict(read_noise_photons=0.0, excess_noise=1.0) if fit_detect_frames else noise
-    tb = test_box(sigma_px, box, own.shape[1:])
-    geometry = dict(box=box, tb=tb, sigma_px=sigma_px)
-
-    def test_and_fit(cand: Candidates, known: np.ndarray | None) -> _Spots:
-        """Test ``cand`` (with the ``known`` molecules' photons (T, Y, X) as offset), drop the hopeless, fit the rest."""
-        ty, tx = _corners(cand, tb, own.shape[1:])
-        templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, sigma_px, tb)
-        test_offset = None if known is None else _boxes(known, cand.frame, ty, tx, tb)
-        p_value, p_frame = acceptance_p_values(own, None if known is not None else pooled, cand.frame, ty, tx, templates,
-                                               box=tb, offset=test_offset, **noise)
-        if max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
-            hopeful = (p_value <= max_p) & (p_frame <= MEMBER_ALPHA)
-            counts["n_rejected"] += int(np.sum(~hopeful))
-            cand, p_value, p_frame = cand.subset(hopeful), p_value[hopeful], p_frame[hopeful]
-        oy, ox = _corners(cand, box, own.shape[1:])
-        offset = None if known is None else _boxes(known, cand.frame, oy, ox, box)
-        res = _fit(_boxes(fit_frames, cand.frame, oy, ox, box), sigma_px, fit_sigma, fit_device, offset, **fit_noise)
-        return _Spots(cand, oy, ox, res, p_value, p_frame)
-
-    spots = _good(test_and_fit(cand, None), counts)
-    if not (multi_emitter and not fit_detect_frames and len(spots.cand)):
-        return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
-
-    def residual_pass(spots: _Spots) -> _Spots:
-        """Propose on the frames less the fitted molecules, test and fit the new candidates with those held fixed."""
-        known = _render(spots, own.shape, sigma_px)
-        more = detect(own - known.astype(np.float32), sigma_px, box, threshold, unit_noise=True, **noise)
-        taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist()))
-        more = more.subset(np.array([k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist())], dtype=bool))
-        counts["n_candidates"] += len(more)
-        return _good(test_and_fit(more, known), counts)
-
-    def confident(sp: _Spots) -> np.ndarray:
-        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block: only these count as known molecules."""
-        if max_p is None:
-            return np.ones(len(sp.cand), dtype=bool)
-        return benjamini_hochberg(sp.p_value, own.size, max_p) & (sp.p_frame <= MEMBER_ALPHA)
-
-    sweep_kw = dict(fit_sigma=fit_sigma, fit_device=fit_device, noise=noise, **geometry)
-    sure = confident(spots)
-    rest, spots = spots.subset(~sure), spots.subset(sure)
-    new = residual_pass(spots)
-    sure = confident(new)
-    rest, new = _Spots.join(rest, new.subset(~sure)), new.subset(sure)
-    spots = _Spots.join(spots, new)
-    for _ in range(REFINE_SWEEPS - 1):
-        spots = _refine(spots, own, fit_frames, pooled, counts, test=False, **sweep_kw)
-    spots = _merge_close(spots, MERGE_SIGMAS * sigma_px, counts)
-    spots = _Spots.join(_refine(spots, own, fit_frames, pooled, counts, test=True, **sweep_kw), rest)
+    passes = BlockPasses(
+        own=own, fit_frames=detect_frames if fit_detect_frames else own, pooled=pooled, box=box,
+        tb=test_box(sigma_px, box, own.shape[1:]), sigma_px=sigma_px, threshold=threshold, read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise, fit_on_raw=not fit_detect_frames, fit_sigma=fit_sigma, fit_device=fit_device, max_p=max_p,
+        counts=counts,
+    )
+    spots = passes.test_and_fit(cand)
+    if multi_emitter and not fit_detect_frames and len(spots):
+        spots = passes.multi_emitter(spots)
     return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
 
 
-def _fit(spots: np.ndarray, sigma_px: float, fit_sigma: bool, fit_device: str | None, offset: np.ndarray | None,
-         **noise: float) -> FitResult:
-    """:func:`fit_spots` (numba, ``fit_device`` None) or its torch port on ``fit_device``."""
-    if fit_device is None:
-        return fit_spots(spots, sigma_px, fit_sigma=fit_sigma, offset=offset, **noise)
-    from .fit_torch import fit_spots_torch
-
-    return fit_spots_torch(spots, sigma_px, fit_sigma=fit_sigma, offset=offset, device=fit_device, **noise)
-
-
-def _good(sp: _Spots, counts: dict[str, int]) -> _Spots:
-    """The spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
-    res = sp.res
-    good = (res.status == CONVERGED) & np.isfinite(res.crlb[:, 0]) & np.isfinite(res.crlb[:, 1]) & (res.theta[:, 2] > 0)
-    outside = int(np.sum(res.status == OUTSIDE))
-    counts["n_dropped_outside"] += outside
-    counts["n_dropped_nonconverged"] += int(np.sum(~good)) - outside
-    return sp.subset(good)
-
-
-def _merge_close(sp: _Spots, min_distance_px: float, counts: dict[str, int]) -> _Spots:
-    """Drop the dimmer of every two spots of one frame closer than ``min_distance_px`` (one molecule fitted twice)."""
-    th = sp.res.theta
-    x, y = th[:, 0] + sp.ox, th[:, 1] + sp.oy
-    keep = np.ones(len(x), dtype=bool)
-    order = np.argsort(-th[:, 2], kind="stable")  # brightest first: it absorbs the dimmer duplicate
-    tree = cKDTree(np.column_stack([x, y, sp.cand.frame * 1e6]))
-    for i in order:
-        if keep[i]:
-            for j in tree.query_ball_point([x[i], y[i], sp.cand.frame[i] * 1e6], min_distance_px):
-                if j != i and keep[j]:
-                    keep[j] = False
-    counts["n_merged"] += int(np.sum(~keep))
-    return sp.subset(keep)
-
-
-def _render(sp: _Spots, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
-    """The fitted molecules of ``sp`` as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots` per frame)."""
-    th, frame = sp.res.theta, sp.cand.frame
-    out = np.zeros(shape, dtype=np.float64)
-    for t in np.unique(frame):
-        k = frame == t
-        out[t] = render_spots(th[k, 0] + sp.ox[k], th[k, 1] + sp.oy[k], th[k, 2], sigma_px, tuple(shape[1:]))
-    return out
-
-
-def _refine(sp: _Spots, own: np.ndarray, fit_frames: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None,
-            counts: dict[str, int], *, box: int, tb: int, sigma_px: float, fit_sigma: bool, fit_device: str | None,
-            noise: dict[str, float], test: bool = True) -> _Spots:
-    """Refit and re-test every spot that has a neighbour in its window, with all other spots held fixed.
-
-    One Jacobi sweep of multi-emitter fitting: the offset of spot k is the rendered model of all
-    spots less its own PSF. Its new p-value asks whether it is a molecule beyond its neighbours, so a
-    candidate that was only a brighter neighbour's tail is rejected by the movie-wide FDR decision.
-    Spots with less than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in their test window keep
-    their first fit and p-value (it would not change).
-    """
-    known = _render(sp, own.shape, sigma_px)
-    cand = sp.cand
-    ty, tx = _corners(cand, tb, own.shape[1:])
-    test_offset = np.maximum(_boxes(known, cand.frame, ty, tx, tb) - _own_model(sp, ty, tx, sigma_px, tb), 0.0)
-    crowded = test_offset.sum(axis=(1, 2)) > NEIGHBOUR_PHOTONS
-    if not crowded.any():
-        return sp
-    idx = np.nonzero(crowded)[0]
-    c = cand.subset(crowded)
-    oy, ox = sp.oy[idx], sp.ox[idx]
-    offset = np.maximum(_boxes(known, c.frame, oy, ox, box) - _own_model(sp.subset(crowded), oy, ox, sigma_px, box), 0.0)
-    res = _fit(_boxes(fit_frames, c.frame, oy, ox, box), sigma_px, fit_sigma, fit_device, offset, **noise)
-    new = sp.subset(np.ones(len(cand), dtype=bool))
-    for f in ("theta", "crlb", "loglik", "llr", "iterations", "status"):
-        getattr(new.res, f)[idx] = getattr(res, f)
-    if test:
-        templates = psf_templates(c.col - tx[idx] + 0.5, c.row - ty[idx] + 0.5, sigma_px, tb)
-        new.p_value[idx], new.p_frame[idx] = acceptance_p_values(own, pooled, c.frame, ty[idx], tx[idx], templates, box=tb,
-                                                                 offset=test_offset[idx], **noise)
-    return _good(new, counts)
-
-
-def _table(sp: _Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int,
+def _table(sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int,
            saturation_photons: float | None) -> pd.DataFrame:
     """The localization table (:data:`LOC_COLUMNS` without the linking columns) of the fitted spots."""
-    if len(sp.cand) == 0:
+    if len(sp) == 0:
         return empty_table()
     th, cr, res, cand = sp.res.theta, sp.res.crlb, sp.res, sp.cand
     return pd.DataFrame(
@@ -551,7 +339,7 @@ def localize(
     check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool, link_distance_nm)
     sigma_px = psf_sigma_nm / pixel_size
     calibrated = threshold is None
-    thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
+    thr = PROPOSAL_THRESHOLD if threshold is None else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
