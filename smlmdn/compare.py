@@ -147,6 +147,7 @@ def compare(
     fdr: float = DEFAULT_FDR,
     pool: int = DEFAULT_POOL,
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
+    multi_emitter: bool = True,
     render_pixel_nm: float = 10.0,
     frc_render_pixel_nm: float = 5.0,
     device: str = "auto",
@@ -165,7 +166,7 @@ def compare(
     estimate used by the ``denoised`` and ``hybrid`` localization modes. Optional ``truth`` (CSV path
     or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected photons, same shape).
     Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``, ``fdr``,
-    ``pool``, ``link_distance_nm``: see :func:`smlmdn.localize.localize`) are the same in every mode;
+    ``pool``, ``link_distance_nm``, ``multi_emitter``: see :func:`smlmdn.localize.localize`) are the same in every mode;
     each mode is scored twice, with every localization's own position and with its linked blink's
     pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir``
     (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
@@ -289,7 +290,7 @@ def compare(
         for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
             log(f"localizing ({mode} mode)")
             tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
-                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool,
+                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, multi_emitter=multi_emitter,
                                     link_distance_nm=link_distance_nm, saturation_photons=clipped, progress=progress)
         lap("localize")
         loc_report: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from ..evaluate.report import rich_tables
 from ..progress import console
 from . import options as o
 from .app import command
-from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, Pool, Threshold
+from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, MultiEmitter, Pool, Threshold
 
 GT = "Ground truth (simulations)"
 LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-sigma)"
@@ -58,6 +58,7 @@ def compare(
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot.", rich_help_panel=LOC)] = False,
     fdr: Fdr = DEFAULT_FDR,
     pool: Pool = DEFAULT_POOL,
+    multi_emitter: MultiEmitter = True,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered super-resolution images, nm.")] = 10.0,
@@ -88,7 +89,7 @@ def compare(
         movie, camera, out_dir=output, model=model, denoised=denoised, truth=truth, clean=clean,
         estimates=tuple(estimate) if estimate else DEFAULT_ESTIMATES, localize_estimate=localize_estimate, units=units,
         tolerance_nm=tolerance, box=box, psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold,
-        fdr=fdr, pool=pool, link_distance_nm=link_distance,
+        fdr=fdr, pool=pool, link_distance_nm=link_distance, multi_emitter=multi_emitter,
         render_pixel_nm=render_pixel, device=device, keep_denoised=keep_denoised, overwrite=overwrite,
         progress=not quiet, log=log,
     )

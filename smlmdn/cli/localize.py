@@ -39,7 +39,7 @@ LinkDistance = Annotated[
 ]
 MultiEmitter = Annotated[
     bool,
-    typer.Option("--multi-emitter", help="Dense data: after the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style). Measured: Jaccard at 2 molecules/um^2 from 22 to 41-53; at low SNR it costs precision (benchmarks/RESULTS.md).", rich_help_panel=LOC),
+    typer.Option("--multi-emitter/--single-emitter", help="After the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style multi-emitter fitting). --single-emitter is faster and finds fewer molecules wherever they crowd (filaments, dense labelling); measured in benchmarks/RESULTS.md.", rich_help_panel=LOC),
 ]
 Threshold = Annotated[
     Optional[float],
@@ -107,7 +107,7 @@ def localize(
     pool: Pool = DEFAULT_POOL,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
-    multi_emitter: MultiEmitter = False,
+    multi_emitter: MultiEmitter = True,
     keep_saturated: Annotated[
         bool, typer.Option("--keep-saturated", help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.", rich_help_panel=LOC),
     ] = False,

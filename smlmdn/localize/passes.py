@@ -203,10 +203,11 @@ class BlockPasses:
         return sp.subset(good)
 
     def confident(self, sp: Spots) -> np.ndarray:
-        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block: only these count as known molecules."""
+        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block (two tests per pixel, as the movie-wide
+        decision with the residual pass): only these count as known molecules."""
         if self.max_p is None:
             return np.ones(len(sp), dtype=bool)
-        return benjamini_hochberg(sp.p_value, self.own.size, self.max_p) & (sp.p_frame <= MEMBER_ALPHA)
+        return benjamini_hochberg(sp.p_value, 2 * self.own.size, self.max_p) & (sp.p_frame <= MEMBER_ALPHA)
 
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
