@@ -815,7 +815,8 @@ def write_movie(
     The format follows the suffix: ``.zarr`` (Zarr v3), ``.ome.zarr`` (Zarr v3 with OME-Zarr 0.5
     metadata written by ome-zarr-py, ``pixel_size`` nm as the spatial scale; ``pyramid`` None adds
     2x-binned resolution levels for frames of >= 1024 px, True always, False never: see
-    :mod:`smlmdn.omezarr`) or ``.tif/.tiff`` (BigTIFF, ImageJ-readable).
+    :mod:`smlmdn.omezarr`), ``.ome.tif`` (OME-TIFF, PhysicalSizeX/Y in nm) or ``.tif/.tiff`` (an ImageJ
+    hyperstack with the pixel size in Fiji's convention; see :func:`tiff_options`).
     ``attrs`` (e.g. units, camera) are stored with the provenance. Zarr outputs record each finished
     block, so an interrupted write resumes where it stopped when called again with ``resume``.
     Memory use is a few blocks at a time. Returns the final path.

@@ -82,3 +82,32 @@ def test_bad_ome_metadata_is_one_line_error(tmp_path: Path, movie: np.ndarray) -
     group.attrs["ome"] = ome
     with pytest.raises(SmlmdnError, match="cannot read OME-Zarr image"):
         open_movie(out)
+
+
+def test_denoise_cli_writes_an_ome_zarr_pyramid_on_request(tmp_path: Path) -> None:
+    import tifffile
+    import torch
+    from typer.testing import CliRunner
+
+    from smlmdn.camera import save_camera
+    from smlmdn.cli import app
+    from smlmdn.denoise.model_file import DenoiseModel
+    from smlmdn.denoise.network import BlindSpotNet, NetConfig
+    from smlmdn.simulate import SimulationParams, simulate
+
+    sim = simulate(SimulationParams.preset("medium", frames=5, size=32, seed=1))
+    tifffile.imwrite(tmp_path / "movie.tif", sim.movie)
+    save_camera(sim.camera, tmp_path / "camera.json")
+    torch.manual_seed(0)
+    cfg = NetConfig(width=4, depth=2)
+    DenoiseModel(net=cfg, state_dict=BlindSpotNet(cfg).state_dict(), camera=sim.camera, transform={"shift": 2.25, "factor": 1.0},
+                 norm={"level": 30.0, "scale": 10.0}).save(tmp_path / "model.pt")
+    out = tmp_path / "den.ome.zarr"
+    res = CliRunner().invoke(app, ["denoise", str(tmp_path / "movie.tif"), "--camera", str(tmp_path / "camera.json"),
+                                   "-m", str(tmp_path / "model.pt"), "-o", str(out), "--pyramid", "-q"])
+    assert res.exit_code == 0, res.output
+    root = zarr.open_group(str(out), mode="r")
+    datasets = dict(root.attrs)["ome"]["multiscales"][0]["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1"] and root["1"].shape == (5, 16, 16)
+    assert datasets[0]["coordinateTransformations"][0]["scale"] == [1.0, sim.camera.pixel_size, sim.camera.pixel_size]
+    np.testing.assert_allclose(root["1"][:], downsample(root["0"][:], 1), rtol=1e-6)
