@@ -102,3 +102,18 @@ def test_export_without_zip_suffix_is_a_one_line_error(data) -> None:
     pytest.importorskip("bioimageio.spec")
     res = runner.invoke(app, ["export", str(data["root"] / "model.pt"), "-o", str(data["root"] / "den.bioimageio")])
     assert res.exit_code == 1 and "NAME.bioimageio.zip" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_export_default_test_input_is_a_simulation_with_the_model_camera(data, tmp_path: Path) -> None:
+    pytest.importorskip("bioimageio.spec")
+    from smlmdn.denoise.export import export_bioimageio
+
+    out = export_bioimageio(data["root"] / "model.pt", tmp_path / "sim.bioimageio.zip", frames=3, size=32)
+    with zipfile.ZipFile(out) as z:
+        test_input = np.load(z.open("test_input.npy"))
+        test_output = np.load(z.open("test_output.npy"))
+        doc = z.read("README.md").decode()
+    assert test_input.shape == test_output.shape == (1, 3, 32, 32) and test_input.dtype == np.float32
+    assert test_input.mean() > 1.0  # photons of a simulated movie, not zeros
+    cam = data["sim"].camera
+    assert f"offset {cam.offset:g} ADU" in doc and f"pixel size {cam.pixel_size:g} nm" in doc and "Minnerath" in doc
