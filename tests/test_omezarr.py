@@ -14,8 +14,6 @@ from smlmdn.errors import SmlmdnError
 from smlmdn.io import inspect_movie, open_movie, read_attrs, write_movie
 from smlmdn.omezarr import downsample, pyramid_levels
 
-pytest.importorskip("ome_zarr")
-
 
 @pytest.fixture
 def movie() -> np.ndarray:
