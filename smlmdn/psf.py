@@ -51,18 +51,21 @@ def integrated_gaussian(x_px: ArrayLike, y_px: ArrayLike, sigma_px: ArrayLike, s
 
 
 def render_spots(
-    x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray, sigma_px: float, shape: tuple[int, int], truncate: float = 6.0
+    x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray, sigma_px: float, shape: tuple[int, ...], truncate: float = 6.0,
+    frame: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sum of integrated-Gaussian spots into one image (Y, X) float64, expected photons per pixel.
 
     Each spot is evaluated on a square patch reaching ``truncate`` sigma (plus one pixel) beyond its
     centre pixel, so the flux left out is below 2e-9 of each spot; patches are scattered into the
-    image with one ``bincount``. Cost O(N * patch area), independent of the image size.
+    image with one ``bincount``. Cost O(N * patch area), independent of the image size. With
+    ``frame`` (N,) int, ``shape`` is (T, Y, X) and spot k goes into frame ``frame[k]`` of a movie.
     """
-    ny, nx = int(shape[0]), int(shape[1])
+    ny, nx = int(shape[-2]), int(shape[-1])
+    nt = 1 if frame is None else int(shape[0])
     n = len(x_px)
     if n == 0:
-        return np.zeros((ny, nx), dtype=np.float64)
+        return np.zeros(tuple(shape), dtype=np.float64)
     x = np.asarray(x_px, np.float64)
     y = np.asarray(y_px, np.float64)
     r = int(np.ceil(truncate * float(sigma_px))) + 1
@@ -76,4 +79,6 @@ def render_spots(
     py *= (rows >= 0) & (rows < ny)
     patches = py[:, :, None] * (px * np.asarray(photons, np.float64)[:, None])[:, None, :]  # (N, K, K)
     flat = np.clip(rows, 0, ny - 1)[:, :, None] * nx + np.clip(cols, 0, nx - 1)[:, None, :]
-    return np.bincount(flat.ravel(), weights=patches.ravel(), minlength=ny * nx).reshape(ny, nx)
+    if frame is not None:
+        flat = flat + (np.asarray(frame, np.int64) * (ny * nx))[:, None, None]
+    return np.bincount(flat.ravel(), weights=patches.ravel(), minlength=nt * ny * nx).reshape(tuple(shape))

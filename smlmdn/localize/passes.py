@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..psf import render_spots
@@ -122,13 +123,9 @@ class Spots:
         return self.res.theta[:, 2, None, None] * psf_templates(x - ox, y - oy, sigma_px, box)
 
     def render(self, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
-        """The fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots` per frame)."""
+        """The fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots`)."""
         x, y = self.xy_px()
-        out = np.zeros(shape, dtype=np.float64)
-        for t in np.unique(self.cand.frame):
-            k = self.cand.frame == t
-            out[t] = render_spots(x[k], y[k], self.res.theta[k, 2], sigma_px, (shape[1], shape[2]))
-        return out
+        return render_spots(x, y, self.res.theta[:, 2], sigma_px, shape, frame=self.cand.frame)
 
 
 @dataclass
@@ -214,9 +211,12 @@ class BlockPasses:
         known = spots.render(self.own.shape, self.sigma_px)
         more = detect(self.own - known.astype(np.float32), self.sigma_px, self.box, self.threshold, unit_noise=True,
                       read_noise_photons=self.read_noise_photons, excess_noise=self.excess_noise)
+        # where the known molecules put (almost) no photons into the test window, the residual is the raw
+        # frame: the first pass already tested those candidates
+        near = ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist(), strict=True))
         fresh = [k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist(), strict=True)]
-        more = more.subset(np.array(fresh, dtype=bool))
+        more = more.subset(np.array(fresh, dtype=bool) & (near[more.frame, more.row, more.col] > NEIGHBOUR_PHOTONS))
         self.counts["n_candidates"] += len(more)
         return self.test_and_fit(more, known)
 
