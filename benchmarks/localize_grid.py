@@ -349,13 +349,7 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw pool 1": raw_pool(1),
     "raw linked": linked(raw_default),
     "raw pool 1 linked": linked(raw_pool(1)),
-    "raw multi-emitter": lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=True), "multi-emitter"),
-    "raw multi-emitter fdr oracle": lambda ph, cam, case, truth: _chosen_as(
-        sweep(lambda q: smlmdn_localize(ph, cam, case, fdr=q, multi_emitter=True),
-              [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5] if not case.quick else [1e-4, 0.01, 0.05, 0.3], truth, "fdr"), "multi-emitter"),
-    "raw multi-emitter linked": linked(lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=True),
-                                                                             "multi-emitter")),
-    "raw fdr oracle linked": linked(raw_fdr_oracle),
+    "raw single-emitter": lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=False), "single-emitter"),
     "picasso oracle": picasso_oracle,
     # ablations (run them with --variants): the design choices of the default, one at a time
     "ablation: test window = fit box": ablation(raw_default, "smlmdn.localize.pipeline", "TEST_BOX_SIGMAS", 0.0),
