@@ -9,6 +9,7 @@ and progress can be reported after every group.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
 def parallelism() -> int:
     """Blocks to keep in flight: the distributed cluster's thread count if a client is active, else
     the local core count (at least 2, at most 8)."""
+    if "distributed" not in sys.modules:  # no client can be active; importing distributed costs ~1 s
+        return max(2, min(8, os.cpu_count() or 2))
     try:
         from distributed import default_client
 
