@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..camera import Camera, check_finite, saturated_boxes
 from ..errors import SmlmdnError
-from ..parallel import compute_blocks, frame_blocks
+from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
 from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
@@ -315,6 +315,7 @@ def _localize_task(
     """One block of ``n_block`` frames: check the pixels, propose (on ``det`` if given, else the raw
     block), test and fit; runs on a worker. ``raw`` holds the block plus ``halo_before`` frames before
     it and the pooling halo after it."""
+    tune_worker_allocator()
     where = f"frames {frame_offset - halo_before}-{frame_offset - halo_before + len(raw) - 1}"
     raw = check_finite(np.asarray(raw, dtype=np.float32), where)
     on_raw = det is None
