@@ -129,7 +129,8 @@ def denoise_rate(device: torch.device, cfg: NetConfig, side: int, frames: int) -
     k = cfg.context
     rng = np.random.default_rng(0)
     photons = rng.poisson(LEVEL, size=(frames + 2 * k, side, side)).astype(np.float32)
-    runner.estimates(photons[: 1 + 2 * k], ("mean",), DEFAULT_TILE, k, k)  # warm-up (cuDNN autotune, allocator)
+    if device.type == "cuda":  # warm-up (cuDNN autotune, allocator); on a CPU one frame costs as much as the run
+        runner.estimates(photons[: 1 + 2 * k], ("mean",), DEFAULT_TILE, k, k)
     _reset_peak(device)
     seconds = _timed(device, lambda: runner.estimates(photons, ("mean",), DEFAULT_TILE, k, k))
     return {"rate": frames / seconds, "seconds": seconds, "peak_mb": _peak_mb(device)}
@@ -252,7 +253,8 @@ def main() -> None:
         if "flops_per_frame" in r:
             notes = f"{r['flops_per_frame'] / 1e9:.2f} GFLOP/frame, {r['achieved_tflops']:.3f} TFLOP/s = {100 * r['share_of_peak']:.1f} % of matmul peak"
         peak = "" if np.isnan(r["peak_mb"]) else f"{r['peak_mb']:.0f}"
-        print(f"| {r['what']} | {r['device']} | {r['setting']} | {r['rate']:,.1f} | {peak} | {notes} |")
+        rate = f"{r['rate']:,.0f}" if r["rate"] >= 100 else f"{r['rate']:.3g}"
+        print(f"| {r['what']} | {r['device']} | {r['setting']} | {rate} | {peak} | {notes} |")
     if gpu is not None:
         print("\nGPU / CPU ratios (same row key; the same setting on the CPU where there is one, else its float32 row):")
         for r in rows:

@@ -277,6 +277,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     report(result, args)
 
 
@@ -403,7 +404,6 @@ def resume_section(args: argparse.Namespace, result: dict, work: Path, movie: Pa
 
 def report(result: dict, args: argparse.Namespace) -> None:
     """Print the tables (or JSON) and write the JSON file."""
-    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2))
     if args.json:

@@ -129,3 +129,24 @@ def test_saturated_localizations_are_flagged_and_dropped_by_default() -> None:
     assert not dropped["saturated"].any() and (dropped["x_nm"] < 2000).all()  # only the normal molecule
     assert (kept.loc[kept["saturated"], "x_nm"] > 2000).all()
     assert saturation_photons(np.float32, CAMERA) is None and saturation_photons(np.uint16, CAMERA, units="photons") is None
+
+
+@pytest.mark.parametrize(("read_noise", "excess", "frames"), [(0.0, 1.0, 1), (1.5, 1.0, 1), (0.0, 2.0, 1), (3.0, 1.0, np.array([1, 3]))])
+def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: float, frames: int | np.ndarray) -> None:
+    from smlmdn.localize import glrt_numba
+
+    rng = np.random.default_rng(11)
+    n, box = 600, 9
+    centres = rng.uniform(3.5, 5.5, (2, n))
+    g = psf_templates(centres[0], centres[1], SIGMA_PX, box)
+    # molecules of every brightness (dips too) on background, and boxes of a single bright pixel
+    y = rng.poisson(np.maximum(15.0 + rng.uniform(-200, 800, (n, 1, 1)) * g, 0.2)).astype(float) - rng.normal(0, read_noise, (n, box, box))
+    y[::50] = 0.0
+    y[::50, 4, 4] = 500.0
+    n_frames = np.resize(frames, n) if isinstance(frames, np.ndarray) else frames
+    kw = dict(read_noise_photons=read_noise, excess_noise=excess, n_frames=n_frames)
+    z_ref, p_ref = glrt(y, g, **kw)
+    z, p = glrt_numba.glrt(y, g, **kw)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-6, atol=1e-12)
+    assert glrt_numba.glrt(y[:0], g[:0])[0].shape == (0,)

@@ -40,7 +40,8 @@ from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
 from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, fit_spots
-from .glrt import benjamini_hochberg, glrt, psf_templates
+from .glrt import benjamini_hochberg, psf_templates
+from .glrt_numba import glrt
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
