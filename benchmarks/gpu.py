@@ -16,7 +16,9 @@ Rows, each on the GPU (when torch sees one) and on the CPU for the ratio:
   fitters converged on;
 - peak GPU memory per row (``torch.cuda.max_memory_allocated``).
 
-Under 5 minutes on one GPU at the default sizes. ``--quick`` uses small sizes and ``--cpu`` ignores the
+Sized to finish in under 5 minutes on one GPU machine at the default sizes (not yet run on a GPU: none
+was lent so far; the CPU rows at full size take most of it). ``--quick`` uses small sizes (128 and 256 px frames, 10^4 and
+5 x 10^4 spots) and ``--cpu`` ignores the
 GPU, so the script can be smoke-run anywhere::
 
     python benchmarks/gpu.py                 # on a GPU machine: the sizes, GPU and CPU rows
@@ -200,7 +202,8 @@ def main() -> None:
     q = args.quick
     sizes = {
         "steps": {"cuda": 20 if q else 200, "cpu": 5 if q else 20},
-        "frames": {("cuda", 256): 16 if q else 512, ("cuda", 1024): 4 if q else 64, ("cpu", 256): 4 if q else 16, ("cpu", 1024): 1 if q else 2},
+        "sides": (128, 256) if q else (256, 1024),
+        "frames": {"cuda": (16, 4) if q else (512, 64), "cpu": (4, 2) if q else (16, 2)},
         "spots": [10_000, 50_000] if q else [100_000, 1_000_000],
         "cpu_torch_fit_max": 50_000 if q else 100_000,  # the torch fitter on the CPU is slow: time it on at most this many
     }
@@ -211,8 +214,8 @@ def main() -> None:
                 continue  # bfloat16 autocast on a CPU is not what anyone trains with
             r = train_rate(dev, amp, sizes["steps"][dev.type], cfg)
             rows.append({"key": "train", "what": "fit steps/s (batch 4 x 64 px)", "device": dev.type, "setting": "AMP bf16" if amp else "float32", **r})
-        for side in (256, 1024):
-            r = denoise_rate(dev, cfg, side, sizes["frames"][(dev.type, side)])
+        for side, frames in zip(sizes["sides"], sizes["frames"][dev.type]):
+            r = denoise_rate(dev, cfg, side, frames)
             flops = network_flops(cfg, side)
             r["flops_per_frame"] = flops
             r["achieved_tflops"] = flops * r["rate"] / 1e12
