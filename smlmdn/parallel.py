@@ -62,9 +62,9 @@ def tune_worker_allocator() -> bool:
     The nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (dask's default, to return memory
     to the system). Setting any such variable makes glibc stop adapting its mmap threshold, so every buffer
     over 128 kB -- each torch activation, each numpy temporary of a frame block -- is mapped, faulted in
-    page by page and unmapped again on every call. Measured on one 256-frame 64 x 64 px denoise block: 10.7 s
-    in a worker (6.3 s of it system time, 1.7 M page faults) against 3.9 s in the main process; with these
-    settings 3.7 s (benchmarks/scale.py). Raises the thresholds with ``mallopt`` once per process; does
+    page by page and unmapped again on every call. Measured on one 256-frame 64 x 64 px denoise block
+    (``benchmarks/scale.py``): 12.2 s of CPU time in a worker (7.1 s of it system time, 1.7 M page faults)
+    against 3.4 s in the main process; with these settings 3.4 s. Raises the thresholds with ``mallopt`` once per process; does
     nothing (returns False) outside a worker, where that variable is not set, or without glibc.
     """
     if _ALLOCATOR_TUNED:
@@ -79,7 +79,8 @@ def tune_worker_allocator() -> bool:
 
             libc = ctypes.CDLL("libc.so.6")
             m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-            done = bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES)) & bool(libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES))
+            mmap_set = bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES))
+            done = mmap_set and bool(libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES))
         except (ImportError, ValueError, OSError, AttributeError):
             done = False
     _ALLOCATOR_TUNED.append(done)
