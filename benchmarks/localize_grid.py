@@ -239,6 +239,12 @@ def raw_default(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFram
     return locs
 
 
+def _chosen_as(locs: pd.DataFrame, label: str) -> pd.DataFrame:
+    """``locs`` with its acceptance setting and ``label`` recorded as the chosen setting."""
+    locs.attrs["chosen"] = {**_accepted_by(locs), label: "on"}
+    return locs
+
+
 def raw_oracle(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
     d = smlmdn_default_threshold(case)
     factors = [2.0, 1.6, 1.3, 1.15, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5] if not case.quick else [1.6, 1.3, 1.0, 0.8, 0.6]
@@ -343,6 +349,12 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw pool 1": raw_pool(1),
     "raw linked": linked(raw_default),
     "raw pool 1 linked": linked(raw_pool(1)),
+    "raw multi-emitter": lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=True), "multi-emitter"),
+    "raw multi-emitter fdr oracle": lambda ph, cam, case, truth: _chosen_as(
+        sweep(lambda q: smlmdn_localize(ph, cam, case, fdr=q, multi_emitter=True),
+              [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5] if not case.quick else [1e-4, 0.01, 0.05, 0.3], truth, "fdr"), "multi-emitter"),
+    "raw multi-emitter linked": linked(lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=True),
+                                                                             "multi-emitter")),
     "raw fdr oracle linked": linked(raw_fdr_oracle),
     "picasso oracle": picasso_oracle,
     # ablations (run them with --variants): the design choices of the default, one at a time

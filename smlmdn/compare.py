@@ -127,6 +127,31 @@ def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any]
 # ------------------------------------------------------------------------------------------ workflow
 
 
+CLEAN_UNITS = ("detected", "emitted", "adu")
+#: How PSNR's peak is chosen (stated in every report that has a clean reference).
+PSNR_PEAK = ("PSNR = 10 log10(peak^2 / MSE), peak = max - min of the clean reference in detected photons over the whole "
+             "movie (the same peak for every row), MSE pooled over all pixels of all frames")
+
+
+def clean_to_detected(clean: da.Array, units: str, camera: Camera) -> da.Array:
+    """A clean reference (T, Y, X) in ``units`` as expected *detected* photons (photoelectrons), lazily.
+
+    ``detected``: unchanged (smlmdn's estimates and ``smlmdn simulate``'s clean.tif are in these);
+    ``emitted``: photons reaching the camera before QE (other simulators), times ``camera.qe``;
+    ``adu``: camera units, ``(ADU - offset) * e_per_adu / em_gain`` (:func:`smlmdn.camera.to_photons`).
+    Raises SmlmdnError for other units. Without this a QE of 0.8 would be a 20 % scale error in PSNR.
+    """
+    if units == "detected":
+        return clean
+    if units == "emitted":
+        return clean * np.float32(camera.qe)
+    if units == "adu":
+        from .camera import to_photons
+
+        return to_photons(clean, camera)
+    raise SmlmdnError(f"unknown --clean-units {units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
+
+
 def compare(
     movie: str | Path | np.ndarray | da.Array,
     camera: Camera,
@@ -136,6 +161,7 @@ def compare(
     denoised: Any = None,
     truth: str | Path | pd.DataFrame | None = None,
     clean: str | Path | np.ndarray | da.Array | None = None,
+    clean_units: str = "detected",
     estimates: tuple[str, ...] | list[str] = DEFAULT_ESTIMATES,
     localize_estimate: str = "mean",
     units: str = "adu",
@@ -147,6 +173,7 @@ def compare(
     fdr: float = DEFAULT_FDR,
     pool: int = DEFAULT_POOL,
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
+    multi_emitter: bool = True,
     render_pixel_nm: float = 10.0,
     frc_render_pixel_nm: float = 5.0,
     device: str = "auto",
@@ -163,9 +190,11 @@ def compare(
     paths written by ``smlmdn denoise`` (each named by its ``estimate`` attribute), or a dict estimate
     name -> path/array) must be given. ``localize_estimate`` (default ``mean``) is the
     estimate used by the ``denoised`` and ``hybrid`` localization modes. Optional ``truth`` (CSV path
-    or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected photons, same shape).
+    or DataFrame: frame, x_nm, y_nm) and ``clean`` (noise-free expected movie, same shape) in
+    ``clean_units`` (see :func:`clean_to_detected`: ``detected`` photons, default; ``emitted`` photons
+    before QE; or ``adu``), converted to detected photons before PSNR/SSIM.
     Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``, ``fdr``,
-    ``pool``, ``link_distance_nm``: see :func:`smlmdn.localize.localize`) are the same in every mode;
+    ``pool``, ``link_distance_nm``, ``multi_emitter``: see :func:`smlmdn.localize.localize`) are the same in every mode;
     each mode is scored twice, with every localization's own position and with its linked blink's
     pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir``
     (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
@@ -204,6 +233,8 @@ def compare(
     if model is not None and (bad or not estimates):
         raise SmlmdnError(f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
                           f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)")
+    if clean_units not in CLEAN_UNITS:
+        raise SmlmdnError(f"unknown --clean-units {clean_units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
     truth_df = read_truth(truth) if truth is not None else None
 
     # ---- inputs
@@ -218,7 +249,7 @@ def compare(
     if clean is not None:
         clean_arr, clean_path = _as_movie(clean, block, "noise-free movie")
         _check_shape(clean_arr, shape, "noise-free (--clean) movie", "give the clean.tif simulated with this movie")
-        clean_arr = clean_arr.astype(np.float32)
+        clean_arr = clean_to_detected(clean_arr.astype(np.float32), clean_units, camera)
     if truth_df is not None:
         outside = (truth_df["frame"] < 0) | (truth_df["frame"] >= t)
         if outside.all() and len(truth_df):
@@ -289,7 +320,7 @@ def compare(
         for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
             log(f"localizing ({mode} mode)")
             tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
-                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool,
+                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, multi_emitter=multi_emitter,
                                     link_distance_nm=link_distance_nm, saturation_photons=clipped, progress=progress)
         lap("localize")
         loc_report: dict[str, Any] = {}
@@ -312,12 +343,14 @@ def compare(
             "inputs": {"movie": movie_path or "(array)", "shape": list(shape), "units": units,
                        "truth": (str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)),
                        "clean": clean_path or ("(array)" if clean_arr is not None else None),
+                       "clean_units": clean_units if clean_arr is not None else None,
                        "denoiser": denoiser.get("model", "a denoised movie"), **denoiser},
             "settings": {"estimates": list(est), "localize_estimate": localize_estimate, "tolerance_nm": tolerance_nm,
                          "box": box, "psf_sigma_nm": psf_sigma_nm, "fit_sigma": fit_sigma, "threshold": threshold,
                          "acceptance": tables["raw"].attrs.get("acceptance"), "fdr": fdr, "pool": pool,
                          "link_distance_nm": link_distance_nm, "render_pixel_nm": render_pixel_nm,
-                         "frc_render_pixel_nm": frc_render_pixel_nm, "frc_split": "blocks", "data_range": R.json_number(data_range)},
+                         "frc_render_pixel_nm": frc_render_pixel_nm, "frc_split": "blocks", "data_range": R.json_number(data_range),
+                         "psnr_peak": PSNR_PEAK if clean_arr is not None else None},
             "masks": {"source": mask_source, "signal_fraction": R.json_number(fractions[0]),
                       "background_fraction": R.json_number(fractions[1])},
             "camera": camera.to_dict(),

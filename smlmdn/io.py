@@ -202,7 +202,8 @@ def inspect_movie(path: str | Path, block_frames: int | None = None, frames: sli
             raise SmlmdnError(f"folder {p} holds no TIFF files and is not a Zarr store", "point to a movie file")
         src = _open_tiff_folder(p, files, block_frames)
     elif _is_zarr(p):
-        src = MovieSource(_open_zarr(p), text, "zarr", [text])
+        arr, notes = _open_zarr(p)
+        src = MovieSource(arr, text, "OME-Zarr" if notes and notes[0].startswith("OME") else "zarr", [text], notes=notes)
     elif p.suffix.lower() == ".npy":
         try:
             arr = da.from_array(FileArray("npy", str(p.resolve())), chunks=-1, asarray=False)
@@ -616,50 +617,29 @@ def movie_camera(path: str | Path) -> dict[str, float]:
         return {}
 
 
-def _multiscales(group: Any) -> list:
-    """The OME-Zarr ``multiscales`` list of a group (NGFF 0.4 or 0.5 attributes), [] if none."""
-    attrs = dict(group.attrs)
-    return list(attrs.get("ome", attrs).get("multiscales") or [])
-
-
-def _open_zarr(p: Path) -> da.Array:
+def _open_zarr(p: Path) -> tuple[da.Array, list[str]]:
+    """A Zarr array, or an OME-Zarr image (read by ome-zarr-py, level 0), lazily; plus notes on what was taken."""
     import zarr
+
+    from . import omezarr
 
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as exc:  # noqa: BLE001
         raise SmlmdnError(f"cannot open Zarr store {p} ({exc})", "check the store is complete") from exc
-    axes = None
-    if isinstance(node, zarr.Group) and not _multiscales(node) and not list(node.array_keys()):
-        # a container (e.g. bioformats2raw: one OME-Zarr image per series in groups 0, 1, ...)
-        images = [name for name, child in node.groups() if _multiscales(child)]
-        if len(images) > 1:
-            raise SmlmdnError(
-                f"Zarr container {p} holds {len(images)} images ({', '.join(images[:5])})",
-                f"point to one of them, e.g. {p / images[0]}",
-            )
-        if images:
-            node = node[images[0]]
     if isinstance(node, zarr.Group):
-        attrs = dict(node.attrs)
-        multiscales = _multiscales(node)
-        if len(multiscales) > 1:
-            raise SmlmdnError(f"OME-Zarr image {p} holds {len(multiscales)} multiscale images",
-                              "export the one you want to its own OME-Zarr image")
-        if multiscales:
-            ms = multiscales[0]
-            axes = "".join(ax["name"][0].upper() if isinstance(ax, dict) else str(ax)[0].upper() for ax in ms.get("axes", []))
-            node = node[ms["datasets"][0]["path"]]
-        else:
-            arrays = list(node.array_keys())
-            if len(arrays) != 1:
-                raise SmlmdnError(
-                    f"Zarr group {p} holds {len(arrays)} arrays {arrays[:5]} and no OME-Zarr metadata",
-                    "point to one array inside it, e.g. PATH/NAME",
-                )
-            node = node[arrays[0]]
-    arr = da.from_zarr(node)
-    return _squeeze_axes(arr, axes, p) if axes and len(axes) == arr.ndim else arr
+        node, image_path = omezarr.find_image(node, p)
+        if omezarr.is_image(node):
+            arr, axes, notes = omezarr.open_image(image_path)
+            return (_squeeze_axes(arr, axes, p) if len(axes) == arr.ndim else arr), notes
+        arrays = list(node.array_keys())
+        if len(arrays) != 1:
+            raise SmlmdnError(
+                f"Zarr group {p} holds {len(arrays)} arrays {arrays[:5]} and no OME-Zarr metadata",
+                "point to one array inside it, e.g. PATH/NAME",
+            )
+        return da.from_zarr(node[arrays[0]]), [f"Zarr group {p}: its one array '{arrays[0]}'"]
+    return da.from_zarr(node), []
 
 
 def _squeeze_axes(arr: da.Array, axes: str | None, p: Path) -> da.Array:
@@ -828,17 +808,21 @@ def write_movie(
     progress: bool = True,
     description: str = "writing",
     resume: bool = True,
+    pyramid: bool | None = None,
 ) -> Path:
     """Compute ``array`` (T, Y, X) block by block into a Zarr v3 store or a (Big)TIFF, atomically.
 
     The format follows the suffix: ``.zarr`` (Zarr v3), ``.ome.zarr`` (Zarr v3 with OME-Zarr 0.5
-    metadata, ``pixel_size`` nm as the spatial scale) or ``.tif/.tiff`` (BigTIFF, ImageJ-readable).
+    metadata written by ome-zarr-py, ``pixel_size`` nm as the spatial scale; ``pyramid`` None adds
+    2x-binned resolution levels for frames of >= 1024 px, True always, False never: see
+    :mod:`smlmdn.omezarr`), ``.ome.tif`` (OME-TIFF, PhysicalSizeX/Y in nm) or ``.tif/.tiff`` (an ImageJ
+    hyperstack with the pixel size in Fiji's convention; see :func:`tiff_options`).
     ``attrs`` (e.g. units, camera) are stored with the provenance. Zarr outputs record each finished
     block, so an interrupted write resumes where it stopped when called again with ``resume``.
     Memory use is a few blocks at a time. Returns the final path.
     """
     return write_movies({path: array}, overwrite=overwrite, attrs={path: attrs or {}}, pixel_size=pixel_size,
-                        progress=progress, description=description, resume=resume)[0]
+                        progress=progress, description=description, resume=resume, pyramid=pyramid)[0]
 
 
 def write_movies(
@@ -850,6 +834,7 @@ def write_movies(
     progress: bool = True,
     description: str = "writing",
     resume: bool = True,
+    pyramid: bool | None = None,
 ) -> list[Path]:
     """Write several lazy (T, Y, X) movies of the same length together, one frame block at a time.
 
@@ -866,10 +851,10 @@ def write_movies(
             locks.enter_context(output_lock(final))
         for final in finals:  # another process may have finished it while we waited for the lock
             check_output(final, overwrite)
-        return _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume)
+        return _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid)
 
 
-def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume) -> list[Path]:  # noqa: ANN001
+def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid=None) -> list[Path]:  # noqa: ANN001
     """The body of :func:`write_movies`, run while holding the outputs' locks."""
     arrs = list(arrays.values())
     for final, arr in zip(finals, arrs):
@@ -891,9 +876,14 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
     for k in tiffs:
         if tmps[k].exists():
             _remove(tmps[k])
+    from .omezarr import pyramid_levels
+
+    # resolution levels per Zarr output: OME-Zarr may get a pyramid, plain Zarr holds level 0 only
+    levels = {k: pyramid_levels(arrs[k].shape[1:], pyramid) if finals[k].name.lower().endswith(".ome.zarr") else 1
+              for k in zarrs}
     done = {}
     for k in zarrs:
-        done[k] = _open_partial_zarr(tmps[k], arrs[k], metas[k], resume and not tiffs)
+        done[k] = _open_partial_zarr(tmps[k], arrs[k], metas[k], resume and not tiffs, levels[k])
     todo = [b for b in bounds if any(not (done[k] / str(b[0])).exists() for k in zarrs)] if not tiffs else bounds
     try:
         with track(total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, b0, b1 in todo)) as advance:
@@ -901,20 +891,20 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
                 # Blocks are computed by the active dask scheduler (threads, processes or a
                 # dask.distributed cluster, see smlmdn.cluster); each task stores its blocks itself.
                 def task(i: int, b0: int, b1: int) -> Any:
-                    return dask.delayed(_store_blocks)([a[b0:b1] for a in arrs], [str(tmps[k] / "0") for k in zarrs],
-                                                       b0, [str(done[k] / str(i)) for k in zarrs])
+                    return dask.delayed(_store_blocks)([arrs[k][b0:b1] for k in zarrs], [str(tmps[k]) for k in zarrs],
+                                                       b0, [str(done[k] / str(i)) for k in zarrs], [levels[k] for k in zarrs])
 
                 for (_, b0, b1), _ in compute_blocks(task, todo):
                     advance(b1 - b0)
             else:
-                _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance)
+                _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance, levels)
     except BaseException:
         for k in tiffs:
             if tmps[k].exists():
                 _remove(tmps[k])
         raise
     for k in zarrs:
-        _finish_zarr(tmps[k], finals[k], metas[k], pixel_size)
+        _finish_zarr(tmps[k], finals[k], metas[k], pixel_size, levels[k])
     for k, (tmp, final) in enumerate(zip(tmps, finals)):
         if k in zarrs:
             shutil.rmtree(done[k])
@@ -922,57 +912,62 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
     return finals
 
 
-def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume: bool) -> Path:
+def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume: bool, levels: int = 1) -> Path:
     """Create (or, when ``resume`` and it was started for the same array and attributes, reopen) the
-    temporary store of one Zarr output; returns its folder of done-block markers."""
+    temporary store of one Zarr output, with arrays ``0`` .. ``levels-1`` (resolution levels, see
+    :mod:`smlmdn.omezarr`); returns its folder of done-block markers."""
     import zarr
+
+    from .omezarr import level_shape
 
     t, y, x = array.shape
     chunk_t = array.chunks[0][0]
     # The command line may differ on a rerun (e.g. --overwrite added); everything else must match.
     same = {k: v for k, v in meta.items() if k != "command"}
-    signature = json.loads(json.dumps({"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same}, default=str))
+    signature = json.loads(json.dumps({"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same,
+                                       "levels": levels}, default=str))
     done_dir = tmp / DONE_DIR
     if tmp.exists() and resume and _partial_matches(tmp, signature):
         return done_dir
     if tmp.exists():
         _remove(tmp)
     root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    root.create_array("0", shape=(t, y, x), chunks=(chunk_t, y, x), dtype=array.dtype, fill_value=0)
+    for level in range(levels):
+        shape = level_shape((t, y, x), level)
+        root.create_array(str(level), shape=shape, chunks=(chunk_t, *shape[1:]), dtype=array.dtype, fill_value=0,
+                          dimension_names=("t", "y", "x"))
     done_dir.mkdir()
     (done_dir / "signature.json").write_text(json.dumps(signature))
     return done_dir
 
 
-def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float | None) -> None:
-    """Write the group attributes (provenance; OME-Zarr 0.5 multiscales for ``.ome.zarr``)."""
+def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float | None, levels: int = 1) -> None:
+    """Write the group attributes: provenance, and for ``.ome.zarr`` the OME-Zarr 0.5 multiscales
+    metadata (written by ome-zarr-py, see :func:`smlmdn.omezarr.write_metadata`)."""
     import zarr
 
     root = zarr.open_group(str(tmp), mode="r+")
-    group_attrs: dict[str, Any] = {"smlmdn": meta}
+    root.attrs.update({"smlmdn": meta})
     if final.name.lower().endswith(".ome.zarr"):
-        scale = [1.0, float(pixel_size or 1.0), float(pixel_size or 1.0)]
-        unit = {"unit": "nanometer"} if pixel_size else {}
-        group_attrs["ome"] = {
-            "version": "0.5",
-            "multiscales": [
-                {
-                    "axes": [{"name": "t", "type": "time"}, *({"name": n, "type": "space", **unit} for n in ("y", "x"))],
-                    "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-                    "name": final.name,
-                }
-            ],
-        }
-    root.attrs.update(group_attrs)
-    root["0"].attrs.update({"smlmdn": meta, "_ARRAY_DIMENSIONS": ["t", "y", "x"]})
+        from .omezarr import write_metadata
+
+        write_metadata(tmp, levels, pixel_size, final.name)
+    for level in range(levels):
+        root[str(level)].attrs.update({"smlmdn": meta})
 
 
-def _store_blocks(blocks: list[np.ndarray], array_paths: list[str], t0: int, done_markers: list[str]) -> int:
-    """Write computed frame blocks into the Zarr arrays at ``array_paths`` and mark them done (runs on workers)."""
+def _store_blocks(blocks: list[np.ndarray], group_paths: list[str], t0: int, done_markers: list[str],
+                  levels: list[int] | None = None) -> int:
+    """Write computed frame blocks into the Zarr groups at ``group_paths`` (array ``0`` and, for a
+    pyramid, the binned levels ``1``, ``2``, ...) and mark them done (runs on workers)."""
     import zarr
 
-    for block, path, marker in zip(blocks, array_paths, done_markers):
-        zarr.open_array(path, mode="r+")[t0 : t0 + block.shape[0]] = block
+    from .omezarr import downsample
+
+    for n, (block, path, marker) in enumerate(zip(blocks, group_paths, done_markers)):
+        block = np.asarray(block)
+        for level in range((levels or [1] * len(blocks))[n]):
+            zarr.open_array(f"{path}/{level}", mode="r+")[t0 : t0 + block.shape[0]] = downsample(block, level)
         Path(marker).touch()
     return t0
 
@@ -985,29 +980,107 @@ def _partial_matches(tmp: Path, signature: dict) -> bool:
         return False
 
 
-def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance) -> None:
-    """Blocks in order: needed for TIFF, whose frames are appended to one series per file."""
-    import tifffile
-    import zarr
+IMAGEJ_MAX_BYTES = 2**32 - 2**25  # a classic (non-Big) TIFF must stay below 4 GiB, IFDs included
 
-    resolution = (1e3 / pixel_size, 1e3 / pixel_size) if pixel_size else None  # pixels per micron
-    with ExitStack() as stack:
-        writers = {k: stack.enter_context(tifffile.TiffWriter(tmps[k], bigtiff=True)) for k in tiffs}
+
+def tiff_options(path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta: dict[str, Any],
+                 pixel_size: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TiffWriter options, write options) for a (T, Y, X) movie at ``path``, with the pixel size where readers look.
+
+    ``.ome.tif``: OME-TIFF (BigTIFF) with ``PhysicalSizeX/Y`` in nm and the provenance JSON as the image
+    ``Description``; TIFF resolution tags in pixels per cm. Other ``.tif``: an ImageJ hyperstack (axes
+    TYX, ``frames`` = T) in Fiji's convention: resolution tags in pixels per µm, unit ``NONE``, and
+    ``unit=um`` in the ImageJ description; provenance JSON as ImageJ ``Info``. ImageJ hyperstacks
+    are classic TIFF, so a movie of >= 4 GiB (or a dtype ImageJ lacks: not uint8/uint16/float32) is
+    written as BigTIFF with the same ImageJ metadata (Fiji opens it through Bio-Formats).
+    """
+    provenance_json = json.dumps(meta, default=str)
+    write: dict[str, Any] = {"shape": shape, "dtype": dtype, "photometric": "minisblack"}
+    if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        md: dict[str, Any] = {"axes": "TYX", "Description": provenance_json}
+        if pixel_size:
+            md.update(PhysicalSizeX=float(pixel_size), PhysicalSizeXUnit="nm",
+                      PhysicalSizeY=float(pixel_size), PhysicalSizeYUnit="nm")
+            write.update(resolution=(1e7 / pixel_size, 1e7 / pixel_size), resolutionunit="CENTIMETER")
+        return {"bigtiff": True, "ome": True}, {**write, "metadata": md}
+    md = {"axes": "TYX", "Info": provenance_json}
+    if pixel_size:
+        md["unit"] = "um"
+        write.update(resolution=(1e3 / pixel_size, 1e3 / pixel_size), resolutionunit="NONE")
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    classic = nbytes < IMAGEJ_MAX_BYTES and np.dtype(dtype) in (np.uint8, np.uint16, np.float32)
+    return {"bigtiff": not classic, "imagej": True}, {**write, "metadata": md}
+
+
+def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance, levels) -> None:  # noqa: ANN001
+    """Blocks in order: needed for TIFF, whose pages are written in order as one series per file.
+
+    Each TIFF is written by one ``tifffile`` call in its own thread, fed frame blocks through a
+    queue of one block, so its metadata describes the whole series while memory stays a few blocks.
+    """
+    import queue
+    import threading
+    import warnings
+
+    import tifffile
+
+    feeds = {k: queue.Queue(maxsize=1) for k in tiffs}
+    errors: dict[int, BaseException] = {}
+    stop = object()
+    stopped: set[int] = set()
+
+    def frames(k: int) -> Iterator[np.ndarray]:
+        while (block := feeds[k].get()) is not stop:
+            yield from block
+        stopped.add(k)
+
+    def writer(k: int) -> None:
+        try:
+            file_opts, write_opts = tiff_options(finals[k], arrs[k].shape, arrs[k].dtype, metas[k], pixel_size)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
+                with tifffile.TiffWriter(tmps[k], **file_opts) as tif:
+                    tif.write(frames(k), **write_opts)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors[k] = exc
+            while k not in stopped and feeds[k].get() is not stop:  # drain so the producer never blocks on a dead writer
+                pass
+
+    def put(k: int, item: Any) -> None:
+        while True:
+            if k in errors:
+                raise errors[k]
+            try:
+                feeds[k].put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not threads[k].is_alive():
+                    raise errors.get(k) or RuntimeError(f"the TIFF writer for {finals[k]} stopped")
+
+    threads = {k: threading.Thread(target=writer, args=(k,), daemon=True) for k in tiffs}
+    for th in threads.values():
+        th.start()
+    try:
         for i, b0, b1 in todo:
             blocks = dask.compute(*(a[b0:b1] for a in arrs))
-            for k in zarrs:
-                zarr.open_array(str(tmps[k] / "0"), mode="r+")[b0:b1] = blocks[k]
-                (done[k] / str(i)).touch()
+            _store_blocks([blocks[k] for k in zarrs], [str(tmps[k]) for k in zarrs], b0,
+                          [str(done[k] / str(i)) for k in zarrs], [levels[k] for k in zarrs])
             for k in tiffs:
-                for j, frame in enumerate(np.asarray(blocks[k])):
-                    first = b0 == 0 and j == 0
-                    writers[k].write(
-                        frame, contiguous=True, photometric="minisblack",
-                        metadata={"axes": "TYX", "smlmdn": json.dumps(metas[k])} if first else None,
-                        resolution=resolution if first else None,
-                        resolutionunit=("MICROMETER" if pixel_size else None) if first else None,
-                    )
+                put(k, np.asarray(blocks[k]))
             advance(b1 - b0)
+    finally:
+        for k in tiffs:  # a writer still waiting for frames gets the end (after an error: too few, it fails)
+            while threads[k].is_alive():
+                try:
+                    feeds[k].put(stop, timeout=0.5)
+                    break
+                except queue.Full:
+                    pass
+        for th in threads.values():
+            th.join()
+    for k in tiffs:
+        if k in errors:
+            raise errors[k]
 
 
 def open_estimate(
@@ -1035,7 +1108,11 @@ def open_estimate(
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
-    """The smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none)."""
+    """The smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none).
+
+    Zarr/OME-Zarr: the group's ``smlmdn`` attribute; ImageJ TIFF: the ImageJ ``Info`` JSON; OME-TIFF:
+    the image ``Description`` JSON; older smlmdn TIFFs: ``smlmdn`` in tifffile's shaped description.
+    """
     p = Path(path)
     if _is_zarr(p):
         import zarr
@@ -1046,11 +1123,20 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         import tifffile
 
         with tifffile.TiffFile(p) as tif:
-            desc = tif.pages[0].description
-        try:
-            return json.loads(json.loads(desc).get("smlmdn", "{}"))
-        except (ValueError, TypeError, AttributeError):
-            return {}
+            texts = [(tif.imagej_metadata or {}).get("Info")]
+            if tif.is_ome:
+                image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image", {})
+                texts.append((image[0] if isinstance(image, list) else image).get("Description"))
+            try:
+                texts.append(json.loads(tif.pages[0].description).get("smlmdn"))
+            except (ValueError, TypeError, AttributeError):
+                pass
+        for text in texts:
+            try:
+                attrs = json.loads(text)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(attrs, dict):
+                return attrs
+        return {}
     return {}
-
-

@@ -207,3 +207,37 @@ def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path
     with pytest.raises(SmlmdnError, match="shape"):
         compare(data["movie"], camera, out_dir=out, denoised=wrong, progress=False)
     assert not out.exists() and not out.with_name("r.partial").exists()
+
+
+def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+    """A clean movie from another simulator in *emitted* photons (before QE) or in ADU is converted to detected
+    photons: the same PSNR as the detected-photon reference, not a QE-sized scale error; the report says so."""
+    report, first = with_truth
+    camera = read_camera(data)
+    assert camera.qe != 1.0  # else the test could not fail
+    detected = open_movie(data["clean"]).astype(np.float32)
+    emitted = tmp_path / "clean_emitted.tif"
+    write_movie(detected / np.float32(camera.qe), emitted, progress=False)
+    out = tmp_path / "emitted_report"
+    res = runner.invoke(app, ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--denoised",
+                              str(first / "denoised" / "mean.zarr"), "-o", str(out), "--clean", str(emitted),
+                              "--clean-units", "emitted", "-q"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "report.json").read_text())
+    for name in ("raw", "mean"):
+        assert again["denoise"][name]["psnr"] == pytest.approx(report["denoise"][name]["psnr"], abs=1e-3), name
+    assert again["inputs"]["clean_units"] == "emitted" and "peak = max - min" in again["settings"]["psnr_peak"]
+    md = (out / "report.md").read_text()
+    assert "given in emitted photons, converted to detected photons" in md and "peak = max - min" in md
+    # the same reference left in emitted photons would be scored as detected: a visibly different PSNR
+    raw = movie_to_photons(open_movie(data["movie"]), camera)
+    wrong = psnr(raw.compute(), open_movie(emitted).compute())
+    assert abs(wrong - report["denoise"]["raw"]["psnr"]) > 0.5
+
+    from smlmdn.compare import clean_to_detected
+
+    adu = detected / np.float32(camera.e_per_adu / camera.em_gain) + np.float32(camera.offset)
+    np.testing.assert_allclose(clean_to_detected(adu, "adu", camera).compute(), detected.compute(), rtol=1e-5, atol=1e-3)
+    with pytest.raises(SmlmdnError, match="clean-units"):
+        compare(data["movie"], camera, out_dir=tmp_path / "bad", denoised=first / "denoised" / "mean.zarr",
+                clean=data["clean"], clean_units="photons", progress=False)

@@ -221,3 +221,29 @@ def test_write_movies_computes_shared_work_once(tmp_path: Path, small_movie: np.
     np.testing.assert_array_equal(open_movie(outs[0]).compute(), small_movie * 2.0)
     np.testing.assert_array_equal(open_movie(outs[1]).compute(), small_movie + 1.0)
     assert read_attrs(outs[1])["estimate"] == "b"
+
+
+@pytest.mark.parametrize("name", ["den.tif", "den.ome.tif"])
+def test_tiff_carries_the_pixel_size_for_fiji_and_ome(tmp_path: Path, small_movie: np.ndarray, name: str) -> None:
+    """ImageJ TIFF: resolution tags in pixels per µm + ``unit=um`` (Fiji's convention); OME-TIFF:
+    PhysicalSizeX/Y in nm. Both: one (T, Y, X) series and the provenance read back."""
+    arr = da.from_array(small_movie.astype(np.float32), chunks=(4, 16, 20))
+    out = write_movie(arr, tmp_path / name, attrs={"units": "photons"}, pixel_size=107.0, progress=False)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].shape == small_movie.shape and tif.series[0].axes == "TYX"
+        page = tif.pages[0]
+        xres, yres = page.tags["XResolution"].value, page.tags["YResolution"].value
+        if name == "den.tif":
+            assert tif.is_imagej and tif.imagej_metadata["unit"] == "um" and tif.imagej_metadata["frames"] == len(small_movie)
+            assert page.tags["ResolutionUnit"].value == 1  # NONE: ImageJ reads the unit from its description
+            assert xres[1] / xres[0] * 1e3 == pytest.approx(107.0, rel=1e-6)  # µm per pixel -> nm
+            assert yres[1] / yres[0] * 1e3 == pytest.approx(107.0, rel=1e-6)
+        else:
+            assert tif.is_ome
+            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+            assert (pixels["PhysicalSizeX"], pixels["PhysicalSizeXUnit"]) == (107.0, "nm")
+            assert (pixels["PhysicalSizeY"], pixels["PhysicalSizeYUnit"]) == (107.0, "nm")
+            assert pixels["SizeT"] == len(small_movie)
+            assert page.tags["ResolutionUnit"].value == 3 and xres[1] / xres[0] * 1e7 == pytest.approx(107.0, rel=1e-6)
+    assert read_attrs(out)["units"] == "photons"
+    np.testing.assert_array_equal(open_movie(out).compute(), small_movie.astype(np.float32))

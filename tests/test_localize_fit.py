@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from smlmdn.localize.fit import CONVERGED, OUTSIDE, fit_spots
+from smlmdn.localize.glrt import psf_templates
 from smlmdn.psf import integrated_gaussian
 
 BOX = 7
@@ -124,3 +125,22 @@ def test_emccd_data_fitted_with_excess_noise_has_honest_crlb() -> None:
     assert abs(err.mean()) * PIXEL_NM < 2.0
     ratio = np.sqrt(np.mean(err**2)) / res.crlb[ok, 0].mean()
     assert 0.85 < ratio < 1.2, ratio
+
+
+def test_known_neighbour_as_offset_removes_its_bias() -> None:
+    # a molecule at the box centre and a brighter one 2.5 px to its right; given the neighbour's photons
+    # as an offset, the fit recovers the centre molecule's position and photons
+    rng = np.random.default_rng(3)
+    n, box, sigma = 400, 7, 1.3
+    centre = 3.5
+    own = 1000.0 * psf_templates(np.full(n, centre), np.full(n, centre), sigma, box)
+    neighbour = 2000.0 * psf_templates(np.full(n, centre + 2.5), np.full(n, centre), sigma, box)
+    spots = rng.poisson(own + neighbour + 10.0).astype(np.float64)
+
+    known = fit_spots(spots, sigma, offset=neighbour)
+    blind = fit_spots(spots, sigma)
+
+    ok = known.status == CONVERGED
+    assert ok.mean() > 0.95
+    assert abs(np.mean(known.theta[ok, 0]) - centre) < 0.05 and abs(np.mean(known.theta[ok, 2]) / 1000.0 - 1) < 0.05
+    assert np.mean(blind.theta[blind.status == CONVERGED, 0]) - centre > 0.3  # pulled towards the neighbour

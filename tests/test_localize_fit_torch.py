@@ -101,3 +101,12 @@ def test_pipeline_block_fits_the_same_with_the_torch_backend():
     assert len(numba_table) == 12 and numba_counts == torch_counts
     np.testing.assert_allclose(torch_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(),
                                numba_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(), rtol=1e-6)
+
+
+def test_torch_matches_numba_with_a_neighbour_offset() -> None:
+    spots = _spots(300, seed=21, read_noise=1.5)
+    rng = np.random.default_rng(22)
+    offset = rng.uniform(0.0, 500.0, (300, 1, 1)) * integrated_gaussian(np.full(300, BOX / 2 + 2.5), np.full(300, BOX / 2), SIGMA_PX, (BOX, BOX))
+    spots = spots + rng.poisson(offset).astype(np.float32)
+    kw = dict(read_noise_photons=1.5, offset=offset)
+    _assert_agree(fit_spots(spots, SIGMA_PX, **kw), fit_spots_torch(spots, SIGMA_PX, **kw), npar=4)

@@ -75,7 +75,7 @@ def test_csv_uses_thunderstorm_names_and_1_based_frames(locs: pd.DataFrame, tmp_
 
 
 def test_picasso_hdf5_structure_and_pixel_centre_convention(locs: pd.DataFrame, tmp_path: Path) -> None:
-    """Checked against Picasso's documented locs dtype; Picasso's own reader is exercised in benchmarks/localize.py."""
+    """Checked against Picasso's documented locs dtype; Picasso's own reader: test_picasso_own_reader_opens_our_hdf5."""
     path = write_localizations(locs, tmp_path / "locs.hdf5", CAMERA)
 
     with h5py.File(path, "r") as f:
@@ -99,7 +99,7 @@ def test_parquet_carries_metadata(locs: pd.DataFrame, tmp_path: Path) -> None:
 
     meta = json.loads(pq.read_schema(path).metadata[b"smlmdn"])
 
-    assert meta["camera"]["pixel_size"] == PIXEL_NM and meta["localization"]["n_candidates"] == 4
+    assert meta["camera"]["pixel_size"] == PIXEL_NM and meta["localization"]["n_candidates"] == locs.attrs["n_candidates"] >= 4
 
 
 def test_empty_table_round_trips(tmp_path: Path) -> None:
@@ -133,3 +133,78 @@ def test_reads_a_plain_thunderstorm_csv(tmp_path: Path) -> None:
     assert list(locs.frame) == [0, 2]
     assert list(locs.x_nm) == [150.5, 1000.0] and list(locs.crlb_y_nm) == [5.5, 9.0]
     assert locs.loglik.isna().all() and list(locs.iterations) == [-1, -1]
+
+
+# ------------------------------------------------------------------------- round trips, exactly
+
+FIELD_PX = 512  # a full sCMOS chip's worth of field: coordinates up to 51.2 µm
+
+
+def _exact_table(locs: pd.DataFrame) -> pd.DataFrame:
+    """``locs`` with positions spread over a 512-px field and many decimals, and frames far apart."""
+    table = locs.copy()
+    table["x_nm"] = [1234.56789, 25000.12345, 51111.98765, 57.00042]  # Picasso drops x < 0 (first half pixel)
+    table["y_nm"] = [2345.67891, 49999.99999, 100.00049, 30000.5]
+    table["frame"] = np.array([0, 1, 999, 123456], dtype=table["frame"].dtype)
+    table.attrs = dict(locs.attrs, movie_shape=[123457, FIELD_PX, FIELD_PX])
+    return table
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".hdf5", ".parquet"])
+def test_round_trip_positions_to_a_thousandth_of_a_nm_frames_and_units(locs: pd.DataFrame, tmp_path: Path, suffix: str) -> None:
+    """Every format gives back positions to 1e-3 nm over a 512-px field, the same frames, and values in
+    the same units (nm, detected photons) whatever unit the file stores (Picasso: pixels)."""
+    table = _exact_table(locs)
+    path = write_localizations(table, tmp_path / f"locs{suffix}", CAMERA)
+
+    back = read_localizations(path)
+
+    np.testing.assert_allclose(back.x_nm, table.x_nm, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(back.y_nm, table.y_nm, rtol=0, atol=1e-3)
+    assert list(back.frame) == list(table.frame)
+    for col in ("sigma_nm", "crlb_x_nm", "crlb_y_nm", "photons", "bg"):  # nm stay nm, photons stay photons
+        np.testing.assert_allclose(back[col], table[col], rtol=1e-6, err_msg=col)
+    assert back.attrs["camera"]["pixel_size"] == PIXEL_NM
+
+
+def test_files_state_their_units(locs: pd.DataFrame, tmp_path: Path) -> None:
+    """ThunderSTORM's header names nm and photons; Picasso stores pixels with the pixel size beside them."""
+    table = _exact_table(locs)
+    csv = write_localizations(table, tmp_path / "l.csv", CAMERA)
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "uncertainty [nm]"} <= set(header)
+    h5 = write_localizations(table, tmp_path / "l.hdf5", CAMERA)
+    info = list(yaml.safe_load_all(h5.with_suffix(".yaml").read_text()))
+    with h5py.File(h5, "r") as f:
+        rec = f["locs"][()]
+    assert info[0]["Pixelsize"] == PIXEL_NM and info[0]["Width"] == FIELD_PX and info[0]["Frames"] == 123457
+    np.testing.assert_allclose(rec["x"], table.x_nm / PIXEL_NM - 0.5, rtol=0, atol=1e-5)  # pixels, centre origin
+
+
+def test_picasso_own_reader_opens_our_hdf5(locs: pd.DataFrame, tmp_path: Path) -> None:
+    """Picasso's ``picasso.io.load_locs`` (picassosr; installed in the benchmark environment) reads our file."""
+    pio = pytest.importorskip("picasso.io")
+    table = _exact_table(locs)
+    path = write_localizations(table, tmp_path / "locs.hdf5", CAMERA)
+
+    theirs, info = pio.load_locs(str(path))
+
+    theirs = pd.DataFrame(theirs) if not isinstance(theirs, pd.DataFrame) else theirs
+    assert list(theirs["frame"]) == list(table.frame)
+    np.testing.assert_allclose((theirs["x"].to_numpy(np.float64) + 0.5) * PIXEL_NM, table.x_nm, rtol=0, atol=1e-3)
+    np.testing.assert_allclose((theirs["y"].to_numpy(np.float64) + 0.5) * PIXEL_NM, table.y_nm, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(theirs["photons"], table.photons, rtol=1e-6)
+    np.testing.assert_allclose(theirs["lpx"].to_numpy(np.float64) * PIXEL_NM, table.crlb_x_nm, rtol=1e-5)
+    assert info[0]["Width"] == FIELD_PX and info[0]["Pixelsize"] == PIXEL_NM
+
+
+def test_picasso_positions_changed_in_picasso_win_over_the_exact_nm_fields(locs: pd.DataFrame, tmp_path: Path) -> None:
+    """A file Picasso rewrote after moving localizations (drift correction) keeps our stale x_nm/y_nm fields:
+    the reader then takes Picasso's x/y."""
+    path = write_localizations(_exact_table(locs), tmp_path / "locs.hdf5", CAMERA)
+    with h5py.File(path, "r+") as f:
+        rec = f["locs"][()]
+        rec["x"] += 0.01  # 1 nm of drift correction
+        f["locs"][...] = rec
+    back = read_localizations(path)
+    np.testing.assert_allclose(back.x_nm, _exact_table(locs).x_nm + 1.0, rtol=0, atol=0.01)

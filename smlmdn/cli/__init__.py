@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     compare,
     demo,
     denoise,
+    export,
     fit,
     info,
     localize,

@@ -12,7 +12,7 @@ from ..errors import SmlmdnError
 from ..progress import console
 from . import options as o
 from .app import command
-from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, Pool, Threshold
+from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, MultiEmitter, Pool, Threshold
 
 GT = "Ground truth (simulations)"
 LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-sigma)"
@@ -45,7 +45,8 @@ def compare(
         typer.Option("--denoised", metavar="PATH", help="Denoised movie(s) written by `smlmdn denoise` (same shape as MOVIE) instead of --model; repeat for several estimates (named by the file's estimate attribute)."),
     ] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="Ground-truth CSV with columns frame (0-based), x_nm, y_nm [, photons], e.g. truth.csv from `smlmdn simulate`.", rich_help_panel=GT)] = None,
-    clean: Annotated[Optional[Path], typer.Option("--clean", help="Noise-free movie in expected photons (clean.tif from `smlmdn simulate`): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
+    clean: Annotated[Optional[Path], typer.Option("--clean", help="Noise-free movie, expected values in --clean-units (clean.tif from `smlmdn simulate`: detected photons): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
+    clean_units: Annotated[str, typer.Option("--clean-units", help="Units of --clean: detected (photoelectrons, as smlmdn's estimates and `smlmdn simulate`'s clean.tif; default), emitted (photons before QE: multiplied by --qe) or adu (camera units: converted with the camera numbers).", rich_help_panel=GT)] = "detected",
     tolerance: Annotated[float, typer.Option("--tolerance", help="Matching radius in nm (SMLM challenge: 250).", rich_help_panel=GT)] = 250.0,
     estimate: Annotated[
         Optional[list[str]],
@@ -57,6 +58,7 @@ def compare(
     fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot.", rich_help_panel=LOC)] = False,
     fdr: Fdr = DEFAULT_FDR,
     pool: Pool = DEFAULT_POOL,
+    multi_emitter: MultiEmitter = True,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered super-resolution images, nm.")] = 10.0,
@@ -87,10 +89,10 @@ def compare(
     err = console()
     log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))  # noqa: E731
     report = run_compare(
-        movie, camera, out_dir=output, model=model, denoised=denoised, truth=truth, clean=clean,
+        movie, camera, out_dir=output, model=model, denoised=denoised, truth=truth, clean=clean, clean_units=clean_units.lower(),
         estimates=tuple(estimate) if estimate else DEFAULT_ESTIMATES, localize_estimate=localize_estimate, units=units,
         tolerance_nm=tolerance, box=box, psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold,
-        fdr=fdr, pool=pool, link_distance_nm=link_distance,
+        fdr=fdr, pool=pool, link_distance_nm=link_distance, multi_emitter=multi_emitter,
         render_pixel_nm=render_pixel, device=device, keep_denoised=keep_denoised, overwrite=overwrite,
         progress=not quiet, log=log,
     )

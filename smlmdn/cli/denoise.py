@@ -47,6 +47,7 @@ def denoise(
     tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
     block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
+    pyramid: Annotated[Optional[bool], typer.Option("--pyramid/--no-pyramid", help="OME-Zarr output: add 2x-binned resolution levels (for napari). Default: only for frames of 1024 px or more.")] = None,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
@@ -127,7 +128,7 @@ def denoise(
                            "camera": camera.to_dict(), "source": str(movie)}
         # one network pass per block feeds every estimate's output
         written = write_movies(arrays, overwrite=overwrite, attrs=attrs, pixel_size=camera.pixel_size, progress=not quiet,
-                               description="denoise")
+                               description="denoise", pyramid=pyramid)
         return f"wrote {', '.join(str(w) for w in written)} ({', '.join(names)}, {out_units}, {photons.shape[0]} frames)"
 
     # the last estimate written marks a movie as finished

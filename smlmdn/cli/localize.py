@@ -37,6 +37,10 @@ LinkDistance = Annotated[
     float,
     typer.Option("--link-distance", help="Largest distance (nm) at which localizations in consecutive frames (1 dark frame allowed) are linked as one blink; each row keeps its own fit and gets the blink's pooled position (x_linked, y_linked, uncertainty_linked columns).", rich_help_panel=LOC),
 ]
+MultiEmitter = Annotated[
+    bool,
+    typer.Option("--multi-emitter/--single-emitter", help="After the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style multi-emitter fitting). --single-emitter is faster and finds fewer molecules wherever they crowd (filaments, dense labelling); measured in benchmarks/RESULTS.md.", rich_help_panel=LOC),
+]
 Threshold = Annotated[
     Optional[float],
     typer.Option("--threshold", help="Expert override: keep every candidate above this band-pass significance (noise standard deviations; 4.2 was the old default) instead of the FDR-controlled test.", rich_help_panel=LOC),
@@ -103,6 +107,7 @@ def localize(
     pool: Pool = DEFAULT_POOL,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
+    multi_emitter: MultiEmitter = True,
     keep_saturated: Annotated[
         bool, typer.Option("--keep-saturated", help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.", rich_help_panel=LOC),
     ] = False,
@@ -187,7 +192,8 @@ def localize(
         locs = run_localize(
             photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
             psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, link_distance_nm=link_distance,
-            saturation_photons=saturation_photons(raw.dtype, camera, units), keep_saturated=keep_saturated, progress=not quiet, device=device,
+            saturation_photons=saturation_photons(raw.dtype, camera, units), keep_saturated=keep_saturated, multi_emitter=multi_emitter,
+            progress=not quiet, device=device,
         )
         locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
         written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]

@@ -324,8 +324,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     header, rows = table_rows(report, "denoise")
     lines += ["## Denoising", "", _md_table(rows, header), ""]
     masks = report.get("masks", {})
-    psnr_note = (f"PSNR and SSIM are against the noise-free movie (data range {_fmt(s.get('data_range'), 2)} photons, the same "
-                 "for every row). ") if s.get("data_range") is not None else "PSNR and SSIM need a noise-free movie (--clean). "
+    psnr_note = (f"PSNR and SSIM are against the noise-free movie (given in {inputs.get('clean_units') or 'detected'} photons"
+                 f"{'' if (inputs.get('clean_units') or 'detected') == 'detected' else ', converted to detected photons'}; "
+                 f"data range {_fmt(s.get('data_range'), 2)} detected photons, the same for every row). "
+                 + (f"{s['psnr_peak']}. " if s.get("psnr_peak") else "")) if s.get("data_range") is not None \
+        else "PSNR and SSIM need a noise-free movie (--clean). "
     lines += [f"{psnr_note}Background SNR = (mean in signal regions - mean in background regions) / std in background regions, "
               f"with one set of regions for every row, taken from {masks.get('source', '?')}: signal = pixels within "
               f"2 PSF sigmas of an emitter, background = farther than 4 PSF sigmas from every emitter "

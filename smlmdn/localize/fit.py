@@ -6,6 +6,11 @@ The model for the expected detected photons in box pixel ``(i, j)`` (row ``i`` =
 is ``mu_ij = N * Ex_j(x, s) * Ey_i(y, s) + b`` where ``Ex_j`` is the integral of a unit 1D Gaussian
 over ``[j, j+1)``; ``N`` is in photons (photoelectrons), ``b`` in photons per pixel, ``s`` in pixels.
 
+Molecules next to the spot whose photons are already known (from an earlier fit, see
+:mod:`smlmdn.localize.pipeline`'s residual pass) enter as a fixed per-pixel ``offset`` ``o_ij``:
+``mu_ij = N Ex_j Ey_i + b + o_ij`` (DAOSTORM-style multi-emitter fitting, Holden et al. 2011, Nat.
+Methods 8:279, with the neighbours held fixed).
+
 Camera noise beyond Poisson is handled by transforming data and model the same way
 (``d = scale * max(y + r2, 0)``, ``m = scale * (mu + r2)``) and maximising the Poisson likelihood of
 ``d`` given ``m``:
@@ -55,15 +60,16 @@ def _psf_1d(center: float, sigma: float, n: int, e: np.ndarray, de_dc: np.ndarra
 
 
 @njit(cache=True)
-def _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm) -> None:
-    """Transformed model ``m`` (B, B) and its derivatives ``dm`` (npar, B, B) at ``theta``."""
+def _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm) -> None:
+    """Transformed model ``m`` (B, B) and its derivatives ``dm`` (npar, B, B) at ``theta``; ``shift`` (B, B)
+    is the camera shift ``r^2`` plus the known photons of neighbours."""
     x, y, n, b, s = theta[0], theta[1], theta[2], theta[3], theta[4]
     _psf_1d(x, s, nb, ex, dex, dsx)
     _psf_1d(y, s, nb, ey, dey, dsy)
     for i in range(nb):
         for j in range(nb):
             p = ex[j] * ey[i]
-            m[i, j] = scale * (n * p + b + r2)
+            m[i, j] = scale * (n * p + b + shift[i, j])
             dm[0, i, j] = scale * n * dex[j] * ey[i]
             dm[1, i, j] = scale * n * ex[j] * dey[i]
             dm[2, i, j] = scale * p
@@ -156,13 +162,15 @@ _CHUNK = 128  # spots per parallel task: workspace arrays are allocated once per
 
 
 @njit(parallel=True, cache=True)
-def _fit_kernel(spots, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
+def _fit_kernel(spots, offset, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
     n_spots = spots.shape[0]
     nb = spots.shape[1]
     npar = 5 if fit_sigma else 4
     n_chunks = (n_spots + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
         d = np.empty((nb, nb))
+        ys = np.empty((nb, nb))
+        shift = np.empty((nb, nb))
         per = np.empty(4 * nb - 4)
         theta = np.empty(5)
         ex = np.empty(nb)
@@ -182,14 +190,20 @@ def _fit_kernel(spots, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out
         e = np.zeros(5)
         work = np.empty((5, 6))
         for k in range(c * _CHUNK, min(n_spots, (c + 1) * _CHUNK)):
-            _fit_one(spots[k], k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
+            off = offset[k] if offset.shape[0] > 1 else offset[0]
+            for i in range(nb):
+                for j in range(nb):
+                    ys[i, j] = spots[k, i, j] - off[i, j]
+                    shift[i, j] = r2 + off[i, j]
+            _fit_one(spots[k], ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
                      step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out)
 
 
 @njit(cache=True)
-def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
+def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
              step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
-    """Fit one spot (see :func:`fit_spots`); all arrays after ``tol_xy`` are preallocated workspace."""
+    """Fit one spot (see :func:`fit_spots`): ``y_raw`` (B, B) photons, ``ys`` the same less the known neighbours
+    (for the start values), ``shift`` the model's fixed part; all arrays after ``tol_xy`` are preallocated workspace."""
     for i in range(nb):
         for j in range(nb):
             v = y_raw[i, j] + r2
@@ -197,12 +211,12 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
     # --- initial values: background = median of the box perimeter, centroid of the excess
     q = 0
     for j in range(nb):
-        per[q] = y_raw[0, j]
-        per[q + 1] = y_raw[nb - 1, j]
+        per[q] = ys[0, j]
+        per[q + 1] = ys[nb - 1, j]
         q += 2
     for i in range(1, nb - 1):
-        per[q] = y_raw[i, 0]
-        per[q + 1] = y_raw[i, nb - 1]
+        per[q] = ys[i, 0]
+        per[q + 1] = ys[i, nb - 1]
         q += 2
     b0 = _median_inplace(per)
     if b0 < 1e-3:
@@ -212,7 +226,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
     sy = 0.0
     for i in range(nb):
         for j in range(nb):
-            w = y_raw[i, j] - b0
+            w = ys[i, j] - b0
             if w > 0.0:
                 tot += w
                 sx += w * (j + 0.5)
@@ -229,7 +243,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
     # --- Levenberg-Marquardt with Fisher-scoring curvature
     for p in range(5):
         step[p] = 0.0
-    _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+    _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
     ll = _loglik(d, m, nb)
     lam = 1e-3
     status = MAX_ITER
@@ -267,7 +281,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
             trial[3] = max(theta[3] + step[3], 0.1 * theta[3], 1e-6)
             if npar == 5:
                 trial[4] = min(max(theta[4] + step[4], 0.5 * theta[4], 0.3), 2.0 * nb)
-            _model(trial, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+            _model(trial, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
             ll_new = _loglik(d, m, nb)
             if ll_new >= ll:
                 small = abs(trial[0] - theta[0]) < tol_xy and abs(trial[1] - theta[1]) < tol_xy and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
@@ -280,7 +294,7 @@ def _fit_one(y_raw, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, th
             lam *= 10.0
         if not improved:
             # no step increases the likelihood: we are at the (numerical) maximum
-            _model(theta, nb, npar, r2, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+            _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
             status = CONVERGED
             break
         if small:
@@ -352,6 +366,7 @@ def fit_spots(
     excess_noise: float = 1.0,
     max_iter: int = 100,
     tol_xy: float = 1e-3,
+    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Fit every spot in ``spots`` (n, B, B) detected photons with an integrated Gaussian by Poisson MLE.
 
@@ -360,13 +375,17 @@ def fit_spots(
     ``y + r^2``); ``excess_noise`` is 2 for an EMCCD (variance inflation), 1 otherwise. A fit has
     converged when an accepted step moves x and y by less than ``tol_xy`` pixels and raises the
     log-likelihood by less than 1e-6 of its magnitude, or when no step raises it any more; it stops
-    after ``max_iter`` iterations otherwise (status MAX_ITER). See the module docstring for the
-    model and the meaning of the outputs.
+    after ``max_iter`` iterations otherwise (status MAX_ITER). ``offset`` (n, B, B), optional: photons
+    per pixel known to come from neighbouring molecules, added to the model (held fixed). See the
+    module docstring for the model and the meaning of the outputs.
     """
     spots = np.ascontiguousarray(spots, dtype=np.float64)
     if spots.ndim != 3 or spots.shape[1] != spots.shape[2]:
         raise ValueError(f"spots must be (n, B, B), got {spots.shape}")
     n = spots.shape[0]
+    offset = np.zeros((1, *spots.shape[1:])) if offset is None else np.ascontiguousarray(offset, dtype=np.float64)
+    if offset.shape != spots.shape and offset.shape != (1, *spots.shape[1:]):
+        raise ValueError(f"offset must have the shape of spots {spots.shape}, got {offset.shape}")
     theta = np.empty((n, 5))
     crlb = np.empty((n, 5))
     loglik = np.empty(n)
@@ -375,7 +394,7 @@ def fit_spots(
     status = np.empty(n, dtype=np.int8)
     if n:
         _fit_kernel(
-            spots, float(sigma_px), bool(fit_sigma), float(read_noise_photons) ** 2, 1.0 / float(excess_noise),
+            spots, offset, float(sigma_px), bool(fit_sigma), float(read_noise_photons) ** 2, 1.0 / float(excess_noise),
             int(max_iter), float(tol_xy), theta, crlb, loglik, llr, iterations, status,
         )
     return FitResult(theta, crlb, loglik, llr, iterations, status)

@@ -38,14 +38,15 @@ def _psf_1d(center: torch.Tensor, sigma: torch.Tensor, nb: int) -> tuple[torch.T
     return e, de_dc, de_ds
 
 
-def _model(theta: torch.Tensor, nb: int, npar: int, r2: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transformed model ``m`` (k, B, B) and derivatives ``dm`` (k, npar, B, B) at ``theta`` (k, 5)."""
+def _model(theta: torch.Tensor, nb: int, npar: int, shift: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transformed model ``m`` (k, B, B) and derivatives ``dm`` (k, npar, B, B) at ``theta`` (k, 5); ``shift``
+    (k, B, B): camera shift ``r^2`` plus the known photons of neighbouring molecules."""
     x, y, n, b, s = theta.unbind(1)
     ex, dex, dsx = _psf_1d(x, s, nb)
     ey, dey, dsy = _psf_1d(y, s, nb)
     n3 = n[:, None, None]
     p = ey[:, :, None] * ex[:, None, :]  # row i = y, column j = x
-    m = scale * (n3 * p + b[:, None, None] + r2)
+    m = scale * (n3 * p + b[:, None, None] + shift)
     parts = [
         scale * n3 * (ey[:, :, None] * dex[:, None, :]),
         scale * n3 * (dey[:, :, None] * ex[:, None, :]),
@@ -105,14 +106,16 @@ def _trial(th: torch.Tensor, st: torch.Tensor, npar: int, nb: int) -> torch.Tens
     return trial
 
 
-def _fit_chunk(y: torch.Tensor, sigma0: float, npar: int, r2: float, scale: float, max_iter: int, tol_xy: float):
-    """Fit one chunk of spots ``y`` (k, B, B) float64 photons; returns torch tensors on y.device."""
+def _fit_chunk(y: torch.Tensor, off: torch.Tensor, sigma0: float, npar: int, r2: float, scale: float, max_iter: int, tol_xy: float):
+    """Fit one chunk of spots ``y`` (k, B, B) float64 photons with known neighbour photons ``off`` (k, B, B);
+    returns torch tensors on y.device."""
     n, nb, _ = y.shape
     dev, dt = y.device, y.dtype
     v = y + r2
     d_all = scale * torch.where(v > 0.0, v, torch.zeros_like(v))
-    theta = _start(y, sigma0)
-    m_all, dm_all = _model(theta, nb, npar, r2, scale)
+    shift_all = off + r2
+    theta = _start(y - off, sigma0)
+    m_all, dm_all = _model(theta, nb, npar, shift_all, scale)
     ll_all = _loglik(d_all, m_all)
     lam_all = torch.full((n,), 1e-3, dtype=dt, device=dev)
     status = torch.full((n,), MAX_ITER, dtype=torch.int8, device=dev)
@@ -124,7 +127,7 @@ def _fit_chunk(y: torch.Tensor, sigma0: float, npar: int, r2: float, scale: floa
             break
         a = active
         iters[a] += 1
-        th, m, dm, d, ll, lam = theta[a], m_all[a], dm_all[a], d_all[a], ll_all[a], lam_all[a]
+        th, m, dm, d, ll, lam, sh = theta[a], m_all[a], dm_all[a], d_all[a], ll_all[a], lam_all[a], shift_all[a]
         fi = _fisher(dm, m)
         g = torch.einsum("kpij,kij->kp", dm, d / m - 1.0)
         k = a.numel()
@@ -147,7 +150,7 @@ def _fit_chunk(y: torch.Tensor, sigma0: float, npar: int, r2: float, scale: floa
             st[:, :npar] = step[solved]
             th_p = th[tp]
             trial = _trial(th_p, st, npar, nb)
-            m_t, dm_t = _model(trial, nb, npar, r2, scale)
+            m_t, dm_t = _model(trial, nb, npar, sh[tp], scale)
             ll_t = _loglik(d[tp], m_t)
             ll_p = ll[tp]
             acc = ll_t >= ll_p
@@ -204,12 +207,13 @@ def fit_spots_torch(
     max_iter: int = 100,
     tol_xy: float = 1e-3,
     chunk: int = 262144,
+    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Torch equivalent of :func:`smlmdn.localize.fit.fit_spots` (same arguments, same :class:`FitResult`).
 
     ``spots`` (n, B, B) detected photons (numpy or torch); ``sigma_px`` PSF sigma in pixels (fixed, or
     the start value when ``fit_sigma``); ``read_noise_photons`` Gaussian read noise in photons rms;
-    ``excess_noise`` 2 for an EMCCD, else 1; ``device`` "cpu", "cuda" or a torch.device. Spots are
+    ``excess_noise`` 2 for an EMCCD, else 1; ``offset`` (n, B, B) known neighbour photons; ``device`` "cpu", "cuda" or a torch.device. Spots are
     fitted ``chunk`` at a time (memory ~ 0.5 kB x B*B per spot in a chunk). Results are numpy arrays.
     """
     dev = torch.device(device)
@@ -220,6 +224,7 @@ def fit_spots_torch(
     if y.ndim != 3 or y.shape[1] != y.shape[2]:
         raise ValueError(f"spots must be (n, B, B), got {tuple(y.shape)}")
     n = y.shape[0]
+    off = torch.zeros_like(y) if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float64)).to(dev).expand_as(y)
     npar = 5 if fit_sigma else 4
     r2 = float(read_noise_photons) ** 2
     scale = 1.0 / float(excess_noise)
@@ -228,7 +233,7 @@ def fit_spots_torch(
     with torch.no_grad():
         for start in range(0, n, step):
             part = y[start : start + step]
-            outs.append(_fit_chunk(part, float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)))
+            outs.append(_fit_chunk(part, off[start : start + step], float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)))
     if not outs:
         empty = np.empty((0, 5))
         return FitResult(empty, empty.copy(), np.empty(0), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int8))

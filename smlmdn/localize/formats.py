@@ -126,6 +126,8 @@ PICASSO_DTYPE = np.dtype(
         ("x_linked", "f4"),
         ("y_linked", "f4"),
         ("lp_linked", "f4"),
+        ("x_nm", "f8"),
+        ("y_nm", "f8"),
     ]
 )
 #: smlmdn's own fields in the Picasso file -> (column, kind): a "position" in Picasso's pixel coordinates,
@@ -139,6 +141,10 @@ _PICASSO_EXTRA = {
     "x_linked": ("x_linked_nm", "position"),
     "y_linked": ("y_linked_nm", "position"),
     "lp_linked": ("crlb_linked_nm", "length"),
+    # float64 nm beside Picasso's float32 pixels (which hold 1.5e-3 nm at 500 px of 100 nm); read
+    # only while they agree with x/y (a file Picasso changed, e.g. drift-corrected, keeps stale ones)
+    "x_nm": ("x_nm", "value"),
+    "y_nm": ("y_nm", "value"),
 }
 #: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
 PICASSO_SHIFT_PX = 0.5
@@ -244,7 +250,7 @@ def _write_csv(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, 
         }
     )[TS_COLUMNS]
     with atomic_file(path, overwrite) as tmp:
-        out.to_csv(tmp, index=False, float_format="%.7g")
+        out.to_csv(tmp, index=False, float_format="%.10g")  # 10 digits: 1e-4 nm up to 1 mm of field
     with atomic_file(path.with_suffix(".json"), overwrite) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -418,8 +424,13 @@ def _read_picasso(path: Path) -> pd.DataFrame:
         if src in names:
             data[dst] = rec[src]
     for field, (col, kind) in _PICASSO_EXTRA.items():
-        if field in names:
+        if field in names and col not in ("x_nm", "y_nm"):
             data[col] = _from_picasso(rec[field], kind, px)
+    for axis in ("x", "y"):  # the exact nm positions, unless Picasso moved the localizations since
+        exact = f"{axis}_nm"
+        float32_step = np.spacing(np.abs(rec[axis]).astype(np.float32)).astype(np.float64)
+        if exact in names and np.all(np.abs(rec[exact] / px - PICASSO_SHIFT_PX - rec[axis]) <= float32_step + 1e-9):
+            data[exact] = rec[exact]
     attrs: dict[str, Any] = {"pixel_size_nm": px}
     if "smlmdn" in ds_attrs:
         try:

@@ -14,6 +14,10 @@ The counts pass through the same camera noise model as the fit (:mod:`smlmdn.loc
 tested at an interior point), so the one-sided p-value ``p = 1 - Phi(z)`` is uniform on pure noise
 and small only for *positive* extra intensity.
 
+Photons known to come from neighbouring molecules (an earlier fit, see the residual pass of
+:mod:`smlmdn.localize.pipeline`) enter both hypotheses as a fixed per-pixel offset ``o``: H1 ``mu =
+N g + b + o``, H0 ``mu = b + o``; the test then asks whether the box holds a molecule *beyond* them.
+
 Counts summed over ``n`` frames are again Poisson (with shift ``n r^2``), so the same test on the
 sum of a blink's neighbouring frames pools their evidence (:func:`glrt` with ``n_frames``).
 
@@ -48,13 +52,15 @@ def glrt(
     read_noise_photons: float = 0.0,
     excess_noise: float = 1.0,
     n_frames: int | np.ndarray = 1,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Signed-root likelihood-ratio statistic and one-sided p-value of "a PSF is present" per box.
 
     ``spots`` (n, B, B): detected photons (photoelectrons), summed over ``n_frames`` frames (scalar
     or (n,)) when pooling; ``templates`` (n, B, B): the unit PSF at the tested position (see
     :func:`psf_templates`). ``read_noise_photons`` (photons rms per frame) and ``excess_noise`` (2 for
-    an EMCCD) as in :func:`smlmdn.localize.fit.fit_spots`.
+    an EMCCD) as in :func:`smlmdn.localize.fit.fit_spots`. ``offset`` (n, B, B), optional: photons per
+    pixel known to come from other molecules, part of both hypotheses.
 
     Returns ``(z, p)``, each float64 (n,): ``z ~ N(0, 1)`` and ``p ~ U(0, 1)`` under H0 (no molecule).
     The background-only MLE is closed form; the (N, b) MLE is Fisher scoring from the linear
@@ -68,20 +74,19 @@ def glrt(
     scale = 1.0 / float(excess_noise)
     shift = float(read_noise_photons) ** 2 * np.broadcast_to(np.asarray(n_frames, dtype=np.float64), (n,))[:, None]
     d = scale * np.maximum(y + shift, 0.0)
+    o = np.zeros_like(d) if offset is None else scale * np.asarray(offset, dtype=np.float64).reshape(n, bb)
 
     def loglik(m: np.ndarray) -> np.ndarray:  # Poisson log-likelihood without the data-only term
         return np.sum(d * np.log(m) - m, axis=1)
 
-    def model(a_n: np.ndarray, a_b: np.ndarray) -> np.ndarray:  # H1 mean per pixel, s (N g + b + shift)
-        return a_n[:, None] * g + a_b[:, None]
+    def model(a_n: np.ndarray, a_b: np.ndarray) -> np.ndarray:  # H1 mean per pixel, s (N g + b + shift + o)
+        return a_n[:, None] * g + a_b[:, None] + o
 
-    # H0: m = s (b + shift), MLE of m is the box mean of d
-    m0 = np.maximum(d.mean(axis=1, keepdims=True), 1e-12)
-    l0 = loglik(np.broadcast_to(m0, d.shape))
-    # H1: m = s (N g + b + shift); parameters u = (s N, s (b + shift)), start at least squares
+    l0 = loglik(np.maximum(_background_mle(d, o)[:, None] + o, 1e-12))
+    # H1: m = s (N g + b + shift + o); parameters u = (s N, s (b + shift)), start at least squares
     gc = g - g.mean(axis=1, keepdims=True)
-    a_n = np.sum(gc * d, axis=1) / np.maximum(np.sum(gc * gc, axis=1), 1e-12)
-    a_b = np.maximum(d.mean(axis=1) - a_n * g.mean(axis=1), 1e-6)
+    a_n = np.sum(gc * (d - o), axis=1) / np.maximum(np.sum(gc * gc, axis=1), 1e-12)
+    a_b = np.maximum((d - o).mean(axis=1) - a_n * g.mean(axis=1), 1e-6)
     for _ in range(_NEWTON_STEPS):
         m = np.maximum(model(a_n, a_b), 1e-12)
         w = d / m - 1.0  # score weights
@@ -102,6 +107,20 @@ def glrt(
     l1 = loglik(np.maximum(model(a_n, a_b), 1e-12))
     z = np.sign(a_n) * np.sqrt(np.maximum(2.0 * (l1 - l0), 0.0))
     return z, ndtr(-z)
+
+
+def _background_mle(d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """MLE (n,) of ``a`` in ``d ~ Poisson(a + o)`` per row of ``d``, ``o`` (n, P): the box mean of ``d`` when
+    ``o`` is zero, else Newton's method on the score ``sum(d / (a + o) - 1)`` (concave, so it converges)."""
+    a = np.maximum(d.mean(axis=1) - o.mean(axis=1), 1e-6)
+    if not o.any():
+        return a
+    lo = -o.min(axis=1) + 1e-9  # a + o must stay positive
+    for _ in range(_NEWTON_STEPS):
+        m = a[:, None] + o
+        score, info = np.sum(d / m - 1.0, axis=1), np.sum(d / (m * m), axis=1)
+        a = np.maximum(a + score / np.maximum(info, 1e-300), 0.5 * (a + lo))
+    return a
 
 
 def benjamini_hochberg(p: np.ndarray, n_tests: int, fdr: float) -> np.ndarray:

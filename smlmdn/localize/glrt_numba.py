@@ -87,14 +87,16 @@ def glrt(
     read_noise_photons: float = 0.0,
     excess_noise: float = 1.0,
     n_frames: int | np.ndarray = 1,
+    offset: np.ndarray | None = None,
     **other: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`smlmdn.localize.glrt.glrt`, compiled: ``spots`` and ``templates`` (n, B, B) -> ``(z, p)`` float64 (n,).
 
-    Same arguments and meaning; any further keyword option is passed, with the rest, to the reference."""
-    if other:
+    Same arguments and meaning. Boxes with a known-photons ``offset`` (the residual pass) and any further
+    keyword option go, with the rest, to the reference (its background-only fit then needs Newton steps)."""
+    if other or (offset is not None and np.any(offset)):
         return reference.glrt(spots, templates, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
-                              n_frames=n_frames, **other)
+                              n_frames=n_frames, offset=offset, **other)
     y = np.asarray(spots, dtype=np.float64)
     n, npx = y.shape[0], y.shape[1] * y.shape[2]
     y = y.reshape(n, npx)

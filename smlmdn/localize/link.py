@@ -10,7 +10,11 @@ the two positions agree within their uncertainties,
 with ``s`` the localization's CRLB (mean of x and y) and ``s_track`` the standard error of the
 track's pooled position so far. The pooled position is the inverse-variance weighted mean of the
 members' positions, and its standard error ``1 / sqrt(sum(1 / s_i^2))`` (the maximum-likelihood
-combination of independent Gaussian measurements). Each member keeps its own fit and gets the
+combination of independent Gaussian measurements), inflated by the Birge ratio
+``sqrt(max(1, chi2 / (2 (n - 1))))`` where ``chi2 = sum((r_i - r_pooled)^2 / s_i^2)`` over both axes
+(Birge 1932): when the members scatter more than their CRLBs say (the per-frame CRLB is not attained
+at low photon counts, or a blink's frames hold a neighbour's photons), the stated precision grows
+with the scatter instead of shrinking with ``1 / sqrt(n)`` regardless. Each member keeps its own fit and gets the
 track's pooled position and precision as extra columns, so per-frame tables stay comparable.
 
 Assignment is greedy by distance within each frame (closest pairs first), each track taking at
@@ -60,6 +64,7 @@ def link(
     track = np.full(n, -1, dtype=np.int64)
     # per track (at most one per localization): weighted position sums, total weight, last frame
     sum_wxy, sum_w, last = np.zeros((n, 2)), np.zeros(n), np.zeros(n, dtype=np.int64)
+    sum_wrr = np.zeros(n)  # weighted sums of squared positions, for the scatter about the pooled position
     n_tracks = 0
     order = np.argsort(frame, kind="stable")
     for rows in np.split(order, np.flatnonzero(np.diff(frame[order])) + 1) if n else []:
@@ -79,15 +84,20 @@ def link(
         n_tracks += len(new)
         np.add.at(sum_wxy, track[rows], w[rows, None] * xy[rows])
         np.add.at(sum_w, track[rows], w[rows])
+        np.add.at(sum_wrr, track[rows], w[rows] * np.sum(xy[rows] ** 2, axis=1))
         last[track[rows]] = f
     tw = sum_w[track]
     pooled = tw > 0
     safe = np.where(pooled, tw, 1.0)
+    n_track = np.bincount(track, minlength=n_tracks)
+    sw = np.where(sum_w[:n_tracks] > 0, sum_w[:n_tracks], 1.0)
+    chi2 = np.maximum(sum_wrr[:n_tracks] - np.sum(sum_wxy[:n_tracks] ** 2, axis=1) / sw, 0.0)
+    birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n_track - 1), 1)))
     out["track"] = track
-    out["n_track"] = np.bincount(track, minlength=n_tracks)[track]
+    out["n_track"] = n_track[track]
     out["x_linked_nm"] = np.where(pooled, sum_wxy[track, 0] / safe, xy[:, 0])
     out["y_linked_nm"] = np.where(pooled, sum_wxy[track, 1] / safe, xy[:, 1])
-    out["crlb_linked_nm"] = np.where(pooled, 1.0 / np.sqrt(safe), s)
+    out["crlb_linked_nm"] = np.where(pooled, birge[track] / np.sqrt(safe), s)
     return out
 
 

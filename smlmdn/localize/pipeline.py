@@ -38,11 +38,10 @@ from ..camera import Camera, check_finite, saturated_boxes
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
-from .detect import Candidates, detect
-from .fit import CONVERGED, OUTSIDE, fit_spots
-from .glrt import benjamini_hochberg, psf_templates
-from .glrt_numba import glrt
+from .detect import detect
+from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
+from .passes import MEMBER_ALPHA, BlockPasses, Spots
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -82,8 +81,6 @@ TEST_BOX_SIGMAS = 4.0
 DEFAULT_FDR = 0.05
 #: Default number of neighbouring frames on each side pooled into the acceptance test.
 DEFAULT_POOL = 0
-#: With pooling, a localization's own frame must still reach this single-frame p-value.
-MEMBER_ALPHA = 0.01
 #: Bytes of float32 photons per frame block: a block's detection and test make several float copies
 #: of it, and a few blocks are in flight. Measured on 128 x 128 px x 2,000 frames, 2 threads: peak RSS
 #: 1.15 GB with 1,024-frame (64 MB) blocks, 446 MB with 128 frames (8 MB), 392 MB with 64, same speed.
@@ -138,18 +135,6 @@ def check_settings(
         raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
 
 
-def _boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-    """The ``box x box`` windows (n, B, B) of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)."""
-    ar = np.arange(box)
-    return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
-
-
-def _corners(cand: Candidates, box: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corners (rows, cols) of ``box x box`` windows centred on the candidates, shifted to lie inside ``shape``."""
-    r = box // 2
-    return np.clip(cand.row - r, 0, shape[0] - box), np.clip(cand.col - r, 0, shape[1] - box)
-
-
 def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
     """Side (odd, px) of the acceptance test's window: ``2 ceil(TEST_BOX_SIGMAS sigma) + 1``, at least ``box``, inside ``shape``."""
     return int(min(max(box, 2 * math.ceil(TEST_BOX_SIGMAS * sigma_px) + 1), min(shape) - (1 - min(shape) % 2)))
@@ -172,28 +157,6 @@ def pooled_frames(raw: np.ndarray, halo_before: int, n_block: int, pool: int) ->
     return sums, n_frames
 
 
-def acceptance_p_values(
-    own: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray, oy: np.ndarray, ox: np.ndarray,
-    templates: np.ndarray, *, box: int, read_noise_photons: float, excess_noise: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame)``, each (n,).
-
-    ``own`` (T, Y, X): the block's raw photons; ``p_frame`` tests the candidate's own frame. With
-    ``pooled`` (from :func:`pooled_frames`), the test is repeated on the counts summed over the
-    neighbouring frames (a blink's photons pooled) and ``p = min(1, 2 min(p_frame, p_pool))``
-    (Bonferroni over the two tests, so ``p`` stays a valid p-value of "no molecule in any of these
-    frames"); without pooling ``p = p_frame``. Corners (``oy``, ``ox``) and ``templates`` as in
-    :func:`localize_block`.
-    """
-    noise = dict(read_noise_photons=read_noise_photons, excess_noise=excess_noise)
-    _, p_frame = glrt(_boxes(own, t, oy, ox, box), templates, **noise)
-    if pooled is None:
-        return p_frame, p_frame
-    sums, n_frames = pooled
-    _, p_pool = glrt(_boxes(sums, t, oy, ox, box), templates, n_frames=n_frames[t], **noise)
-    return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
-
-
 def localize_block(
     raw: np.ndarray,
     detect_frames: np.ndarray,
@@ -213,11 +176,12 @@ def localize_block(
     max_p: float | None = None,
     saturation_photons: float | None = None,
     fit_device: str | None = None,
+    multi_emitter: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Propose candidates in ``detect_frames``, test them on ``raw`` and fit them -> (table, counts).
 
     ``raw`` (T_halo, Y, X): raw detected photons of the block's ``T`` frames plus ``halo_before``
-    frames before and up to ``pool`` after (for the pooled test, see :func:`acceptance_p_values`);
+    frames before and up to ``pool`` after (for the pooled test, see :func:`smlmdn.localize.passes.acceptance_p_values`);
     ``read_noise_photons``/``excess_noise`` describe its camera noise. ``detect_frames`` (T, Y, X):
     the movie to propose candidates on (``detect_on_raw``: the block's own raw frames, or with ``pool``
     their sums over the neighbouring frames (:func:`pooled_frames`), filtered with the camera noise
@@ -229,6 +193,10 @@ def localize_block(
     not fitted (counted as ``n_rejected``) when ``max_p`` is given. ``saturation_photons``: raw
     pixels at or above it were clipped by the camera; a localization whose fit box holds one gets
     ``saturated = True``.
+
+    ``multi_emitter`` (raw-photon fits only): the multi-emitter residual pass of
+    :mod:`smlmdn.localize.passes`, which finds molecules hidden next to brighter ones and refits
+    crowded ones with their neighbours held fixed.
     ``fit_device``: None fits with the numba kernels on the CPU; a torch device (``"cuda"``,
     ``"cpu"``) with the torch port (:mod:`smlmdn.localize.fit_torch`, same model and results).
     """
@@ -236,45 +204,33 @@ def localize_block(
     pooled = pooled_frames(raw, halo_before, len(own), pool) if pool else None
     if not detect_on_raw:
         cand = detect(detect_frames, sigma_px, box, threshold)
-    elif pooled is None:
-        cand = detect(own, sigma_px, box, threshold, read_noise_photons=read_noise_photons, excess_noise=excess_noise)
-    else:  # propose on the pooled frames: a dim blink stands out of their noise
-        cand = detect(pooled[0], sigma_px, box, threshold, read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1),
-                      excess_noise=excess_noise)
-    counts = {"n_candidates": len(cand), "n_rejected": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
-    if len(cand) == 0:
-        return empty_table(), counts
-    _, ny, nx = own.shape
-    oy, ox = _corners(cand, box, (ny, nx))
-    tb = test_box(sigma_px, box, (ny, nx))
-    ty, tx = _corners(cand, tb, (ny, nx))
-    templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, sigma_px, tb)
-    p_value, p_frame = acceptance_p_values(
-        own, pooled, cand.frame, ty, tx, templates, box=tb, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
+    else:  # on the pooled frames (with pool) a dim blink stands out of their noise
+        cand = detect(own if pooled is None else pooled[0], sigma_px, box, threshold, unit_noise=True, excess_noise=excess_noise,
+                      read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1))
+    counts = {"n_candidates": len(cand), "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+    passes = BlockPasses(
+        own=own, fit_frames=detect_frames if fit_detect_frames else own, pooled=pooled, box=box,
+        tb=test_box(sigma_px, box, own.shape[1:]), sigma_px=sigma_px, threshold=threshold, read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise, fit_on_raw=not fit_detect_frames, fit_sigma=fit_sigma, fit_device=fit_device, max_p=max_p,
+        counts=counts,
     )
-    if max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
-        hopeful = (p_value <= max_p) & (p_frame <= MEMBER_ALPHA)
-        counts["n_rejected"] = int(np.sum(~hopeful))
-        cand, oy, ox, p_value, p_frame = cand.subset(hopeful), oy[hopeful], ox[hopeful], p_value[hopeful], p_frame[hopeful]
-    fit_frames = detect_frames if fit_detect_frames else own
-    fit_noise = (0.0, 1.0) if fit_detect_frames else (read_noise_photons, excess_noise)
-    spots = _boxes(fit_frames, cand.frame, oy, ox, box)
-    if fit_device is None:
-        res = fit_spots(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=fit_noise[0], excess_noise=fit_noise[1])
-    else:
-        from .fit_torch import fit_spots_torch
+    spots = passes.test_and_fit(cand)
+    if multi_emitter and not fit_detect_frames and len(spots):
+        spots = passes.multi_emitter(spots)
+    return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
 
-        res = fit_spots_torch(spots, sigma_px, fit_sigma=fit_sigma, read_noise_photons=fit_noise[0],
-                              excess_noise=fit_noise[1], device=fit_device)
-    good = (res.status == CONVERGED) & np.isfinite(res.crlb[:, 0]) & np.isfinite(res.crlb[:, 1]) & (res.theta[:, 2] > 0)
-    counts["n_dropped_outside"] = int(np.sum(res.status == OUTSIDE))
-    counts["n_dropped_nonconverged"] = int(np.sum(~good) - counts["n_dropped_outside"])
-    th, cr = res.theta[good], res.crlb[good]
-    table = pd.DataFrame(
+
+def _table(sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int,
+           saturation_photons: float | None) -> pd.DataFrame:
+    """The localization table (:data:`LOC_COLUMNS` without the linking columns) of the fitted spots."""
+    if len(sp) == 0:
+        return empty_table()
+    th, cr, res, cand = sp.res.theta, sp.res.crlb, sp.res, sp.cand
+    return pd.DataFrame(
         {
-            "frame": (cand.frame[good] + frame_offset).astype(np.int64),
-            "x_nm": (th[:, 0] + ox[good]) * pixel_size_nm,
-            "y_nm": (th[:, 1] + oy[good]) * pixel_size_nm,
+            "frame": (cand.frame + frame_offset).astype(np.int64),
+            "x_nm": (th[:, 0] + sp.ox) * pixel_size_nm,
+            "y_nm": (th[:, 1] + sp.oy) * pixel_size_nm,
             "photons": th[:, 2],
             "bg": th[:, 3],
             "sigma_nm": th[:, 4] * pixel_size_nm,
@@ -282,16 +238,15 @@ def localize_block(
             "crlb_y_nm": cr[:, 1] * pixel_size_nm,
             "crlb_photons": cr[:, 2],
             "crlb_bg": cr[:, 3],
-            "loglik": res.loglik[good],
-            "llr": res.llr[good],
-            "iterations": res.iterations[good].astype(np.int32),
-            "p_value": p_value[good],
-            "p_frame": p_frame[good],
-            "saturated": saturated_boxes(own >= saturation_photons, cand.frame[good], cand.row[good], cand.col[good], box)
-            if saturation_photons is not None else np.zeros(int(good.sum()), dtype=bool),
+            "loglik": res.loglik,
+            "llr": res.llr,
+            "iterations": res.iterations.astype(np.int32),
+            "p_value": sp.p_value,
+            "p_frame": sp.p_frame,
+            "saturated": saturated_boxes(own >= saturation_photons, cand.frame, cand.row, cand.col, box)
+            if saturation_photons is not None else np.zeros(len(cand), dtype=bool),
         }
     )
-    return table, counts
 
 
 def _fit_device(device: str) -> str | None:
@@ -339,6 +294,7 @@ def localize(
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
     saturation_photons: float | None = None,
     keep_saturated: bool = False,
+    multi_emitter: bool = True,
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
@@ -357,6 +313,9 @@ def localize(
     ``saturation_photons`` (see :func:`smlmdn.camera.saturation_photons`): localizations whose fit
     box holds a clipped pixel are flagged (``saturated``) and dropped unless ``keep_saturated``
     (their photons, background and precision are wrong); ``n_saturated`` counts them.
+    ``multi_emitter`` (default): also find molecules next to brighter ones by a residual pass and
+    refit crowded ones with their neighbours held fixed (:mod:`smlmdn.localize.passes`); False is
+    the faster single-emitter pipeline (measured side by side in ``benchmarks/localize_grid.py``).
 
     ``detect_on``: an optional movie of the same shape (e.g. the denoised photons) to propose
     candidates on; ``fit_on``: ``"raw"`` fits ``photons`` (hybrid when ``detect_on`` is given),
@@ -395,15 +354,18 @@ def localize(
     check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool, link_distance_nm)
     sigma_px = psf_sigma_nm / pixel_size
     calibrated = threshold is None
-    thr = PROPOSAL_THRESHOLD if calibrated else float(threshold)
+    thr = PROPOSAL_THRESHOLD if threshold is None else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
+    n_passes = 2 if multi_emitter and not fitting_denoised else 1  # the residual pass may test a pixel again
+    n_tests = n_passes * t * ny * nx
     tables: list[pd.DataFrame] = []
-    totals = {"n_candidates": 0, "n_rejected": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+    totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
     settings = dict(
         fit_device=_fit_device(device), box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
         read_noise_photons=camera.read_noise_photons, excess_noise=camera.excess_noise, pixel_size_nm=pixel_size,
         pool=pool, fit_detect_frames=fitting_denoised, max_p=fdr if calibrated else None, saturation_photons=saturation_photons,
+        multi_emitter=multi_emitter,
     )
 
     def task(i: int, b0: int, b1: int) -> Any:
@@ -425,7 +387,7 @@ def localize(
     locs = pd.concat(tables, ignore_index=True) if tables else empty_table()
     n_fitted = len(locs)
     if calibrated:
-        keep = benjamini_hochberg(locs["p_value"].to_numpy(), t * ny * nx, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
+        keep = benjamini_hochberg(locs["p_value"].to_numpy(), n_tests, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
         locs = locs[keep].reset_index(drop=True)
         totals["n_rejected"] += n_fitted - len(locs)
     n_saturated = int(locs["saturated"].sum())
@@ -441,9 +403,11 @@ def localize(
         "box": int(box),
         "psf_sigma_nm": float(psf_sigma_nm),
         "fit_sigma": bool(fit_sigma),
-        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {t * ny * nx} pixels" if calibrated else f"band-pass threshold {thr:g}",
+        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {n_tests} tests ({n_passes} per pixel)" if calibrated
+        else f"band-pass threshold {thr:g}",
         "fdr": float(fdr) if calibrated else None,
         "pool": int(pool),
+        "multi_emitter": bool(multi_emitter),
         "threshold": thr,
         "link_distance_nm": float(link_distance_nm),
         "n_tracks": int(locs["track"].nunique()),
