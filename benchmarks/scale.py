@@ -5,6 +5,12 @@ Everything runs through the CLI in subprocesses, as a user would run it, on simu
 (`smlmdn.simulate`, "medium" preset) and a tiny model (`smlmdn fit --steps 30 --width 8 --depth 2`):
 this measures scaling, not denoising quality.
 
+0. Per block (issue 15): seconds to denoise one 256-frame block of the movie with the tiny model, timed
+   inside the process that runs it: in this process with torch on 1 thread, and in a dask.distributed
+   worker (`smlmdn.cluster.dask_scheduler("local", workers=1)`, a single-threaded worker process) with
+   smlmdn's worker allocator setting (`smlmdn.parallel.tune_worker_allocator`) and, for comparison, without
+   it (a second cluster). Median of 3 after a warm-up block; user/system CPU and page faults from
+   getrusage. Target: worker / in-process <= 1.2.
 1. Throughput (frames/s = frames / wall-clock seconds of the whole command, so start-up, model loading and
    the LocalCluster start are included) of `smlmdn denoise` with `--scheduler threads` (the default path)
    and `--scheduler local --workers 1|2` (a dask.distributed LocalCluster of single-threaded worker
@@ -138,6 +144,62 @@ def interrupt_half(args: list[str], done_dir: Path, n_blocks: int) -> dict:
     return {"seconds_until_kill": time.perf_counter() - t0, "blocks_done_at_kill": done}
 
 
+def block_seconds(model: str, block: "object", repeats: int = 3, tune: bool = True) -> list[dict]:
+    """Denoise ``block`` (halo frame + 256 frames + halo frame) ``repeats`` times after a warm-up, in
+    whatever process runs this; ``tune=False`` first disables smlmdn's worker allocator setting."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from smlmdn import parallel
+    from smlmdn.denoise.apply import _block
+
+    if not tune and not parallel._ALLOCATOR_TUNED:
+        parallel._ALLOCATOR_TUNED.append(False)  # as before the fix: glibc left as the nanny set it
+    info = {0: {"chunk-location": (1,), "num-chunks": (3,)}}
+    _block(np.asarray(block)[:20], model, ("mean",), 256, "cpu", 1, info)
+    out = []
+    for _ in range(repeats):
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        _block(np.asarray(block), model, ("mean",), 256, "cpu", 1, info)
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        out.append({"wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
+                    "page_faults": r1.ru_minflt - r0.ru_minflt, "torch_threads": torch.get_num_threads()})
+    return out
+
+
+def per_block(model: Path, movie: Path, camera: Path) -> list[dict]:
+    """Section 0: one 256-frame block in this process (1 torch thread) and in a worker process, with and without the allocator setting."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from smlmdn.camera import load_camera, movie_to_photons
+    from smlmdn.cluster import dask_scheduler
+    from smlmdn.io import open_movie
+
+    block = np.asarray(movie_to_photons(open_movie(movie)[:258], load_camera(camera)), np.float32)
+    runs = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs["in-process, torch 1 thread"] = block_seconds(str(model), block)
+    finally:
+        torch.set_num_threads(threads)
+    for label, tune in (("dask worker, allocator setting off (before)", False), ("dask worker (smlmdn default)", True)):
+        with dask_scheduler("local", workers=1) as client:
+            runs[label] = client.submit(block_seconds, str(model), block, 3, tune, pure=False).result()
+    base = statistics.median(r["wall_s"] for r in runs["in-process, torch 1 thread"])
+    rows = []
+    for label, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "user_s", "sys_s", "page_faults")}
+        rows.append({"where": label, "seconds": round(med["wall_s"], 2), "user_s": round(med["user_s"], 2), "sys_s": round(med["sys_s"], 2),
+                     "page_faults": int(med["page_faults"]), "torch_threads": rs[0]["torch_threads"], "vs_in_process": round(med["wall_s"] / base, 2)})
+    return rows
+
+
 def machine() -> str:
     mem = psutil.virtual_memory().total / 1e9
     return f"{os.cpu_count()}-core {platform.machine()} {platform.system()}, {mem:.0f} GB RAM, Python {platform.python_version()}"
@@ -164,6 +226,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON result to this file")
+    parser.add_argument("--sections", nargs="+", default=["block", "throughput", "rss", "resume"],
+                        choices=["block", "throughput", "rss", "resume"], help="which parts to run (default: all)")
     args = parser.parse_args()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -200,144 +264,176 @@ def main() -> None:
         )
         common = ["--model", str(model), "--camera", str(camera), "-q"]
 
-        # 1. throughput
-        rows = []
-        for label, sched in [
-            ("threads", ["--scheduler", "threads"]),
-            ("local, 1 worker", ["--scheduler", "local", "--workers", "1"]),
-            ("local, 2 workers", ["--scheduler", "local", "--workers", "2"]),
-        ]:
-            out = work / "thr.zarr"
-            log(f"denoise {args.frames} frames, {label}")
-            r = run_cli(["denoise", str(movie), *common, "-o", str(out), *sched])
-            shutil.rmtree(out)
-            rows.append(
-                {
-                    "command": "denoise",
-                    "scheduler": label,
-                    "frames": args.frames,
-                    "size_px": args.size,
-                    "seconds": round(r["seconds"], 1),
-                    "frames_per_s": round(args.frames / r["seconds"], 1),
-                }
-            )
-        for n in (1, 2):
-            out = work / "locs.parquet"
-            log(f"localize {args.frames} frames, local, {n} worker(s)")
-            r = run_cli(
-                [
-                    "localize",
-                    str(movie),
-                    "--camera",
-                    str(camera),
-                    "-o",
-                    str(out),
-                    "-q",
-                    "--scheduler",
-                    "local",
-                    "--workers",
-                    str(n),
-                ]
-            )
-            out.unlink()
-            rows.append(
-                {
-                    "command": "localize",
-                    "scheduler": f"local, {n} worker{'s' if n > 1 else ''}",
-                    "frames": args.frames,
-                    "size_px": args.size,
-                    "seconds": round(r["seconds"], 1),
-                    "frames_per_s": round(args.frames / r["seconds"], 1),
-                }
-            )
-        sec = {(r["command"], r["scheduler"]): r["seconds"] for r in rows}
-        result["throughput"] = rows
-        result["speedup_2_vs_1_workers"] = {
-            "denoise": round(sec[("denoise", "local, 1 worker")] / sec[("denoise", "local, 2 workers")], 2),
-            "localize": round(sec[("localize", "local, 1 worker")] / sec[("localize", "local, 2 workers")], 2),
-            "denoise_threads_vs_local_2_workers": round(
-                sec[("denoise", "local, 2 workers")] / sec[("denoise", "threads")], 2
-            ),
-        }
-
-        # 2. peak RSS, short vs long movie, 2 worker processes
-        rss_rows = []
-        for n in args.rss_frames:
-            s = simulate(work / f"rss_{n}", n, args.rss_size)
-            out = work / "rss.zarr"
-            log(f"denoise {n} frames of {args.rss_size} px, local, 2 workers (RSS)")
-            r = run_cli(
-                ["denoise", str(s / "movie.tif"), *common, "-o", str(out), "--scheduler", "local", "--workers", "2"],
-                measure_rss=True,
-            )
-            shutil.rmtree(out)
-            shutil.rmtree(s)
-            rss_rows.append(
-                {
-                    "frames": n,
-                    "size_px": args.rss_size,
-                    "seconds": round(r["seconds"], 1),
-                    "frames_per_s": round(n / r["seconds"], 1),
-                    **{k: v for k, v in r.items() if k != "seconds"},
-                }
-            )
-        result["rss"] = rss_rows
-        w = [r["worker_peak_rss_MB_max"] for r in rss_rows]
-        c = [r["client_peak_rss_MB"] for r in rss_rows]
-        result["rss_ratio_long_vs_short"] = {
-            "worker_max": round(w[1] / w[0], 3),
-            "client": round(c[1] / c[0], 3),
-            "target_met": w[1] / w[0] <= 1.2 and c[1] / c[0] <= 1.2,
-        }
-
-        # 3. resume after SIGKILL vs full rerun (default scheduler: threads)
-        k = args.resume_block_frames
-        n_blocks = -(-args.frames // k)
-        out = work / "resume.zarr"
-        cmd = ["denoise", str(movie), *common, "-o", str(out), "--block-frames", str(k)]
-        log(f"resume: {n_blocks} blocks of {k} frames, SIGKILL at half")
-        killed = interrupt_half(cmd, Path(str(out) + ".partial") / ".smlmdn_done", n_blocks)
-        resumed = run_cli(cmd)
-        shutil.rmtree(out)
-        full = run_cli(cmd)
-        shutil.rmtree(out)
-        result["resume"] = {
-            "frames": args.frames,
-            "block_frames": k,
-            "blocks": n_blocks,
-            **killed,
-            "resume_seconds": round(resumed["seconds"], 1),
-            "full_run_seconds": round(full["seconds"], 1),
-            "resume_vs_full": round(resumed["seconds"] / full["seconds"], 3),
-            "expected_if_perfect": round(1 - killed["blocks_done_at_kill"] / n_blocks, 3),
-        }
-        result["resume"]["seconds_until_kill"] = round(result["resume"]["seconds_until_kill"], 1)
+        # 0. one block: in-process vs in a worker process
+        if "block" in args.sections:
+            log("one 256-frame block: in-process and in dask workers")
+            result["per_block"] = per_block(model, movie, camera)
+        if "throughput" in args.sections:
+            throughput(args, result, work, movie, camera, common, log)
+        if "rss" in args.sections:
+            rss_section(args, result, work, common, log)
+        if "resume" in args.sections:
+            resume_section(args, result, work, movie, common, log)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    report(result, args)
+
+
+def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, camera: Path, common: list[str], log) -> None:  # noqa: ANN001
+    """Section 1: frames/s of whole denoise / localize commands on threads and on 1 and 2 local worker processes."""
+    rows = []
+    for label, sched in [
+        ("threads", ["--scheduler", "threads"]),
+        ("local, 1 worker", ["--scheduler", "local", "--workers", "1"]),
+        ("local, 2 workers", ["--scheduler", "local", "--workers", "2"]),
+    ]:
+        out = work / "thr.zarr"
+        log(f"denoise {args.frames} frames, {label}")
+        r = run_cli(["denoise", str(movie), *common, "-o", str(out), *sched])
+        shutil.rmtree(out)
+        rows.append(
+            {
+                "command": "denoise",
+                "scheduler": label,
+                "frames": args.frames,
+                "size_px": args.size,
+                "seconds": round(r["seconds"], 1),
+                "frames_per_s": round(args.frames / r["seconds"], 1),
+            }
+        )
+    for n in (1, 2):
+        out = work / "locs.parquet"
+        log(f"localize {args.frames} frames, local, {n} worker(s)")
+        r = run_cli(
+            [
+                "localize",
+                str(movie),
+                "--camera",
+                str(camera),
+                "-o",
+                str(out),
+                "-q",
+                "--scheduler",
+                "local",
+                "--workers",
+                str(n),
+            ]
+        )
+        out.unlink()
+        rows.append(
+            {
+                "command": "localize",
+                "scheduler": f"local, {n} worker{'s' if n > 1 else ''}",
+                "frames": args.frames,
+                "size_px": args.size,
+                "seconds": round(r["seconds"], 1),
+                "frames_per_s": round(args.frames / r["seconds"], 1),
+            }
+        )
+    sec = {(r["command"], r["scheduler"]): r["seconds"] for r in rows}
+    result["throughput"] = rows
+    result["speedup_2_vs_1_workers"] = {
+        "denoise": round(sec[("denoise", "local, 1 worker")] / sec[("denoise", "local, 2 workers")], 2),
+        "localize": round(sec[("localize", "local, 1 worker")] / sec[("localize", "local, 2 workers")], 2),
+        "denoise_threads_vs_local_2_workers": round(
+            sec[("denoise", "local, 2 workers")] / sec[("denoise", "threads")], 2
+        ),
+    }
+
+
+
+def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list[str], log) -> None:  # noqa: ANN001
+    """Section 2: peak RSS of client and workers, short vs long movie, 2 worker processes."""
+    rss_rows = []
+    for n in args.rss_frames:
+        s = simulate(work / f"rss_{n}", n, args.rss_size)
+        out = work / "rss.zarr"
+        log(f"denoise {n} frames of {args.rss_size} px, local, 2 workers (RSS)")
+        r = run_cli(
+            ["denoise", str(s / "movie.tif"), *common, "-o", str(out), "--scheduler", "local", "--workers", "2"],
+            measure_rss=True,
+        )
+        shutil.rmtree(out)
+        shutil.rmtree(s)
+        rss_rows.append(
+            {
+                "frames": n,
+                "size_px": args.rss_size,
+                "seconds": round(r["seconds"], 1),
+                "frames_per_s": round(n / r["seconds"], 1),
+                **{k: v for k, v in r.items() if k != "seconds"},
+            }
+        )
+    result["rss"] = rss_rows
+    w = [r["worker_peak_rss_MB_max"] for r in rss_rows]
+    c = [r["client_peak_rss_MB"] for r in rss_rows]
+    result["rss_ratio_long_vs_short"] = {
+        "worker_max": round(w[1] / w[0], 3),
+        "client": round(c[1] / c[0], 3),
+        "target_met": w[1] / w[0] <= 1.2 and c[1] / c[0] <= 1.2,
+    }
+
+
+
+def resume_section(args: argparse.Namespace, result: dict, work: Path, movie: Path, common: list[str], log) -> None:  # noqa: ANN001
+    """Section 3: resume after SIGKILL vs full rerun (default scheduler: threads)."""
+    k = args.resume_block_frames
+    n_blocks = -(-args.frames // k)
+    out = work / "resume.zarr"
+    cmd = ["denoise", str(movie), *common, "-o", str(out), "--block-frames", str(k)]
+    log(f"resume: {n_blocks} blocks of {k} frames, SIGKILL at half")
+    killed = interrupt_half(cmd, Path(str(out) + ".partial") / ".smlmdn_done", n_blocks)
+    resumed = run_cli(cmd)
+    shutil.rmtree(out)
+    full = run_cli(cmd)
+    shutil.rmtree(out)
+    result["resume"] = {
+        "frames": args.frames,
+        "block_frames": k,
+        "blocks": n_blocks,
+        **killed,
+        "resume_seconds": round(resumed["seconds"], 1),
+        "full_run_seconds": round(full["seconds"], 1),
+        "resume_vs_full": round(resumed["seconds"] / full["seconds"], 3),
+        "expected_if_perfect": round(1 - killed["blocks_done_at_kill"] / n_blocks, 3),
+    }
+    result["resume"]["seconds_until_kill"] = round(result["resume"]["seconds_until_kill"], 1)
+
+
+def report(result: dict, args: argparse.Namespace) -> None:
+    """Print the tables (or JSON) and write the JSON file."""
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"Machine: {result['machine']}\nCommand: `{result['command']}`\n")
-    print(f"Throughput ({result['throughput_note']}):\n")
-    print(table(result["throughput"]))
-    s = result["speedup_2_vs_1_workers"]
-    print(
-        f"\nSpeed-up 2 vs 1 worker processes: denoise {s['denoise']}x, localize {s['localize']}x; "
-        f"denoise with threads is {s['denoise_threads_vs_local_2_workers']}x faster than local 2 workers.\n"
-    )
-    print(f"Peak RSS with 2 worker processes ({result['rss_method']}):\n")
-    print(table(result["rss"]))
-    q = result["rss_ratio_long_vs_short"]
-    print(
-        f"\nPeak RSS ratio long/short: worker {q['worker_max']}, client {q['client']} "
-        f"(target <= 1.2: {'met' if q['target_met'] else 'NOT met'}).\n"
-    )
-    print("Resume after SIGKILL (default threads scheduler):\n")
-    print(table([result["resume"]]))
+    if "per_block" in result:
+        print("One 256-frame block, timed inside the process that runs it (median of 3 after a warm-up):\n")
+        print(table(result["per_block"]))
+        ratio = result["per_block"][-1]["vs_in_process"]
+        print(f"\nWorker / in-process: {ratio} (target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'}).\n")
+    if "throughput" in result:
+        print(f"Throughput ({result['throughput_note']}):\n")
+        print(table(result["throughput"]))
+        s = result["speedup_2_vs_1_workers"]
+        print(
+            f"\nSpeed-up 2 vs 1 worker processes: denoise {s['denoise']}x, localize {s['localize']}x; "
+            f"denoise with threads is {s['denoise_threads_vs_local_2_workers']}x faster than local 2 workers.\n"
+        )
+    if "rss" in result:
+        print(f"Peak RSS with 2 worker processes ({result['rss_method']}):\n")
+        print(table(result["rss"]))
+        q = result["rss_ratio_long_vs_short"]
+        print(
+            f"\nPeak RSS ratio long/short: worker {q['worker_max']}, client {q['client']} "
+            f"(target <= 1.2: {'met' if q['target_met'] else 'NOT met'}).\n"
+        )
+    if "resume" in result:
+        print("Resume after SIGKILL (default threads scheduler):\n")
+        print(table([result["resume"]]))
     print(f"\nTotal benchmark time: {result['total_seconds']} s")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,22 @@ def test_bad_scheduler_names() -> None:
         pass
     with pytest.raises(SmlmdnError, match="unknown cluster type"), dask_scheduler(cluster="lsf"):
         pass
+
+
+def _allocator_state() -> tuple[bool, str | None]:
+    import os
+
+    from smlmdn.parallel import tune_worker_allocator
+
+    return tune_worker_allocator(), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_worker_allocator_is_tuned_in_dask_workers_only() -> None:
+    # dask's nanny sets MALLOC_TRIM_THRESHOLD_ in every worker, which makes glibc map every large buffer anew
+    from smlmdn.parallel import tune_worker_allocator
+
+    assert tune_worker_allocator() is False  # not a worker: the process's allocator is left alone
+    with dask_scheduler("local", workers=1) as client:
+        tuned, trim = client.submit(_allocator_state, pure=False).result()
+    assert trim is not None and tuned is True

@@ -8,10 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..camera import Camera
-from ..compare import DEFAULT_ESTIMATES
-from ..compare import compare as run_compare
 from ..errors import SmlmdnError
-from ..evaluate.report import rich_tables
 from ..progress import console
 from . import options as o
 from .app import command
@@ -24,6 +21,8 @@ LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-s
 def print_summary(report: dict, where: Path) -> None:
     """Print the two summary tables, both answers and where the report and pictures are (stdout)."""
     from rich.console import Console
+
+    from ..evaluate.report import rich_tables  # here, not at the top: `smlmdn localize` need not import the evaluators
 
     out = Console()
     if not out.is_terminal:  # a pipe or a log file: do not squeeze the tables into 80 columns
@@ -84,6 +83,9 @@ def compare(
         raise SmlmdnError("both --model and --denoised were given", "pass only one of them")
     if estimate and denoised is not None:
         raise SmlmdnError("--estimate only applies with --model", "drop --estimate, or pass --model instead of --denoised")
+    from ..compare import DEFAULT_ESTIMATES
+    from ..compare import compare as run_compare
+
     err = console()
     log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))  # noqa: E731
     report = run_compare(

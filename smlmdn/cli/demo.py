@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..demo import DemoConfig, run_demo
 from ..progress import console
 from . import options as o
 from .app import command
@@ -34,6 +33,8 @@ def demo(
     Uses the same code as `smlmdn simulate`, `smlmdn fit` and `smlmdn compare`; ends with the report
     tables and where the pictures are.
     """
+    from ..demo import DemoConfig, run_demo  # here, not at the top: it imports torch, which other commands may not need
+
     overrides = dict(size=size, frames=frames, snr=snr, steps=steps, time_budget=time_budget, seed=seed)
     if tiny:
         config = DemoConfig.tiny(**overrides)

@@ -16,7 +16,7 @@ from ..localize import localize as run_localize
 from ..localize import write_localizations
 from ..localize.formats import output_format, side_files
 from ..localize.link import DEFAULT_MAX_DISTANCE_NM
-from ..localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
+from ..localize.pipeline import DEFAULT_FDR, DEFAULT_POOL, block_frames
 from . import batching as b
 from . import options as o
 from .app import command
@@ -178,6 +178,7 @@ def localize(
 
     def work(movie: Path, _marker: Path) -> str:
         raw = open_movie(movie)
+        raw = raw.rechunk({0: block_frames(raw.shape[1:])})  # small blocks, read directly: flat, small memory
         photons = movie_to_photons(raw, camera, units=units)
         detect_on = None
         source: dict[str, Any] = {"movie": str(movie), "mode": mode}

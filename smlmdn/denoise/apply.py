@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import SmlmdnError
+from ..parallel import tune_worker_allocator
 from . import likelihood as L
 from .model_file import DenoiseModel, load_model, model_from_bytes
 from .network import receptive_halo
@@ -140,6 +141,7 @@ def _runner(model_ref: str | bytes, device: str) -> _Runner:
 
 def _block(photons: np.ndarray, model_ref: str | bytes, names: tuple[str, ...], tile: int, device: str, k: int,
            block_info: dict | None = None) -> np.ndarray:
+    tune_worker_allocator()  # in a dask.distributed worker: reuse torch's buffers (see the function)
     info = (block_info or {}).get(0, {})
     loc, num = info.get("chunk-location", (0,))[0], info.get("num-chunks", (1,))[0]
     left = k if loc > 0 else 0

@@ -27,7 +27,8 @@ from scipy.spatial import cKDTree
 from ..psf import render_spots
 from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, FitResult, fit_spots
-from .glrt import benjamini_hochberg, glrt, psf_templates
+from .glrt import benjamini_hochberg, psf_templates
+from .glrt_numba import glrt
 
 #: With pooling, a localization's own frame must still reach this single-frame p-value.
 MEMBER_ALPHA = 0.01

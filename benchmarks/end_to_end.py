@@ -1,0 +1,113 @@
+"""Benchmark: the whole pipeline as a user runs it, each step's wall time and peak RSS (issue 15).
+
+``smlmdn simulate`` -> ``smlmdn fit --time-budget`` -> ``smlmdn denoise`` -> ``smlmdn localize`` (raw and
+hybrid with the denoised movie), each a separate process; for every movie length given (``--frames``,
+e.g. a short and a 10x longer one) so that flat memory shows as equal peak RSS. Wall time, CPU time
+and peak RSS (``ru_maxrss`` of the command's own process, from ``wait4`` in a small launcher, so the
+benchmark's own memory is not counted) per step. Default scheduler (threads: everything in one
+process per step).
+
+    .venv/bin/python benchmarks/end_to_end.py --size 64 --frames 2000 20000 --time-budget 60 [--workdir DIR]
+
+The issue asks for 256 x 256 x 50,000 frames; choose the sizes the machine's time allows and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Linux keeps a process's peak RSS across fork + exec: a small launcher (python -S) forks the command, so
+# the command's ru_maxrss is its own; it reports wall time and rusage as JSON on the pipe fd it is given.
+LAUNCHER = """
+import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, u = os.wait4(pid, 0)
+os.write(int(sys.argv[1]), json.dumps({"wall_s": time.perf_counter() - t0, "user_s": u.ru_utime, "sys_s": u.ru_stime,
+                                       "peak_rss_mb": u.ru_maxrss / 1024.0, "exit": os.waitstatus_to_exitcode(status)}).encode())
+"""
+
+
+def run(args: list[str]) -> dict:
+    """Run ``python -m smlmdn ARGS`` -> wall/CPU seconds and peak RSS (MB) of that process."""
+    r, w = os.pipe()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(w), sys.executable, "-m", "smlmdn", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(w,))
+    os.close(w)
+    out, err = proc.communicate()
+    with os.fdopen(r) as f:
+        text = f.read()
+    res = json.loads(text) if text else {"exit": proc.returncode}
+    if res["exit"] != 0:
+        raise RuntimeError(f"smlmdn {' '.join(args)} failed: {err.decode(errors='replace')[-2000:]}")
+    res["cpu_s"] = res["user_s"] + res["sys_s"]
+    res["message"] = (out.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=64, help="frame side, px")
+    ap.add_argument("--frames", type=int, nargs="+", default=[2000, 20000], help="movie lengths")
+    ap.add_argument("--time-budget", type=float, default=60.0, help="smlmdn fit --time-budget, s")
+    ap.add_argument("--snr", default="medium")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="smlmdn_e2e_"))
+    rows = []
+    t0 = time.perf_counter()
+    try:
+        for n in args.frames:
+            d = work / f"f{n}"
+            sim = d / "sim"
+            steps = [
+                ("simulate", ["simulate", str(sim), "--frames", str(n), "--size", str(args.size), "--snr", args.snr, "-q"]),
+                ("fit", ["fit", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "-o", str(d / "model.pt"),
+                         "--time-budget", str(args.time_budget), "-q"]),
+                ("denoise", ["denoise", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "--model", str(d / "model.pt"),
+                             "-o", str(d / "denoised.zarr"), "-q"]),
+                ("localize raw", ["localize", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "-o", str(d / "raw.hdf5"), "-q"]),
+                ("localize hybrid", ["localize", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "--denoised",
+                                     str(d / "denoised.zarr"), "-o", str(d / "hybrid.hdf5"), "-q"]),
+            ]
+            for name, cmd in steps:
+                print(f"{name}: {n} frames of {args.size} px", file=sys.stderr, flush=True)
+                res = run(cmd)
+                rows.append({"frames": n, "size": args.size, "step": name, **res})
+            shutil.rmtree(d)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = time.perf_counter() - t0
+    print(f"\nend to end, {args.size} x {args.size} px, --snr {args.snr}, fit --time-budget {args.time_budget:g} s; "
+          f"{os.cpu_count()} CPUs; {total:.0f} s in all\n")
+    print("| frames | step | wall s | CPU s | peak RSS MB | frames/s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['frames']:,} | {r['step']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+              f"{r['frames'] / r['wall_s']:.0f} |")
+    if len(args.frames) > 1:
+        a, b = args.frames[0], args.frames[-1]
+        print(f"\npeak RSS, {b:,} vs {a:,} frames:")
+        for step in dict.fromkeys(r["step"] for r in rows):
+            ra = next(r for r in rows if r["frames"] == a and r["step"] == step)
+            rb = next(r for r in rows if r["frames"] == b and r["step"] == step)
+            print(f"- {step}: {rb['peak_rss_mb'] / ra['peak_rss_mb']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
