@@ -22,36 +22,53 @@ from .glrt import _NEWTON_STEPS
 
 
 @njit(parallel=True, cache=True)
-def _signed_root(d: np.ndarray, g: np.ndarray, steps: int, z: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Signed-root LR statistic per row of ``d`` (n, P) transformed counts, unit PSF ``g`` (n, P) -> ``z`` (n,).
+def _signed_root(d: np.ndarray, g: np.ndarray, o: np.ndarray, steps: int, z: np.ndarray) -> None:  # pragma: no cover
+    """Signed-root LR statistic per row of ``d`` (n, P) transformed counts, unit PSF ``g`` (n, P) and known
+    neighbours' transformed photons ``o`` (n, P) or (1, P) of zeros -> ``z`` (n,).
 
-    Line by line the algorithm of :func:`smlmdn.localize.glrt.glrt`: H0 box mean; H1 (N, b) from the
-    least-squares start by ``steps`` Fisher-scoring steps, each halved (at most 30 times) until the model
-    is positive at every pixel."""
+    Line by line the algorithm of :func:`smlmdn.localize.glrt.glrt`: H0 box mean (Newton steps with an
+    offset); H1 (N, b) from the least-squares start by ``steps`` Fisher-scoring steps, each halved (at
+    most 30 times) until the model is positive at every pixel."""
     n, npx = d.shape
     for i in prange(n):
+        oi = o[i] if o.shape[0] > 1 else o[0]
         dsum = 0.0
         gsum = 0.0
+        osum = 0.0
+        omin = np.inf
         for p in range(npx):
             dsum += d[i, p]
             gsum += g[i, p]
-        dmean, gmean = dsum / npx, gsum / npx
-        m0 = max(dmean, 1e-12)
+            osum += oi[p]
+            omin = min(omin, oi[p])
+        dmean, gmean, omean = dsum / npx, gsum / npx, osum / npx
+        a0 = max(dmean - omean, 1e-6)
+        if osum != 0.0:  # background-only MLE with an offset: Newton on sum(d / (a + o) - 1) = 0
+            lo = -omin + 1e-9
+            for _ in range(steps):
+                score = 0.0
+                info = 0.0
+                for p in range(npx):
+                    m = a0 + oi[p]
+                    score += d[i, p] / m - 1.0
+                    info += d[i, p] / (m * m)
+                a0 = max(a0 + score / max(info, 1e-300), 0.5 * (a0 + lo))
         l0 = 0.0
         for p in range(npx):
+            m0 = max(a0 + oi[p], 1e-12)
             l0 += d[i, p] * math.log(m0) - m0
         num = 0.0
         den = 0.0
         for p in range(npx):
             gc = g[i, p] - gmean
-            num += gc * d[i, p]
+            num += gc * (d[i, p] - oi[p])
             den += gc * gc
         a_n = num / max(den, 1e-12)
-        a_b = max(dmean - a_n * gmean, 1e-6)
+        a_b = max(dmean - omean - a_n * gmean, 1e-6)
         for _ in range(steps):
             s_n = s_b = f_nn = f_nb = f_bb = 0.0
             for p in range(npx):
-                m = max(a_n * g[i, p] + a_b, 1e-12)
+                m = max(a_n * g[i, p] + a_b + oi[p], 1e-12)
                 w = d[i, p] / m - 1.0
                 inv = 1.0 / m
                 s_n += w * g[i, p]
@@ -66,7 +83,7 @@ def _signed_root(d: np.ndarray, g: np.ndarray, steps: int, z: np.ndarray) -> Non
             for _ in range(30):
                 lowest = np.inf
                 for p in range(npx):
-                    lowest = min(lowest, (a_n + t * step_n) * g[i, p] + (a_b + t * step_b))
+                    lowest = min(lowest, (a_n + t * step_n) * g[i, p] + (a_b + t * step_b) + oi[p])
                 if lowest > 0:
                     break
                 t *= 0.5
@@ -74,7 +91,7 @@ def _signed_root(d: np.ndarray, g: np.ndarray, steps: int, z: np.ndarray) -> Non
             a_b += t * step_b
         l1 = 0.0
         for p in range(npx):
-            m = max(a_n * g[i, p] + a_b, 1e-12)
+            m = max(a_n * g[i, p] + a_b + oi[p], 1e-12)
             l1 += d[i, p] * math.log(m) - m
         root = math.sqrt(max(2.0 * (l1 - l0), 0.0))
         z[i] = root if a_n > 0 else (-root if a_n < 0 else 0.0)
@@ -92,9 +109,9 @@ def glrt(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`smlmdn.localize.glrt.glrt`, compiled: ``spots`` and ``templates`` (n, B, B) -> ``(z, p)`` float64 (n,).
 
-    Same arguments and meaning. Boxes with a known-photons ``offset`` (the residual pass) and any further
-    keyword option go, with the rest, to the reference (its background-only fit then needs Newton steps)."""
-    if other or (offset is not None and np.any(offset)):
+    Same arguments and meaning (``offset``: known neighbours' photons, see the reference); any further
+    keyword option goes, with the rest, to the reference."""
+    if other:
         return reference.glrt(spots, templates, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
                               n_frames=n_frames, offset=offset, **other)
     y = np.asarray(spots, dtype=np.float64)
@@ -102,8 +119,10 @@ def glrt(
     y = y.reshape(n, npx)
     g = np.ascontiguousarray(np.asarray(templates, dtype=np.float64).reshape(n, npx))
     shift = float(read_noise_photons) ** 2 * np.broadcast_to(np.asarray(n_frames, dtype=np.float64), (n,))[:, None]
-    d = np.ascontiguousarray((1.0 / float(excess_noise)) * np.maximum(y + shift, 0.0))
+    scale = 1.0 / float(excess_noise)
+    d = np.ascontiguousarray(scale * np.maximum(y + shift, 0.0))
+    o = np.zeros((1, npx)) if offset is None else np.ascontiguousarray(scale * np.asarray(offset, np.float64).reshape(n, npx))
     z = np.empty(n)
     if n:
-        _signed_root(d, g, _NEWTON_STEPS, z)
+        _signed_root(d, g, o, _NEWTON_STEPS, z)
     return z, ndtr(-z)

@@ -249,13 +249,12 @@ class BlockPasses:
         """One Jacobi sweep: refit (and with ``test`` re-test) every spot with neighbours in its window, the others held fixed.
 
         The offset of spot k is the rendered model of all spots less its own PSF. Spots with less
-        than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in their test window keep their fit and
-        p-value (they would not change).
+        than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in the test window around their pixel
+        keep their fit and p-value (they would not change).
         """
         known = sp.render(self.own.shape, self.sigma_px)
-        ty, tx = corners(sp.cand, self.tb, self.own.shape[1:])
-        test_offset = np.maximum(boxes(known, sp.cand.frame, ty, tx, self.tb) - sp.psf_in(ty, tx, self.sigma_px, self.tb), 0.0)
-        crowded = test_offset.sum(axis=(1, 2)) > NEIGHBOUR_PHOTONS
+        around = ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
+        crowded = around[sp.cand.frame, sp.cand.row, sp.cand.col] - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
         if not crowded.any():
             return sp
         idx = np.flatnonzero(crowded)
@@ -266,5 +265,7 @@ class BlockPasses:
         for f in _FIT_FIELDS:
             getattr(new.res, f)[idx] = getattr(res, f)
         if test:
-            new.p_value[idx], new.p_frame[idx], _, _ = self.p_values(few.cand, self.pooled, test_offset[idx])
+            ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
+            test_offset = np.maximum(boxes(known, few.cand.frame, ty, tx, self.tb) - few.psf_in(ty, tx, self.sigma_px, self.tb), 0.0)
+            new.p_value[idx], new.p_frame[idx], _, _ = self.p_values(few.cand, self.pooled, test_offset)
         return self.good(new)
