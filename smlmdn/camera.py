@@ -125,7 +125,7 @@ def read_camera_file(path: str | Path) -> dict[str, Any]:
                 values = yaml.safe_load(text) or {}
             else:
                 values = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        except Exception as exc:  # any parse error is the user's file
             raise SmlmdnError(f"camera file {path} cannot be parsed ({exc})", "write it as JSON or YAML") from exc
         if not isinstance(values, dict):
             raise SmlmdnError(f"camera file {path} is not a mapping", f"use the keys {', '.join(CAMERA_KEYS)}")
@@ -248,7 +248,7 @@ def estimate_camera(
     edges = np.linspace(lo, hi, n_bins + 1)
     width = edges[1] - edges[0]
     idx_parts, mean_parts, diff_parts = [], [], []
-    for h, level in zip(halves, levels[::-1]):
+    for h, level in zip(halves, levels[::-1], strict=True):
         pixel_bin = np.digitize(level, edges) - 1
         pixel_bin[level == hi] = n_bins - 1
         pixel_bin[(pixel_bin < 0) | (pixel_bin >= n_bins)] = -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import dask
@@ -19,7 +20,7 @@ import numpy as np
 def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
     """``(index, t0, t1)`` of each frame block, from a dask array's chunk sizes along T."""
     edges = np.cumsum((0, *chunks_t))
-    return [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    return [(i, int(a), int(b)) for i, (a, b) in enumerate(pairwise(edges))]
 
 
 def parallelism() -> int:
@@ -42,4 +43,4 @@ def compute_blocks(
     for start in range(0, len(blocks), size):
         group = blocks[start : start + size]
         results = dask.compute(*(make_task(*block) for block in group))
-        yield from zip(group, results)
+        yield from zip(group, results, strict=True)

@@ -58,7 +58,7 @@ def read_camera(data: dict[str, Path]):
 
 
 def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[dict, Path]) -> None:
-    report, out = with_truth
+    _, out = with_truth
     for name in ("report.json", "report.md", *FIGURES, "render_truth.png", "locs_raw.csv", "locs_hybrid.csv", "locs_denoised.csv"):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
@@ -115,7 +115,7 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dic
     report = compare(data["movie"], camera, out_dir=out, denoised=den, progress=False)
     on_disk = json.loads((out / "report.json").read_text())
     assert set(on_disk["denoise"]) == {"raw", "mean"}
-    for name, values in on_disk["denoise"].items():
+    for values in on_disk["denoise"].values():
         assert values["psnr"] is None and values["ssim"] is None
         assert math.isfinite(values["bg_snr"])
     for mode, values in on_disk["localize"].items():

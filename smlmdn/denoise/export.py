@@ -185,7 +185,7 @@ def export_bioimageio(
                     weights=weights,
                     config=spec.Config(**config),
                 )
-            except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, many lines
+            except Exception as exc:  # pydantic's ValidationError, many lines
                 raise SmlmdnError(f"the package description does not validate: {' '.join(str(exc).splitlines()[:3])}",
                                   "report this as a bug (smlmdn --debug export ... shows the whole error)") from exc
         with atomic_file(out, overwrite=overwrite) as part:

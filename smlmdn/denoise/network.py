@@ -124,7 +124,7 @@ class UpOnlyUNet(nn.Module):
     def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None,
                 side: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: blind input; ``side``: non-blind input (may see the pixel), required iff built with ``side_in``."""
-        mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)  # noqa: E731
+        mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)
         h = _masked(x, mk(0))
         for i, conv in enumerate(self.enc0):
             pre = conv(h)

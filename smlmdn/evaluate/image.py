@@ -59,7 +59,7 @@ def _iter_blocks(*arrays: Any) -> Iterator[tuple[int, list[np.ndarray]]]:
         lazy = [i for i, p in enumerate(parts) if isinstance(p, da.Array)]
         if lazy:
             computed = da.compute(*[parts[i] for i in lazy])
-            for i, c in zip(lazy, computed):
+            for i, c in zip(lazy, computed, strict=True):
                 parts[i] = c
         yield s, [np.asarray(p) for p in parts]
 
@@ -126,7 +126,7 @@ def ssim(x: Any, ref: Any, data_range: float | None = None) -> float:
                           "pass data_range explicitly when the reference is constant")
     total, count = 0.0, 0
     for _, (xb, rb) in _iter_blocks(x, ref):
-        for xf, rf in zip(xb.astype(np.float64), rb.astype(np.float64)):
+        for xf, rf in zip(xb.astype(np.float64), rb.astype(np.float64), strict=True):
             total += structural_similarity(xf, rf, data_range=dr, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False)
             count += 1
@@ -147,7 +147,7 @@ def _distance_to_points(n_frames: int, shape: tuple[int, int], t: np.ndarray, x_
     dist = np.full((n_frames, ny, nx), np.inf, dtype=np.float32)
     if len(t) == 0:
         return dist
-    k = int(math.ceil(max_px)) + 1
+    k = math.ceil(max_px) + 1
     off = np.arange(-k, k + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")
     oy, ox = oy.ravel(), ox.ravel()
