@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -39,7 +39,7 @@ from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
 
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
-MODE_SETTINGS = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
+MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
 #: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
 SCORED_ESTIMATES = ("mean", "map", "prior")
@@ -283,7 +283,7 @@ def compare(
                 items = [(None, d) for d in denoised]
             else:
                 items = [(None, denoised)]
-            est, sources = {}, {}
+            est, sources = {}, dict[str, str]()
             for given_name, data in items:
                 name, arr = open_denoised(data, camera, shape, block)
                 name = given_name or name

@@ -18,12 +18,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -88,7 +88,7 @@ def frame_range(frames: slice | None, inputs: Iterable[str | Path]) -> Iterator[
     if frames is None:
         yield
         return
-    keys = set()
+    keys: set[str] = set()
     for item in inputs:
         text = os.fspath(item)
         matches = globmod.glob(text) if any(ch in text for ch in GLOB_CHARS) and not Path(text).exists() else [text]
@@ -287,12 +287,14 @@ def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int], layo
     if kind == "npy":
         return np.load(path, mmap_mode="r")
     if kind == "raw":
+        assert layout is not None  # a FileArray gives raw and pages sources their layout
         offset, shape, dtype = layout
         return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
     import tifffile
     import zarr
 
     if kind == "pages":  # the first n pages of a TIFF whose series tifffile could not build
+        assert layout is not None
         return _TiffPages(path, layout[0])
 
     return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
@@ -314,7 +316,8 @@ class _TiffPages:
         if isinstance(frames, int):
             return self.tif.pages[frames].asarray()[key[1:]]
         data = np.stack([self.tif.pages[i].asarray() for i in frames]) if len(frames) else np.zeros((0, *self.shape[1:]), self.dtype)
-        return data[(slice(None), *key[1:])]
+        rest: tuple[Any, ...] = (slice(None), *key[1:])
+        return data[rest]
 
 
 class _TiffLog(logging.Handler):
@@ -519,7 +522,7 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
     # A time series is read a whole block per task (not a page per task: thousands of tiny tasks
     # cost more than the reading on a distributed scheduler); other stacks page by page.
     if source.ndim == 3:
-        lead = (block_frames or frames_per_block(source.shape[1:], source.dtype.itemsize),)
+        lead: tuple[int, ...] = (block_frames or frames_per_block(source.shape[1:], source.dtype.itemsize),)
     else:
         lead = (1,) * (source.ndim - 2)
     arr = da.from_array(source, chunks=lead + source.shape[-2:], asarray=False)
@@ -587,7 +590,7 @@ def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
                           "it needs Frames, Height, Width (and Data Type, Byte Order) as Picasso writes them") from exc
     if order not in ("<", ">", "="):
         raise SmlmdnError(f"{info_path} has Byte Order {order!r}", "use '<' (little-endian) or '>'")
-    dtype = dtype.newbyteorder(order)
+    dtype = dtype.newbyteorder(cast(Literal["<", ">", "="], order))  # checked just above
     frame_bytes = height * width * dtype.itemsize
     complete = min(frames, p.stat().st_size // frame_bytes) if frame_bytes else 0
     camera = {}
@@ -1020,7 +1023,7 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
 
     import tifffile
 
-    feeds = {k: queue.Queue(maxsize=1) for k in tiffs}
+    feeds: dict[int, queue.Queue[Any]] = {k: queue.Queue(maxsize=1) for k in tiffs}
     errors: dict[int, BaseException] = {}
     stop = object()
     stopped: set[int] = set()
@@ -1114,12 +1117,13 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         import zarr
 
         node = zarr.open(str(p), mode="r")
-        return dict(node.attrs.get("smlmdn", {}))
+        meta = node.attrs.get("smlmdn", {})
+        return dict(meta) if isinstance(meta, Mapping) else {}
     if p.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         with tifffile.TiffFile(p) as tif:
-            texts = [(tif.imagej_metadata or {}).get("Info")]
+            texts: list[Any] = [(tif.imagej_metadata or {}).get("Info")]  # str, bytes or None: json.loads judges
             if tif.is_ome:
                 image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image", {})
                 texts.append((image[0] if isinstance(image, list) else image).get("Description"))

@@ -44,7 +44,7 @@ def _given_keys(values: dict[str, Any], movie_numbers: dict[str, float]) -> froz
 
 
 #: Parameters that stand for a group of options: name -> (options with defaults, builder).
-OPTION_GROUPS = {
+OPTION_GROUPS: dict[str, tuple[dict[str, tuple[Any, Any]], Callable[..., Any]]] = {
     "camera": (CAMERA_OPTIONS, _build_camera),
     "dask_spec": (DASK_OPTIONS, lambda default, values, movie_numbers: DaskSpec(**values)),
 }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,11 +35,11 @@ def demo(
     Uses the same code as `smlmdn simulate`, `smlmdn fit` and `smlmdn compare`; ends with the report
     tables and where the pictures are.
     """
-    overrides = dict(size=size, frames=frames, snr=snr, steps=steps, time_budget=time_budget, seed=seed)
+    overrides: dict[str, Any] = dict(size=size, frames=frames, snr=snr, steps=steps, time_budget=time_budget, seed=seed)
     if tiny:
         config = DemoConfig.tiny(**overrides)
     else:
-        config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
+        config = replace(DemoConfig(), **{k: v for k, v in overrides.items() if v is not None})
     err = console()
     log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
     report = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)

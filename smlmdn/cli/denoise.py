@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -116,7 +116,8 @@ def denoise(
         frames = block_frames or min(open_movie(movie).chunks[0][0], DEFAULT_BLOCK_FRAMES)  # small blocks: flat memory
         photons = movie_to_photons(open_movie(movie, block_frames=frames), camera, units=units)
         lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
-        arrays, attrs = {}, {}
+        arrays: dict[str | Path, Any] = {}  # dask arrays
+        attrs: dict[str | Path, dict[str, Any]] = {}
         for name, path in outputs[movie].items():
             arr = lazy[name]
             if out_units == "adu":

@@ -195,6 +195,7 @@ class _Sampler:
     def crops(self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         pool = self.pool if pool is None else pool
         clean = self.clean if clean is None else clean
+        assert pool is not None, "set the crop pool first"
         rng, p = self.rng, self.patch
         _, _, hgt, wid = pool.shape
         fi = rng.integers(0, pool.shape[0], n)
