@@ -195,6 +195,7 @@ MAKE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_streaming_memory_is_flat_in_movie_length(tmp_path: Path) -> None:
     """Peak RSS of read -> to_photons -> write must not grow with the movie: a 10x longer movie whose
     float32 output (256 MB) is 10x the allowed growth (25 MB) streams in about the same memory."""
