@@ -67,6 +67,7 @@ def test_posterior_module_includes_the_centre_pixel(data) -> None:
     assert prior(x)[0, 1, 8, 8] == pytest.approx(float(prior(torch.full((1, 3, 16, 16), 20.0))[0, 1, 8, 8]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) -> None:
     core = pytest.importorskip("bioimageio.core")
     root = data["root"]

@@ -292,6 +292,7 @@ def test_second_writer_is_told_who_holds_the_output(tmp_path: Path, movie: np.nd
 # ------------------------------------------------------------------ every command, every bad input: one line
 
 
+@pytest.mark.slow
 def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movie: np.ndarray) -> None:
     ij, _ = _truncated(tmp_path, "imagej")
     plain, _ = _truncated(tmp_path, "plain")
