@@ -82,7 +82,7 @@ def n2v_worker(args: argparse.Namespace) -> None:
 
     try:
         import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - missing or a CUDA-only build
+    except Exception:  # missing or a CUDA-only build
         for name in [m for m in sys.modules if m.startswith("torchvision")]:
             del sys.modules[name]
         _stub_torchvision()
@@ -195,7 +195,7 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = denoise_lazy(photons[ev], model, estimates=estimates)
-        out = dict(zip(out, dask.compute(*out.values())))  # one network pass for all estimates
+        out = dict(zip(out, dask.compute(*out.values()), strict=True))  # one network pass for all estimates
         den_s = time.perf_counter() - t1
         timing[label] = {"fit_steps_per_s": round(model.training["steps"] / fit_s, 2), "fit_s": round(fit_s, 1),
                          "denoise_frames_per_s": round(args.eval_frames / den_s, 1),
@@ -252,7 +252,7 @@ def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_si
 
     # occupancy maps of emitters on in each frame (within 4 px)
     occ = np.zeros((t_n, hgt, wid), bool)
-    for e, t in zip(*np.nonzero(on)):
+    for e, t in zip(*np.nonzero(on), strict=True):
         x, y = pix[e]
         occ[t, max(0, y - 4) : y + 5, max(0, x - 4) : x + 5] = True
     ghost_e, ghost_t, edge_e, edge_t, inner_e, inner_t = [], [], [], [], [], []
@@ -299,7 +299,7 @@ def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_si
         ok = dnm > 0.2 * spot  # frames where the emitter was on for a useful part of the exposure
         return float(np.median(num[ok] / dnm[ok])) if ok.any() else float("nan")
 
-    return {"ghost_sites": int(len(ge)), "ghost_rate": round(float(np.mean(ghost > thr)) if len(ghost) else float("nan"), 4),
+    return {"ghost_sites": len(ge), "ghost_rate": round(float(np.mean(ghost > thr)) if len(ghost) else float("nan"), 4),
             "ghost_amp": round(float(np.mean(ghost)) / spot, 4) if len(ghost) else float("nan"),
             "control_rate": round(float(np.mean(ctrl > thr)), 4),
             "edge_recovery": round(recovery(edge_e, edge_t), 3), "inner_recovery": round(recovery(inner_e, inner_t), 3)}
@@ -342,7 +342,7 @@ def curves(args: argparse.Namespace) -> dict:
 
     def run_estimates(model, names):
         est = denoise_lazy(margin, model, estimates=names)
-        return {n: v[2:-2] for n, v in zip(est, dask.compute(*est.values()))}
+        return {n: v[2:-2] for n, v in zip(est, dask.compute(*est.values()), strict=True)}
 
     if args.n2v_epochs:
         t0 = time.perf_counter()
@@ -366,7 +366,7 @@ def curves(args: argparse.Namespace) -> dict:
                         **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)})
         t0 = time.perf_counter()
         model = fit_model(photons, camera, cfg, progress=False, log=lambda m: None,
-                          snapshot=lambda step, el, w: snaps.append((step, el, w)), snapshot_at=tuple(args.marks))
+                          snapshot=lambda step, el, w, snaps=snaps: snaps.append((step, el, w)), snapshot_at=tuple(args.marks))
         fit_s = time.perf_counter() - t0
         points = []
         for step, el, w in snaps:

@@ -51,12 +51,12 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
 
 REPEATS = 3  # fit-stage timings: best of this many runs (both methods)
 
@@ -142,7 +142,7 @@ def picasso_version() -> tuple[str | None, str]:
         import picasso
 
         return getattr(picasso, "__version__", "?"), ""
-    except Exception as exc:  # noqa: BLE001 - report why, whatever it is
+    except Exception as exc:  # report why, whatever it is
         return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -240,7 +240,7 @@ def check_picasso_convention() -> dict[str, Any]:
         own, _ = plo.fit(as_memmap(adu), camera_info={"Baseline": 100.0, "Sensitivity": 1.0, "Gain": 1.0, "Qe": 1.0, "Pixelsize": 100.0},
                          identifications=ids, box=7, fitting_method="gaussmle-spherical", multiprocess=False)
     return {
-        "picasso_load_locs_rows": int(len(ploc)),
+        "picasso_load_locs_rows": len(ploc),
         "picasso_info_width_height_frames": [info[0]["Width"], info[0]["Height"], info[0]["Frames"]],
         "true_x_px_picasso_convention": x_px - 0.5,
         "smlmdn_hdf5_mean_x": float(ploc["x"].mean()),
@@ -463,7 +463,7 @@ def main() -> None:
     if pversion:
         try:
             results["picasso_convention_check"] = check_picasso_convention()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results["picasso_convention_check"] = f"failed: {type(exc).__name__}: {exc}"
     # warm up numba (compile / load cache) outside the timings
     _s = simulate(SimulationParams.preset("high", frames=4, size=32, seed=99))
@@ -491,7 +491,7 @@ def main() -> None:
                     best, tried = tune_picasso(tune.movie, tune.camera, tune.truth, match, method)
                     runs[label] = prepare_picasso(test.movie, test.camera, best, method)
                     info[label] = {"min_net_gradient": best, "tuning": tried}
-                except Exception as exc:  # noqa: BLE001 - the table says why
+                except Exception as exc:  # the table says why
                     results["rows"].append({"snr": snr, "method": label, "note": f"failed: {type(exc).__name__}: {exc}"})
         else:
             results["rows"].append({"snr": snr, "method": "Picasso MLE", "note": f"not run: picassosr not importable ({pwhy})"})

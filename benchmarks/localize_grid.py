@@ -66,9 +66,10 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -391,7 +392,7 @@ def run_point(point: Point, variants: dict[str, Callable[..., pd.DataFrame]], fr
                 row["sweep"] = locs.attrs["sweep"]
         except Skip as exc:
             row["note"] = f"skipped: {exc}"
-        except Exception as exc:  # noqa: BLE001 - one failing variant must not lose the grid
+        except Exception as exc:  # one failing variant must not lose the grid
             row["note"] = f"failed: {type(exc).__name__}: {exc}"
         row["seconds"] = time.perf_counter() - t1
         rows.append(row)

@@ -98,7 +98,7 @@ def run_one(snr: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                      clean=paths["clean"], device=args.device, overwrite=True, progress=False)
     report["bench"] = {"fit_s": round(fit_s, 1), "compare_s": round(time.perf_counter() - t1, 1),
                        "steps": model.training.get("steps"), "stopped": model.training.get("stopped"),
-                       "n_truth": int(sum(1 for _ in open(paths["truth"])) - 1), "device": model.training.get("device")}
+                       "n_truth": len(Path(paths["truth"]).read_text().splitlines()) - 1, "device": model.training.get("device")}
     return report
 
 

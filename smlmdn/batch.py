@@ -93,7 +93,7 @@ def run_batch(
     ``overwrite``; an SmlmdnError (or any other error) marks that item failed and the batch goes on.
     KeyboardInterrupt stops the batch. ``report`` is called after each item."""
     items = []
-    for movie, output in zip(movies, outputs):
+    for movie, output in zip(movies, outputs, strict=True):
         start = time.perf_counter()
         if output.exists() and not overwrite:
             item = BatchItem(str(movie), str(output), "skipped", "output exists (use --overwrite to redo)")

@@ -18,12 +18,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dask.array as da
 import numpy as np
 
 from .errors import SmlmdnError
+
+#: A movie as a lazy dask array or an in-memory numpy array; unit conversions return the same kind.
+MovieT = TypeVar("MovieT", da.Array, np.ndarray)
 
 CAMERA_KEYS = ("offset", "e_per_adu", "qe", "em_gain", "read_noise", "pixel_size")
 
@@ -125,7 +128,7 @@ def read_camera_file(path: str | Path) -> dict[str, Any]:
                 values = yaml.safe_load(text) or {}
             else:
                 values = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        except Exception as exc:  # any parse error is the user's file
             raise SmlmdnError(f"camera file {path} cannot be parsed ({exc})", "write it as JSON or YAML") from exc
         if not isinstance(values, dict):
             raise SmlmdnError(f"camera file {path} is not a mapping", f"use the keys {', '.join(CAMERA_KEYS)}")
@@ -143,7 +146,7 @@ def save_camera(camera: Camera, path: str | Path) -> None:
     Path(path).write_text(json.dumps(camera.to_dict(), indent=2) + "\n")
 
 
-def to_photons(movie: da.Array, camera: Camera) -> da.Array:
+def to_photons(movie: MovieT, camera: Camera) -> MovieT:
     """Lazy ADU -> detected photons: ``(adu - offset) * e_per_adu / em_gain`` as float32 (T, Y, X)."""
     scale = np.float32(camera.e_per_adu / camera.em_gain)
     return (movie.astype(np.float32) - np.float32(camera.offset)) * scale
@@ -248,7 +251,7 @@ def estimate_camera(
     edges = np.linspace(lo, hi, n_bins + 1)
     width = edges[1] - edges[0]
     idx_parts, mean_parts, diff_parts = [], [], []
-    for h, level in zip(halves, levels[::-1]):
+    for h, level in zip(halves, levels[::-1], strict=True):
         pixel_bin = np.digitize(level, edges) - 1
         pixel_bin[level == hi] = n_bins - 1
         pixel_bin[(pixel_bin < 0) | (pixel_bin >= n_bins)] = -1
@@ -405,7 +408,8 @@ def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.
     an offset warning says nothing new). Both tolerances widen to 3 standard errors of an uncertain
     estimate. Also issues them as Python warnings.
     """
-    given = set(keys) if keys is not None else (given_camera_keys() if given_camera_keys() is not None else set(CAMERA_KEYS))
+    from_cli = given_camera_keys()
+    given = set(keys) if keys is not None else (from_cli if from_cli is not None else set(CAMERA_KEYS))
     messages = []
     rel = abs(camera.e_per_adu - estimate.e_per_adu) / estimate.e_per_adu
     e_sd, offset_sd = (v if np.isfinite(v) else 0.0 for v in (estimate.e_per_adu_sd, estimate.offset_sd))

@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -39,7 +39,7 @@ from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
 
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
-MODE_SETTINGS = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
+MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
 #: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
 SCORED_ESTIMATES = ("mean", "map", "prior")
@@ -63,7 +63,7 @@ def read_truth(truth: str | Path | pd.DataFrame) -> pd.DataFrame:
             raise SmlmdnError(f"ground-truth file {path} does not exist", "check the --truth path")
         try:
             df = pd.read_csv(path)
-        except Exception as exc:  # noqa: BLE001 - pandas raises many types for broken CSVs
+        except Exception as exc:  # pandas raises many types for broken CSVs
             raise SmlmdnError(f"cannot read ground truth {path} as CSV ({type(exc).__name__}: {exc})",
                               "give a CSV with a header line frame,x_nm,y_nm[,photons]") from exc
         where = str(path)
@@ -243,7 +243,7 @@ def compare(
     raw, movie_path = _as_movie(movie, block, "movie")
     photons = movie_to_photons(raw, camera, units=units)
     shape = tuple(photons.shape)
-    t, ny, nx = shape
+    t = shape[0]
     clean_arr = None
     clean_path = None
     if clean is not None:
@@ -283,7 +283,7 @@ def compare(
                 items = [(None, d) for d in denoised]
             else:
                 items = [(None, denoised)]
-            est, sources = {}, {}
+            est, sources = {}, dict[str, str]()
             for given_name, data in items:
                 name, arr = open_denoised(data, camera, shape, block)
                 name = given_name or name
@@ -386,7 +386,7 @@ def _write_figures(report: dict[str, Any], folder: Path, photons: da.Array, est:
     stacks = {"raw": photons, **est, **({"clean": clean} if clean is not None else {})}
     computed = da.compute(*[s[frames] for s in stacks.values()])
     ys, xs = R.crop_window(photons.shape[1:], computed[0])
-    crops = {name: np.asarray(c)[:, ys, xs] for name, c in zip(stacks, computed)}
+    crops = {name: np.asarray(c)[:, ys, xs] for name, c in zip(stacks, computed, strict=True)}
     shape_yx = tuple(photons.shape[1:])
     renders = {mode: render_image(locs, shape_yx, camera.pixel_size, render_pixel_nm) for mode, locs in tables.items()}
     if truth is not None:

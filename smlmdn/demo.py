@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,8 @@ class DemoConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> DemoConfig:
         """Seconds-long settings for tests: 32 x 32 px, 60 frames, a 4-step 8-channel network."""
-        values = dict(size=32, frames=60, steps=4, time_budget=None, width=8, depth=2, patch=16, batch=2)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        tiny = cls(size=32, frames=60, steps=4, time_budget=None, width=8, depth=2, patch=16, batch=2)
+        return replace(tiny, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run_demo(

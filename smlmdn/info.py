@@ -39,7 +39,7 @@ def scan_movie(movie: da.Array) -> dict[str, Any]:
         parts["nonfinite"] = (~da.isfinite(movie)).sum(axis=(1, 2))
     if level is not None:
         parts["saturated"] = (movie >= level).sum(axis=(1, 2))
-    values = dict(zip(parts, dask.compute(*parts.values()))) if parts else {}
+    values = dict(zip(parts, dask.compute(*parts.values()), strict=True)) if parts else {}
     out: dict[str, Any] = {"saturation_level": level}
     for name in ("nonfinite", "saturated"):
         per_frame = np.asarray(values.get(name, np.zeros(movie.shape[0], np.int64)))
@@ -76,7 +76,7 @@ def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noi
             "max": float(np.nanmax(s)) if np.isfinite(s).any() else float("nan"),
             "std": float(np.std(s[np.isfinite(s)])) if np.isfinite(s).any() else float("nan"),
         }
-        for f, s in zip(frames, sample)
+        for f, s in zip(frames, sample, strict=True)
     ]
     info: dict[str, Any] = {
         "path": os.fspath(path),

@@ -18,12 +18,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -88,7 +88,7 @@ def frame_range(frames: slice | None, inputs: Iterable[str | Path]) -> Iterator[
     if frames is None:
         yield
         return
-    keys = set()
+    keys: set[str] = set()
     for item in inputs:
         text = os.fspath(item)
         matches = globmod.glob(text) if any(ch in text for ch in GLOB_CHARS) and not Path(text).exists() else [text]
@@ -207,7 +207,7 @@ def inspect_movie(path: str | Path, block_frames: int | None = None, frames: sli
     elif p.suffix.lower() == ".npy":
         try:
             arr = da.from_array(FileArray("npy", str(p.resolve())), chunks=-1, asarray=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise SmlmdnError(f"{p} is not a readable .npy file ({exc})", "re-save it with numpy.save") from exc
         src = MovieSource(arr, text, "npy", [text])
     elif p.suffix.lower() == ".raw":
@@ -271,7 +271,7 @@ class FileArray:
             return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp, self.layout)[key])
         except SmlmdnError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a missing codec, or a file changed or broken after it was opened
+        except Exception as exc:  # a missing codec, or a file changed or broken after it was opened
             if "imagecodecs" in str(exc):
                 raise _tiff_error(Path(self.path), exc) from None
             raise SmlmdnError(f"cannot read pixels of {self.path} ({type(exc).__name__}: {exc})",
@@ -282,17 +282,19 @@ class FileArray:
 
 
 @functools.lru_cache(maxsize=64)
-def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None) -> Any:  # noqa: ARG001 - stamp keys the cache
+def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None) -> Any:  # stamp keys the cache
     """The array behind a :class:`FileArray`, opened once per process (and per file version)."""
     if kind == "npy":
         return np.load(path, mmap_mode="r")
     if kind == "raw":
+        assert layout is not None  # a FileArray gives raw and pages sources their layout
         offset, shape, dtype = layout
         return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
     import tifffile
     import zarr
 
     if kind == "pages":  # the first n pages of a TIFF whose series tifffile could not build
+        assert layout is not None
         return _TiffPages(path, layout[0])
 
     return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
@@ -314,7 +316,8 @@ class _TiffPages:
         if isinstance(frames, int):
             return self.tif.pages[frames].asarray()[key[1:]]
         data = np.stack([self.tif.pages[i].asarray() for i in frames]) if len(frames) else np.zeros((0, *self.shape[1:]), self.dtype)
-        return data[(slice(None), *key[1:])]
+        rest: tuple[Any, ...] = (slice(None), *key[1:])
+        return data[rest]
 
 
 class _TiffLog(logging.Handler):
@@ -372,7 +375,7 @@ def tiff_members(path: str | Path) -> set[str]:
                 for page in series.pages:
                     if page is not None:
                         members.add(_input_key(page.parent.filehandle.path))
-    except Exception:  # noqa: BLE001 - reported when the file itself is opened
+    except Exception:  # reported when the file itself is opened
         pass
     return members
 
@@ -417,7 +420,7 @@ def _movie_series(tif: Any, p: Path) -> tuple[int, list[str]]:
 
 def _frames_promised(tif: Any, series: Any) -> int:
     """Frames the TIFF's metadata promise: tifffile's series shape, ImageJ ``images``, shaped metadata."""
-    counts = [int(np.prod([n for ax, n in zip(series.axes, series.shape) if ax not in "YXS"]))]
+    counts = [int(np.prod([n for ax, n in zip(series.axes, series.shape, strict=False) if ax not in "YXS"]))]
     if tif.is_imagej and tif.imagej_metadata:
         counts.append(int(tif.imagej_metadata.get("images", 0) or 0))
     if tif.is_shaped and tif.shaped_metadata:
@@ -471,9 +474,9 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
         if page is None:
             break
         try:
-            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)), default=0)
             limit = page.parent.filehandle.size
-        except Exception:  # noqa: BLE001 - a page tifffile could not parse
+        except Exception:  # a page tifffile could not parse
             break
         if end > limit:
             break
@@ -514,12 +517,12 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
             source[(0,) * (source.ndim - 2)]  # decode one frame now: a missing codec fails here, not in a worker
     except SmlmdnError:
         raise
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for broken files
+    except Exception as exc:  # tifffile raises many types for broken files
         raise _tiff_error(p, exc) from exc
     # A time series is read a whole block per task (not a page per task: thousands of tiny tasks
     # cost more than the reading on a distributed scheduler); other stacks page by page.
     if source.ndim == 3:
-        lead = (block_frames or frames_per_block(source.shape[1:], source.dtype.itemsize),)
+        lead: tuple[int, ...] = (block_frames or frames_per_block(source.shape[1:], source.dtype.itemsize),)
     else:
         lead = (1,) * (source.ndim - 2)
     arr = da.from_array(source, chunks=lead + source.shape[-2:], asarray=False)
@@ -546,11 +549,11 @@ def _open_tiff_folder(folder: Path, files: list[Path], block_frames: int | None)
         src = sources[0]
         src.notes += [f"{folder.name}: {len(files) - 1} more file(s) are parts of {movies[0].name}"] if len(files) > 1 else []
         return src
-    for s, f in zip(sources, movies):
+    for s, f in zip(sources, movies, strict=True):
         if s.truncated:
             raise SmlmdnError(f"movie file {f} is truncated: frames 0-{s.frames_complete - 1} of {s.frames_promised} are complete",
                               "recover the file, or move it out of the folder")
-    parts = [_as_tyx(s.array, f) for s, f in zip(sources, movies)]
+    parts = [_as_tyx(s.array, f) for s, f in zip(sources, movies, strict=True)]
     shapes = {a.shape[1:] for a in parts}
     if len(shapes) > 1:
         raise SmlmdnError(f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder")
@@ -587,7 +590,7 @@ def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
                           "it needs Frames, Height, Width (and Data Type, Byte Order) as Picasso writes them") from exc
     if order not in ("<", ">", "="):
         raise SmlmdnError(f"{info_path} has Byte Order {order!r}", "use '<' (little-endian) or '>'")
-    dtype = dtype.newbyteorder(order)
+    dtype = dtype.newbyteorder(cast(Literal["<", ">", "="], order))  # checked just above
     frame_bytes = height * width * dtype.itemsize
     complete = min(frames, p.stat().st_size // frame_bytes) if frame_bytes else 0
     camera = {}
@@ -625,7 +628,7 @@ def _open_zarr(p: Path) -> tuple[da.Array, list[str]]:
 
     try:
         node = zarr.open(str(p), mode="r")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SmlmdnError(f"cannot open Zarr store {p} ({exc})", "check the store is complete") from exc
     if isinstance(node, zarr.Group):
         node, image_path = omezarr.find_image(node, p)
@@ -646,7 +649,7 @@ def _squeeze_axes(arr: da.Array, axes: str | None, p: Path) -> da.Array:
     """Drop singleton axes; the one remaining non-YX axis (T, Z, C, I, Q...) is taken as time."""
     if axes is None or len(axes) != arr.ndim:
         return arr
-    spatial = [n for ax, n in zip(axes, arr.shape) if ax in "YX"]
+    spatial = [n for ax, n in zip(axes, arr.shape, strict=True) if ax in "YX"]
     if "S" in axes and min(spatial, default=0) < MIN_FRAME_PX:
         # tifffile takes a last axis of 3 or 4 for colour samples: tiny frames, whichever way they are read
         raise SmlmdnError(
@@ -654,7 +657,7 @@ def _squeeze_axes(arr: da.Array, axes: str | None, p: Path) -> da.Array:
             f"{max(spatial)} x {min(spatial)} px)",
             f"smlmdn needs frames of at least {MIN_FRAME_PX} x {MIN_FRAME_PX} px; check the file holds a movie",
         )
-    keep = [i for i, (ax, n) in enumerate(zip(axes, arr.shape)) if n > 1 or ax in "YX"]
+    keep = [i for i, (ax, n) in enumerate(zip(axes, arr.shape, strict=True)) if n > 1 or ax in "YX"]
     extra = [axes[i] for i in keep if axes[i] not in "YX"]
     if len(extra) > 1 or any(ax in "S" for ax in extra):
         named = ", ".join(f"{axes[i]}={arr.shape[i]}" for i in keep if axes[i] not in "YX")
@@ -673,7 +676,7 @@ def _as_tyx(arr: da.Array, p: Path) -> da.Array:
         shape = tuple(arr.shape)
         squeezed = tuple(n for n in shape if n > 1)
         if arr.ndim > 3 and len(squeezed) <= 3:
-            arr = arr.reshape((-1,) + shape[-2:])
+            arr = arr.reshape((-1, *shape[-2:]))
         else:
             raise SmlmdnError(f"{p} has {arr.ndim} dimensions {shape}; smlmdn needs (T, Y, X)", "save the movie as a single-channel time series")
     if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
@@ -749,10 +752,8 @@ def output_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = ""
-            try:
+            with suppress(OSError):
                 holder = os.read(fd, 200).decode(errors="replace").strip()
-            except OSError:
-                pass
             os.close(fd)
             raise SmlmdnError(
                 f"output {path} is being written by another process ({holder or 'unknown holder'})",
@@ -770,10 +771,8 @@ def output_lock(path: str | Path) -> Iterator[None]:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         yield
     finally:
-        try:
+        with suppress(FileNotFoundError):
             lock.unlink()
-        except FileNotFoundError:
-            pass
         os.close(fd)  # closing releases the lock
 
 
@@ -854,13 +853,13 @@ def write_movies(
         return _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid)
 
 
-def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid=None) -> list[Path]:  # noqa: ANN001
+def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid=None) -> list[Path]:
     """The body of :func:`write_movies`, run while holding the outputs' locks."""
     arrs = list(arrays.values())
-    for final, arr in zip(finals, arrs):
+    for final, arr in zip(finals, arrs, strict=True):
         if arr.ndim != 3:
             raise SmlmdnError(f"write_movie needs a (T, Y, X) array, got shape {arr.shape}", "report this as a bug")
-        if not final.name.lower().endswith((".zarr",) + TIFF_SUFFIXES):
+        if not final.name.lower().endswith((".zarr", *TIFF_SUFFIXES)):
             raise SmlmdnError(f"unknown output format for {final}", "end the output name in .zarr, .ome.zarr or .tif")
     if len({a.shape[0] for a in arrs}) > 1:
         raise SmlmdnError("movies written together must have the same number of frames", "write them separately")
@@ -905,7 +904,7 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
         raise
     for k in zarrs:
         _finish_zarr(tmps[k], finals[k], metas[k], pixel_size, levels[k])
-    for k, (tmp, final) in enumerate(zip(tmps, finals)):
+    for k, (tmp, final) in enumerate(zip(tmps, finals, strict=True)):
         if k in zarrs:
             shutil.rmtree(done[k])
         commit_output(tmp, final)
@@ -964,7 +963,7 @@ def _store_blocks(blocks: list[np.ndarray], group_paths: list[str], t0: int, don
 
     from .omezarr import downsample
 
-    for n, (block, path, marker) in enumerate(zip(blocks, group_paths, done_markers)):
+    for n, (block, path, marker) in enumerate(zip(blocks, group_paths, done_markers, strict=True)):
         block = np.asarray(block)
         for level in range((levels or [1] * len(blocks))[n]):
             zarr.open_array(f"{path}/{level}", mode="r+")[t0 : t0 + block.shape[0]] = downsample(block, level)
@@ -1012,7 +1011,7 @@ def tiff_options(path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta:
     return {"bigtiff": not classic, "imagej": True}, {**write, "metadata": md}
 
 
-def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance, levels) -> None:  # noqa: ANN001
+def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, todo, advance, levels) -> None:
     """Blocks in order: needed for TIFF, whose pages are written in order as one series per file.
 
     Each TIFF is written by one ``tifffile`` call in its own thread, fed frame blocks through a
@@ -1024,7 +1023,7 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
 
     import tifffile
 
-    feeds = {k: queue.Queue(maxsize=1) for k in tiffs}
+    feeds: dict[int, queue.Queue[Any]] = {k: queue.Queue(maxsize=1) for k in tiffs}
     errors: dict[int, BaseException] = {}
     stop = object()
     stopped: set[int] = set()
@@ -1041,7 +1040,7 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
                 warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
                 with tifffile.TiffWriter(tmps[k], **file_opts) as tif:
                     tif.write(frames(k), **write_opts)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:  # handed to the main thread
             errors[k] = exc
             while k not in stopped and feeds[k].get() is not stop:  # drain so the producer never blocks on a dead writer
                 pass
@@ -1055,7 +1054,7 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
                 return
             except queue.Full:
                 if not threads[k].is_alive():
-                    raise errors.get(k) or RuntimeError(f"the TIFF writer for {finals[k]} stopped")
+                    raise errors.get(k) or RuntimeError(f"the TIFF writer for {finals[k]} stopped") from None
 
     threads = {k: threading.Thread(target=writer, args=(k,), daemon=True) for k in tiffs}
     for th in threads.values():
@@ -1118,19 +1117,18 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         import zarr
 
         node = zarr.open(str(p), mode="r")
-        return dict(node.attrs.get("smlmdn", {}))
+        meta = node.attrs.get("smlmdn", {})
+        return dict(meta) if isinstance(meta, Mapping) else {}
     if p.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         with tifffile.TiffFile(p) as tif:
-            texts = [(tif.imagej_metadata or {}).get("Info")]
+            texts: list[Any] = [(tif.imagej_metadata or {}).get("Info")]  # str, bytes or None: json.loads judges
             if tif.is_ome:
                 image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image", {})
                 texts.append((image[0] if isinstance(image, list) else image).get("Description"))
-            try:
+            with suppress(ValueError, TypeError, AttributeError):
                 texts.append(json.loads(tif.pages[0].description).get("smlmdn"))
-            except (ValueError, TypeError, AttributeError):
-                pass
         for text in texts:
             try:
                 attrs = json.loads(text)

@@ -156,7 +156,7 @@ def open_image(p: Path) -> tuple[Any, str, list[str]]:
         try:
             location = parse_url(str(p), mode="r")
             nodes = [n for n in Reader(location)() if n.first(Multiscales) is not None] if location else []
-        except Exception as exc:  # noqa: BLE001 - ome_zarr raises ValueError/KeyError/... on bad metadata
+        except Exception as exc:  # ome_zarr raises ValueError/KeyError/... on bad metadata
             raise SmlmdnError(f"cannot read OME-Zarr image {p} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", "check its multiscales metadata (e.g. with ome_zarr info)") from exc
     if not nodes:
         raise SmlmdnError(f"ome_zarr finds no multiscale image in {p}", "point to the image group (the one with multiscales metadata)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import dask
@@ -20,7 +21,7 @@ import numpy as np
 def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
     """``(index, t0, t1)`` of each frame block, from a dask array's chunk sizes along T."""
     edges = np.cumsum((0, *chunks_t))
-    return [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    return [(i, int(a), int(b)) for i, (a, b) in enumerate(pairwise(edges))]
 
 
 def parallelism() -> int:
@@ -45,7 +46,7 @@ def compute_blocks(
     for start in range(0, len(blocks), size):
         group = blocks[start : start + size]
         results = dask.compute(*(make_task(*block) for block in group))
-        yield from zip(group, results)
+        yield from zip(group, results, strict=True)
 
 
 #: glibc malloc settings for dask.distributed worker processes (see :func:`tune_worker_allocator`): buffers up

@@ -40,6 +40,9 @@ def track(total: int, description: str, enabled: bool = True, completed: int = 0
 
         def advance(n: int = 1, **fields: object) -> None:
             info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-            progress.update(task, advance=n, **({"info": info} if fields else {}))
+            if fields:
+                progress.update(task, advance=n, info=info)
+            else:
+                progress.update(task, advance=n)
 
         yield advance

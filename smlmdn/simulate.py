@@ -201,7 +201,7 @@ class SimulationParams:
     @property
     def n_emitters(self) -> int:
         """Number of emitters: density (per um^2) times field area (um^2), rounded."""
-        return int(round(self.density * (self.field_nm / 1000.0) ** 2))
+        return round(self.density * (self.field_nm / 1000.0) ** 2)
 
     @property
     def active_density(self) -> float:
@@ -547,7 +547,7 @@ def _lazy(render, shape: tuple[int, int, int], dtype: Any, block: int) -> da.Arr
     for f0 in range(0, shape[0], block):
         f1 = min(shape[0], f0 + block)
         task = dask.delayed(render, pure=False)(f0, f1)
-        blocks.append(da.from_delayed(task, shape=(f1 - f0,) + shape[1:], dtype=dtype))
+        blocks.append(da.from_delayed(task, shape=(f1 - f0, *shape[1:]), dtype=dtype))
     return da.concatenate(blocks, axis=0)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 
-def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+def pytest_configure(config: pytest.Config) -> None:
     try:
         import torch
 

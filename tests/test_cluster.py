@@ -15,6 +15,7 @@ from smlmdn.errors import SmlmdnError
 from smlmdn.io import open_movie, write_movie
 
 
+@pytest.mark.slow
 def test_local_cluster_output_equals_single_process(tmp_path: Path, small_movie: np.ndarray) -> None:
     tifffile.imwrite(tmp_path / "movie.tif", small_movie)  # a real file: the graph must ship to workers without file handles
     photons = to_photons(open_movie(tmp_path / "movie.tif", block_frames=3), Camera())

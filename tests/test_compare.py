@@ -57,8 +57,9 @@ def read_camera(data: dict[str, Path]):
     return load_camera(data["camera"])
 
 
+@pytest.mark.slow
 def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[dict, Path]) -> None:
-    report, out = with_truth
+    _, out = with_truth
     for name in ("report.json", "report.md", *FIGURES, "render_truth.png", "locs_raw.csv", "locs_hybrid.csv", "locs_denoised.csv"):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
@@ -78,6 +79,7 @@ def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[di
     assert on_disk["answers"]["denoising"] in md and on_disk["answers"]["localization"] in md
 
 
+@pytest.mark.slow
 def test_compare_numbers_agree_with_the_evaluate_functions(data: dict[str, Path], with_truth: tuple[dict, Path]) -> None:
     report, out = with_truth
     camera = read_camera(data)
@@ -105,6 +107,7 @@ def test_compare_numbers_agree_with_the_evaluate_functions(data: dict[str, Path]
     assert report["denoise"]["mean"]["psnr"] != report["denoise"]["raw"]["psnr"]
 
 
+@pytest.mark.slow
 def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
     _, first = with_truth
     camera = read_camera(data)
@@ -115,7 +118,7 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dic
     report = compare(data["movie"], camera, out_dir=out, denoised=den, progress=False)
     on_disk = json.loads((out / "report.json").read_text())
     assert set(on_disk["denoise"]) == {"raw", "mean"}
-    for name, values in on_disk["denoise"].items():
+    for values in on_disk["denoise"].values():
         assert values["psnr"] is None and values["ssim"] is None
         assert math.isfinite(values["bg_snr"])
     for mode, values in on_disk["localize"].items():
@@ -134,6 +137,7 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dic
         assert (out / name).is_file()
 
 
+@pytest.mark.slow
 def test_cli_compare_on_smlmdn_denoise_outputs_and_refuses_an_existing_report(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
     report, _ = with_truth
     den = tmp_path / "den.zarr"
@@ -209,6 +213,7 @@ def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path
     assert not out.exists() and not out.with_name("r.partial").exists()
 
 
+@pytest.mark.slow
 def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
     """A clean movie from another simulator in *emitted* photons (before QE) or in ADU is converted to detected
     photons: the same PSNR as the detected-photon reference, not a QE-sized scale error; the report says so."""

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from smlmdn.cli import app
@@ -13,6 +14,7 @@ from smlmdn.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_demo_tiny_runs_end_to_end_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", str(out), "--tiny", "-q"])

@@ -140,7 +140,7 @@ def test_model_file_refusals(tmp_path):
             load_model(f)
     with pytest.raises(SmlmdnError, match="pixel size 100 nm but the movie's is 160"):
         load_model(path, camera=replace(CAM, pixel_size=160.0))
-    with pytest.raises(SmlmdnError, match="EMCCD|em_gain"):
+    with pytest.raises(SmlmdnError, match=r"EMCCD|em_gain"):
         load_model(path, camera=replace(CAM, em_gain=100.0))
     with pytest.raises(SmlmdnError, match="read noise"):
         load_model(path, camera=replace(CAM, read_noise=6.0))

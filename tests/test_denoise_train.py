@@ -23,6 +23,7 @@ def sim():
     return s, to_photons(da.from_array(s.movie, chunks=(60, 32, 32)), s.camera)
 
 
+@pytest.mark.slow
 def test_fit_lowers_validation_loss_and_posterior_beats_raw_and_prior(sim):
     s, photons = sim
     model = fit_model(photons, s.camera, FitConfig(steps=200, context=0, lr=2e-3, **TINY), progress=False)
@@ -85,6 +86,7 @@ def test_validation_jump_restores_last_good_weights(sim, monkeypatch):
     assert any("validation loss jumped" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_checkpoint_on_interrupt_and_resume(sim, tmp_path, monkeypatch):
     s, photons = sim
     ckpt = tmp_path / "m.pt.ckpt"

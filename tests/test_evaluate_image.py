@@ -116,7 +116,7 @@ def test_data_masks_find_dim_spots_on_an_uneven_background():
             clean[f] += 300 / (2 * np.pi * 1.3**2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.3**2))
             pos.append((f, int(y0), int(x0)))
     noisy = rng.poisson(clean).astype(np.float32)
-    sig, bg = signal_background_masks(noisy, pixel_size_nm=100.0)
+    sig, _ = signal_background_masks(noisy, pixel_size_nm=100.0)
     found = np.mean([sig[f, r, c] for f, r, c in pos])
     assert found >= 0.8
     assert sig.mean() < 0.05  # and not much else

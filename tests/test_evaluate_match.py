@@ -43,7 +43,7 @@ def test_hungarian_beats_greedy():
     res = match_localizations(locs, truth)
     assert (res.tp, res.fp, res.fn) == (2, 0, 0)
     assert res.rmse_nm == pytest.approx(math.sqrt((140**2 + 200**2) / 2))
-    pairs = dict(zip(res.pairs["loc_index"], res.pairs["truth_index"]))
+    pairs = dict(zip(res.pairs["loc_index"], res.pairs["truth_index"], strict=True))
     assert pairs == {0: 1, 1: 0}
 
 

@@ -16,7 +16,7 @@ def repeated_localizations(sigma_nm, seed=0, frames_on=20):
     g = np.arange(250.0, 5000.0, 600.0)
     ex, ey = (a.ravel() for a in np.meshgrid(g, g))
     parts = []
-    for x0, y0 in zip(ex, ey):
+    for x0, y0 in zip(ex, ey, strict=True):
         f = np.arange(frames_on) + rng.integers(0, 100)
         parts.append(pd.DataFrame({"frame": f, "x_nm": x0 + rng.normal(0, sigma_nm, f.size),
                                    "y_nm": y0 + rng.normal(0, sigma_nm, f.size)}))

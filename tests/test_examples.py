@@ -24,6 +24,7 @@ def test_shell_examples_parse(script: str) -> None:
     assert subprocess.run(["bash", "-n", str(EXAMPLES / script)]).returncode == 0
 
 
+@pytest.mark.slow
 def test_batch_loop_example_runs_and_reruns_as_a_no_op(tmp_path: Path) -> None:
     env = {**_env(), "STEPS": "4", "FRAMES": "60"}
     cmd = ["bash", str(EXAMPLES / "batch_denoise.sh"), "", str(tmp_path / "out")]
@@ -37,6 +38,7 @@ def test_batch_loop_example_runs_and_reruns_as_a_no_op(tmp_path: Path) -> None:
     assert again.returncode == 0 and "0 done, 2 skipped" in again.stdout
 
 
+@pytest.mark.slow
 def test_dask_cluster_example_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(EXAMPLES / "dask_cluster.py"), str(tmp_path / "dex"), "10"], env=_env(),
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -36,7 +36,7 @@ def data(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     cfg = NetConfig(width=4, depth=2, context=1)
     model = DenoiseModel(net=cfg, state_dict=BlindSpotNet(cfg).state_dict(), camera=sim.camera,
-                         transform=dict(zip(("shift", "factor"), count_transform(1.0, sim.camera.read_noise_photons))),
+                         transform=dict(zip(("shift", "factor"), count_transform(1.0, sim.camera.read_noise_photons), strict=True)),
                          norm={"level": 30.0, "scale": 10.0})
     model.save(root / "model.pt")
     return {"root": root, "sim": sim, "model": model}
@@ -67,6 +67,7 @@ def test_posterior_module_includes_the_centre_pixel(data) -> None:
     assert prior(x)[0, 1, 8, 8] == pytest.approx(float(prior(torch.full((1, 3, 16, 16), 20.0))[0, 1, 8, 8]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) -> None:
     core = pytest.importorskip("bioimageio.core")
     root = data["root"]
@@ -92,7 +93,8 @@ def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) 
     assert res.exit_code == 0, res.output
     expected = open_movie(den).compute()
     description = core.load_description(package)
-    test_input = np.load(zipfile.ZipFile(package).open("test_input.npy"))
+    with zipfile.ZipFile(package) as zf:
+        test_input = np.load(zf.open("test_input.npy"))
     out = core.predict(model=description, inputs={"photons": test_input})
     got = out.members["posterior_mean"].data.to_numpy()[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

@@ -56,7 +56,7 @@ def test_tiff_series_folder_and_glob(tmp_path: Path, small_movie: np.ndarray) ->
         tifffile.imwrite(folder / f"img_{i:03d}.ome.tif", part, ome=True)
     _check(open_movie(folder), small_movie)
     # a pattern is a batch of movies (the same rule as denoise/localize): reading one is refused with the fix
-    with pytest.raises(SmlmdnError, match="matches 3 movies.*pass the folder"):
+    with pytest.raises(SmlmdnError, match=r"matches 3 movies.*pass the folder"):
         open_movie(str(folder / "img_*.tif"))
     _check(open_movie(str(folder / "img_000.*")), small_movie[:4])
 
@@ -195,6 +195,7 @@ MAKE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_streaming_memory_is_flat_in_movie_length(tmp_path: Path) -> None:
     """Peak RSS of read -> to_photons -> write must not grow with the movie: a 10x longer movie whose
     float32 output (256 MB) is 10x the allowed growth (25 MB) streams in about the same memory."""

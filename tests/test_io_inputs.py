@@ -50,12 +50,12 @@ def write_mmstack(folder: Path, movie: np.ndarray, variant: str, position: int =
     names = [f"run_MMStack_Pos{position}.ome.tif", f"run_MMStack_Pos{position}_1.ome.tif"]
     uuids = [f"urn:uuid:{uuid.uuid4()}" for _ in names]
     half = len(movie) // 2
-    for k, (name, own) in enumerate(zip(names, uuids)):
+    for k, (name, own) in enumerate(zip(names, uuids, strict=True)):
         if k == 1 and variant == "binaryonly":
             xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
                    f'UUID="{own}"><BinaryOnly MetadataFile="{names[0]}" UUID="{uuids[0]}"/></OME>')
         else:
-            xml = _ome_xml(own, list(zip(names, uuids)), half, len(movie))
+            xml = _ome_xml(own, list(zip(names, uuids, strict=True)), half, len(movie))
         with tifffile.TiffWriter(folder / name) as tif:
             for i, frame in enumerate(movie[k * half:(k + 1) * half]):
                 tif.write(frame, contiguous=False, description=xml if i == 0 else None, metadata=None)
@@ -128,7 +128,7 @@ def test_unpadded_names_are_read_in_natural_order(tmp_path: Path, movie: np.ndar
 
 
 def test_a_batch_refuses_a_file_like_output(tmp_path: Path) -> None:
-    with pytest.raises(SmlmdnError, match="12 movies are a batch.*names a file.*pass their folder"):
+    with pytest.raises(SmlmdnError, match=r"12 movies are a batch.*names a file.*pass their folder"):
         check_batch_folder(tmp_path / "out.csv", 12)
     check_batch_folder(tmp_path / "locs", 12)  # a folder is fine
 
@@ -187,7 +187,7 @@ def test_lzw_tiff_reads_and_a_missing_codec_fails_at_open(tmp_path: Path, movie:
     np.testing.assert_array_equal(open_movie(path).compute(), movie)
     codecs = type(tifffile.TIFF.DECOMPRESSORS)
 
-    def no_codec(self, key):  # noqa: ANN001, ANN202 - what tifffile does without imagecodecs
+    def no_codec(self, key):  # what tifffile does without imagecodecs
         if key == 1:
             return lambda data, *a, **k: data
         raise KeyError(f"<COMPRESSION.LZW: {key}> requires the 'imagecodecs' package")
@@ -216,7 +216,7 @@ def test_picasso_raw_movie_with_camera_numbers(tmp_path: Path, movie: np.ndarray
     with pytest.raises(SmlmdnError, match="truncated: frames 0-19 of 40"):
         open_movie(raw)
     (tmp_path / "picasso.yaml").unlink()
-    with pytest.raises(SmlmdnError, match="no picasso.yaml beside it"):
+    with pytest.raises(SmlmdnError, match=r"no picasso\.yaml beside it"):
         open_movie(raw)
 
 
@@ -236,7 +236,7 @@ def test_saturation_is_counted_warned_and_flagged(tmp_path: Path, movie: np.ndar
     assert flags.tolist() == [True, False, True, False]  # box rows 8-14 reach the bead's last row (8); rows 9-15 do not
 
 
-def open_movie_from(tmp_path: Path, data: np.ndarray):  # noqa: ANN201
+def open_movie_from(tmp_path: Path, data: np.ndarray):
     path = tmp_path / f"m{uuid.uuid4().hex[:6]}.npy"
     np.save(path, data)
     return open_movie(path)
@@ -283,9 +283,8 @@ def test_second_writer_is_told_who_holds_the_output(tmp_path: Path, movie: np.nd
     import dask.array as da
 
     out = tmp_path / "out.zarr"
-    with output_lock(out):
-        with pytest.raises(SmlmdnError, match=r"being written by another process \(pid \d+"):
-            write_movie(da.from_array(movie), out, progress=False)
+    with output_lock(out), pytest.raises(SmlmdnError, match=r"being written by another process \(pid \d+"):
+        write_movie(da.from_array(movie), out, progress=False)
     write_movie(da.from_array(movie), out, progress=False)
     assert out.exists() and not list(tmp_path.glob("*.lock"))
 
@@ -293,6 +292,7 @@ def test_second_writer_is_told_who_holds_the_output(tmp_path: Path, movie: np.nd
 # ------------------------------------------------------------------ every command, every bad input: one line
 
 
+@pytest.mark.slow
 def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movie: np.ndarray) -> None:
     ij, _ = _truncated(tmp_path, "imagej")
     plain, _ = _truncated(tmp_path, "plain")
@@ -332,7 +332,7 @@ def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movi
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for (args, code, text), (exit_code, output) in zip(runs, results):
+    for (args, code, text), (exit_code, output) in zip(runs, results, strict=True):
         assert exit_code == code, (args, output)
         assert text in output, (args, output)
         assert "Traceback" not in output and "unexpected" not in output, (args, output)

@@ -63,7 +63,7 @@ def _check_positions(locs, n_frames: int = 12) -> None:
 def test_raw_mode_writes_every_format_at_the_true_positions(data: dict[str, Path], tmp_path: Path) -> None:
     outs = [tmp_path / "l.csv", tmp_path / "l.hdf5", tmp_path / "l.parquet"]
 
-    result = _run(data, *sum((["-o", str(p)] for p in outs), []))
+    result = _run(data, *(arg for p in outs for arg in ("-o", str(p))))
 
     assert result.exit_code == 0, result.output
     assert "36 localizations in 12 frames (raw mode" in " ".join(result.output.split())

@@ -24,6 +24,8 @@ from smlmdn.localize import read_localizations
 from smlmdn.simulate import SimulationParams, simulate
 
 runner = CliRunner()
+# subprocesses (a SIGKILLed denoise and its resume), a 2-process cluster: minutes on 2 cores
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

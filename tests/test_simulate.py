@@ -229,7 +229,7 @@ def test_cli_simulate_writes_files_and_summary(tmp_path: Path) -> None:
     again = runner.invoke(app, args)
     assert again.exit_code == 1
     assert "already exists" in again.output and "--overwrite" in again.output and "Traceback" not in again.output
-    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 
 def test_cli_simulate_sets_every_grid_option(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def _given_keys(values: dict[str, Any], movie_numbers: dict[str, float]) -> froz
 
 
 #: Parameters that stand for a group of options: name -> (options with defaults, builder).
-OPTION_GROUPS = {
+OPTION_GROUPS: dict[str, tuple[dict[str, tuple[Any, Any]], Callable[..., Any]]] = {
     "camera": (CAMERA_OPTIONS, _build_camera),
     "dask_spec": (DASK_OPTIONS, lambda default, values, movie_numbers: DaskSpec(**values)),
 }
@@ -84,7 +84,7 @@ def root(
     ctx.obj = {"debug": debug}
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
@@ -169,7 +169,7 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                     msg = f"{exc.strerror or exc} ({exc.filename or ''}). Fix: check the path and permissions"
                 err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
-            except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+            except Exception as exc:  # last line of defence: one line, not a traceback
                 if debug:
                     err.print_exception()
                 err.print(

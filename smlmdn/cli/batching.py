@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ Scheduler = Annotated[
     ),
 ]
 Cluster = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--cluster", help="Start --workers jobs on an HPC scheduler via dask-jobqueue: slurm or pbs (site settings from your dask-jobqueue config).", rich_help_panel=PANEL),
 ]
 Workers = Annotated[int, typer.Option("--workers", help="Worker processes / cluster jobs for --scheduler local or --cluster.", rich_help_panel=PANEL)]
@@ -44,7 +44,7 @@ class DaskSpec:
     worker_memory: str = "16GB"
     worker_gpus: int = 0
 
-    def scheduler_context(self):  # noqa: ANN201 - a context manager yielding a Client or None
+    def scheduler_context(self):  # a context manager yielding a Client or None
         return dask_scheduler(self.scheduler, cluster=self.cluster, workers=self.workers,
                               worker_memory=self.worker_memory, worker_gpus=self.worker_gpus)
 

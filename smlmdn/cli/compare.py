@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,16 @@ from ..errors import SmlmdnError
 from ..progress import console
 from . import options as o
 from .app import command
-from .localize import DEFAULT_FDR, DEFAULT_MAX_DISTANCE_NM, DEFAULT_POOL, Fdr, LinkDistance, MultiEmitter, Pool, Threshold
+from .localize import (
+    DEFAULT_FDR,
+    DEFAULT_MAX_DISTANCE_NM,
+    DEFAULT_POOL,
+    Fdr,
+    LinkDistance,
+    MultiEmitter,
+    Pool,
+    Threshold,
+)
 
 GT = "Ground truth (simulations)"
 LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-sigma)"
@@ -39,17 +48,17 @@ def print_summary(report: dict, where: Path) -> None:
 def compare(
     movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder to create (report.json, report.md, PNG figures, localization tables).")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt (from `smlmdn fit`): the estimates are computed here.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Denoiser model.pt (from `smlmdn fit`): the estimates are computed here.")] = None,
     denoised: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option("--denoised", metavar="PATH", help="Denoised movie(s) written by `smlmdn denoise` (same shape as MOVIE) instead of --model; repeat for several estimates (named by the file's estimate attribute)."),
     ] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="Ground-truth CSV with columns frame (0-based), x_nm, y_nm [, photons], e.g. truth.csv from `smlmdn simulate`.", rich_help_panel=GT)] = None,
-    clean: Annotated[Optional[Path], typer.Option("--clean", help="Noise-free movie, expected values in --clean-units (clean.tif from `smlmdn simulate`: detected photons): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="Ground-truth CSV with columns frame (0-based), x_nm, y_nm [, photons], e.g. truth.csv from `smlmdn simulate`.", rich_help_panel=GT)] = None,
+    clean: Annotated[Path | None, typer.Option("--clean", help="Noise-free movie, expected values in --clean-units (clean.tif from `smlmdn simulate`: detected photons): enables PSNR and SSIM.", rich_help_panel=GT)] = None,
     clean_units: Annotated[str, typer.Option("--clean-units", help="Units of --clean: detected (photoelectrons, as smlmdn's estimates and `smlmdn simulate`'s clean.tif; default), emitted (photons before QE: multiplied by --qe) or adu (camera units: converted with the camera numbers).", rich_help_panel=GT)] = "detected",
     tolerance: Annotated[float, typer.Option("--tolerance", help="Matching radius in nm (SMLM challenge: 250).", rich_help_panel=GT)] = 250.0,
     estimate: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--estimate", metavar="NAME", help="With --model: estimates to score (mean, map, prior); repeat for several. Default: all three."),
     ] = None,
     localize_estimate: Annotated[str, typer.Option("--localize-estimate", help="Estimate used by the denoised and hybrid localization modes.", rich_help_panel=LOC)] = "mean",
@@ -87,7 +96,7 @@ def compare(
     from ..compare import compare as run_compare
 
     err = console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))  # noqa: E731
+    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
     report = run_compare(
         movie, camera, out_dir=output, model=model, denoised=denoised, truth=truth, clean=clean, clean_units=clean_units.lower(),
         estimates=tuple(estimate) if estimate else DEFAULT_ESTIMATES, localize_estimate=localize_estimate, units=units,

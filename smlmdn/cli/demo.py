@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,12 +20,12 @@ SIZE = "Demo size (defaults: 64 x 64 px, 1000 frames, a few minutes on 2 CPU cor
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create for the simulated data, the model and the report.")] = Path("smlmdn_demo"),
     tiny: Annotated[bool, typer.Option("--tiny", help="Seconds-long run (32 x 32 px, 60 frames, 4 training steps): checks the installation, numbers meaningless.", rich_help_panel=SIZE)] = False,
-    size: Annotated[Optional[int], typer.Option("--size", help="Frame width and height, px.", rich_help_panel=SIZE)] = None,
-    frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames.", rich_help_panel=SIZE)] = None,
-    snr: Annotated[Optional[str], typer.Option("--snr", help="Simulation preset: high, medium or low.", rich_help_panel=SIZE)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Maximum training steps.", rich_help_panel=SIZE)] = None,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Training time limit in seconds (default 60).", rich_help_panel=SIZE)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed of the simulation and the training.", rich_help_panel=SIZE)] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Frame width and height, px.", rich_help_panel=SIZE)] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="Number of frames.", rich_help_panel=SIZE)] = None,
+    snr: Annotated[str | None, typer.Option("--snr", help="Simulation preset: high, medium or low.", rich_help_panel=SIZE)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Maximum training steps.", rich_help_panel=SIZE)] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Training time limit in seconds (default 60).", rich_help_panel=SIZE)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the simulation and the training.", rich_help_panel=SIZE)] = None,
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -35,13 +36,13 @@ def demo(
     """
     from ..demo import DemoConfig, run_demo  # here, not at the top: it imports torch, which other commands may not need
 
-    overrides = dict(size=size, frames=frames, snr=snr, steps=steps, time_budget=time_budget, seed=seed)
+    overrides: dict[str, Any] = dict(size=size, frames=frames, snr=snr, steps=steps, time_budget=time_budget, seed=seed)
     if tiny:
         config = DemoConfig.tiny(**overrides)
     else:
-        config = DemoConfig(**{k: v for k, v in overrides.items() if v is not None})
+        config = replace(DemoConfig(), **{k: v for k, v in overrides.items() if v is not None})
     err = console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))  # noqa: E731
+    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
     report = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)
     print_summary(report, Path(report["demo"]["report_dir"]))
     s = report["demo"]["seconds"]

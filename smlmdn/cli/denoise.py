@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from ..batch import expand_inputs
-from ..batch import check_batch_folder, output_for, stem
+from ..batch import check_batch_folder, expand_inputs, output_for, stem
 from ..camera import Camera, from_photons, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie, write_movies
@@ -41,13 +40,13 @@ def denoise(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model file from `smlmdn fit`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output movie: .zarr, .ome.zarr or .tif (with several --estimate: NAME_<estimate>.ext each). For a batch: a folder, outputs named <movie>_denoised.<format>.")],
     movie_format: Annotated[str, typer.Option("--format", help="Batch output format: zarr, ome.zarr or tif.")] = "zarr",
-    estimate: Annotated[Optional[list[str]], typer.Option("--estimate", "-e", help=ESTIMATE_HELP)] = None,
+    estimate: Annotated[list[str] | None, typer.Option("--estimate", "-e", help=ESTIMATE_HELP)] = None,
     out_units: Annotated[str, typer.Option("--out-units", help="photons (float32 detected photons) or adu (the movie's camera: uint16 for TIFF, so Picasso/ThunderSTORM read it as camera data; float32 for Zarr).")] = "photons",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.")] = "auto",
     tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
-    block_frames: Annotated[Optional[int], typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
-    pyramid: Annotated[Optional[bool], typer.Option("--pyramid/--no-pyramid", help="OME-Zarr output: add 2x-binned resolution levels (for napari). Default: only for frames of 1024 px or more.")] = None,
+    block_frames: Annotated[int | None, typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
+    pyramid: Annotated[bool | None, typer.Option("--pyramid/--no-pyramid", help="OME-Zarr output: add 2x-binned resolution levels (for napari). Default: only for frames of 1024 px or more.")] = None,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
@@ -117,7 +116,8 @@ def denoise(
         frames = block_frames or min(open_movie(movie).chunks[0][0], DEFAULT_BLOCK_FRAMES)  # small blocks: flat memory
         photons = movie_to_photons(open_movie(movie, block_frames=frames), camera, units=units)
         lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
-        arrays, attrs = {}, {}
+        arrays: dict[str | Path, Any] = {}  # dask arrays
+        attrs: dict[str | Path, dict[str, Any]] = {}
         for name, path in outputs[movie].items():
             arr = lazy[name]
             if out_units == "adu":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,19 +27,19 @@ def checkpoint_path(output: Path) -> Path:
 def fit(
     movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (e.g. model.pt).")],
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.", rich_help_panel=TRAIN)] = None,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.", rich_help_panel=TRAIN)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.", rich_help_panel=TRAIN)] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.", rich_help_panel=TRAIN)] = None,
     context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input channels (0: single frames; 1 won from ~400 steps on, see benchmarks/RESULTS.md).", rich_help_panel=NET)] = 1,
     context_mode: Annotated[str, typer.Option("--context-mode", help="How the neighbours enter: stem (extra non-blind input channels of the U-Net's first layer) or branch (a separate small CNN joined at the head; the older design).", rich_help_panel=NET)] = "stem",
     width: Annotated[int, typer.Option("--width", help="Channels per U-Net level.", rich_help_panel=NET)] = 16,
     depth: Annotated[int, typer.Option("--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET)] = 3,
     head: Annotated[str, typer.Option("--head", help="gamma-poisson (exact NB likelihood, default) or gaussian (Laine's approximation, for comparison).", rich_help_panel=NET)] = "gamma-poisson",
-    patch: Annotated[Optional[int], typer.Option("--patch", help="Training crop side in px, a multiple of 2^depth (default: 64, or less to fit the frame).", rich_help_panel=TRAIN)] = None,
+    patch: Annotated[int | None, typer.Option("--patch", help="Training crop side in px, a multiple of 2^depth (default: 64, or less to fit the frame).", rich_help_panel=TRAIN)] = None,
     batch: Annotated[int, typer.Option("--batch", help="Crops per step.", rich_help_panel=TRAIN)] = 4,
     lr: Annotated[float, typer.Option("--lr", help="Peak Adam learning rate (warm-up then cosine decay).", rich_help_panel=TRAIN)] = 1e-3,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed + data + threads = same model).", rich_help_panel=TRAIN)] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.", rich_help_panel=TRAIN)] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fit from OUTPUT.ckpt.", rich_help_panel=TRAIN)] = False,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",

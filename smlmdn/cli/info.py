@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from .app import command
 @command("info")
 def info(
     movie: Annotated[Path, typer.Argument(help="Movie: TIFF/OME-TIFF/BigTIFF/ImageJ, multi-file OME-TIFF (any member), a folder of TIFFs (one movie), Zarr/OME-Zarr, .npy or Picasso .raw (+ .yaml).")],
-    camera: Optional[Camera] = None,
+    camera: Camera | None = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
 ) -> None:
     """Print layout and files, shape, dtype, chunks, size on disk, NaN/Inf and saturation counts (all frames), frame statistics (ADU) and camera numbers estimated from the data.

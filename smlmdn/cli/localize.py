@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import dask.array as da
 import typer
@@ -42,7 +42,7 @@ MultiEmitter = Annotated[
     typer.Option("--multi-emitter/--single-emitter", help="After the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style multi-emitter fitting). --single-emitter is faster and finds fewer molecules wherever they crowd (filaments, dense labelling); measured in benchmarks/RESULTS.md.", rich_help_panel=LOC),
 ]
 Threshold = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--threshold", help="Expert override: keep every candidate above this band-pass significance (noise standard deviations; 4.2 was the old default) instead of the FDR-controlled test.", rich_help_panel=LOC),
 ]
 
@@ -92,13 +92,13 @@ def localize(
         list[Path],
         typer.Option("--output", "-o", help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet; repeat for several. For a batch: one folder, tables named <movie>.<format>."),
     ],
-    table_format: Annotated[Optional[list[str]], typer.Option("--format", help="Batch table format(s): csv, hdf5, parquet (repeatable; default csv).")] = None,
+    table_format: Annotated[list[str] | None, typer.Option("--format", help="Batch table format(s): csv, hdf5, parquet (repeatable; default csv).")] = None,
     mode: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--mode", help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.", rich_help_panel=LOC),
     ] = None,
-    denoised: Annotated[Optional[Path], typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
+    denoised: Annotated[Path | None, typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU, else CPU), cpu or cuda: where spots are fitted (numba on the CPU, torch on the GPU) and, with --model, denoised.", rich_help_panel=LOC)] = "auto",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,
     psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
@@ -111,8 +111,8 @@ def localize(
     keep_saturated: Annotated[
         bool, typer.Option("--keep-saturated", help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.", rich_help_panel=LOC),
     ] = False,
-    render: Annotated[Optional[Path], typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
-    render_tif: Annotated[Optional[Path], typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
+    render: Annotated[Path | None, typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
+    render_tif: Annotated[Path | None, typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",

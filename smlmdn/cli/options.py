@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,18 +12,18 @@ from ..camera import Camera, load_camera, read_camera_file
 CAMERA_HELP = "Camera (units: offset ADU, e-per-adu photoelectrons/ADU, read-noise e- rms, pixel-size nm)"
 
 CameraFile = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--camera", help="JSON or YAML file with keys offset, e_per_adu, qe, em_gain, read_noise, pixel_size.", rich_help_panel=CAMERA_HELP),
 ]
-Offset = Annotated[Optional[float], typer.Option("--offset", help="Camera baseline in ADU (dark level).", rich_help_panel=CAMERA_HELP)]
+Offset = Annotated[float | None, typer.Option("--offset", help="Camera baseline in ADU (dark level).", rich_help_panel=CAMERA_HELP)]
 EPerADU = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--e-per-adu", help="Photoelectrons per ADU (camera 'sensitivity'/conversion factor).", rich_help_panel=CAMERA_HELP),
 ]
-QE = Annotated[Optional[float], typer.Option("--qe", help="Quantum efficiency (0-1); only used to report emitted photons.", rich_help_panel=CAMERA_HELP)]
-EMGain = Annotated[Optional[float], typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP)]
-ReadNoise = Annotated[Optional[float], typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)]
-PixelSize = Annotated[Optional[float], typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)]
+QE = Annotated[float | None, typer.Option("--qe", help="Quantum efficiency (0-1); only used to report emitted photons.", rich_help_panel=CAMERA_HELP)]
+EMGain = Annotated[float | None, typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP)]
+ReadNoise = Annotated[float | None, typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)]
+PixelSize = Annotated[float | None, typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)]
 #: The camera options, by parameter name: injected by :func:`smlmdn.cli.app.command` into every
 #: subcommand that takes a ``camera: Camera`` parameter (the command receives the built Camera).
 CAMERA_OPTIONS = {
@@ -37,7 +37,7 @@ CAMERA_OPTIONS = {
 }
 
 FrameRange = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--frames",
         metavar="START:STOP",

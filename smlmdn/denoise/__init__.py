@@ -33,6 +33,15 @@ from .network import BlindSpotNet, NetConfig, receptive_halo
 from .train import FitConfig, fit_model, resolve_device
 
 __all__ = [
-    "BlindSpotNet", "DenoiseModel", "ESTIMATES", "FitConfig", "HEADS", "NetConfig",
-    "denoise_lazy", "fit_model", "load_model", "receptive_halo", "resolve_device",
+    "ESTIMATES",
+    "HEADS",
+    "BlindSpotNet",
+    "DenoiseModel",
+    "FitConfig",
+    "NetConfig",
+    "denoise_lazy",
+    "fit_model",
+    "load_model",
+    "receptive_halo",
+    "resolve_device",
 ]

@@ -108,7 +108,7 @@ class _Runner:
         z = np.pad(z, ((k - left, k - right), (0, 0), (0, 0)), mode="reflect") if (left < k or right < k) else z
         b = z.shape[0] - 2 * k
         windows = np.lib.stride_tricks.sliding_window_view(z, 2 * k + 1, axis=0)[:b]  # view (B, Y, X, 2K+1)
-        out = np.empty((len(names), b) + z.shape[1:], np.float32)
+        out = np.empty((len(names), b, *z.shape[1:]), np.float32)
         for f0 in range(0, b, FRAMES_PER_PASS):  # bounded memory whatever the block length
             f1 = min(b, f0 + FRAMES_PER_PASS)
             p0, p1 = self.params(np.ascontiguousarray(np.moveaxis(windows[f0:f1], -1, 1)), tile)

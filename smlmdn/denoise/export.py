@@ -104,6 +104,7 @@ def export_bioimageio(
     except ImportError as exc:
         raise SmlmdnError("smlmdn export needs bioimageio.spec, which is not installed",
                           'install it: pip install "smlmdn[bioimageio]"') from exc
+    import dask.array as da
     import torch
 
     from ..io import atomic_file
@@ -117,7 +118,7 @@ def export_bioimageio(
     k = model.net.context
     frames = max(int(frames), k + 1)
     photons = _test_input(model, movie, frames, size)
-    expected = denoise_lazy(photons, model, ("mean",), device="cpu")["mean"].compute()
+    expected = denoise_lazy(da.from_array(photons), model, ("mean",), device="cpu")["mean"].compute()
     cam = model.camera
     title = name or f"smlmdn Gamma-Poisson blind-spot denoiser {model.hash()[:8]}"
 
@@ -128,7 +129,7 @@ def export_bioimageio(
         np.save(tmp / "test_input.npy", photons[None].astype(np.float32))
         np.save(tmp / "test_output.npy", expected[None].astype(np.float32))
         (tmp / "README.md").write_text(_documentation(model, title))
-        kwargs = {"net": model.net.to_dict(), "transform": dict(model.transform), "norm": dict(model.norm), "estimate": "mean"}
+        kwargs: dict[str, Any] = {"net": model.net.to_dict(), "transform": dict(model.transform), "norm": dict(model.norm), "estimate": "mean"}
         ps = float(cam.pixel_size)
 
         def space(axis: str) -> Any:
@@ -183,9 +184,9 @@ def export_bioimageio(
                     inputs=inputs,
                     outputs=outputs,
                     weights=weights,
-                    config=spec.Config(**config),
+                    config=spec.Config.model_validate(config),  # smlmdn's own section is an extra field
                 )
-            except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, many lines
+            except Exception as exc:  # pydantic's ValidationError, many lines
                 raise SmlmdnError(f"the package description does not validate: {' '.join(str(exc).splitlines()[:3])}",
                                   "report this as a bug (smlmdn --debug export ... shows the whole error)") from exc
         with atomic_file(out, overwrite=overwrite) as part:

@@ -151,7 +151,7 @@ def load_model(path: str | Path, camera: Camera | None = None) -> DenoiseModel:
         raise SmlmdnError(f"model file {path} does not exist", "train one with `smlmdn fit MOVIE -o model.pt`")
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
         raise SmlmdnError(
             f"model file {path} cannot be read ({type(exc).__name__})", "give a file written by `smlmdn fit` (retrain if it is damaged)"
         ) from exc

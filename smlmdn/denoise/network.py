@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -124,11 +125,13 @@ class UpOnlyUNet(nn.Module):
     def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None,
                 side: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: blind input; ``side``: non-blind input (may see the pixel), required iff built with ``side_in``."""
-        mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)  # noqa: E731
+        mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)
         h = _masked(x, mk(0))
         for i, conv in enumerate(self.enc0):
             pre = conv(h)
             if i == 0 and self.side is not None:
+                if side is None:
+                    raise ValueError("this network was built with side_in: pass side")
                 pre = pre + _shift_up(_masked(self.side(_masked(side, mk(0))), mk(0)))
             h = _masked(_act(pre), mk(0))
         skips = [h]
@@ -140,7 +143,7 @@ class UpOnlyUNet(nn.Module):
         for lvl in range(self.depth - 1, -1, -1):
             h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = torch.cat([h, skips[lvl]], dim=1)
-            for conv in self.dec[lvl]:
+            for conv in cast(nn.ModuleList, self.dec[lvl]):
                 h = _masked(_act(conv(h)), mk(lvl))
         # Final one-row shift: exclude the pixel's own row (and so the pixel itself).
         return _shift_down(h)

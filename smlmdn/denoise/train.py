@@ -195,6 +195,7 @@ class _Sampler:
     def crops(self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         pool = self.pool if pool is None else pool
         clean = self.clean if clean is None else clean
+        assert pool is not None, "set the crop pool first"
         rng, p = self.rng, self.patch
         _, _, hgt, wid = pool.shape
         fi = rng.integers(0, pool.shape[0], n)
@@ -503,17 +504,18 @@ def _read_clean(clean: da.Array, centres: np.ndarray, shift: float, factor: floa
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SmlmdnError(f"checkpoint {path} cannot be read ({type(exc).__name__})", "delete it and rerun without --resume") from exc
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise SmlmdnError(f"{path} is not an smlmdn training checkpoint", "delete it and rerun without --resume")
     return ck
 
 
-def _track(config: FitConfig, completed: int, elapsed: float, progress: bool):  # noqa: ANN202
+def _track(config: FitConfig, completed: int, elapsed: float, progress: bool):
     from ..progress import track
 
     if config.max_steps:
         return track(total=config.max_steps, description="fit", enabled=progress, completed=completed)
-    # time budget only: the bar counts seconds
-    return track(total=int(math.ceil(config.time_budget)), description="fit (s)", enabled=progress, completed=int(elapsed))
+    # time budget only: the bar counts seconds (a FitConfig has max_steps or a time_budget)
+    assert config.time_budget is not None
+    return track(total=math.ceil(config.time_budget), description="fit (s)", enabled=progress, completed=int(elapsed))

@@ -46,7 +46,7 @@ def frc_from_images(a: np.ndarray, b: np.ndarray, pixel_nm: float, smooth: int =
     freq = np.hypot(fy, fx)
     width = 1.0 / (min(ny, nx) * pixel_nm)
     ring = np.rint(freq / width).astype(np.int64).ravel()
-    n_rings = int(math.floor(0.5 / pixel_nm / width)) + 1
+    n_rings = math.floor(0.5 / pixel_nm / width) + 1
     keep = ring < n_rings
     ring = ring[keep]
 

@@ -10,6 +10,7 @@ stack (one number for all frames), so every frame and every estimate is scored o
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -59,7 +60,7 @@ def _iter_blocks(*arrays: Any) -> Iterator[tuple[int, list[np.ndarray]]]:
         lazy = [i for i, p in enumerate(parts) if isinstance(p, da.Array)]
         if lazy:
             computed = da.compute(*[parts[i] for i in lazy])
-            for i, c in zip(lazy, computed):
+            for i, c in zip(lazy, computed, strict=True):
                 parts[i] = c
         yield s, [np.asarray(p) for p in parts]
 
@@ -126,7 +127,7 @@ def ssim(x: Any, ref: Any, data_range: float | None = None) -> float:
                           "pass data_range explicitly when the reference is constant")
     total, count = 0.0, 0
     for _, (xb, rb) in _iter_blocks(x, ref):
-        for xf, rf in zip(xb.astype(np.float64), rb.astype(np.float64)):
+        for xf, rf in zip(xb.astype(np.float64), rb.astype(np.float64), strict=True):
             total += structural_similarity(xf, rf, data_range=dr, gaussian_weights=True, sigma=1.5,
                                            use_sample_covariance=False)
             count += 1
@@ -147,10 +148,9 @@ def _distance_to_points(n_frames: int, shape: tuple[int, int], t: np.ndarray, x_
     dist = np.full((n_frames, ny, nx), np.inf, dtype=np.float32)
     if len(t) == 0:
         return dist
-    k = int(math.ceil(max_px)) + 1
+    k = math.ceil(max_px) + 1
     off = np.arange(-k, k + 1)
-    oy, ox = np.meshgrid(off, off, indexing="ij")
-    oy, ox = oy.ravel(), ox.ravel()
+    oy, ox = (o.ravel() for o in np.meshgrid(off, off, indexing="ij"))
     iy = np.floor(y_px).astype(np.int64)[:, None] + oy[None, :]
     ix = np.floor(x_px).astype(np.int64)[:, None] + ox[None, :]
     d = np.hypot(ix + 0.5 - x_px[:, None], iy + 0.5 - y_px[:, None])
@@ -241,18 +241,19 @@ def signal_background_masks(reference_or_raw: Any, truth: pd.DataFrame | None = 
     sigma_px = psf_sigma_nm / pixel_size_nm if pixel_size_nm else 1.3
     squeeze = a.ndim == 2
     stack = a[None] if squeeze else a
-    kw = dict(truth=truth, pixel_size_nm=pixel_size_nm, sigma_px=sigma_px, signal_radius=signal_radius,
-              background_radius=background_radius, threshold_sigma=threshold_sigma)
+    region_labels = functools.partial(_region_labels, truth=truth, pixel_size_nm=pixel_size_nm, sigma_px=sigma_px,
+                                      signal_radius=signal_radius, background_radius=background_radius,
+                                      threshold_sigma=threshold_sigma)
     if isinstance(stack, da.Array):
         stack = stack.rechunk({1: -1, 2: -1})
 
         def block_labels(block: np.ndarray, block_info: Any = None) -> np.ndarray:
             t0 = block_info[0]["array-location"][0][0] if block_info else 0
-            return _region_labels(np.asarray(block), t0, **kw)
+            return region_labels(np.asarray(block), t0)
 
         labels = stack.map_blocks(block_labels, dtype=np.uint8)
     else:
-        labels = _region_labels(stack, 0, **kw)
+        labels = region_labels(stack, 0)
     if squeeze:
         labels = labels[0]
     return labels == 1, labels == 2

@@ -169,7 +169,7 @@ def _assign(i, j, d, n_l, n_t, tol):
         bounds = np.flatnonzero(np.diff(ci)) + 1
         starts, ends = np.r_[0, bounds], np.r_[bounds, len(ci)]
         big = tol * (len(i) + 1) + 1.0  # larger than any sum of in-tolerance distances
-        for a, b in zip(starts.tolist(), ends.tolist()):
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             r_loc, c_loc = ri[a:b], rj[a:b]
             rows, cols = n_locs[ci[a]], n_truth[ci[a]]
             cost = np.full((rows, cols), big)

@@ -84,13 +84,12 @@ def nena_precision(locs: pd.DataFrame, pixel_size_nm: float | None = None, max_d
     density = counts / (d.size * (edges[1] - edges[0]))
     # start from the Rayleigh median: median(d) = 2 s sqrt(ln 2)
     s0 = max(float(np.median(d)) / (2 * math.sqrt(math.log(2))), 1e-3 * max_distance_nm)
+    def model(r, a, s, c=0.0):  # curve_fit fits as many parameters as p0 has: c only with the linear term
+        return a * nena_pdf(r, s) + c * r
+
     if linear_term:
-        def model(r, a, s, c):
-            return a * nena_pdf(r, s) + c * r
         p0, lower, upper = [1.0, s0, 0.0], [0.0, 1e-6, 0.0], [np.inf, np.inf, np.inf]
     else:
-        def model(r, a, s):
-            return a * nena_pdf(r, s)
         p0, lower, upper = [1.0, s0], [0.0, 1e-6], [np.inf, np.inf]
     try:
         popt, _ = curve_fit(model, centres, density, p0=p0, bounds=(lower, upper), maxfev=10000)

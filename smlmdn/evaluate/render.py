@@ -21,7 +21,7 @@ from ..io import atomic_file
 
 def render_shape(shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float) -> tuple[int, int]:
     """(Ys, Xs) of a render covering a ``shape_px`` camera field."""
-    ys, xs = (int(math.ceil(n * pixel_size_nm / render_pixel_nm - 1e-9)) for n in shape_px)
+    ys, xs = (math.ceil(n * pixel_size_nm / render_pixel_nm - 1e-9) for n in shape_px)
     return ys, xs
 
 

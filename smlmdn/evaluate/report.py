@@ -130,7 +130,7 @@ def localize_metrics(
     without truth. Returns (scores, (frequency nm^-1, FRC)).
     """
     t, ny, nx = shape_px
-    out: dict[str, Any] = {k: None for k in LOCALIZE_TRUTH_KEYS}
+    out: dict[str, Any] = dict.fromkeys(LOCALIZE_TRUTH_KEYS)
     if truth is not None:
         match = match_localizations(locs, truth, tolerance_nm=tolerance_nm)
         res = match.to_dict()
@@ -138,7 +138,7 @@ def localize_metrics(
         # the RMSE is dominated by the few far matches (overlapping emitters); the median shows the typical error
         out["median_error_nm"] = json_number(np.median(match.pairs["distance_nm"])) if match.tp else None
         out["error_over_crlb"] = json_number(error_over_crlb(locs, match.pairs)) if match.tp else None
-    out["n"] = int(len(locs))
+    out["n"] = len(locs)
     out["median_crlb_nm"] = json_number(median_crlb_precision(locs)) if len(locs) else None
     out["nena_nm"] = json_number(nena_precision(locs, pixel_size_nm=pixel_size_nm))
     block = frc_block_frames(t)
@@ -456,7 +456,7 @@ def figure_renders(renders: dict[str, np.ndarray], path: str | Path, render_pixe
     plt = _pyplot()
     names = list(renders)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         img = renders[name]
         nz = img[img > 0]
         vmax = float(np.percentile(nz, percentile)) if nz.size else 1.0
@@ -486,11 +486,11 @@ def figure_metrics(report: dict[str, Any], path: str | Path, overwrite: bool = F
     nrow = max(1, math.ceil(len(panels) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol, 2.8 * nrow), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (title, values, better) in zip(axes.ravel(), panels):
+    for ax, (title, values, better) in zip(axes.ravel(), panels, strict=False):
         names = list(values)
         heights = [values[n] if values[n] is not None else 0.0 for n in names]
         bars = ax.bar(range(len(names)), heights, color=[colours[i % len(colours)] for i in range(len(names))])
-        for bar, n in zip(bars, names):
+        for bar, n in zip(bars, names, strict=True):
             v = values[n]
             ax.annotate("n/a" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)),
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)

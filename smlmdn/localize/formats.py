@@ -33,6 +33,7 @@ Foreign conventions, checked against each program's source and converted on writ
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -297,14 +298,12 @@ def _write_picasso(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bo
     for field, (col, kind) in _PICASSO_EXTRA.items():
         rec[field] = _to_picasso(locs[col].to_numpy(), kind, px)
     info = _picasso_info(locs, camera, meta)
-    with atomic_file(path, overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("locs", data=rec)
-            ds.attrs["smlmdn"] = json.dumps(meta)
-            ds.attrs["pixel_size_nm"] = px
-    with atomic_file(path.with_suffix(".yaml"), overwrite) as tmp:
-        with open(tmp, "w") as fh:
-            yaml.safe_dump_all(info, fh, default_flow_style=False, sort_keys=False)
+    with atomic_file(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("locs", data=rec)
+        ds.attrs["smlmdn"] = json.dumps(meta)
+        ds.attrs["pixel_size_nm"] = px
+    with atomic_file(path.with_suffix(".yaml"), overwrite) as tmp, open(tmp, "w") as fh:
+        yaml.safe_dump_all(info, fh, default_flow_style=False, sort_keys=False)
 
 
 def _write_parquet(locs: pd.DataFrame, path: Path, overwrite: bool, meta: dict) -> None:
@@ -340,7 +339,7 @@ def read_localizations(path: str | Path) -> pd.DataFrame:
         return _read_parquet(path)
     except SmlmdnError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parse error is the file's
+    except Exception as exc:  # any parse error is the file's
         raise SmlmdnError(f"cannot read localizations from {path} ({type(exc).__name__}: {exc})", f"check it is a complete {fmt} file") from exc
 
 
@@ -433,10 +432,8 @@ def _read_picasso(path: Path) -> pd.DataFrame:
             data[exact] = rec[exact]
     attrs: dict[str, Any] = {"pixel_size_nm": px}
     if "smlmdn" in ds_attrs:
-        try:
+        with suppress(TypeError, ValueError):
             attrs.update(json.loads(ds_attrs["smlmdn"]))
-        except (TypeError, ValueError):
-            pass
     return _finish(data, len(rec), attrs)
 
 
