@@ -33,8 +33,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,7 +215,7 @@ def main() -> None:
                 continue  # bfloat16 autocast on a CPU is not what anyone trains with
             r = train_rate(dev, amp, sizes["steps"][dev.type], cfg)
             rows.append({"key": "train", "what": "fit steps/s (batch 4 x 64 px)", "device": dev.type, "setting": "AMP bf16" if amp else "float32", **r})
-        for side, frames in zip(sizes["sides"], sizes["frames"][dev.type]):
+        for side, frames in zip(sizes["sides"], sizes["frames"][dev.type], strict=True):
             r = denoise_rate(dev, cfg, side, frames)
             flops = network_flops(cfg, side)
             r["flops_per_frame"] = flops
@@ -248,7 +249,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if gpu is not None else "none"
     print(f"\nGPU benchmark: GPU {name}; CPU {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"{'quick sizes' if q else 'full sizes'}; {total:.0f} s in all")
-    print(f"matmul peak: " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s ({'bf16' if d == 'cuda' else 'fp32'})" for d, p in peaks.items()) + "\n")
+    print("matmul peak: " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s ({'bf16' if d == 'cuda' else 'fp32'})" for d, p in peaks.items()) + "\n")
     print("| what | device | setting | rate | peak GPU MB | notes |")
     print("|---|---|---|---|---|---|")
     for r in rows:

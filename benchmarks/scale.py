@@ -144,7 +144,7 @@ def interrupt_half(args: list[str], done_dir: Path, n_blocks: int) -> dict:
     return {"seconds_until_kill": time.perf_counter() - t0, "blocks_done_at_kill": done}
 
 
-def block_seconds(model: str, block: "object", repeats: int = 3, tune: bool = True) -> list[dict]:
+def block_seconds(model: str, block: object, repeats: int = 3, tune: bool = True) -> list[dict]:
     """Denoise ``block`` (halo frame + 256 frames + halo frame) ``repeats`` times after a warm-up, in
     whatever process runs this; ``tune=False`` first disables smlmdn's worker allocator setting."""
     import resource
@@ -281,7 +281,7 @@ def main() -> None:
     report(result, args)
 
 
-def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, camera: Path, common: list[str], log) -> None:  # noqa: ANN001
+def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, camera: Path, common: list[str], log) -> None:
     """Section 1: frames/s of whole denoise / localize commands on threads and on 1 and 2 local worker processes."""
     rows = []
     for label, sched in [
@@ -344,7 +344,7 @@ def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, 
 
 
 
-def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list[str], log) -> None:  # noqa: ANN001
+def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list[str], log) -> None:
     """Section 2: peak RSS of client and workers, short vs long movie, 2 worker processes."""
     rss_rows = []
     for n in args.rss_frames:
@@ -377,7 +377,7 @@ def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list
 
 
 
-def resume_section(args: argparse.Namespace, result: dict, work: Path, movie: Path, common: list[str], log) -> None:  # noqa: ANN001
+def resume_section(args: argparse.Namespace, result: dict, work: Path, movie: Path, common: list[str], log) -> None:
     """Section 3: resume after SIGKILL vs full rerun (default scheduler: threads)."""
     k = args.resume_block_frames
     n_blocks = -(-args.frames // k)
