@@ -51,6 +51,7 @@ DEFAULT_BENCHVENV = HERE.parent.parent / ".benchvenv" / "bin" / "python"
 
 # ------------------------------------------------------------------------------------------ N2V worker
 
+
 def _stub_torchvision() -> None:
     """careamics 0.3.5 pins torchvision<=0.26 (torch<=2.11), and no CPU torchvision build for torch 2.13
     exists on this machine's index; careamics imports torchvision only for its LVAE code, not N2V. So:
@@ -100,36 +101,80 @@ def n2v_worker(args: argparse.Namespace) -> None:
     epochs = args.n2v_epochs or 10
     # --steps 0: CAREamics' own epochs (every patch of the training data once per epoch, num_steps=None)
     cfg = create_n2v_config(
-        experiment_name="smlmdn_bench", data_type="array", axes="SYX", patch_size=[patch, patch],
-        batch_size=args.batch, num_epochs=epochs, num_steps=max(1, args.steps // epochs) if args.steps else None,
+        experiment_name="smlmdn_bench",
+        data_type="array",
+        axes="SYX",
+        patch_size=[patch, patch],
+        batch_size=args.batch,
+        num_epochs=epochs,
+        num_steps=max(1, args.steps // epochs) if args.steps else None,
     )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         careamist = CAREamist(cfg, work_dir=work, enable_progress_bar=False)
-        careamist.train(train_data=data[: len(data) - n_val], val_data=data[len(data) - n_val:])
+        careamist.train(train_data=data[: len(data) - n_val], val_data=data[len(data) - n_val :])
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         pred = careamist.predict(data[-t_eval:], axes="SYX", data_type="array")
         pred_s = time.perf_counter() - t1
     if isinstance(pred, tuple):
         pred = pred[0]
-    pred = np.concatenate([np.asarray(p).reshape(-1, *data.shape[1:]) for p in pred]) if isinstance(pred, list) else np.asarray(pred)
+    pred = (
+        np.concatenate([np.asarray(p).reshape(-1, *data.shape[1:]) for p in pred])
+        if isinstance(pred, list)
+        else np.asarray(pred)
+    )
     np.save(args.n2v_out, pred.reshape(t_eval, *data.shape[1:]).astype(np.float32))
-    print(json.dumps({"fit_s": fit_s, "predict_s": pred_s, "epochs": epochs, "patch": patch, "batch": args.batch,
-                      "version": careamics.__version__}))
+    print(
+        json.dumps(
+            {
+                "fit_s": fit_s,
+                "predict_s": pred_s,
+                "epochs": epochs,
+                "patch": patch,
+                "batch": args.batch,
+                "version": careamics.__version__,
+            }
+        )
+    )
 
 
-def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: int, threads: int | None, seed: int = 0,
-            epochs: int | None = None) -> tuple[np.ndarray | None, dict]:
+def run_n2v(
+    python: Path,
+    photons: np.ndarray,
+    steps: int,
+    batch: int,
+    t_eval: int,
+    threads: int | None,
+    seed: int = 0,
+    epochs: int | None = None,
+) -> tuple[np.ndarray | None, dict]:
     """N2V prediction of the last ``t_eval`` frames via the benchmark venv, or (None, {"error": why})."""
     if not python.exists():
-        return None, {"error": f"no benchmark venv at {python} (create it: python3 -m venv .benchvenv; "
-                               ".benchvenv/bin/pip install torch==2.13.0 careamics -e .)"}
+        return None, {
+            "error": f"no benchmark venv at {python} (create it: python3 -m venv .benchvenv; "
+            ".benchvenv/bin/pip install torch==2.13.0 careamics -e .)"
+        }
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
         np.save(src, photons)
-        cmd = [str(python), str(HERE), "--n2v-worker", "--n2v-in", str(src), "--n2v-out", str(dst),
-               "--n2v-eval", str(t_eval), "--steps", str(steps), "--batch", str(batch), "--seed", str(seed)]
+        cmd = [
+            str(python),
+            str(HERE),
+            "--n2v-worker",
+            "--n2v-in",
+            str(src),
+            "--n2v-out",
+            str(dst),
+            "--n2v-eval",
+            str(t_eval),
+            "--steps",
+            str(steps),
+            "--batch",
+            str(batch),
+            "--seed",
+            str(seed),
+        ]
         if epochs:
             cmd += ["--n2v-epochs", str(epochs)]
         if threads:
@@ -144,6 +189,7 @@ def run_n2v(python: Path, photons: np.ndarray, steps: int, batch: int, t_eval: i
 
 # ----------------------------------------------------------------------------------------- benchmark
 
+
 def gaussian_filter_movie(photons: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
@@ -153,7 +199,11 @@ def gaussian_filter_movie(photons: np.ndarray, sigma: float = 1.0) -> np.ndarray
 def score(x: np.ndarray, clean: np.ndarray, masks, dr: float) -> dict[str, float]:
     from smlmdn.evaluate.image import background_snr, psnr, ssim
 
-    return {"psnr": round(psnr(x, clean, dr), 2), "ssim": round(ssim(x, clean, dr), 4), "bg_snr": round(background_snr(x, masks), 2)}
+    return {
+        "psnr": round(psnr(x, clean, dr), 2),
+        "ssim": round(ssim(x, clean, dr), 4),
+        "bg_snr": round(background_snr(x, masks), 2),
+    }
 
 
 def bench_snr(snr: str, args: argparse.Namespace) -> dict:
@@ -176,8 +226,16 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
     rows: dict[str, dict] = {}
     rows["raw photons"] = score(raw, clean, masks, dr)
     rows["gaussian filter (1 px)"] = score(gaussian_filter_movie(raw), clean, masks, dr)
-    base = dict(steps=args.steps, width=args.width, depth=args.depth, batch=args.batch, seed=args.seed,
-                threads=args.threads, val_every=max(50, args.steps // 10), patience=1000)
+    base = dict(
+        steps=args.steps,
+        width=args.width,
+        depth=args.depth,
+        batch=args.batch,
+        seed=args.seed,
+        threads=args.threads,
+        val_every=max(50, args.steps // 10),
+        patience=1000,
+    )
     k = args.context
     runs = [
         ("gamma-poisson K=0", dict(context=0), ("prior", "mean", "map")),
@@ -190,27 +248,47 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
         extra = dict(extra)
         supervised = extra.pop("supervised", False)
         t0 = time.perf_counter()
-        model = fit_model(photons, sim.camera, FitConfig(**base, **extra), progress=False, log=lambda m: None,
-                          clean=da.from_array(sim.clean, chunks=photons.chunks) if supervised else None)
+        model = fit_model(
+            photons,
+            sim.camera,
+            FitConfig(**base, **extra),
+            progress=False,
+            log=lambda m: None,
+            clean=da.from_array(sim.clean, chunks=photons.chunks) if supervised else None,
+        )
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = denoise_lazy(photons[ev], model, estimates=estimates)
         out = dict(zip(out, dask.compute(*out.values()), strict=True))  # one network pass for all estimates
         den_s = time.perf_counter() - t1
-        timing[label] = {"fit_steps_per_s": round(model.training["steps"] / fit_s, 2), "fit_s": round(fit_s, 1),
-                         "denoise_frames_per_s": round(args.eval_frames / den_s, 1),
-                         "best_val_loss": round(model.training["best_val_loss"], 4)}
+        timing[label] = {
+            "fit_steps_per_s": round(model.training["steps"] / fit_s, 2),
+            "fit_s": round(fit_s, 1),
+            "denoise_frames_per_s": round(args.eval_frames / den_s, 1),
+            "best_val_loss": round(model.training["best_val_loss"], 4),
+        }
         for est, value in out.items():
             name = f"{label} {'output' if supervised else est}"
             rows[name] = score(value, clean, masks, dr)
         print(f"  [{snr}] {label}: {fit_s:.0f} s fit, {den_s:.1f} s denoise", file=sys.stderr, flush=True)
     if args.careamics:
         t0 = time.perf_counter()
-        pred, info = run_n2v(Path(args.careamics_python), photons.compute(), args.steps, args.batch, args.eval_frames, args.threads, args.seed)
+        pred, info = run_n2v(
+            Path(args.careamics_python),
+            photons.compute(),
+            args.steps,
+            args.batch,
+            args.eval_frames,
+            args.threads,
+            args.seed,
+        )
         if pred is not None:
             rows[f"CAREamics N2V {info.get('version', '')}".strip()] = score(pred, clean, masks, dr)
-            timing["CAREamics N2V"] = {"fit_s": round(info["fit_s"], 1), "epochs": info["epochs"],
-                                       "denoise_frames_per_s": round(args.eval_frames / info["predict_s"], 1)}
+            timing["CAREamics N2V"] = {
+                "fit_s": round(info["fit_s"], 1),
+                "epochs": info["epochs"],
+                "denoise_frames_per_s": round(args.eval_frames / info["predict_s"], 1),
+            }
         else:
             rows["CAREamics N2V"] = {"psnr": None, "ssim": None, "bg_snr": None, "note": info["error"]}
         print(f"  [{snr}] N2V: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -218,6 +296,7 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------- PSNR vs seconds, ghosts
+
 
 def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_size: float, seed: int = 0) -> dict:
     """Temporal-denoising artefacts next to blinks (SUPPORT / SRDTrans failure modes), on frames ``frame0..``.
@@ -299,10 +378,14 @@ def ghost_stats(den: np.ndarray, clean: np.ndarray, truth, frame0: int, pixel_si
         ok = dnm > 0.2 * spot  # frames where the emitter was on for a useful part of the exposure
         return float(np.median(num[ok] / dnm[ok])) if ok.any() else float("nan")
 
-    return {"ghost_sites": len(ge), "ghost_rate": round(float(np.mean(ghost > thr)) if len(ghost) else float("nan"), 4),
-            "ghost_amp": round(float(np.mean(ghost)) / spot, 4) if len(ghost) else float("nan"),
-            "control_rate": round(float(np.mean(ctrl > thr)), 4),
-            "edge_recovery": round(recovery(edge_e, edge_t), 3), "inner_recovery": round(recovery(inner_e, inner_t), 3)}
+    return {
+        "ghost_sites": len(ge),
+        "ghost_rate": round(float(np.mean(ghost > thr)) if len(ghost) else float("nan"), 4),
+        "ghost_amp": round(float(np.mean(ghost)) / spot, 4) if len(ghost) else float("nan"),
+        "control_rate": round(float(np.mean(ctrl > thr)), 4),
+        "edge_recovery": round(recovery(edge_e, edge_t), 3),
+        "inner_recovery": round(recovery(inner_e, inner_t), 3),
+    }
 
 
 def curves(args: argparse.Namespace) -> dict:
@@ -336,8 +419,14 @@ def curves(args: argparse.Namespace) -> dict:
     dr = float(clean.max() - clean.min())
     margin = photons[e0 - 2 : e1 + 2]
     raw = photons[e0:e1].compute()
-    out = {"movie": str(d), "eval_frames": [e0, e1], "data_range": dr, "raw_psnr": round(psnr(raw, clean, dr), 2),
-           "raw_ghosts": ghost_stats(raw, clean, truth, e0, camera.pixel_size), "runs": {}}
+    out = {
+        "movie": str(d),
+        "eval_frames": [e0, e1],
+        "data_range": dr,
+        "raw_psnr": round(psnr(raw, clean, dr), 2),
+        "raw_ghosts": ghost_stats(raw, clean, truth, e0, camera.pixel_size),
+        "runs": {},
+    }
     print(f"  raw photons: {out['raw_psnr']} dB", file=sys.stderr, flush=True)
 
     def run_estimates(model, names):
@@ -346,12 +435,24 @@ def curves(args: argparse.Namespace) -> dict:
 
     if args.n2v_epochs:
         t0 = time.perf_counter()
-        pred, info = run_n2v(Path(args.careamics_python), photons[: e1 + 2].compute(), 0, args.n2v_batch, args.eval_frames + 2,
-                             args.threads, args.seed, epochs=args.n2v_epochs)
+        pred, info = run_n2v(
+            Path(args.careamics_python),
+            photons[: e1 + 2].compute(),
+            0,
+            args.n2v_batch,
+            args.eval_frames + 2,
+            args.threads,
+            args.seed,
+            epochs=args.n2v_epochs,
+        )
         if pred is not None:
             pred = pred[: args.eval_frames]
-            out["n2v"] = {**info, "psnr": round(psnr(pred, clean, dr), 2), "wall_s": round(time.perf_counter() - t0, 1),
-                          "ghosts": ghost_stats(pred, clean, truth, e0, camera.pixel_size)}
+            out["n2v"] = {
+                **info,
+                "psnr": round(psnr(pred, clean, dr), 2),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "ghosts": ghost_stats(pred, clean, truth, e0, camera.pixel_size),
+            }
         else:
             out["n2v"] = info
         print(f"  N2V: {json.dumps(out['n2v'])}", file=sys.stderr, flush=True)
@@ -361,33 +462,66 @@ def curves(args: argparse.Namespace) -> dict:
         label = f"K={k}" + (f" {mode}" if k else "")
         snaps: list = []
         # --curve-steps: equal steps instead of equal seconds (schedule over the steps, no early stopping)
-        stop = dict(steps=args.curve_steps, time_budget=None, patience=10**6) if args.curve_steps else dict(steps=None, time_budget=args.budget)
-        cfg = FitConfig(**stop, context=k, context_mode=mode, seed=args.seed, threads=args.threads,
-                        **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)})
+        stop = (
+            dict(steps=args.curve_steps, time_budget=None, patience=10**6)
+            if args.curve_steps
+            else dict(steps=None, time_budget=args.budget)
+        )
+        cfg = FitConfig(
+            **stop,
+            context=k,
+            context_mode=mode,
+            seed=args.seed,
+            threads=args.threads,
+            **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)},
+        )
         t0 = time.perf_counter()
-        model = fit_model(photons, camera, cfg, progress=False, log=lambda m: None,
-                          snapshot=lambda step, el, w, snaps=snaps: snaps.append((step, el, w)), snapshot_at=tuple(args.marks))
+        model = fit_model(
+            photons,
+            camera,
+            cfg,
+            progress=False,
+            log=lambda m: None,
+            snapshot=lambda step, el, w, snaps=snaps: snaps.append((step, el, w)),
+            snapshot_at=tuple(args.marks),
+        )
         fit_s = time.perf_counter() - t0
         points = []
         for step, el, w in snaps:
             snap = dataclasses.replace(model, state_dict=w, training={})
             est = run_estimates(snap, ("mean", "prior"))
-            points.append({"seconds": round(el, 1), "step": step, "mean": round(psnr(est["mean"], clean, dr), 2),
-                           "prior": round(psnr(est["prior"], clean, dr), 2)})
+            points.append(
+                {
+                    "seconds": round(el, 1),
+                    "step": step,
+                    "mean": round(psnr(est["mean"], clean, dr), 2),
+                    "prior": round(psnr(est["prior"], clean, dr), 2),
+                }
+            )
         est = run_estimates(model, ("mean", "prior"))
-        final = {"mean": round(psnr(est["mean"], clean, dr), 2), "prior": round(psnr(est["prior"], clean, dr), 2),
-                 "steps": model.training["steps"], "best_step": model.training["best_step"], "fit_s": round(fit_s, 1),
-                 "restores": model.training["restores"], "best_val_loss": round(model.training["best_val_loss"], 4),
-                 "ghosts_mean": ghost_stats(est["mean"], clean, truth, e0, camera.pixel_size)}
+        final = {
+            "mean": round(psnr(est["mean"], clean, dr), 2),
+            "prior": round(psnr(est["prior"], clean, dr), 2),
+            "steps": model.training["steps"],
+            "best_step": model.training["best_step"],
+            "fit_s": round(fit_s, 1),
+            "restores": model.training["restores"],
+            "best_val_loss": round(model.training["best_val_loss"], 4),
+            "ghosts_mean": ghost_stats(est["mean"], clean, truth, e0, camera.pixel_size),
+        }
         out["runs"][label] = {"points": points, "final": final}
         print(f"  {label}: {json.dumps(out['runs'][label])}", file=sys.stderr, flush=True)
     return out
 
 
 def print_curves(res: dict, args: argparse.Namespace) -> None:
-    print(f"\n### PSNR vs training seconds: `{res['movie']}`, frames {res['eval_frames'][0]}..{res['eval_frames'][1] - 1} scored, "
-          f"{f'{args.curve_steps} steps' if args.curve_steps else f'budget {args.budget:g} s'} per run; raw photons {res['raw_psnr']} dB\n")
-    print("| run | snapshots: seconds (step) -> posterior mean dB / prior dB | final (best val. weights): mean / prior dB | steps |")
+    print(
+        f"\n### PSNR vs training seconds: `{res['movie']}`, frames {res['eval_frames'][0]}..{res['eval_frames'][1] - 1} scored, "
+        f"{f'{args.curve_steps} steps' if args.curve_steps else f'budget {args.budget:g} s'} per run; raw photons {res['raw_psnr']} dB\n"
+    )
+    print(
+        "| run | snapshots: seconds (step) -> posterior mean dB / prior dB | final (best val. weights): mean / prior dB | steps |"
+    )
     print("|---|---|---:|---:|")
     for label, r in res["runs"].items():
         pts = "; ".join(f"{p['seconds']:.0f} s ({p['step']}): {p['mean']:.2f} / {p['prior']:.2f}" for p in r["points"])
@@ -396,18 +530,26 @@ def print_curves(res: dict, args: argparse.Namespace) -> None:
     n2v = res.get("n2v")
     if n2v:
         if "psnr" in n2v:
-            print(f"\nCAREamics Noise2Void {n2v.get('version', '')}: {n2v['psnr']:.2f} dB ({n2v['epochs']} epochs of the movie, "
-                  f"batch {n2v['batch']}, {n2v['patch']} px patches; fit {n2v['fit_s']:.0f} s)")
+            print(
+                f"\nCAREamics Noise2Void {n2v.get('version', '')}: {n2v['psnr']:.2f} dB ({n2v['epochs']} epochs of the movie, "
+                f"batch {n2v['batch']}, {n2v['patch']} px patches; fit {n2v['fit_s']:.0f} s)"
+            )
         else:
             print(f"\nCAREamics Noise2Void: not run ({n2v.get('error')})")
-    print("\n| output | ghost sites | ghost rate | control rate | ghost amplitude (of a spot) | blink-edge recovery | inner recovery |")
+    print(
+        "\n| output | ghost sites | ghost rate | control rate | ghost amplitude (of a spot) | blink-edge recovery | inner recovery |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    rows = [("raw photons", res["raw_ghosts"])] + [(f"{lbl} mean", r["final"]["ghosts_mean"]) for lbl, r in res["runs"].items()]
+    rows = [("raw photons", res["raw_ghosts"])] + [
+        (f"{lbl} mean", r["final"]["ghosts_mean"]) for lbl, r in res["runs"].items()
+    ]
     if n2v and "ghosts" in n2v:
         rows.append(("CAREamics N2V", n2v["ghosts"]))
     for name, g in rows:
-        print(f"| {name} | {g['ghost_sites']} | {g['ghost_rate']:.3f} | {g['control_rate']:.3f} | {g['ghost_amp']:+.3f} | "
-              f"{g['edge_recovery']:.2f} | {g['inner_recovery']:.2f} |")
+        print(
+            f"| {name} | {g['ghost_sites']} | {g['ghost_rate']:.3f} | {g['control_rate']:.3f} | {g['ghost_amp']:+.3f} | "
+            f"{g['edge_recovery']:.2f} | {g['inner_recovery']:.2f} |"
+        )
 
 
 def torch_threads() -> int:
@@ -425,7 +567,11 @@ def peak_rss(frames_list: list[int], args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sim_dir = tmp / "sim"
-        simulate_to_dir(SimulationParams.preset("low", frames=max(frames_list), size=args.size, seed=args.seed), sim_dir, progress=False)
+        simulate_to_dir(
+            SimulationParams.preset("low", frames=max(frames_list), size=args.size, seed=args.seed),
+            sim_dir,
+            progress=False,
+        )
         model = tmp / "m.pt"
         code = (
             "import sys, resource, torch, dask.array as da\n"
@@ -446,17 +592,25 @@ def peak_rss(frames_list: list[int], args: argparse.Namespace) -> dict:
         subprocess.run([sys.executable, "-c", code, str(movie), str(camera), "0", str(model)], check=True)
         for n in frames_list:
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", code, str(movie), str(camera), str(n), str(model), str(tmp / f"d{n}.zarr")],
-                                  capture_output=True, text=True, check=True)
-            out[n] = {"peak_rss_mb": round(float(proc.stdout.strip().splitlines()[-1]), 1),
-                      "frames_per_s": round(n / (time.perf_counter() - t0), 1)}
+            proc = subprocess.run(
+                [sys.executable, "-c", code, str(movie), str(camera), str(n), str(model), str(tmp / f"d{n}.zarr")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out[n] = {
+                "peak_rss_mb": round(float(proc.stdout.strip().splitlines()[-1]), 1),
+                "frames_per_s": round(n / (time.perf_counter() - t0), 1),
+            }
     return out
 
 
 def print_table(results: list[dict], args: argparse.Namespace) -> None:
     for res in results:
-        print(f"\n### SNR preset `{res['snr']}` ({args.frames} frames of {args.size} x {args.size} px, scored on the last "
-              f"{args.eval_frames}; {args.steps} training steps per model)\n")
+        print(
+            f"\n### SNR preset `{res['snr']}` ({args.frames} frames of {args.size} x {args.size} px, scored on the last "
+            f"{args.eval_frames}; {args.steps} training steps per model)\n"
+        )
         print("| method | PSNR (dB) | SSIM | background SNR |")
         print("|---|---:|---:|---:|")
         for name, r in res["rows"].items():
@@ -467,20 +621,26 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
         print("\n| model | fit steps/s | fit s | denoise frames/s | best val loss |")
         print("|---|---:|---:|---:|---:|")
         for name, t in res["timing"].items():
-            print(f"| {name} | {t.get('fit_steps_per_s', '')} | {t.get('fit_s', '')} | {t.get('denoise_frames_per_s', '')} | "
-                  f"{t.get('best_val_loss', '')} |")
+            print(
+                f"| {name} | {t.get('fit_steps_per_s', '')} | {t.get('fit_s', '')} | {t.get('denoise_frames_per_s', '')} | "
+                f"{t.get('best_val_loss', '')} |"
+            )
         rows = res["rows"]
         k = args.context
         gp1, pr1 = rows.get(f"gamma-poisson K={k} mean"), rows.get(f"gamma-poisson K={k} prior")
         gh, sup = rows.get(f"gaussian head K={k} mean"), rows.get(f"supervised K={k} (clean targets) output")
         if gp1 and pr1 and gh and sup:
-            print(f"\ntargets (K={k}): mean - prior = {gp1['psnr'] - pr1['psnr']:+.2f} dB (target >= +1); mean - gaussian head = "
-                  f"{gp1['psnr'] - gh['psnr']:+.2f} dB (target >= 0 at low SNR); supervised - mean = "
-                  f"{sup['psnr'] - gp1['psnr']:+.2f} dB (target <= 1)")
+            print(
+                f"\ntargets (K={k}): mean - prior = {gp1['psnr'] - pr1['psnr']:+.2f} dB (target >= +1); mean - gaussian head = "
+                f"{gp1['psnr'] - gh['psnr']:+.2f} dB (target >= 0 at low SNR); supervised - mean = "
+                f"{sup['psnr'] - gp1['psnr']:+.2f} dB (target <= 1)"
+            )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--snr", nargs="+", default=["low", "medium", "high"], choices=["low", "medium", "high"])
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--size", type=int, default=64)
@@ -489,7 +649,9 @@ def main() -> None:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--context", type=int, default=None, help="K for the gaussian-head and supervised rows (default: fit's default)")
+    p.add_argument(
+        "--context", type=int, default=None, help="K for the gaussian-head and supervised rows (default: fit's default)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="small run: at most 250 steps, 100 scored frames")
@@ -500,19 +662,35 @@ def main() -> None:
     p.add_argument("--rss-only", action="store_true", help="only the peak-RSS measurement (implies --rss)")
     p.add_argument("--json", type=Path, default=None)
     # PSNR-vs-seconds curves and ghost statistics on one simulated movie folder (smlmdn simulate)
-    p.add_argument("--curves", action="store_true", help="PSNR vs seconds for --curve-runs on --movie-dir (time-budget fits)")
-    p.add_argument("--movie-dir", default=None, help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)")
+    p.add_argument(
+        "--curves", action="store_true", help="PSNR vs seconds for --curve-runs on --movie-dir (time-budget fits)"
+    )
+    p.add_argument(
+        "--movie-dir",
+        default=None,
+        help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)",
+    )
     p.add_argument("--curve-runs", nargs="*", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
     p.add_argument("--budget", type=float, default=300.0, help="--curves: training seconds per run")
-    p.add_argument("--curve-steps", type=int, default=None, help="--curves: train each run for this many steps instead of --budget s")
+    p.add_argument(
+        "--curve-steps",
+        type=int,
+        default=None,
+        help="--curves: train each run for this many steps instead of --budget s",
+    )
     p.add_argument("--marks", type=float, nargs="+", default=[30, 60, 120, 200], help="--curves: snapshot times (s)")
     # internal: N2V worker mode (run by the benchmark venv's python)
     p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--n2v-in", help=argparse.SUPPRESS)
     p.add_argument("--n2v-out", help=argparse.SUPPRESS)
     p.add_argument("--n2v-eval", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--n2v-epochs", type=int, default=None, help="CAREamics epochs (default 10; with --curves: run N2V with "
-                   "its own epochs of the whole movie, batch --n2v-batch, beside the curves)")
+    p.add_argument(
+        "--n2v-epochs",
+        type=int,
+        default=None,
+        help="CAREamics epochs (default 10; with --curves: run N2V with "
+        "its own epochs of the whole movie, batch --n2v-batch, beside the curves)",
+    )
     p.add_argument("--n2v-batch", type=int, default=16, help="--curves: CAREamics batch size")
     args = p.parse_args()
     if args.n2v_worker:
@@ -532,8 +710,11 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         args.eval_frames = args.eval_frames if args.eval_frames != 200 else 300
-        print(f"# denoise_quality --curves: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
-              f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+        print(
+            f"# denoise_quality --curves: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+            f"# {' '.join([Path(sys.executable).name, *sys.argv])}",
+            flush=True,
+        )
         res = curves(args)
         print_curves(res, args)
         if args.json:
@@ -549,7 +730,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     header = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        f"{torch.get_num_threads()} threads, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "net": {"width": args.width, "depth": args.depth, "batch": args.batch, "patch": "default (64 px)"},
     }
@@ -565,8 +746,10 @@ def main() -> None:
         for n, r in out["peak_rss"].items():
             print(f"| {n} | {r['peak_rss_mb']} | {r['frames_per_s']} |")
         a, b = args.rss_frames
-        print(f"\n{args.size} x {args.size} px frames, one model (width 8, depth 2), estimate 'mean' to Zarr; "
-              f"peak RSS ratio {b} vs {a} frames: {out['peak_rss'][b]['peak_rss_mb'] / out['peak_rss'][a]['peak_rss_mb']:.2f} (target <= 1.2)")
+        print(
+            f"\n{args.size} x {args.size} px frames, one model (width 8, depth 2), estimate 'mean' to Zarr; "
+            f"peak RSS ratio {b} vs {a} frames: {out['peak_rss'][b]['peak_rss_mb'] / out['peak_rss'][a]['peak_rss_mb']:.2f} (target <= 1.2)"
+        )
     text = json.dumps(out, indent=1, default=str)
     print("\n" + text if args.json is None else "")
     if args.json:

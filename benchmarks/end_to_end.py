@@ -43,8 +43,13 @@ def run(args: list[str]) -> dict:
     r, w = os.pipe()
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(w), sys.executable, "-m", "smlmdn", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(w,))
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", LAUNCHER, str(w), sys.executable, "-m", "smlmdn", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(w,),
+    )
     os.close(w)
     out, err = proc.communicate()
     with os.fdopen(r) as f:
@@ -74,14 +79,64 @@ def main() -> None:
             d = work / f"f{n}"
             sim = d / "sim"
             steps = [
-                ("simulate", ["simulate", str(sim), "--frames", str(n), "--size", str(args.size), "--snr", args.snr, "-q"]),
-                ("fit", ["fit", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "-o", str(d / "model.pt"),
-                         "--time-budget", str(args.time_budget), "-q"]),
-                ("denoise", ["denoise", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "--model", str(d / "model.pt"),
-                             "-o", str(d / "denoised.zarr"), "-q"]),
-                ("localize raw", ["localize", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "-o", str(d / "raw.hdf5"), "-q"]),
-                ("localize hybrid", ["localize", str(sim / "movie.tif"), "--camera", str(sim / "camera.json"), "--denoised",
-                                     str(d / "denoised.zarr"), "-o", str(d / "hybrid.hdf5"), "-q"]),
+                (
+                    "simulate",
+                    ["simulate", str(sim), "--frames", str(n), "--size", str(args.size), "--snr", args.snr, "-q"],
+                ),
+                (
+                    "fit",
+                    [
+                        "fit",
+                        str(sim / "movie.tif"),
+                        "--camera",
+                        str(sim / "camera.json"),
+                        "-o",
+                        str(d / "model.pt"),
+                        "--time-budget",
+                        str(args.time_budget),
+                        "-q",
+                    ],
+                ),
+                (
+                    "denoise",
+                    [
+                        "denoise",
+                        str(sim / "movie.tif"),
+                        "--camera",
+                        str(sim / "camera.json"),
+                        "--model",
+                        str(d / "model.pt"),
+                        "-o",
+                        str(d / "denoised.zarr"),
+                        "-q",
+                    ],
+                ),
+                (
+                    "localize raw",
+                    [
+                        "localize",
+                        str(sim / "movie.tif"),
+                        "--camera",
+                        str(sim / "camera.json"),
+                        "-o",
+                        str(d / "raw.hdf5"),
+                        "-q",
+                    ],
+                ),
+                (
+                    "localize hybrid",
+                    [
+                        "localize",
+                        str(sim / "movie.tif"),
+                        "--camera",
+                        str(sim / "camera.json"),
+                        "--denoised",
+                        str(d / "denoised.zarr"),
+                        "-o",
+                        str(d / "hybrid.hdf5"),
+                        "-q",
+                    ],
+                ),
             ]
             for name, cmd in steps:
                 print(f"{name}: {n} frames of {args.size} px", file=sys.stderr, flush=True)
@@ -91,13 +146,17 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t0
-    print(f"\nend to end, {args.size} x {args.size} px, --snr {args.snr}, fit --time-budget {args.time_budget:g} s; "
-          f"{os.cpu_count()} CPUs; {total:.0f} s in all\n")
+    print(
+        f"\nend to end, {args.size} x {args.size} px, --snr {args.snr}, fit --time-budget {args.time_budget:g} s; "
+        f"{os.cpu_count()} CPUs; {total:.0f} s in all\n"
+    )
     print("| frames | step | wall s | CPU s | peak RSS MB | frames/s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['frames']:,} | {r['step']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['frames'] / r['wall_s']:.0f} |")
+        print(
+            f"| {r['frames']:,} | {r['step']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['frames'] / r['wall_s']:.0f} |"
+        )
     if len(args.frames) > 1:
         a, b = args.frames[0], args.frames[-1]
         print(f"\npeak RSS, {b:,} vs {a:,} frames:")

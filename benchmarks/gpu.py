@@ -74,7 +74,9 @@ def _timed(device: torch.device, f: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def train_rate(device: torch.device, amp: bool, steps: int, cfg: NetConfig, batch: int = 4, patch: int = 64) -> dict[str, float]:
+def train_rate(
+    device: torch.device, amp: bool, steps: int, cfg: NetConfig, batch: int = 4, patch: int = 64
+) -> dict[str, float]:
     """Training steps/s (after 3 warm-up steps) on Poisson crops, with or without bfloat16 autocast."""
     torch.manual_seed(0)
     net = BlindSpotNet(cfg).to(device).train()
@@ -102,8 +104,13 @@ def train_rate(device: torch.device, amp: bool, steps: int, cfg: NetConfig, batc
 def _model(cfg: NetConfig) -> DenoiseModel:
     torch.manual_seed(0)
     state = BlindSpotNet(cfg).state_dict()
-    return DenoiseModel(net=cfg, state_dict=state, camera=Camera(), transform={"shift": 0.0, "factor": 1.0},
-                        norm={"level": LEVEL, "scale": SCALE})
+    return DenoiseModel(
+        net=cfg,
+        state_dict=state,
+        camera=Camera(),
+        transform={"shift": 0.0, "factor": 1.0},
+        norm={"level": LEVEL, "scale": SCALE},
+    )
 
 
 def network_flops(cfg: NetConfig, side: int) -> float:
@@ -139,7 +146,9 @@ def denoise_rate(device: torch.device, cfg: NetConfig, side: int, frames: int) -
     return {"rate": frames / seconds, "seconds": seconds, "peak_mb": _peak_mb(device)}
 
 
-def simulated_spots(n: int, seed: int = 0, box: int = 7, photons: float = 1000.0, bg: float = 10.0, sigma: float = 1.3) -> np.ndarray:
+def simulated_spots(
+    n: int, seed: int = 0, box: int = 7, photons: float = 1000.0, bg: float = 10.0, sigma: float = 1.3
+) -> np.ndarray:
     """``n`` Poisson spots (n, box, box) photons, centres uniform within +-0.5 px of the box centre."""
     rng = np.random.default_rng(seed)
     cx, cy = box / 2 + rng.uniform(-0.5, 0.5, n), box / 2 + rng.uniform(-0.5, 0.5, n)
@@ -147,7 +156,9 @@ def simulated_spots(n: int, seed: int = 0, box: int = 7, photons: float = 1000.0
     return rng.poisson(photons * ey[:, :, None] * ex[:, None, :] + bg).astype(np.float64)
 
 
-def torch_fit(spots: np.ndarray, sigma: float, device: torch.device, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+def torch_fit(
+    spots: np.ndarray, sigma: float, device: torch.device, dtype: torch.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """The torch fitter in ``dtype`` -> (x, y) (n, 2) and status (n,). float64 is the public
     :func:`~smlmdn.localize.fit_torch.fit_spots_torch`; float32 runs its chunk kernel on float32 spots."""
     if dtype == torch.float64:
@@ -165,7 +176,9 @@ def torch_fit(spots: np.ndarray, sigma: float, device: torch.device, dtype: torc
     return torch.cat(xy).numpy(), torch.cat(status).numpy()
 
 
-def fit_rows(device: torch.device, n: int, reference: tuple[np.ndarray, np.ndarray] | None, spots: np.ndarray) -> list[dict[str, Any]]:
+def fit_rows(
+    device: torch.device, n: int, reference: tuple[np.ndarray, np.ndarray] | None, spots: np.ndarray
+) -> list[dict[str, Any]]:
     """Torch fits/s in float32 and float64 on ``device`` and their agreement with the numba ``reference``."""
     rows = []
     for dtype in (torch.float32, torch.float64):
@@ -174,15 +187,24 @@ def fit_rows(device: torch.device, n: int, reference: tuple[np.ndarray, np.ndarr
         t0 = time.perf_counter()
         xy, status = torch_fit(spots, 1.3, device, dtype)
         seconds = time.perf_counter() - t0
-        row = {"key": f"fit{n}", "what": f"torch MLE fits/s, {n:.0e} spots", "device": device.type, "setting": str(dtype).replace("torch.", ""),
-               "rate": n / seconds, "seconds": seconds, "peak_mb": _peak_mb(device)}
+        row = {
+            "key": f"fit{n}",
+            "what": f"torch MLE fits/s, {n:.0e} spots",
+            "device": device.type,
+            "setting": str(dtype).replace("torch.", ""),
+            "rate": n / seconds,
+            "seconds": seconds,
+            "peak_mb": _peak_mb(device),
+        }
         if reference is not None:
             ref_xy, ref_status = reference
             m = min(len(ref_xy), n)
             both = (status[:m] == CONVERGED) & (ref_status[:m] == CONVERGED)
             d = np.abs(xy[:m][both] - ref_xy[:m][both]).max(axis=1)
-            row["agreement"] = (f"|dx| vs numba: median {np.median(d):.1e}, max {d.max():.1e} px over {int(both.sum()):,} spots; "
-                                f"converged {np.mean(status[:m] == CONVERGED):.4f} vs {np.mean(ref_status[:m] == CONVERGED):.4f}")
+            row["agreement"] = (
+                f"|dx| vs numba: median {np.median(d):.1e}, max {d.max():.1e} px over {int(both.sum()):,} spots; "
+                f"converged {np.mean(status[:m] == CONVERGED):.4f} vs {np.mean(ref_status[:m] == CONVERGED):.4f}"
+            )
         rows.append(row)
     return rows
 
@@ -206,7 +228,9 @@ def main() -> None:
         "sides": (128, 256) if q else (256, 1024),
         "frames": {"cuda": (16, 4) if q else (512, 64), "cpu": (4, 2) if q else (16, 2)},
         "spots": [10_000, 50_000] if q else [100_000, 1_000_000],
-        "cpu_torch_fit_max": 50_000 if q else 100_000,  # the torch fitter on the CPU is slow: time it on at most this many
+        "cpu_torch_fit_max": 50_000
+        if q
+        else 100_000,  # the torch fitter on the CPU is slow: time it on at most this many
     }
     rows: list[dict[str, Any]] = []
     for dev in devices:
@@ -214,13 +238,29 @@ def main() -> None:
             if dev.type == "cpu" and amp:
                 continue  # bfloat16 autocast on a CPU is not what anyone trains with
             r = train_rate(dev, amp, sizes["steps"][dev.type], cfg)
-            rows.append({"key": "train", "what": "fit steps/s (batch 4 x 64 px)", "device": dev.type, "setting": "AMP bf16" if amp else "float32", **r})
+            rows.append(
+                {
+                    "key": "train",
+                    "what": "fit steps/s (batch 4 x 64 px)",
+                    "device": dev.type,
+                    "setting": "AMP bf16" if amp else "float32",
+                    **r,
+                }
+            )
         for side, frames in zip(sizes["sides"], sizes["frames"][dev.type], strict=True):
             r = denoise_rate(dev, cfg, side, frames)
             flops = network_flops(cfg, side)
             r["flops_per_frame"] = flops
             r["achieved_tflops"] = flops * r["rate"] / 1e12
-            rows.append({"key": f"denoise{side}", "what": f"denoise frames/s, {side} x {side}", "device": dev.type, "setting": "bf16 autocast" if dev.type == "cuda" else "float32", **r})
+            rows.append(
+                {
+                    "key": f"denoise{side}",
+                    "what": f"denoise frames/s, {side} x {side}",
+                    "device": dev.type,
+                    "setting": "bf16 autocast" if dev.type == "cuda" else "float32",
+                    **r,
+                }
+            )
     peaks = {}
     for dev in devices:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -235,8 +275,17 @@ def main() -> None:
         res = fit_spots(spots, 1.3)
         seconds = time.perf_counter() - t0
         reference = (res.theta[:, :2], res.status)
-        rows.append({"key": f"fit{n}", "what": f"numba MLE fits/s, {n:.0e} spots", "device": "cpu", "setting": f"float64, {os.cpu_count()} cores",
-                     "rate": n / seconds, "seconds": seconds, "peak_mb": float("nan")})
+        rows.append(
+            {
+                "key": f"fit{n}",
+                "what": f"numba MLE fits/s, {n:.0e} spots",
+                "device": "cpu",
+                "setting": f"float64, {os.cpu_count()} cores",
+                "rate": n / seconds,
+                "seconds": seconds,
+                "peak_mb": float("nan"),
+            }
+        )
         for dev in devices:
             m = n if dev.type == "cuda" else min(n, sizes["cpu_torch_fit_max"])
             part = spots[:m]
@@ -247,9 +296,15 @@ def main() -> None:
                 rows.append(r)
     total = time.perf_counter() - t_start
     name = torch.cuda.get_device_name(0) if gpu is not None else "none"
-    print(f"\nGPU benchmark: GPU {name}; CPU {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"{'quick sizes' if q else 'full sizes'}; {total:.0f} s in all")
-    print("matmul peak: " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s ({'bf16' if d == 'cuda' else 'fp32'})" for d, p in peaks.items()) + "\n")
+    print(
+        f"\nGPU benchmark: GPU {name}; CPU {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"{'quick sizes' if q else 'full sizes'}; {total:.0f} s in all"
+    )
+    print(
+        "matmul peak: "
+        + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s ({'bf16' if d == 'cuda' else 'fp32'})" for d, p in peaks.items())
+        + "\n"
+    )
     print("| what | device | setting | rate | peak GPU MB | notes |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -260,16 +315,22 @@ def main() -> None:
         rate = f"{r['rate']:,.0f}" if r["rate"] >= 100 else f"{r['rate']:.3g}"
         print(f"| {r['what']} | {r['device']} | {r['setting']} | {rate} | {peak} | {notes} |")
     if gpu is not None:
-        print("\nGPU / CPU ratios (same row key; the same setting on the CPU where there is one, else its float32 row):")
+        print(
+            "\nGPU / CPU ratios (same row key; the same setting on the CPU where there is one, else its float32 row):"
+        )
         for r in rows:
             if r["device"] != "cuda":
                 continue
             cpu = [c for c in rows if c["device"] == "cpu" and c["key"] == r["key"]]
             same = [c for c in cpu if c["setting"] == r["setting"]] or cpu
             if same:
-                print(f"- {r['what']} ({r['setting']}): {r['rate'] / same[0]['rate']:.1f}x the CPU's {same[0]['what']} ({same[0]['setting']})")
+                print(
+                    f"- {r['what']} ({r['setting']}): {r['rate'] / same[0]['rate']:.1f}x the CPU's {same[0]['what']} ({same[0]['setting']})"
+                )
     if args.json:
-        args.json.write_text(json.dumps({"gpu": name, "peaks": peaks, "rows": rows, "seconds": total}, indent=2, default=float) + "\n")
+        args.json.write_text(
+            json.dumps({"gpu": name, "peaks": peaks, "rows": rows, "seconds": total}, indent=2, default=float) + "\n"
+        )
     return None
 
 

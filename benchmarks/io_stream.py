@@ -81,18 +81,28 @@ def main() -> None:
             mb = src.stat().st_size / 1e6
             s_time, s_rss = run(SMLMDN, str(src), str(work / f"smlmdn_{n}.zarr"))
             b_time, b_rss = run(BASELINE, str(src), str(work / f"baseline_{n}.zarr"))
-            rows.append({"frames": n, "size": args.size, "input_MB": round(mb, 1),
-                         "smlmdn_MBps": round(mb / s_time, 1), "smlmdn_peak_rss_MB": round(s_rss, 1),
-                         "baseline_MBps": round(mb / b_time, 1), "baseline_peak_rss_MB": round(b_rss, 1),
-                         "throughput_ratio": round(b_time / s_time, 2)})
+            rows.append(
+                {
+                    "frames": n,
+                    "size": args.size,
+                    "input_MB": round(mb, 1),
+                    "smlmdn_MBps": round(mb / s_time, 1),
+                    "smlmdn_peak_rss_MB": round(s_rss, 1),
+                    "baseline_MBps": round(mb / b_time, 1),
+                    "baseline_peak_rss_MB": round(b_rss, 1),
+                    "throughput_ratio": round(b_time / s_time, 2),
+                }
+            )
             for p in work.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rss = [r["smlmdn_peak_rss_MB"] for r in rows]
-    summary = {"rss_ratio_longest_vs_shortest": round(rss[-1] / rss[0], 3),
-               "rss_target_met": rss[-1] / rss[0] <= 1.2,
-               "throughput_target_met": all(r["throughput_ratio"] >= 0.5 for r in rows)}
+    summary = {
+        "rss_ratio_longest_vs_shortest": round(rss[-1] / rss[0], 3),
+        "rss_target_met": rss[-1] / rss[0] <= 1.2,
+        "throughput_target_met": all(r["throughput_ratio"] >= 0.5 for r in rows),
+    }
     if args.json:
         print(json.dumps({"rows": rows, "summary": summary}, indent=2))
         return
@@ -101,9 +111,11 @@ def main() -> None:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    print(f"\nsmlmdn peak RSS ratio (longest/shortest): {summary['rss_ratio_longest_vs_shortest']} "
-          f"(target <= 1.2: {'met' if summary['rss_target_met'] else 'NOT met'}); "
-          f"throughput >= 0.5 x baseline: {'met' if summary['throughput_target_met'] else 'NOT met'}")
+    print(
+        f"\nsmlmdn peak RSS ratio (longest/shortest): {summary['rss_ratio_longest_vs_shortest']} "
+        f"(target <= 1.2: {'met' if summary['rss_target_met'] else 'NOT met'}); "
+        f"throughput >= 0.5 x baseline: {'met' if summary['throughput_target_met'] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -95,7 +95,13 @@ def _matcher() -> tuple[Callable[..., Any], str]:
             jac = 100 * tp / max(1, tp + fp + fn)
             rmse = float(np.sqrt(np.mean(sq))) if sq else float("nan")
             eff = 100 - np.sqrt((100 - jac) ** 2 + (rmse if np.isfinite(rmse) else 0) ** 2)
-            return argparse.Namespace(recall=100 * tp / max(1, tp + fn), precision=100 * tp / max(1, tp + fp), jaccard=jac, rmse_nm=rmse, efficiency=eff)
+            return argparse.Namespace(
+                recall=100 * tp / max(1, tp + fn),
+                precision=100 * tp / max(1, tp + fp),
+                jaccard=jac,
+                rmse_nm=rmse,
+                efficiency=eff,
+            )
 
         return match_localizations, "private Hungarian copy (smlmdn.evaluate.match not importable)"
 
@@ -108,7 +114,9 @@ def _scores(match: Callable[..., Any], locs: pd.DataFrame, truth: pd.DataFrame) 
 # ------------------------------------------------------------------------------------------ smlmdn
 
 
-def prepare_smlmdn(photons: np.ndarray, camera: Any, fit_sigma: bool) -> tuple[pd.DataFrame, int, dict[str, Callable[[], Any]]]:
+def prepare_smlmdn(
+    photons: np.ndarray, camera: Any, fit_sigma: bool
+) -> tuple[pd.DataFrame, int, dict[str, Callable[[], Any]]]:
     """Localize once (for the scores); return the table, the number of fits and the timed stages."""
     import dask.array as da
 
@@ -160,12 +168,20 @@ def as_memmap(movie_adu: np.ndarray) -> np.memmap:
     return _MEMMAPS[key]
 
 
-def prepare_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: str) -> tuple[pd.DataFrame, int, dict[str, Callable[[], Any]]]:
+def prepare_picasso(
+    movie_adu: np.ndarray, camera: Any, min_ng: float, method: str
+) -> tuple[pd.DataFrame, int, dict[str, Callable[[], Any]]]:
     """Run Picasso identify + fit once; return the table (smlmdn convention), the number of fits and the timed stages."""
     from picasso import localize as plo
 
     movie_adu = as_memmap(movie_adu)
-    cam = {"Baseline": camera.offset, "Sensitivity": camera.e_per_adu, "Gain": camera.em_gain, "Qe": camera.qe, "Pixelsize": camera.pixel_size}
+    cam = {
+        "Baseline": camera.offset,
+        "Sensitivity": camera.e_per_adu,
+        "Gain": camera.em_gain,
+        "Qe": camera.qe,
+        "Pixelsize": camera.pixel_size,
+    }
 
     def identify() -> pd.DataFrame:
         with warnings.catch_warnings():
@@ -178,15 +194,21 @@ def prepare_picasso(movie_adu: np.ndarray, camera: Any, min_ng: float, method: s
     def fit_stage() -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return plo.fit(movie_adu, camera_info=cam, identifications=ids, box=7, fitting_method=method, multiprocess=False)[0]
+            return plo.fit(
+                movie_adu, camera_info=cam, identifications=ids, box=7, fitting_method=method, multiprocess=False
+            )[0]
 
     if len(ids) == 0:
         return pd.DataFrame({"frame": np.zeros(0, np.int64), "x_nm": [], "y_nm": []}), 0, {"identify": identify}
     locs = fit_stage()
     # Picasso pixel centres are at integer coordinates: smlmdn/ThunderSTORM coordinate = picasso + 0.5
-    out = pd.DataFrame({"frame": locs["frame"].to_numpy().astype(np.int64),
-                        "x_nm": (locs["x"].to_numpy() + 0.5) * camera.pixel_size,
-                        "y_nm": (locs["y"].to_numpy() + 0.5) * camera.pixel_size})
+    out = pd.DataFrame(
+        {
+            "frame": locs["frame"].to_numpy().astype(np.int64),
+            "x_nm": (locs["x"].to_numpy() + 0.5) * camera.pixel_size,
+            "y_nm": (locs["y"].to_numpy() + 0.5) * camera.pixel_size,
+        }
+    )
     return out, len(ids), {"identify": identify, "fit": fit_stage}
 
 
@@ -203,7 +225,9 @@ def time_rounds(stages: dict[str, dict[str, Callable[[], Any]]], rounds: int) ->
     return best
 
 
-def tune_picasso(movie_adu: np.ndarray, camera: Any, truth: pd.DataFrame, match: Callable[..., Any], method: str) -> tuple[float, list]:
+def tune_picasso(
+    movie_adu: np.ndarray, camera: Any, truth: pd.DataFrame, match: Callable[..., Any], method: str
+) -> tuple[float, list]:
     """Minimum net gradient with the best Jaccard on a tuning movie (grid search)."""
     grid = [25, 50, 100, 175, 250, 400, 700, 1200, 2000, 4000, 8000]
     tried = []
@@ -235,10 +259,22 @@ def check_picasso_convention() -> dict[str, Any]:
         path = write_localizations(locs, Path(d) / "l.hdf5", cam)
         ploc, info = pio.load_locs(str(path))
         adu = (photons + 100).astype(np.uint16)
-        ids = pd.DataFrame({"frame": np.arange(5, dtype=np.uint32), "x": np.full(5, 12, np.int32), "y": np.full(5, 23, np.int32),
-                            "net_gradient": np.ones(5, np.float32)})
-        own, _ = plo.fit(as_memmap(adu), camera_info={"Baseline": 100.0, "Sensitivity": 1.0, "Gain": 1.0, "Qe": 1.0, "Pixelsize": 100.0},
-                         identifications=ids, box=7, fitting_method="gaussmle-spherical", multiprocess=False)
+        ids = pd.DataFrame(
+            {
+                "frame": np.arange(5, dtype=np.uint32),
+                "x": np.full(5, 12, np.int32),
+                "y": np.full(5, 23, np.int32),
+                "net_gradient": np.ones(5, np.float32),
+            }
+        )
+        own, _ = plo.fit(
+            as_memmap(adu),
+            camera_info={"Baseline": 100.0, "Sensitivity": 1.0, "Gain": 1.0, "Qe": 1.0, "Pixelsize": 100.0},
+            identifications=ids,
+            box=7,
+            fitting_method="gaussmle-spherical",
+            multiprocess=False,
+        )
     return {
         "picasso_load_locs_rows": len(ploc),
         "picasso_info_width_height_frames": [info[0]["Width"], info[0]["Height"], info[0]["Frames"]],
@@ -247,7 +283,12 @@ def check_picasso_convention() -> dict[str, Any]:
         "picasso_own_fit_mean_x": float(own["x"].mean()),
         "smlmdn_hdf5_mean_y": float(ploc["y"].mean()),
         "picasso_own_fit_mean_y": float(own["y"].mean()),
-        "max_abs_diff_px": float(max(abs(ploc["x"].to_numpy() - own["x"].to_numpy()).max(), abs(ploc["y"].to_numpy() - own["y"].to_numpy()).max())),
+        "max_abs_diff_px": float(
+            max(
+                abs(ploc["x"].to_numpy() - own["x"].to_numpy()).max(),
+                abs(ploc["y"].to_numpy() - own["y"].to_numpy()).max(),
+            )
+        ),
     }
 
 
@@ -287,8 +328,13 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, 
     import subprocess
 
     r, w = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, str(w), *cmd], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, pass_fds=(w,))
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", LAUNCHER, str(w), *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(w,),
+    )
     os.close(w)
     _, err = proc.communicate()
     with os.fdopen(r) as f:
@@ -296,8 +342,13 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, 
     res = json.loads(text) if text else {"exit": proc.returncode}
     if proc.returncode != 0 or res["exit"] != 0:
         raise RuntimeError(f"{cmd[:4]} failed ({res['exit']}): {err.decode(errors='replace')[-2000:]}")
-    return {"wall_s": res["wall_s"], "cpu_s": res["user_s"] + res["sys_s"], "user_s": res["user_s"], "sys_s": res["sys_s"],
-            "peak_rss_mb": res["peak_rss_mb"]}
+    return {
+        "wall_s": res["wall_s"],
+        "cpu_s": res["user_s"] + res["sys_s"],
+        "user_s": res["user_s"],
+        "sys_s": res["sys_s"],
+        "peak_rss_mb": res["peak_rss_mb"],
+    }
 
 
 def kernel_rates(photons: np.ndarray, camera: Any, rounds: int = 3) -> dict[str, dict[str, float]]:
@@ -310,16 +361,24 @@ def kernel_rates(photons: np.ndarray, camera: Any, rounds: int = 3) -> dict[str,
     _, ny, nx = photons.shape
     oy, ox = np.clip(cand.row - 3, 0, ny - 7), np.clip(cand.col - 3, 0, nx - 7)
     ar = np.arange(7)
-    spots = np.ascontiguousarray(photons[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]])
+    spots = np.ascontiguousarray(
+        photons[cand.frame[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+    )
     kernels: dict[str, Callable[[], Any]] = {
-        "smlmdn fit_spots (sigma fixed)": lambda: fit_spots(spots, sigma_px, read_noise_photons=camera.read_noise_photons),
-        "smlmdn fit_spots (fit sigma)": lambda: fit_spots(spots, sigma_px, fit_sigma=True, read_noise_photons=camera.read_noise_photons),
+        "smlmdn fit_spots (sigma fixed)": lambda: fit_spots(
+            spots, sigma_px, read_noise_photons=camera.read_noise_photons
+        ),
+        "smlmdn fit_spots (fit sigma)": lambda: fit_spots(
+            spots, sigma_px, fit_sigma=True, read_noise_photons=camera.read_noise_photons
+        ),
     }
     if picasso_version()[0]:
         from picasso import localize as plo
 
         kernels["Picasso fit_spots_gauss MLE (sx, sy)"] = lambda: plo.fit_spots_gauss(spots, mle=True)
-        kernels["Picasso fit_spots_gauss MLE (spherical)"] = lambda: plo.fit_spots_gauss(spots, mle=True, spherical=True)
+        kernels["Picasso fit_spots_gauss MLE (spherical)"] = lambda: plo.fit_spots_gauss(
+            spots, mle=True, spherical=True
+        )
     out = {}
     for name, f in kernels.items():
         f()  # compile / warm up
@@ -345,7 +404,11 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="smlmdn-process-"))
     if args.movie is None:
         sim = work / "sim"
-        simulate_to_dir(SimulationParams.preset("medium", frames=args.process_frames, size=args.process_size, seed=1), sim, progress=False)
+        simulate_to_dir(
+            SimulationParams.preset("medium", frames=args.process_frames, size=args.process_size, seed=1),
+            sim,
+            progress=False,
+        )
         movie, camera_file, truth_file = sim / "movie.tif", sim / "camera.json", sim / "truth.csv"
     else:
         movie, camera_file, truth_file = args.movie, args.camera, args.truth
@@ -361,7 +424,21 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for suffix in ("hdf5", "csv"):
         out = work / f"smlmdn.{suffix}"
         commands[f"smlmdn localize -o {suffix}"] = (
-            [py, "-m", "smlmdn", "localize", str(movie), "--camera", str(camera_file), "-o", str(out), "--overwrite", "-q"], out)
+            [
+                py,
+                "-m",
+                "smlmdn",
+                "localize",
+                str(movie),
+                "--camera",
+                str(camera_file),
+                "-o",
+                str(out),
+                "--overwrite",
+                "-q",
+            ],
+            out,
+        )
     min_ng = None
     if pversion:
         if args.picasso_min_ng is not None:
@@ -370,8 +447,21 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             tune = simulate(SimulationParams.preset("medium", frames=200, size=shape[1], seed=2))
             min_ng, _ = tune_picasso(tune.movie, tune.camera, tune.truth, match, "gaussmle")
         out = work / "picasso.hdf5"
-        commands["Picasso identify + MLE"] = ([sys.executable, "-c", PICASSO_SCRIPT, str(movie), str(out), str(min_ng), str(camera.offset),
-                                             str(camera.e_per_adu), str(camera.em_gain), str(camera.qe)], out)
+        commands["Picasso identify + MLE"] = (
+            [
+                sys.executable,
+                "-c",
+                PICASSO_SCRIPT,
+                str(movie),
+                str(out),
+                str(min_ng),
+                str(camera.offset),
+                str(camera.e_per_adu),
+                str(camera.em_gain),
+                str(camera.qe),
+            ],
+            out,
+        )
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
     for r in range(args.rounds + 1):  # round 0: warm-up, not counted
         for name, (cmd, _) in commands.items():
@@ -386,8 +476,13 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
             with h5py.File(out, "r") as f:
                 ploc = f["locs"][...]
-            locs = pd.DataFrame({"frame": ploc["frame"].astype(np.int64), "x_nm": (ploc["x"] + 0.5) * camera.pixel_size,
-                                 "y_nm": (ploc["y"] + 0.5) * camera.pixel_size})
+            locs = pd.DataFrame(
+                {
+                    "frame": ploc["frame"].astype(np.int64),
+                    "x_nm": (ploc["x"] + 0.5) * camera.pixel_size,
+                    "y_nm": (ploc["y"] + 0.5) * camera.pixel_size,
+                }
+            )
         else:
             from smlmdn.localize import read_localizations
 
@@ -402,18 +497,34 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             r["picasso_wall_over_this"] = picasso_rows[0]["wall_s"] / r["wall_s"]
     photons = np.asarray(to_photons(open_movie(movie)[: args.kernel_frames], camera), dtype=np.float32)
     kernels = kernel_rates(photons, camera)
-    result = {"movie": str(movie), "shape": list(shape), "rounds": args.rounds, "picasso": pversion or f"not available: {pwhy}",
-              "picasso_min_net_gradient": min_ng, "matching": match_source, "python": sys.executable, "smlmdn_python": py,
-              "cpu_count": os.cpu_count(), "rows": rows, "kernels": kernels}
-    print(f"\nwhole process: {shape[0]} frames of {shape[1]} x {shape[2]} px ({movie}); median of {args.rounds} interleaved rounds "
-          f"after a warm-up; {os.cpu_count()} CPUs, default threads; Picasso {result['picasso']} (min net gradient {min_ng})\n")
+    result = {
+        "movie": str(movie),
+        "shape": list(shape),
+        "rounds": args.rounds,
+        "picasso": pversion or f"not available: {pwhy}",
+        "picasso_min_net_gradient": min_ng,
+        "matching": match_source,
+        "python": sys.executable,
+        "smlmdn_python": py,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+        "kernels": kernels,
+    }
+    print(
+        f"\nwhole process: {shape[0]} frames of {shape[1]} x {shape[2]} px ({movie}); median of {args.rounds} interleaved rounds "
+        f"after a warm-up; {os.cpu_count()} CPUs, default threads; Picasso {result['picasso']} (min net gradient {min_ng})\n"
+    )
     print("| process | localizations | Jaccard | wall s | CPU s (user + sys) | peak RSS MB | Picasso wall / this |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['process']} | {r['n_locs']:,} | {r.get('jaccard', float('nan')):.1f} | {r['wall_s']:.2f} | "
-              f"{r['cpu_s']:.2f} ({r['user_s']:.2f} + {r['sys_s']:.2f}) | {r['peak_rss_mb']:.0f} | {r.get('picasso_wall_over_this', float('nan')):.2f} |")
-    print(f"\nfit kernels alone, same {next(iter(kernels.values()))['n_spots']:,} spots (7 x 7, smlmdn's candidates in the first "
-          f"{len(photons)} frames), best of 3:\n")
+        print(
+            f"| {r['process']} | {r['n_locs']:,} | {r.get('jaccard', float('nan')):.1f} | {r['wall_s']:.2f} | "
+            f"{r['cpu_s']:.2f} ({r['user_s']:.2f} + {r['sys_s']:.2f}) | {r['peak_rss_mb']:.0f} | {r.get('picasso_wall_over_this', float('nan')):.2f} |"
+        )
+    print(
+        f"\nfit kernels alone, same {next(iter(kernels.values()))['n_spots']:,} spots (7 x 7, smlmdn's candidates in the first "
+        f"{len(photons)} frames), best of 3:\n"
+    )
     print("| kernel | fits/s |")
     print("|---|---|")
     for name, k in kernels.items():
@@ -440,7 +551,9 @@ def main() -> None:
     ap.add_argument("--process-size", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="--process: timed rounds")
     ap.add_argument("--kernel-frames", type=int, default=500, help="--process: frames whose candidates the kernels fit")
-    ap.add_argument("--picasso-min-ng", type=float, default=None, help="--process: Picasso's minimum net gradient (default: tuned)")
+    ap.add_argument(
+        "--picasso-min-ng", type=float, default=None, help="--process: Picasso's minimum net gradient (default: tuned)"
+    )
     ap.add_argument("--smlmdn-python", default=None, help="--process: interpreter for smlmdn (default: this one)")
     args = ap.parse_args()
     if args.process:
@@ -458,8 +571,14 @@ def main() -> None:
 
     match, match_source = _matcher()
     pversion, pwhy = picasso_version()
-    results: dict[str, Any] = {"frames": args.frames, "size": args.size, "threads": args.threads, "matching": match_source,
-                               "picasso": pversion or f"not available: {pwhy}", "rows": []}
+    results: dict[str, Any] = {
+        "frames": args.frames,
+        "size": args.size,
+        "threads": args.threads,
+        "matching": match_source,
+        "picasso": pversion or f"not available: {pwhy}",
+        "rows": [],
+    }
     if pversion:
         try:
             results["picasso_convention_check"] = check_picasso_convention()
@@ -484,7 +603,9 @@ def main() -> None:
         for label, fit_sigma in (("smlmdn", False), ("smlmdn fit-sigma", True)):
             runs[label] = prepare_smlmdn(photons, test.camera, fit_sigma)
         if pversion:
-            tune = simulate(SimulationParams.preset(snr, frames=max(100, args.frames // 2), size=args.size, seed=2, **extra))
+            tune = simulate(
+                SimulationParams.preset(snr, frames=max(100, args.frames // 2), size=args.size, seed=2, **extra)
+            )
             for method in ("gaussmle-spherical", "gaussmle"):
                 label = f"Picasso {method}"
                 try:
@@ -492,9 +613,13 @@ def main() -> None:
                     runs[label] = prepare_picasso(test.movie, test.camera, best, method)
                     info[label] = {"min_net_gradient": best, "tuning": tried}
                 except Exception as exc:  # the table says why
-                    results["rows"].append({"snr": snr, "method": label, "note": f"failed: {type(exc).__name__}: {exc}"})
+                    results["rows"].append(
+                        {"snr": snr, "method": label, "note": f"failed: {type(exc).__name__}: {exc}"}
+                    )
         else:
-            results["rows"].append({"snr": snr, "method": "Picasso MLE", "note": f"not run: picassosr not importable ({pwhy})"})
+            results["rows"].append(
+                {"snr": snr, "method": "Picasso MLE", "note": f"not run: picassosr not importable ({pwhy})"}
+            )
         seconds = time_rounds({label: r[2] for label, r in runs.items()}, REPEATS)
         matches = {label: match(r[0], test.truth, tolerance_nm=250.0) for label, r in runs.items()}
         common = None  # the true emitters that every method found
@@ -503,9 +628,18 @@ def main() -> None:
         for label, (locs, n_fits, _) in runs.items():
             sec = seconds[label]
             e2e = sec["end_to_end"] if "end_to_end" in sec else sec["identify"] + sec.get("fit", 0.0)
-            row = {"snr": snr, "method": label, "n_truth": n_truth, "n_locs": len(locs), **_scores(match, locs, test.truth),
-                   "fits_per_s": n_fits / sec["fit"] if sec.get("fit") else float("nan"), "locs_per_s_end_to_end": len(locs) / e2e,
-                   "n_fits": n_fits, "seconds_end_to_end": e2e, **info.get(label, {})}
+            row = {
+                "snr": snr,
+                "method": label,
+                "n_truth": n_truth,
+                "n_locs": len(locs),
+                **_scores(match, locs, test.truth),
+                "fits_per_s": n_fits / sec["fit"] if sec.get("fit") else float("nan"),
+                "locs_per_s_end_to_end": len(locs) / e2e,
+                "n_fits": n_fits,
+                "seconds_end_to_end": e2e,
+                **info.get(label, {}),
+            }
             if common is not None:
                 pairs = matches[label].pairs
                 sel = pairs[pairs.truth_index.isin(common)]
@@ -513,10 +647,14 @@ def main() -> None:
                 row["n_common"] = len(common)
             results["rows"].append(row)
 
-    header = (f"{'snr':7s} {'method':36s} {'recall':>7s} {'prec':>7s} {'Jaccard':>8s} {'RMSE nm':>8s} {'RMSE common':>11s} "
-              f"{'effic.':>7s} {'fits/s':>9s} {'locs/s e2e':>10s}")
-    print(f"\nlocalization benchmark: {args.frames} frames of {args.size} x {args.size} px per SNR, filaments, sCMOS; "
-          f"{args.threads} CPU thread(s); matching: {match_source}; Picasso: {results['picasso']}")
+    header = (
+        f"{'snr':7s} {'method':36s} {'recall':>7s} {'prec':>7s} {'Jaccard':>8s} {'RMSE nm':>8s} {'RMSE common':>11s} "
+        f"{'effic.':>7s} {'fits/s':>9s} {'locs/s e2e':>10s}"
+    )
+    print(
+        f"\nlocalization benchmark: {args.frames} frames of {args.size} x {args.size} px per SNR, filaments, sCMOS; "
+        f"{args.threads} CPU thread(s); matching: {match_source}; Picasso: {results['picasso']}"
+    )
     print(header)
     print("-" * len(header))
     for r in results["rows"]:
@@ -524,12 +662,18 @@ def main() -> None:
             print(f"{r['snr']:7s} {r['method']:36s} {r['note']}")
             continue
         name = r["method"] + (f" (ng {r['min_net_gradient']:g})" if "min_net_gradient" in r else "")
-        print(f"{r['snr']:7s} {name:36s} {r['recall']:7.1f} {r['precision']:7.1f} {r['jaccard']:8.1f} {r['rmse_nm']:8.1f} "
-              f"{r.get('rmse_common_nm', float('nan')):11.1f} {r['efficiency']:7.1f} {r['fits_per_s']:9.0f} {r['locs_per_s_end_to_end']:10.0f}")
+        print(
+            f"{r['snr']:7s} {name:36s} {r['recall']:7.1f} {r['precision']:7.1f} {r['jaccard']:8.1f} {r['rmse_nm']:8.1f} "
+            f"{r.get('rmse_common_nm', float('nan')):11.1f} {r['efficiency']:7.1f} {r['fits_per_s']:9.0f} {r['locs_per_s_end_to_end']:10.0f}"
+        )
     if "picasso_convention_check" in results:
         print("\nPicasso HDF5 convention check (Picasso's load_locs on smlmdn's file vs Picasso's own fit):")
         print(json.dumps(results["picasso_convention_check"], indent=2))
-    text = json.dumps({**results, "rows": [{k: v for k, v in r.items() if k != "tuning"} for r in results["rows"]]}, indent=2, default=float)
+    text = json.dumps(
+        {**results, "rows": [{k: v for k, v in r.items() if k != "tuning"} for r in results["rows"]]},
+        indent=2,
+        default=float,
+    )
     print("\nJSON:")
     print(text)
     if args.json:

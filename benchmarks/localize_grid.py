@@ -102,16 +102,29 @@ class Point:
         # labelled density such that `active_density` (emitters on per um^2 per frame) is self.density
         labelled = self.density * (self.on_time + self.off_time) / (self.on_time + 1.0)
         return SimulationParams(
-            frames=frames, size=size, pixel_size=100.0, density=labelled, photons=self.photons, photons_cv=0.3,
-            brightness=self.brightness, background=self.background, flat_background=self.flat_background,
-            psf_sigma=100.0 * self.psf_px, on_time=self.on_time, off_time=self.off_time, structure="filaments",
-            camera_type=self.camera, seed=seed,
+            frames=frames,
+            size=size,
+            pixel_size=100.0,
+            density=labelled,
+            photons=self.photons,
+            photons_cv=0.3,
+            brightness=self.brightness,
+            background=self.background,
+            flat_background=self.flat_background,
+            psf_sigma=100.0 * self.psf_px,
+            on_time=self.on_time,
+            off_time=self.off_time,
+            structure="filaments",
+            camera_type=self.camera,
+            seed=seed,
         )
 
     def describe(self) -> str:
         bg = f"{self.background:g} {'flat' if self.flat_background else 'profiled'}"
-        return (f"{self.density:g} /um^2, {self.photons:g} ph {self.brightness}, bg {bg}, PSF {self.psf_px:g} px, "
-                f"on {self.on_time:g} fr, {self.camera}")
+        return (
+            f"{self.density:g} /um^2, {self.photons:g} ph {self.brightness}, bg {bg}, PSF {self.psf_px:g} px, "
+            f"on {self.on_time:g} fr, {self.camera}"
+        )
 
 
 def _v(name: str, **kw: Any) -> Point:
@@ -135,8 +148,24 @@ POINTS: list[Point] = [
     _v("density-0.1", density=0.1),
     _v("density-2", density=2.0),
     # corners
-    _v("issue-sparse-low", density=0.15, photons=300.0, brightness="lognormal", background=30.0, flat_background=True, psf_px=1.2),
-    _v("emccd-low-long", camera="emccd", photons=300.0, brightness="lognormal", background=50.0, flat_background=True, on_time=10.0),
+    _v(
+        "issue-sparse-low",
+        density=0.15,
+        photons=300.0,
+        brightness="lognormal",
+        background=30.0,
+        flat_background=True,
+        psf_px=1.2,
+    ),
+    _v(
+        "emccd-low-long",
+        camera="emccd",
+        photons=300.0,
+        brightness="lognormal",
+        background=50.0,
+        flat_background=True,
+        on_time=10.0,
+    ),
     _v("dense-bright-wide", density=2.0, photons=5000.0, brightness="lognormal", psf_px=1.6, background=5.0),
 ]
 
@@ -169,8 +198,14 @@ def score(locs: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     return {k: float(getattr(m, k)) for k in ("recall", "precision", "jaccard", "rmse_nm", "efficiency")}
 
 
-def sweep(run: Callable[[float], pd.DataFrame], values: Iterable[float], truth: pd.DataFrame, key: str,
-          refine: bool = True, patience: int = 2) -> pd.DataFrame:
+def sweep(
+    run: Callable[[float], pd.DataFrame],
+    values: Iterable[float],
+    truth: pd.DataFrame,
+    key: str,
+    refine: bool = True,
+    patience: int = 2,
+) -> pd.DataFrame:
     """Oracle: the table of ``run(value)`` with the best Jaccard against ``truth``.
 
     ``values`` go from the most conservative setting to the most liberal (so early runs are cheap);
@@ -323,7 +358,9 @@ def _bench_localize() -> Any:
     return sys.modules[name]
 
 
-def picasso_oracle(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame, method: str = "gaussmle") -> pd.DataFrame:
+def picasso_oracle(
+    photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame, method: str = "gaussmle"
+) -> pd.DataFrame:
     bl = _bench_localize()
     version, why = bl.picasso_version()
     if not version:
@@ -350,11 +387,15 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw pool 1": raw_pool(1),
     "raw linked": linked(raw_default),
     "raw pool 1 linked": linked(raw_pool(1)),
-    "raw single-emitter": lambda ph, cam, case, truth: _chosen_as(smlmdn_localize(ph, cam, case, multi_emitter=False), "single-emitter"),
+    "raw single-emitter": lambda ph, cam, case, truth: _chosen_as(
+        smlmdn_localize(ph, cam, case, multi_emitter=False), "single-emitter"
+    ),
     "picasso oracle": picasso_oracle,
     # ablations (run them with --variants): the design choices of the default, one at a time
     "ablation: test window = fit box": ablation(raw_default, "smlmdn.localize.pipeline", "TEST_BOX_SIGMAS", 0.0),
-    "ablation: NMS window = fit box": ablation(raw_default, "smlmdn.localize.detect", "nms_size", lambda sigma_px, box: box),
+    "ablation: NMS window = fit box": ablation(
+        raw_default, "smlmdn.localize.detect", "nms_size", lambda sigma_px, box: box
+    ),
     "ablation: pool 1, member p 0.05": ablation(raw_pool(1), "smlmdn.localize.pipeline", "MEMBER_ALPHA", 0.05),
 }
 #: Variants run when --variants is not given (the ablations only on request).
@@ -364,8 +405,9 @@ DEFAULT_VARIANTS = [n for n in VARIANTS if not n.startswith("ablation")]
 # ---------------------------------------------------------------------------------------- run
 
 
-def run_point(point: Point, variants: dict[str, Callable[..., pd.DataFrame]], frames: int, size: int, seed: int,
-              quick: bool) -> list[dict[str, Any]]:
+def run_point(
+    point: Point, variants: dict[str, Callable[..., pd.DataFrame]], frames: int, size: int, seed: int, quick: bool
+) -> list[dict[str, Any]]:
     import dask.array as da
 
     from smlmdn.camera import to_photons
@@ -377,8 +419,12 @@ def run_point(point: Point, variants: dict[str, Callable[..., pd.DataFrame]], fr
     case = Case(point, sim.params, sim.movie, quick)
     truth = sim.truth
     n_per_frame = len(truth) / frames / (sim.params.field_nm / 1000.0) ** 2
-    print(f"[{point.name}] {point.describe()}: {len(truth)} truth rows ({n_per_frame:.2f} /um^2/frame), "
-          f"simulated in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(
+        f"[{point.name}] {point.describe()}: {len(truth)} truth rows ({n_per_frame:.2f} /um^2/frame), "
+        f"simulated in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     rows = []
     for name, fn in variants.items():
         row: dict[str, Any] = {"point": point.name, "variant": name, "n_truth": len(truth)}
@@ -416,18 +462,26 @@ def _f(x: Any, nd: int = 1) -> str:
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     pts = {p["name"]: p for p in results["points"]}
-    out = ["| point | variant | recall % | precision % | Jaccard | RMSE nm | efficiency | chosen | locs | s |",
-           "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    out = [
+        "| point | variant | recall % | precision % | Jaccard | RMSE nm | efficiency | chosen | locs | s |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for r in rows:
         if "note" in r:
             out.append(f"| {r['point']} | {r['variant']} | {r['note']} | | | | | | | {r['seconds']:.0f} |")
             continue
-        out.append(f"| {r['point']} | {r['variant']} | {_f(r['recall'])} | {_f(r['precision'])} | {_f(r['jaccard'])} | "
-                   f"{_f(r['rmse_nm'])} | {_f(r['efficiency'])} | {_chosen(r)} | {r['n_locs']} | {r['seconds']:.0f} |")
-    out += ["", "Summary per point: Jaccard (efficiency); gap = default - best smlmdn oracle (threshold or FDR swept); "
-                "last column = default - Picasso's oracle.", "",
-            "| point | conditions | raw default | raw oracle (threshold) | raw fdr oracle | gap | Picasso oracle | default - Picasso |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+        out.append(
+            f"| {r['point']} | {r['variant']} | {_f(r['recall'])} | {_f(r['precision'])} | {_f(r['jaccard'])} | "
+            f"{_f(r['rmse_nm'])} | {_f(r['efficiency'])} | {_chosen(r)} | {r['n_locs']} | {r['seconds']:.0f} |"
+        )
+    out += [
+        "",
+        "Summary per point: Jaccard (efficiency); gap = default - best smlmdn oracle (threshold or FDR swept); "
+        "last column = default - Picasso's oracle.",
+        "",
+        "| point | conditions | raw default | raw oracle (threshold) | raw fdr oracle | gap | Picasso oracle | default - Picasso |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     by = {(r["point"], r["variant"]): r for r in rows if "note" not in r}
     n_gap = n_pic = n_both = n_pts = 0
     for name in dict.fromkeys(r["point"] for r in rows):
@@ -447,11 +501,16 @@ def markdown(results: dict[str, Any]) -> str:
         if vs is not None:
             n_pic += vs >= 0.0
             n_both += 1
-        out.append(f"| {name} | {Point(**pts[name]).describe() if name in pts else ''} | {cell(d, True)} | "
-                   f"{cell(by.get((name, 'raw oracle')), True)} | {cell(by.get((name, 'raw fdr oracle')), True)} | {_f(gap)} | "
-                   f"{cell(p, True)} | {_f(vs)} |")
-    out += ["", f"Default within 1 Jaccard point of the best smlmdn oracle at {n_gap} of {n_pts} points; "
-                f"default at or above Picasso's oracle at {n_pic} of {n_both} points."]
+        out.append(
+            f"| {name} | {Point(**pts[name]).describe() if name in pts else ''} | {cell(d, True)} | "
+            f"{cell(by.get((name, 'raw oracle')), True)} | {cell(by.get((name, 'raw fdr oracle')), True)} | {_f(gap)} | "
+            f"{cell(p, True)} | {_f(vs)} |"
+        )
+    out += [
+        "",
+        f"Default within 1 Jaccard point of the best smlmdn oracle at {n_gap} of {n_pts} points; "
+        f"default at or above Picasso's oracle at {n_pic} of {n_both} points.",
+    ]
     return "\n".join(out)
 
 
@@ -483,15 +542,23 @@ def write_results_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--points", default=None, help="comma-separated point names (default: all): " + ", ".join(p.name for p in POINTS))
-    ap.add_argument("--variants", default=None, help="comma-separated variant names (default: all): " + ", ".join(VARIANTS))
+    ap.add_argument(
+        "--points",
+        default=None,
+        help="comma-separated point names (default: all): " + ", ".join(p.name for p in POINTS),
+    )
+    ap.add_argument(
+        "--variants", default=None, help="comma-separated variant names (default: all): " + ", ".join(VARIANTS)
+    )
     ap.add_argument("--frames", type=int, default=None, help="frames per movie (default 800; --quick 200)")
     ap.add_argument("--size", type=int, default=None, help="frame side in pixels (default 64; --quick 48)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="small movies and short sweeps: a smoke test")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for numba/BLAS (default 1)")
     ap.add_argument("--json", type=Path, default=None, help="write all results (sweeps included) as JSON here")
-    ap.add_argument("--results", type=Path, default=None, help="write the Markdown into this file's localize_grid section")
+    ap.add_argument(
+        "--results", type=Path, default=None, help="write the Markdown into this file's localize_grid section"
+    )
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -511,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         return wanted
 
     points = [p for p in POINTS if p.name in pick(args.points, [p.name for p in POINTS], "point")]
-    variants = {n: VARIANTS[n] for n in (pick(args.variants, list(VARIANTS), "variant") if args.variants else DEFAULT_VARIANTS)}
+    variants = {
+        n: VARIANTS[n] for n in (pick(args.variants, list(VARIANTS), "variant") if args.variants else DEFAULT_VARIANTS)
+    }
 
     from smlmdn import __version__
     from smlmdn.localize.pipeline import localize
@@ -527,11 +596,19 @@ def main(argv: list[str] | None = None) -> int:
     python = python if not python.startswith("..") else "python"
     command = f"{python} benchmarks/localize_grid.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
-        "command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.system()}), threads {args.threads}",
-        "smlmdn": __version__, "code": code, "picasso": bl_version, "localize_signature": str(inspect.signature(localize)),
-        "frames": frames, "size": size, "seed": args.seed, "quick": args.quick,
-        "points": [asdict(p) for p in points], "rows": [],
+        "smlmdn": __version__,
+        "code": code,
+        "picasso": bl_version,
+        "localize_signature": str(inspect.signature(localize)),
+        "frames": frames,
+        "size": size,
+        "seed": args.seed,
+        "quick": args.quick,
+        "points": [asdict(p) for p in points],
+        "rows": [],
     }
     t0 = time.perf_counter()
     for p in points:
@@ -540,11 +617,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
     results["seconds"] = time.perf_counter() - t0
     table = markdown(results)
-    header = (f"## Localization over a grid of conditions (`benchmarks/localize_grid.py`)\n\n"
-              f"Run {results['date']} on {results['machine']}; {results['seconds'] / 60:.1f} min in all. "
-              f"smlmdn {results['smlmdn']} ({code}), Picasso {results['picasso'] or 'not run'}. Movies: {frames} frames of "
-              f"{size} x {size} px (100 nm), filaments, seed {args.seed}.\n"
-              f"Command: `{command}`\n")
+    header = (
+        f"## Localization over a grid of conditions (`benchmarks/localize_grid.py`)\n\n"
+        f"Run {results['date']} on {results['machine']}; {results['seconds'] / 60:.1f} min in all. "
+        f"smlmdn {results['smlmdn']} ({code}), Picasso {results['picasso'] or 'not run'}. Movies: {frames} frames of "
+        f"{size} x {size} px (100 nm), filaments, seed {args.seed}.\n"
+        f"Command: `{command}`\n"
+    )
     print(header)
     print(table)
     if args.json:

@@ -46,7 +46,9 @@ QUICK = dict(frames=1000, size=64, steps=800, time_budget=None, width=16, depth=
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--snr", nargs="+", default=["high", "medium", "low"], choices=["high", "medium", "low"])
     p.add_argument("--quick", action="store_true", help=f"small settings for a 2-core CPU: {QUICK}")
     p.add_argument("--frames", type=int, default=2000)
@@ -62,12 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--work-dir", type=Path, default=None, help="where simulations, models and reports go (default: a temp dir)")
+    p.add_argument(
+        "--work-dir", type=Path, default=None, help="where simulations, models and reports go (default: a temp dir)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write all numbers as JSON")
     p.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     args = p.parse_args(argv)
     if args.quick:
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        given = {
+            a.split("=")[0].lstrip("-").replace("-", "_")
+            for a in (argv if argv is not None else sys.argv[1:])
+            if a.startswith("--")
+        }
         for k, v in QUICK.items():
             if k not in given:
                 setattr(args, k, v)
@@ -87,18 +95,43 @@ def run_one(snr: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     paths = simulate_to_dir(params, d / "data", overwrite=True, progress=False)
     camera = params.get_camera()
     photons = movie_to_photons(open_movie(paths["movie"]), camera)
-    cfg = FitConfig(steps=args.steps, time_budget=args.time_budget, width=args.width, depth=args.depth, patch=args.patch,
-                    batch=args.batch, context=args.context, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads)
+    cfg = FitConfig(
+        steps=args.steps,
+        time_budget=args.time_budget,
+        width=args.width,
+        depth=args.depth,
+        patch=args.patch,
+        batch=args.batch,
+        context=args.context,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
     t0 = time.perf_counter()
     model = fit_model(photons, camera, cfg, progress=False)
     fit_s = time.perf_counter() - t0
     model.save(d / "model.pt")
     t1 = time.perf_counter()
-    report = compare(paths["movie"], camera, out_dir=d / "report", model=d / "model.pt", truth=paths["truth"],
-                     clean=paths["clean"], device=args.device, overwrite=True, progress=False)
-    report["bench"] = {"fit_s": round(fit_s, 1), "compare_s": round(time.perf_counter() - t1, 1),
-                       "steps": model.training.get("steps"), "stopped": model.training.get("stopped"),
-                       "n_truth": len(Path(paths["truth"]).read_text().splitlines()) - 1, "device": model.training.get("device")}
+    report = compare(
+        paths["movie"],
+        camera,
+        out_dir=d / "report",
+        model=d / "model.pt",
+        truth=paths["truth"],
+        clean=paths["clean"],
+        device=args.device,
+        overwrite=True,
+        progress=False,
+    )
+    report["bench"] = {
+        "fit_s": round(fit_s, 1),
+        "compare_s": round(time.perf_counter() - t1, 1),
+        "steps": model.training.get("steps"),
+        "stopped": model.training.get("stopped"),
+        "n_truth": len(Path(paths["truth"]).read_text().splitlines()) - 1,
+        "device": model.training.get("device"),
+    }
     return report
 
 
@@ -108,23 +141,38 @@ def _f(v: Any, d: int = 2) -> str:
 
 def tables(results: dict[str, dict[str, Any]]) -> str:
     """Both Markdown tables (one row per SNR and estimate / mode) and a line per SNR with the answers."""
-    lines = ["Question 1 (denoising; PSNR/SSIM against the noise-free movie, background SNR on truth-defined regions):", "",
-             "| SNR | estimate | PSNR (dB) | SSIM | bg SNR |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "Question 1 (denoising; PSNR/SSIM against the noise-free movie, background SNR on truth-defined regions):",
+        "",
+        "| SNR | estimate | PSNR (dB) | SSIM | bg SNR |",
+        "|---|---|---:|---:|---:|",
+    ]
     for snr, r in results.items():
         for name, v in r["denoise"].items():
             lines.append(f"| {snr} | {name} | {_f(v['psnr'])} | {_f(v['ssim'], 3)} | {_f(v['bg_snr'])} |")
-    lines += ["", "Question 2 (localization; same settings in every mode, matching within 250 nm):", "",
-              "| SNR | mode | n | Jaccard (%) | recall (%) | precision (%) | RMSE (nm) | median error (nm) | efficiency (%) | NeNA (nm) | FRC (nm) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "Question 2 (localization; same settings in every mode, matching within 250 nm):",
+        "",
+        "| SNR | mode | n | Jaccard (%) | recall (%) | precision (%) | RMSE (nm) | median error (nm) | efficiency (%) | NeNA (nm) | FRC (nm) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for snr, r in results.items():
         for mode, v in r["localize"].items():
-            lines.append(f"| {snr} | {mode} | {v['n']} | {_f(v['jaccard'], 1)} | {_f(v['recall'], 1)} | {_f(v['precision'], 1)} | "
-                         f"{_f(v['rmse_nm'], 1)} | {_f(v.get('median_error_nm'), 1)} | {_f(v['efficiency'], 1)} | {_f(v['nena_nm'], 1)} | {_f(v['frc_nm'], 1)} |")
-    lines += ["", "| SNR | emitter-frames in truth | training steps (stopped by) | fit s | denoise + localize + score s |",
-              "|---|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {snr} | {mode} | {v['n']} | {_f(v['jaccard'], 1)} | {_f(v['recall'], 1)} | {_f(v['precision'], 1)} | "
+                f"{_f(v['rmse_nm'], 1)} | {_f(v.get('median_error_nm'), 1)} | {_f(v['efficiency'], 1)} | {_f(v['nena_nm'], 1)} | {_f(v['frc_nm'], 1)} |"
+            )
+    lines += [
+        "",
+        "| SNR | emitter-frames in truth | training steps (stopped by) | fit s | denoise + localize + score s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for snr, r in results.items():
         b = r["bench"]
-        lines.append(f"| {snr} | {b['n_truth']} | {b['steps']} ({b['stopped']}) | {b['fit_s']:.0f} | {b['compare_s']:.0f} |")
+        lines.append(
+            f"| {snr} | {b['n_truth']} | {b['steps']} ({b['stopped']}) | {b['fit_s']:.0f} | {b['compare_s']:.0f} |"
+        )
     lines += [""]
     for snr, r in results.items():
         lines += [f"- **{snr}**: 1. {r['answers']['denoising']} 2. {r['answers']['localization']}"]
@@ -168,25 +216,50 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for snr in args.snr:
-        print(f"[{snr}] simulating {args.frames} frames of {args.size} x {args.size} px, training, comparing ...", file=sys.stderr, flush=True)
+        print(
+            f"[{snr}] simulating {args.frames} frames of {args.size} x {args.size} px, training, comparing ...",
+            file=sys.stderr,
+            flush=True,
+        )
         results[snr] = run_one(snr, args, work)
-        print(f"[{snr}] done ({results[snr]['bench']['fit_s']:.0f} s fit, {results[snr]['bench']['compare_s']:.0f} s compare)", file=sys.stderr, flush=True)
+        print(
+            f"[{snr}] done ({results[snr]['bench']['fit_s']:.0f} s fit, {results[snr]['bench']['compare_s']:.0f} s compare)",
+            file=sys.stderr,
+            flush=True,
+        )
     total = time.perf_counter() - t0
     body = tables(results)
     print(body)
-    command = " ".join([".venv/bin/python", "benchmarks/research_questions.py", *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    settings = (f"Settings: {args.frames} frames of {args.size} x {args.size} px (100 nm pixels), filaments, sCMOS, presets of "
-                f"`smlmdn simulate --snr`; model width {args.width}, depth {args.depth}, context {args.context}, patch {args.patch}, "
-                f"batch {args.batch}, lr {args.lr:g}, at most {args.steps} steps"
-                + (f" or {args.time_budget:g} s" if args.time_budget else "") + " per movie; localization box 7 px, PSF sigma 130 nm, "
-                "adaptive threshold; `denoised`/`hybrid` use the posterior mean. FRC with halves made of random blocks of frames.")
-    section = "\n".join([
-        "## Research questions (`benchmarks/research_questions.py`)", "",
-        f"Machine: {machine()}; run {dt.date.today().isoformat()}, {total / 60:.1f} min in all "
-        "(wall-clock; the machine may be shared, so timings are noisy: the quality numbers are what to compare).",
-        f"Command: `{command}`", "", settings, "", body, "",
-        f"Reports with figures were written to `{work}/<snr>/report/` (not kept in the repository).",
-    ])
+    command = " ".join(
+        [
+            ".venv/bin/python",
+            "benchmarks/research_questions.py",
+            *map(shlex.quote, argv if argv is not None else sys.argv[1:]),
+        ]
+    )
+    settings = (
+        f"Settings: {args.frames} frames of {args.size} x {args.size} px (100 nm pixels), filaments, sCMOS, presets of "
+        f"`smlmdn simulate --snr`; model width {args.width}, depth {args.depth}, context {args.context}, patch {args.patch}, "
+        f"batch {args.batch}, lr {args.lr:g}, at most {args.steps} steps"
+        + (f" or {args.time_budget:g} s" if args.time_budget else "")
+        + " per movie; localization box 7 px, PSF sigma 130 nm, "
+        "adaptive threshold; `denoised`/`hybrid` use the posterior mean. FRC with halves made of random blocks of frames."
+    )
+    section = "\n".join(
+        [
+            "## Research questions (`benchmarks/research_questions.py`)",
+            "",
+            f"Machine: {machine()}; run {dt.date.today().isoformat()}, {total / 60:.1f} min in all "
+            "(wall-clock; the machine may be shared, so timings are noisy: the quality numbers are what to compare).",
+            f"Command: `{command}`",
+            "",
+            settings,
+            "",
+            body,
+            "",
+            f"Reports with figures were written to `{work}/<snr>/report/` (not kept in the repository).",
+        ]
+    )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "command": command}, indent=2, default=str))
     if not args.no_write:

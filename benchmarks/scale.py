@@ -164,8 +164,15 @@ def block_seconds(model: str, block: object, repeats: int = 3, tune: bool = True
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         _block(np.asarray(block), model, ("mean",), 256, "cpu", 1, info)
         wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-        out.append({"wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
-                    "page_faults": r1.ru_minflt - r0.ru_minflt, "torch_threads": torch.get_num_threads()})
+        out.append(
+            {
+                "wall_s": wall,
+                "user_s": r1.ru_utime - r0.ru_utime,
+                "sys_s": r1.ru_stime - r0.ru_stime,
+                "page_faults": r1.ru_minflt - r0.ru_minflt,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
     return out
 
 
@@ -195,8 +202,17 @@ def per_block(model: Path, movie: Path, camera: Path) -> list[dict]:
     rows = []
     for label, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "user_s", "sys_s", "page_faults")}
-        rows.append({"where": label, "seconds": round(med["wall_s"], 2), "user_s": round(med["user_s"], 2), "sys_s": round(med["sys_s"], 2),
-                     "page_faults": int(med["page_faults"]), "torch_threads": rs[0]["torch_threads"], "vs_in_process": round(med["wall_s"] / base, 2)})
+        rows.append(
+            {
+                "where": label,
+                "seconds": round(med["wall_s"], 2),
+                "user_s": round(med["user_s"], 2),
+                "sys_s": round(med["sys_s"], 2),
+                "page_faults": int(med["page_faults"]),
+                "torch_threads": rs[0]["torch_threads"],
+                "vs_in_process": round(med["wall_s"] / base, 2),
+            }
+        )
     return rows
 
 
@@ -226,8 +242,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON result to this file")
-    parser.add_argument("--sections", nargs="+", default=["block", "throughput", "rss", "resume"],
-                        choices=["block", "throughput", "rss", "resume"], help="which parts to run (default: all)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["block", "throughput", "rss", "resume"],
+        choices=["block", "throughput", "rss", "resume"],
+        help="which parts to run (default: all)",
+    )
     args = parser.parse_args()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +302,9 @@ def main() -> None:
     report(result, args)
 
 
-def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, camera: Path, common: list[str], log) -> None:
+def throughput(
+    args: argparse.Namespace, result: dict, work: Path, movie: Path, camera: Path, common: list[str], log
+) -> None:
     """Section 1: frames/s of whole denoise / localize commands on threads and on 1 and 2 local worker processes."""
     rows = []
     for label, sched in [
@@ -343,7 +366,6 @@ def throughput(args: argparse.Namespace, result: dict, work: Path, movie: Path, 
     }
 
 
-
 def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list[str], log) -> None:
     """Section 2: peak RSS of client and workers, short vs long movie, 2 worker processes."""
     rss_rows = []
@@ -374,7 +396,6 @@ def rss_section(args: argparse.Namespace, result: dict, work: Path, common: list
         "client": round(c[1] / c[0], 3),
         "target_met": w[1] / w[0] <= 1.2 and c[1] / c[0] <= 1.2,
     }
-
 
 
 def resume_section(args: argparse.Namespace, result: dict, work: Path, movie: Path, common: list[str], log) -> None:

@@ -26,7 +26,6 @@ from smlmdn.simulate import SimulationParams, simulate_to_dir
 
 def main(out: Path, steps: int = 100) -> None:
 
-
     # %% data: a simulated movie with ground truth (replace with your movie and camera file)
     if not (out / "sim" / "movie.tif").exists():
         simulate_to_dir(SimulationParams.preset("medium", frames=200, size=48, seed=1), out / "sim", progress=False)
@@ -46,8 +45,14 @@ def main(out: Path, steps: int = 100) -> None:
         est = denoise_lazy(photons, model_path, estimates=("mean", "std"))
         mean_path, std_path = out / "denoised_mean.zarr", out / "denoised_std.zarr"
         if not mean_path.exists():
-            write_movies({mean_path: est["mean"], std_path: est["std"]}, progress=False,
-                         attrs={mean_path: {"units": "photons", "estimate": "mean"}, std_path: {"units": "photons", "estimate": "std"}})
+            write_movies(
+                {mean_path: est["mean"], std_path: est["std"]},
+                progress=False,
+                attrs={
+                    mean_path: {"units": "photons", "estimate": "mean"},
+                    std_path: {"units": "photons", "estimate": "std"},
+                },
+            )
         # hybrid localization: detect on the denoised movie, fit the raw photons
         locs = localize(photons, camera, detect_on=open_movie(mean_path), progress=False)
 

@@ -34,7 +34,9 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         if any(ch in text for ch in "*?[") and not Path(text).exists():
             matches = movie_groups(globmod.glob(text))
             if not matches:
-                raise SmlmdnError(f"no files match {text}", "check the pattern (quote it so the shell does not expand it)")
+                raise SmlmdnError(
+                    f"no files match {text}", "check the pattern (quote it so the shell does not expand it)"
+                )
             found.extend(matches)
         else:
             found.append(Path(text))

@@ -173,14 +173,20 @@ class CameraEstimate:
     n_bins: int
     offset_sd: float = float("nan")  # ADU, standard error of the fit
     e_per_adu_sd: float = float("nan")  # photoelectrons/ADU, standard error of the fit
-    method: str = "temporal"  # "temporal" (frame pairs, needs a varying background) or "spatial" (high spatial frequencies)
+    method: str = (
+        "temporal"  # "temporal" (frame pairs, needs a varying background) or "spatial" (high spatial frequencies)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as plain numbers (``method`` as a string), for JSON."""
-        return {f.name: getattr(self, f.name) if f.name == "method" else float(getattr(self, f.name)) for f in fields(self)}
+        return {
+            f.name: getattr(self, f.name) if f.name == "method" else float(getattr(self, f.name)) for f in fields(self)
+        }
 
 
-def _camera_from_line(slope: float, intercept: float, cov: np.ndarray, em_gain: float, read_noise: float) -> tuple[float, float, float, float]:
+def _camera_from_line(
+    slope: float, intercept: float, cov: np.ndarray, em_gain: float, read_noise: float
+) -> tuple[float, float, float, float]:
     """(e_per_adu, offset, their standard errors) from a photon-transfer line ``var = slope * mean + intercept``
     (ADU^2 vs ADU) with covariance ``cov`` of (slope, intercept); read noise in electrons is taken as given."""
     excess = 2.0 if em_gain > 1 else 1.0
@@ -233,8 +239,16 @@ def estimate_camera(
     # Disjoint pairs of consecutive frames (2k, 2k + 1), so the two halves below share no frame.
     n_pairs = min(max(max_frames // 2, 2), n_frames // 2)
     starts = 2 * np.sort(rng.choice(n_frames // 2, size=n_pairs, replace=False))
-    a = np.asarray(movie[starts], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts].compute().astype(np.float64)
-    b = np.asarray(movie[starts + 1], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[starts + 1].compute().astype(np.float64)
+    a = (
+        np.asarray(movie[starts], dtype=np.float64)
+        if isinstance(movie, np.ndarray)
+        else movie[starts].compute().astype(np.float64)
+    )
+    b = (
+        np.asarray(movie[starts + 1], dtype=np.float64)
+        if isinstance(movie, np.ndarray)
+        else movie[starts + 1].compute().astype(np.float64)
+    )
 
     def molecules(frames: np.ndarray, level: np.ndarray) -> np.ndarray:
         # Positive excess over the background, smoothed over about a PSF, above 3 robust sigma; grown by 5 px.
@@ -297,8 +311,14 @@ def estimate_camera(
     (slope, intercept), cov = np.polyfit(xs_a, ys_a, 1, w=weights, cov="unscaled")
     if slope > 0 and np.sqrt(cov[0, 0]) > 0.25 * slope:
         if spatial_fallback:
-            return estimate_camera_spatial(movie, em_gain=em_gain, read_noise=read_noise, psf_sigma_px=psf_sigma_px,
-                                           max_frames=max_frames, seed=seed)
+            return estimate_camera_spatial(
+                movie,
+                em_gain=em_gain,
+                read_noise=read_noise,
+                psf_sigma_px=psf_sigma_px,
+                max_frames=max_frames,
+                seed=seed,
+            )
         raise SmlmdnError(
             "the background varies too little across the field to estimate the camera gain "
             f"(gain uncertain by {100 * np.sqrt(cov[0, 0]) / slope:.0f}%)",
@@ -344,17 +364,25 @@ def estimate_camera_spatial(
     n_frames = movie.shape[0]
     h, w = movie.shape[1:]
     if min(h, w) < 2 * border + 4:
-        raise SmlmdnError(f"frames of {h} x {w} px are too small to estimate camera numbers", "pass --e-per-adu and --offset")
+        raise SmlmdnError(
+            f"frames of {h} x {w} px are too small to estimate camera numbers", "pass --e-per-adu and --offset"
+        )
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n_frames, size=min(n_frames, max_frames), replace=False))
-    y = np.asarray(movie[idx], dtype=np.float64) if isinstance(movie, np.ndarray) else movie[idx].compute().astype(np.float64)
+    y = (
+        np.asarray(movie[idx], dtype=np.float64)
+        if isinstance(movie, np.ndarray)
+        else movie[idx].compute().astype(np.float64)
+    )
     k2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2
     otf2 = np.exp(-4 * np.pi**2 * psf_sigma_px**2 * k2)  # the Gaussian PSF's power transfer
     high = (otf2 < noise_power).astype(np.float64)
     low = (otf2 > signal_power).astype(np.float64)
     f = float(high.mean())
     if f < 0.02:
-        raise SmlmdnError(f"the PSF ({psf_sigma_px:g} px) leaves no noise-only spatial frequencies", "pass --e-per-adu and --offset")
+        raise SmlmdnError(
+            f"the PSF ({psf_sigma_px:g} px) leaves no noise-only spatial frequencies", "pass --e-per-adu and --offset"
+        )
     spectrum = np.fft.fft2(y)
     residual = np.fft.ifft2(spectrum * high).real
     low_kernel = np.fft.ifft2(low).real
@@ -379,8 +407,10 @@ def estimate_camera_spatial(
         ns.append(int(sel.sum()))
     xs_a, ys_a, ns_a = np.array(xs), np.array(ys), np.array(ns)
     if len(xs_a) < 3 or np.ptp(xs_a) <= 0:
-        raise SmlmdnError("the movie has too little intensity variation to estimate the camera gain",
-                          "pass --e-per-adu and --offset from the camera's spec sheet")
+        raise SmlmdnError(
+            "the movie has too little intensity variation to estimate the camera gain",
+            "pass --e-per-adu and --offset from the camera's spec sheet",
+        )
     # neighbouring residuals are correlated, so a bin holds fewer independent values than pixels: the
     # scaled covariance (by the scatter about the line) states the uncertainty honestly
     weights = np.sqrt(ns_a / 2.0) / np.maximum(ys_a, 1e-12)
@@ -397,8 +427,9 @@ def estimate_camera_spatial(
     return CameraEstimate(offset, e_per_adu, float(slope), float(intercept), len(xs_a), offset_sd, e_sd, "spatial")
 
 
-def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25,
-                 keys: Iterable[str] | None = None) -> list[str]:
+def check_camera(
+    camera: Camera, estimate: CameraEstimate, tolerance: float = 0.25, keys: Iterable[str] | None = None
+) -> list[str]:
     """Warnings (strings) where the camera disagrees with the data by more than ``tolerance``.
 
     ``keys`` are the camera numbers the user gave (default: :func:`given_camera_keys`, or all
@@ -426,7 +457,9 @@ def check_camera(camera: Camera, estimate: CameraEstimate, tolerance: float = 0.
             f"the {named} {camera.e_per_adu:g} disagrees with the data's {estimate.e_per_adu:.3g} "
             f"by {100 * rel:.0f}% (> {100 * tolerance_gain:.0f}%): check --e-per-adu/--em-gain"
         )
-    if not gain_wrong and abs(camera.offset - estimate.offset) > max(10.0, tolerance * abs(estimate.offset), 3 * offset_sd):
+    if not gain_wrong and abs(camera.offset - estimate.offset) > max(
+        10.0, tolerance * abs(estimate.offset), 3 * offset_sd
+    ):
         named = "given" if "offset" in given else "default"
         messages.append(
             f"the {named} offset {camera.offset:g} ADU disagrees with the data's {estimate.offset:.1f} ADU: check --offset"

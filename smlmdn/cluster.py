@@ -62,14 +62,19 @@ def dask_scheduler(
             client = stack.enter_context(distributed.Client(job))
         elif scheduler == "local":
             local = stack.enter_context(
-                distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+                distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+                )
             )
             client = stack.enter_context(distributed.Client(local))
         else:  # the address of a running dask.distributed scheduler
             try:
                 client = stack.enter_context(distributed.Client(scheduler, timeout="20s"))
             except (OSError, TimeoutError) as exc:
-                raise SmlmdnError(f"cannot reach the dask scheduler at {scheduler} ({exc})", "check the address and that the scheduler runs") from exc
+                raise SmlmdnError(
+                    f"cannot reach the dask scheduler at {scheduler} ({exc})",
+                    "check the address and that the scheduler runs",
+                ) from exc
         yield client
 
 

@@ -39,7 +39,11 @@ from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
 
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
-MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {"raw": (False, "raw"), "denoised": (True, "detect"), "hybrid": (True, "raw")}
+MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {
+    "raw": (False, "raw"),
+    "denoised": (True, "detect"),
+    "hybrid": (True, "raw"),
+}
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
 #: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
 SCORED_ESTIMATES = ("mean", "map", "prior")
@@ -64,8 +68,10 @@ def read_truth(truth: str | Path | pd.DataFrame) -> pd.DataFrame:
         try:
             df = pd.read_csv(path)
         except Exception as exc:  # pandas raises many types for broken CSVs
-            raise SmlmdnError(f"cannot read ground truth {path} as CSV ({type(exc).__name__}: {exc})",
-                              "give a CSV with a header line frame,x_nm,y_nm[,photons]") from exc
+            raise SmlmdnError(
+                f"cannot read ground truth {path} as CSV ({type(exc).__name__}: {exc})",
+                "give a CSV with a header line frame,x_nm,y_nm[,photons]",
+            ) from exc
         where = str(path)
     missing = [c for c in TRUTH_COLUMNS if c not in df.columns]
     if missing:
@@ -79,7 +85,9 @@ def read_truth(truth: str | Path | pd.DataFrame) -> pd.DataFrame:
         out["x_nm"] = out["x_nm"].astype(np.float64)
         out["y_nm"] = out["y_nm"].astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise SmlmdnError(f"{where} has non-numeric frame/x_nm/y_nm values ({exc})", "check the ground-truth table") from exc
+        raise SmlmdnError(
+            f"{where} has non-numeric frame/x_nm/y_nm values ({exc})", "check the ground-truth table"
+        ) from exc
     return out
 
 
@@ -106,11 +114,18 @@ def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frame
     if isinstance(data, (str, Path)):
         return open_estimate(data, camera, shape, block_frames)
     arr, _ = _as_movie(data, block_frames, "denoised movie")
-    _check_shape(arr, shape, "denoised movie", "denoise this same movie (same frames and size) or pass the matching --denoised file")
+    _check_shape(
+        arr,
+        shape,
+        "denoised movie",
+        "denoise this same movie (same frames and size) or pass the matching --denoised file",
+    )
     return "mean", arr.astype(np.float32)
 
 
-def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any], progress: bool, description: str) -> dict[str, da.Array]:
+def materialize(
+    arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any], progress: bool, description: str
+) -> dict[str, da.Array]:
     """Compute lazy same-shape (T, Y, X) arrays together into ``folder/NAME.zarr`` and reopen them lazily.
 
     One computation per frame block feeds every array (:func:`smlmdn.io.write_movies`), so work they
@@ -118,8 +133,13 @@ def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any]
     same frame blocks.
     """
     paths = {name: folder / f"{name}.zarr" for name in arrays}
-    write_movies({paths[n]: a for n, a in arrays.items()}, attrs={paths[n]: {**attrs, "estimate": n} for n in arrays},
-                 overwrite=True, progress=progress, description=description)
+    write_movies(
+        {paths[n]: a for n, a in arrays.items()},
+        attrs={paths[n]: {**attrs, "estimate": n} for n in arrays},
+        overwrite=True,
+        progress=progress,
+        description=description,
+    )
     block = next(iter(arrays.values())).chunks[0][0]
     return {n: open_movie(paths[n], block_frames=block) for n in arrays}
 
@@ -129,8 +149,10 @@ def materialize(arrays: dict[str, da.Array], folder: Path, attrs: dict[str, Any]
 
 CLEAN_UNITS = ("detected", "emitted", "adu")
 #: How PSNR's peak is chosen (stated in every report that has a clean reference).
-PSNR_PEAK = ("PSNR = 10 log10(peak^2 / MSE), peak = max - min of the clean reference in detected photons over the whole "
-             "movie (the same peak for every row), MSE pooled over all pixels of all frames")
+PSNR_PEAK = (
+    "PSNR = 10 log10(peak^2 / MSE), peak = max - min of the clean reference in detected photons over the whole "
+    "movie (the same peak for every row), MSE pooled over all pixels of all frames"
+)
 
 
 def clean_to_detected(clean: da.Array, units: str, camera: Camera) -> da.Array:
@@ -213,26 +235,36 @@ def compare(
 
     # ---- validate everything before any work
     if (model is None) == (denoised is None):
-        raise SmlmdnError("give exactly one of a model or a denoised movie" if model is not None else "no denoiser output to compare",
-                          "pass --model model.pt (denoise on the fly) or --denoised denoised.zarr (from `smlmdn denoise`)")
+        raise SmlmdnError(
+            "give exactly one of a model or a denoised movie" if model is not None else "no denoiser output to compare",
+            "pass --model model.pt (denoise on the fly) or --denoised denoised.zarr (from `smlmdn denoise`)",
+        )
     final = Path(out_dir)
     if final.exists() and not overwrite:
-        raise SmlmdnError(f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o")
+        raise SmlmdnError(
+            f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o"
+        )
     if final.exists() and not final.is_dir():
         raise SmlmdnError(f"{final} exists and is not a folder", "choose another -o")
     if final.is_dir() and any(final.iterdir()) and not (final / "report.json").is_file():
         # --overwrite replaces the whole folder: never delete one that is not an earlier report
-        raise SmlmdnError(f"{final} is a folder with other files in it, not an smlmdn report, so --overwrite will not delete it",
-                          "choose a new report folder name for -o")
+        raise SmlmdnError(
+            f"{final} is a folder with other files in it, not an smlmdn report, so --overwrite will not delete it",
+            "choose a new report folder name for -o",
+        )
     if not (math.isfinite(tolerance_nm) and tolerance_nm > 0):
-        raise SmlmdnError(f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250")
+        raise SmlmdnError(
+            f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250"
+        )
     if render_pixel_nm <= 0 or frc_render_pixel_nm <= 0:
         raise SmlmdnError("render pixel sizes must be > 0 nm", "use e.g. --render-pixel 10")
     estimates = tuple(e.lower() for e in estimates)
     bad = [e for e in (*estimates, localize_estimate) if e not in SCORED_ESTIMATES]
     if model is not None and (bad or not estimates):
-        raise SmlmdnError(f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
-                          f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)")
+        raise SmlmdnError(
+            f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
+            f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)",
+        )
     if clean_units not in CLEAN_UNITS:
         raise SmlmdnError(f"unknown --clean-units {clean_units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
     truth_df = read_truth(truth) if truth is not None else None
@@ -253,8 +285,10 @@ def compare(
     if truth_df is not None:
         outside = (truth_df["frame"] < 0) | (truth_df["frame"] >= t)
         if outside.all() and len(truth_df):
-            raise SmlmdnError(f"no ground-truth frame lies in the movie's 0..{t - 1}",
-                              "give the truth.csv of this movie (frames are 0-based)")
+            raise SmlmdnError(
+                f"no ground-truth frame lies in the movie's 0..{t - 1}",
+                "give the truth.csv of this movie (frames are 0-based)",
+            )
 
     tmp = partial_path(final)
     if tmp.exists():
@@ -271,9 +305,16 @@ def compare(
             if isinstance(model, DenoiseModel):
                 mobj.check_camera(camera)
             names = tuple(dict.fromkeys([*estimates, localize_estimate]))
-            lazy = denoise_lazy(photons, mobj if isinstance(model, DenoiseModel) else model, estimates=names, device=device)
-            denoiser = {"model": str(model) if not isinstance(model, DenoiseModel) else str(mobj.path or "(in memory)"),
-                        "model_hash": mobj.hash(), "training": {k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")}}
+            lazy = denoise_lazy(
+                photons, mobj if isinstance(model, DenoiseModel) else model, estimates=names, device=device
+            )
+            denoiser = {
+                "model": str(model) if not isinstance(model, DenoiseModel) else str(mobj.path or "(in memory)"),
+                "model_hash": mobj.hash(),
+                "training": {
+                    k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")
+                },
+            }
             log(f"denoising {t} frames ({', '.join(names)}) with model {mobj.hash()}")
             est = materialize(lazy, work, {"units": "photons", "model_hash": mobj.hash()}, progress, "denoising")
         else:
@@ -288,8 +329,10 @@ def compare(
                 name, arr = open_denoised(data, camera, shape, block)
                 name = given_name or name
                 if name in est:
-                    raise SmlmdnError(f"two denoised movies are both the {name!r} estimate ({sources[name]} and {data})",
-                                      "give each estimate once (e.g. one mean and one map file from `smlmdn denoise -e mean -e map`)")
+                    raise SmlmdnError(
+                        f"two denoised movies are both the {name!r} estimate ({sources[name]} and {data})",
+                        "give each estimate once (e.g. one mean and one map file from `smlmdn denoise -e mean -e map`)",
+                    )
                 est[name] = arr
                 sources[name] = str(data) if isinstance(data, (str, Path)) else "(array)"
             denoiser = {"denoised": sources}
@@ -299,9 +342,19 @@ def compare(
 
         # ---- question 1: denoising quality
         log("scoring the denoised estimates")
-        mask_source = "the ground truth (true emitter positions)" if truth_df is not None else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
+        mask_source = (
+            "the ground truth (true emitter positions)"
+            if truth_df is not None
+            else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
+        )
         sig, bg = R.make_masks(photons, truth_df, camera.pixel_size, psf_sigma_nm)
-        labels = materialize({"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)}, tmp / "_work", {}, progress, "signal/background regions")["regions"]
+        labels = materialize(
+            {"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)},
+            tmp / "_work",
+            {},
+            progress,
+            "signal/background regions",
+        )["regions"]
         masks = (labels == 1, labels == 2)
         fractions = da.compute(masks[0].mean(), masks[1].mean())
         data_range = data_range_of(clean_arr) if clean_arr is not None else None
@@ -319,50 +372,117 @@ def compare(
         clipped = saturation_photons(raw.dtype, camera, units)
         for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
             log(f"localizing ({mode} mode)")
-            tables[mode] = localize(photons, camera, detect_on=det if use_denoised else None, fit_on=fit_on, box=box,
-                                    psf_sigma_nm=psf_sigma_nm, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, multi_emitter=multi_emitter,
-                                    link_distance_nm=link_distance_nm, saturation_photons=clipped, progress=progress)
+            tables[mode] = localize(
+                photons,
+                camera,
+                detect_on=det if use_denoised else None,
+                fit_on=fit_on,
+                box=box,
+                psf_sigma_nm=psf_sigma_nm,
+                fit_sigma=fit_sigma,
+                threshold=threshold,
+                fdr=fdr,
+                pool=pool,
+                multi_emitter=multi_emitter,
+                link_distance_nm=link_distance_nm,
+                saturation_photons=clipped,
+                progress=progress,
+            )
         lap("localize")
         loc_report: dict[str, Any] = {}
         curves = {}
         for mode, locs in tables.items():
             for name, table in ((mode, locs), (f"{mode} linked", linked_positions(locs))):
-                loc_report[name], curves[name] = R.localize_metrics(table, truth_df, shape, camera.pixel_size, tolerance_nm=tolerance_nm,
-                                                                    render_pixel_nm=frc_render_pixel_nm)
-                loc_report[name].update({k: locs.attrs.get(k) for k in ("n_candidates", "n_rejected", "n_dropped_nonconverged",
-                                                                         "n_dropped_outside", "n_saturated", "n_tracks")})
-            loc_report[f"{mode} linked"]["nena_nm"] = None  # a blink's members share one pooled position: NeNA means nothing
+                loc_report[name], curves[name] = R.localize_metrics(
+                    table,
+                    truth_df,
+                    shape,
+                    camera.pixel_size,
+                    tolerance_nm=tolerance_nm,
+                    render_pixel_nm=frc_render_pixel_nm,
+                )
+                loc_report[name].update(
+                    {
+                        k: locs.attrs.get(k)
+                        for k in (
+                            "n_candidates",
+                            "n_rejected",
+                            "n_dropped_nonconverged",
+                            "n_dropped_outside",
+                            "n_saturated",
+                            "n_tracks",
+                        )
+                    }
+                )
+            loc_report[f"{mode} linked"]["nena_nm"] = (
+                None  # a blink's members share one pooled position: NeNA means nothing
+            )
         lap("localization_metrics")
 
         # ---- report
         report: dict[str, Any] = {
             "denoise": denoise_report,
             "localize": loc_report,
-            "answers": {"denoising": R.answer_denoising(denoise_report),
-                        "localization": R.answer_localization(loc_report, truth_df is not None)},
-            "inputs": {"movie": movie_path or "(array)", "shape": list(shape), "units": units,
-                       "truth": (str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)),
-                       "clean": clean_path or ("(array)" if clean_arr is not None else None),
-                       "clean_units": clean_units if clean_arr is not None else None,
-                       "denoiser": denoiser.get("model", "a denoised movie"), **denoiser},
-            "settings": {"estimates": list(est), "localize_estimate": localize_estimate, "tolerance_nm": tolerance_nm,
-                         "box": box, "psf_sigma_nm": psf_sigma_nm, "fit_sigma": fit_sigma, "threshold": threshold,
-                         "acceptance": tables["raw"].attrs.get("acceptance"), "fdr": fdr, "pool": pool,
-                         "link_distance_nm": link_distance_nm, "render_pixel_nm": render_pixel_nm,
-                         "frc_render_pixel_nm": frc_render_pixel_nm, "frc_split": "blocks", "data_range": R.json_number(data_range),
-                         "psnr_peak": PSNR_PEAK if clean_arr is not None else None},
-            "masks": {"source": mask_source, "signal_fraction": R.json_number(fractions[0]),
-                      "background_fraction": R.json_number(fractions[1])},
+            "answers": {
+                "denoising": R.answer_denoising(denoise_report),
+                "localization": R.answer_localization(loc_report, truth_df is not None),
+            },
+            "inputs": {
+                "movie": movie_path or "(array)",
+                "shape": list(shape),
+                "units": units,
+                "truth": (
+                    str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)
+                ),
+                "clean": clean_path or ("(array)" if clean_arr is not None else None),
+                "clean_units": clean_units if clean_arr is not None else None,
+                "denoiser": denoiser.get("model", "a denoised movie"),
+                **denoiser,
+            },
+            "settings": {
+                "estimates": list(est),
+                "localize_estimate": localize_estimate,
+                "tolerance_nm": tolerance_nm,
+                "box": box,
+                "psf_sigma_nm": psf_sigma_nm,
+                "fit_sigma": fit_sigma,
+                "threshold": threshold,
+                "acceptance": tables["raw"].attrs.get("acceptance"),
+                "fdr": fdr,
+                "pool": pool,
+                "link_distance_nm": link_distance_nm,
+                "render_pixel_nm": render_pixel_nm,
+                "frc_render_pixel_nm": frc_render_pixel_nm,
+                "frc_split": "blocks",
+                "data_range": R.json_number(data_range),
+                "psnr_peak": PSNR_PEAK if clean_arr is not None else None,
+            },
+            "masks": {
+                "source": mask_source,
+                "signal_fraction": R.json_number(fractions[0]),
+                "background_fraction": R.json_number(fractions[1]),
+            },
             "camera": camera.to_dict(),
             "provenance": provenance(),
         }
         # ---- figures and tables
         log("drawing figures")
-        figures = _write_figures(report, tmp, photons, est, clean_arr, truth_df, tables, curves, camera, render_pixel_nm)
+        figures = _write_figures(
+            report, tmp, photons, est, clean_arr, truth_df, tables, curves, camera, render_pixel_nm
+        )
         report["figures"] = figures
         for mode, locs in tables.items():
-            write_localizations(locs, tmp / f"locs_{mode}.csv", camera, overwrite=True,
-                                metadata={"mode": mode, "movie": movie_path or "(array)", **{k: v for k, v in denoiser.items() if k != "training"}})
+            write_localizations(
+                locs,
+                tmp / f"locs_{mode}.csv",
+                camera,
+                overwrite=True,
+                metadata={
+                    "mode": mode,
+                    "movie": movie_path or "(array)",
+                    **{k: v for k, v in denoiser.items() if k != "training"},
+                },
+            )
         lap("figures")
         report["timing_s"] = timing
         (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -378,9 +498,18 @@ def compare(
     return report
 
 
-def _write_figures(report: dict[str, Any], folder: Path, photons: da.Array, est: dict[str, da.Array], clean: da.Array | None,
-                   truth: pd.DataFrame | None, tables: dict[str, pd.DataFrame], curves: dict[str, Any], camera: Camera,
-                   render_pixel_nm: float) -> dict[str, str]:
+def _write_figures(
+    report: dict[str, Any],
+    folder: Path,
+    photons: da.Array,
+    est: dict[str, da.Array],
+    clean: da.Array | None,
+    truth: pd.DataFrame | None,
+    tables: dict[str, pd.DataFrame],
+    curves: dict[str, Any],
+    camera: Camera,
+    render_pixel_nm: float,
+) -> dict[str, str]:
     """Draw the report's figures into ``folder``; returns {figure key: file name}."""
     frames = R.pick_frames(photons, truth)
     stacks = {"raw": photons, **est, **({"clean": clean} if clean is not None else {})}

@@ -76,7 +76,9 @@ def run_demo(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    log(f"[1/3] simulating {config.frames} frames of {config.size} x {config.size} px ({config.snr} SNR) into {data_dir}")
+    log(
+        f"[1/3] simulating {config.frames} frames of {config.size} x {config.size} px ({config.snr} SNR) into {data_dir}"
+    )
     paths = simulate_to_dir(params, data_dir, overwrite=overwrite, progress=progress)
     camera = params.get_camera()
     seconds["simulate"] = round(time.perf_counter() - t0, 1)
@@ -85,19 +87,44 @@ def run_demo(
     log(f"[2/3] training the blind-spot Gamma-Poisson denoiser (width {config.width}, depth {config.depth}{budget})")
     t1 = time.perf_counter()
     photons = movie_to_photons(open_movie(paths["movie"]), camera, units="adu")
-    fit_cfg = FitConfig(steps=config.steps, time_budget=config.time_budget, width=config.width, depth=config.depth,
-                        patch=config.patch, batch=config.batch, context=config.context, lr=config.lr, seed=config.seed)
+    fit_cfg = FitConfig(
+        steps=config.steps,
+        time_budget=config.time_budget,
+        width=config.width,
+        depth=config.depth,
+        patch=config.patch,
+        batch=config.batch,
+        context=config.context,
+        lr=config.lr,
+        seed=config.seed,
+    )
     model = fit_model(photons, camera, fit_cfg, progress=progress, log=log)
     model.save(model_path, overwrite=overwrite)
     seconds["fit"] = round(time.perf_counter() - t1, 1)
 
     log(f"[3/3] denoising, localizing (raw, denoised, hybrid) and comparing with the ground truth into {report_dir}")
     t2 = time.perf_counter()
-    report = compare(paths["movie"], camera, out_dir=report_dir, model=model_path, truth=paths["truth"], clean=paths["clean"],
-                     keep_denoised=True, overwrite=overwrite, progress=progress, log=log)
+    report = compare(
+        paths["movie"],
+        camera,
+        out_dir=report_dir,
+        model=model_path,
+        truth=paths["truth"],
+        clean=paths["clean"],
+        keep_denoised=True,
+        overwrite=overwrite,
+        progress=progress,
+        log=log,
+    )
     seconds["compare"] = round(time.perf_counter() - t2, 1)
     seconds["total"] = round(time.perf_counter() - t0, 1)
-    report["demo"] = {"out_dir": str(out), "data": {k: str(v) for k, v in paths.items()}, "model": str(model_path),
-                      "report_dir": str(report_dir), "config": vars(config).copy(), "seconds": seconds,
-                      "training_steps": model.training.get("steps")}
+    report["demo"] = {
+        "out_dir": str(out),
+        "data": {k: str(v) for k, v in paths.items()},
+        "model": str(model_path),
+        "report_dir": str(report_dir),
+        "config": vars(config).copy(),
+        "seconds": seconds,
+        "training_steps": model.training.get("steps"),
+    }
     return report

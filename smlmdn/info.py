@@ -50,8 +50,15 @@ def scan_movie(movie: da.Array) -> dict[str, Any]:
     return out
 
 
-def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noise: float = 1.5, n_sample: int = 10,
-               source: Any = None, psf_sigma_px: float = 1.3) -> dict[str, Any]:
+def movie_info(
+    movie: da.Array,
+    path: str | Path,
+    em_gain: float = 1.0,
+    read_noise: float = 1.5,
+    n_sample: int = 10,
+    source: Any = None,
+    psf_sigma_px: float = 1.3,
+) -> dict[str, Any]:
     """Summary of a raw movie (T, Y, X): storage facts, checks of every frame, sampled frame statistics
     (ADU) and a camera estimate.
 
@@ -93,22 +100,33 @@ def movie_info(movie: da.Array, path: str | Path, em_gain: float = 1.0, read_noi
         "camera_estimate": None,
     }
     if source is not None:
-        info.update(layout=source.layout, files=list(source.files), frames_promised=source.frames_promised,
-                    notes=list(source.notes), camera_from_movie=dict(source.camera))
+        info.update(
+            layout=source.layout,
+            files=list(source.files),
+            frames_promised=source.frames_promised,
+            notes=list(source.notes),
+            camera_from_movie=dict(source.camera),
+        )
     warnings_: list[str] = []
     if scan["nonfinite_pixels"]:
-        warnings_.append(f"{scan['nonfinite_pixels']} NaN/Inf pixels in {scan['nonfinite_frames']} frames "
-                         f"(first: {scan['nonfinite_first_frames']}): commands refuse such frames; fix or crop them (--frames)")
+        warnings_.append(
+            f"{scan['nonfinite_pixels']} NaN/Inf pixels in {scan['nonfinite_frames']} frames "
+            f"(first: {scan['nonfinite_first_frames']}): commands refuse such frames; fix or crop them (--frames)"
+        )
     if scan["saturated_pixels"]:
-        warnings_.append(f"{scan['saturated_pixels']} saturated pixels (= {scan['saturation_level']:g} ADU) in "
-                         f"{scan['saturated_frames']} frames (first: {scan['saturated_first_frames']}): molecules there are "
-                         "fitted with biased photons, position and background")
+        warnings_.append(
+            f"{scan['saturated_pixels']} saturated pixels (= {scan['saturation_level']:g} ADU) in "
+            f"{scan['saturated_frames']} frames (first: {scan['saturated_first_frames']}): molecules there are "
+            "fitted with biased photons, position and background"
+        )
     info["warnings"] = warnings_
     if scan["nonfinite_pixels"]:
         info["camera_estimate_error"] = "the movie holds NaN/Inf pixels, so no photon-transfer fit was tried"
         return info
     try:
-        info["camera_estimate"] = estimate_camera(movie, em_gain=em_gain, read_noise=read_noise, psf_sigma_px=psf_sigma_px).to_dict()
+        info["camera_estimate"] = estimate_camera(
+            movie, em_gain=em_gain, read_noise=read_noise, psf_sigma_px=psf_sigma_px
+        ).to_dict()
     except SmlmdnError as exc:
         info["camera_estimate_error"] = exc.one_line()
     return info

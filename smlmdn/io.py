@@ -67,7 +67,9 @@ def parse_frames(text: str) -> slice:
         start = int(parts[0]) if parts[0].strip() else 0
         stop = int(parts[1]) if parts[1].strip() else None
     except ValueError:
-        raise SmlmdnError(f"--frames {text!r} is not a range START:STOP", "give e.g. --frames 0:60 (frames 0 to 59)") from None
+        raise SmlmdnError(
+            f"--frames {text!r} is not a range START:STOP", "give e.g. --frames 0:60 (frames 0 to 59)"
+        ) from None
     if start < 0 or (stop is not None and stop <= start):
         raise SmlmdnError(f"--frames {text!r} is empty or negative", "give 0 <= START < STOP, e.g. --frames 0:60")
     return slice(start, stop)
@@ -110,7 +112,9 @@ def frame_offset() -> int:
 def natural_key(path: str | Path) -> tuple:
     """Sort key that orders ``frame_2.tif`` before ``frame_10.tif`` (digit runs compare as numbers)."""
     name = os.fspath(path)
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part)
+    return tuple(
+        (0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part
+    )
 
 
 def natural_sorted(paths: Iterable[str | Path]) -> list[Path]:
@@ -151,9 +155,17 @@ class MovieSource:
         """``movie X is truncated: frames 0-59 of 100 are complete`` (or what is known of it)."""
         c = self.frames_complete
         if self.frames_promised is not None and self.frames_promised > c:
-            have = f"frames 0-{c - 1} of {self.frames_promised} are complete" if c else f"none of its {self.frames_promised} frames is complete"
+            have = (
+                f"frames 0-{c - 1} of {self.frames_promised} are complete"
+                if c
+                else f"none of its {self.frames_promised} frames is complete"
+            )
         else:
-            have = f"the file is cut short; only frames 0-{c - 1} are complete" if c else "the file is cut short; no frame is complete"
+            have = (
+                f"the file is cut short; only frames 0-{c - 1} are complete"
+                if c
+                else "the file is cut short; no frame is complete"
+            )
         return f"movie {self.path} is truncated: {have}"
 
 
@@ -203,7 +215,9 @@ def inspect_movie(path: str | Path, block_frames: int | None = None, frames: sli
         src = _open_tiff_folder(p, files, block_frames)
     elif _is_zarr(p):
         arr, notes = _open_zarr(p)
-        src = MovieSource(arr, text, "OME-Zarr" if notes and notes[0].startswith("OME") else "zarr", [text], notes=notes)
+        src = MovieSource(
+            arr, text, "OME-Zarr" if notes and notes[0].startswith("OME") else "zarr", [text], notes=notes
+        )
     elif p.suffix.lower() == ".npy":
         try:
             arr = da.from_array(FileArray("npy", str(p.resolve())), chunks=-1, asarray=False)
@@ -223,21 +237,31 @@ def inspect_movie(path: str | Path, block_frames: int | None = None, frames: sli
     arr = src.array = _as_tyx(src.array, p)
     if arr.size == 0 or arr.shape[0] == 0:
         if src.truncated:
-            raise SmlmdnError(src.truncation_message(), "recover the file (re-export or copy it again); nothing in it can be read")
+            raise SmlmdnError(
+                src.truncation_message(), "recover the file (re-export or copy it again); nothing in it can be read"
+            )
         raise SmlmdnError(f"movie {p} is empty (shape {arr.shape})", "check that the acquisition saved any frames")
     if min(arr.shape[1:]) < MIN_FRAME_PX:
-        raise SmlmdnError(f"the frames of {p} are too small ({arr.shape[1]} x {arr.shape[2]} px)",
-                          f"smlmdn needs frames of at least {MIN_FRAME_PX} x {MIN_FRAME_PX} px; check the file holds a movie")
+        raise SmlmdnError(
+            f"the frames of {p} are too small ({arr.shape[1]} x {arr.shape[2]} px)",
+            f"smlmdn needs frames of at least {MIN_FRAME_PX} x {MIN_FRAME_PX} px; check the file holds a movie",
+        )
     start, stop = (0, None) if frames is None else (int(frames.start or 0), frames.stop)
     complete = int(arr.shape[0])
     if src.truncated and (stop is None or stop > complete):
-        raise SmlmdnError(src.truncation_message(), f"pass --frames 0:{complete} to use the complete part, or recover the whole file")
+        raise SmlmdnError(
+            src.truncation_message(), f"pass --frames 0:{complete} to use the complete part, or recover the whole file"
+        )
     if stop is not None and stop > complete:
-        raise SmlmdnError(f"--frames {start}:{stop} asks for frames beyond the end of {p} ({complete} frames)",
-                          f"give a range within 0:{complete}")
+        raise SmlmdnError(
+            f"--frames {start}:{stop} asks for frames beyond the end of {p} ({complete} frames)",
+            f"give a range within 0:{complete}",
+        )
     if start >= complete:
-        raise SmlmdnError(f"--frames {start}:{stop if stop is not None else ''} starts after the end of {p} ({complete} frames)",
-                          f"give a range within 0:{complete}")
+        raise SmlmdnError(
+            f"--frames {start}:{stop if stop is not None else ''} starts after the end of {p} ({complete} frames)",
+            f"give a range within 0:{complete}",
+        )
     arr = arr[start:stop]
     if block_frames is None:
         block_frames = frames_per_block(arr.shape[1:], arr.dtype.itemsize)
@@ -274,15 +298,19 @@ class FileArray:
         except Exception as exc:  # a missing codec, or a file changed or broken after it was opened
             if "imagecodecs" in str(exc):
                 raise _tiff_error(Path(self.path), exc) from None
-            raise SmlmdnError(f"cannot read pixels of {self.path} ({type(exc).__name__}: {exc})",
-                              "check the file is complete and was not changed while reading") from None
+            raise SmlmdnError(
+                f"cannot read pixels of {self.path} ({type(exc).__name__}: {exc})",
+                "check the file is complete and was not changed while reading",
+            ) from None
 
     def __reduce__(self) -> tuple:
         return FileArray, (self.kind, self.path, self.series, self.layout)
 
 
 @functools.lru_cache(maxsize=64)
-def _open_source(kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None) -> Any:  # stamp keys the cache
+def _open_source(
+    kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None
+) -> Any:  # stamp keys the cache
     """The array behind a :class:`FileArray`, opened once per process (and per file version)."""
     if kind == "npy":
         return np.load(path, mmap_mode="r")
@@ -315,7 +343,11 @@ class _TiffPages:
         frames = range(self.shape[0])[key[0]]
         if isinstance(frames, int):
             return self.tif.pages[frames].asarray()[key[1:]]
-        data = np.stack([self.tif.pages[i].asarray() for i in frames]) if len(frames) else np.zeros((0, *self.shape[1:]), self.dtype)
+        data = (
+            np.stack([self.tif.pages[i].asarray() for i in frames])
+            if len(frames)
+            else np.zeros((0, *self.shape[1:]), self.dtype)
+        )
         rest: tuple[Any, ...] = (slice(None), *key[1:])
         return data[rest]
 
@@ -342,7 +374,10 @@ _tifffile_logger.propagate = False
 def _tiff_error(p: Path, exc: BaseException) -> SmlmdnError:
     text = f"{type(exc).__name__}: {exc}"
     if "imagecodecs" in str(exc):
-        return SmlmdnError(f"cannot decode TIFF {p} ({exc})", "install imagecodecs (pip install imagecodecs), or re-save the movie uncompressed")
+        return SmlmdnError(
+            f"cannot decode TIFF {p} ({exc})",
+            "install imagecodecs (pip install imagecodecs), or re-save the movie uncompressed",
+        )
     return SmlmdnError(f"cannot read TIFF {p} ({text})", "check the file is a complete, uncorrupted TIFF")
 
 
@@ -455,8 +490,12 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
         complete = int(min(promised, (size - offset) // frame_bytes))
         layout = None
         if (complete < promised or cut) and page0.samplesperpixel == 1:
-            layout = ("raw", int(offset), (complete, int(page0.imagelength), int(page0.imagewidth)),
-                      page0.dtype.newbyteorder(tif.byteorder).str)
+            layout = (
+                "raw",
+                int(offset),
+                (complete, int(page0.imagelength), int(page0.imagewidth)),
+                page0.dtype.newbyteorder(tif.byteorder).str,
+            )
         return complete, promised, cut, layout
     pages = list(series.pages)
     by_page = False
@@ -493,16 +532,21 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
             master = _ome_binary_only(tif, p)
             if master is not None:
                 src = _open_tiff(master, block_frames)
-                src.notes.insert(0, f"{p.name} holds only pixels of the multi-file OME-TIFF {master.name}: read from {master.name}")
+                src.notes.insert(
+                    0, f"{p.name} holds only pixels of the multi-file OME-TIFF {master.name}: read from {master.name}"
+                )
                 return src
             if not tif.series:
-                raise SmlmdnError(f"cannot read TIFF {p}: it holds no image series", "check the file is a complete, uncorrupted TIFF")
+                raise SmlmdnError(
+                    f"cannot read TIFF {p}: it holds no image series", "check the file is a complete, uncorrupted TIFF"
+                )
             index, notes = _movie_series(tif, p)
             series = tif.series[index]
             axes = series.axes
             files = list(dict.fromkeys(page.parent.filehandle.path for page in series.pages if page is not None))
-            complete, promised, cut, raw_layout = _tiff_complete(tif, series, _frames_promised(tif, series),
-                                                                 _TIFF_LOG.messages[start:])
+            complete, promised, cut, raw_layout = _tiff_complete(
+                tif, series, _frames_promised(tif, series), _TIFF_LOG.messages[start:]
+            )
             kind = "ImageJ TIFF" if tif.is_imagej else "OME-TIFF" if tif.is_ome else "TIFF"
             tif_shape = tif.pages.first.shape
         if raw_layout is not None:
@@ -547,28 +591,48 @@ def _open_tiff_folder(folder: Path, files: list[Path], block_frames: int | None)
         )
     if len(sources) == 1:
         src = sources[0]
-        src.notes += [f"{folder.name}: {len(files) - 1} more file(s) are parts of {movies[0].name}"] if len(files) > 1 else []
+        src.notes += (
+            [f"{folder.name}: {len(files) - 1} more file(s) are parts of {movies[0].name}"] if len(files) > 1 else []
+        )
         return src
     for s, f in zip(sources, movies, strict=True):
         if s.truncated:
-            raise SmlmdnError(f"movie file {f} is truncated: frames 0-{s.frames_complete - 1} of {s.frames_promised} are complete",
-                              "recover the file, or move it out of the folder")
+            raise SmlmdnError(
+                f"movie file {f} is truncated: frames 0-{s.frames_complete - 1} of {s.frames_promised} are complete",
+                "recover the file, or move it out of the folder",
+            )
     parts = [_as_tyx(s.array, f) for s, f in zip(sources, movies, strict=True)]
     shapes = {a.shape[1:] for a in parts}
     if len(shapes) > 1:
-        raise SmlmdnError(f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder")
+        raise SmlmdnError(
+            f"TIFF files have different frame sizes {sorted(shapes)}", "put only one acquisition in the folder"
+        )
     dtypes = {a.dtype for a in parts}
     if len(dtypes) > 1:
-        raise SmlmdnError(f"TIFF files have different dtypes {sorted(map(str, dtypes))}", "put only one acquisition in the folder")
+        raise SmlmdnError(
+            f"TIFF files have different dtypes {sorted(map(str, dtypes))}", "put only one acquisition in the folder"
+        )
     notes = [n for s in sources for n in s.notes]
-    return MovieSource(da.concatenate(parts, axis=0), str(folder), f"folder of {len(parts)} TIFF files (natural name order)",
-                       [str(f) for f in movies], None, notes)
+    return MovieSource(
+        da.concatenate(parts, axis=0),
+        str(folder),
+        f"folder of {len(parts)} TIFF files (natural name order)",
+        [str(f) for f in movies],
+        None,
+        notes,
+    )
 
 
 #: Picasso movie YAML keys -> smlmdn camera keys (values taken when present and numeric).
 PICASSO_CAMERA_KEYS = {
-    "Baseline": "offset", "Sensitivity": "e_per_adu", "Gain": "em_gain", "EM Real Gain": "em_gain",
-    "Qe": "qe", "Quantum Efficiency": "qe", "Pixelsize": "pixel_size", "Pixel Size": "pixel_size",
+    "Baseline": "offset",
+    "Sensitivity": "e_per_adu",
+    "Gain": "em_gain",
+    "EM Real Gain": "em_gain",
+    "Qe": "qe",
+    "Quantum Efficiency": "qe",
+    "Pixelsize": "pixel_size",
+    "Pixel Size": "pixel_size",
 }
 
 
@@ -578,7 +642,9 @@ def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
 
     info_path = p.with_suffix(".yaml")
     if not info_path.is_file():
-        raise SmlmdnError(f"Picasso movie {p} has no {info_path.name} beside it", "put the .yaml Picasso wrote next to the .raw file")
+        raise SmlmdnError(
+            f"Picasso movie {p} has no {info_path.name} beside it", "put the .yaml Picasso wrote next to the .raw file"
+        )
     try:
         docs = [d for d in yaml.safe_load_all(info_path.read_text()) if isinstance(d, dict)]
         info = {k: v for d in docs for k, v in d.items()}
@@ -586,8 +652,10 @@ def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
         dtype = np.dtype(str(info.get("Data Type", "uint16")))
         order = str(info.get("Byte Order", "<"))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise SmlmdnError(f"cannot read Picasso movie info {info_path} ({type(exc).__name__}: {exc})",
-                          "it needs Frames, Height, Width (and Data Type, Byte Order) as Picasso writes them") from exc
+        raise SmlmdnError(
+            f"cannot read Picasso movie info {info_path} ({type(exc).__name__}: {exc})",
+            "it needs Frames, Height, Width (and Data Type, Byte Order) as Picasso writes them",
+        ) from exc
     if order not in ("<", ">", "="):
         raise SmlmdnError(f"{info_path} has Byte Order {order!r}", "use '<' (little-endian) or '>'")
     dtype = dtype.newbyteorder(cast(Literal["<", ">", "="], order))  # checked just above
@@ -678,9 +746,14 @@ def _as_tyx(arr: da.Array, p: Path) -> da.Array:
         if arr.ndim > 3 and len(squeezed) <= 3:
             arr = arr.reshape((-1, *shape[-2:]))
         else:
-            raise SmlmdnError(f"{p} has {arr.ndim} dimensions {shape}; smlmdn needs (T, Y, X)", "save the movie as a single-channel time series")
+            raise SmlmdnError(
+                f"{p} has {arr.ndim} dimensions {shape}; smlmdn needs (T, Y, X)",
+                "save the movie as a single-channel time series",
+            )
     if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
-        raise SmlmdnError(f"{p} has dtype {arr.dtype}; smlmdn needs integer or float pixels", "save the movie as uint16 (camera ADU)")
+        raise SmlmdnError(
+            f"{p} has dtype {arr.dtype}; smlmdn needs integer or float pixels", "save the movie as uint16 (camera ADU)"
+        )
     return arr
 
 
@@ -708,7 +781,9 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
         try:
             parent.mkdir(parents=True)
         except OSError as exc:
-            raise SmlmdnError(f"cannot create output folder {parent} ({exc.strerror})", "choose a writable location") from exc
+            raise SmlmdnError(
+                f"cannot create output folder {parent} ({exc.strerror})", "choose a writable location"
+            ) from exc
     if not os.access(parent, os.W_OK):
         raise SmlmdnError(f"output folder {parent} is not writable", "choose a folder you can write to")
     return path
@@ -768,7 +843,9 @@ def output_lock(path: str | Path) -> Iterator[None]:
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        os.write(
+            fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode()
+        )
         yield
     finally:
         with suppress(FileNotFoundError):
@@ -820,8 +897,16 @@ def write_movie(
     block, so an interrupted write resumes where it stopped when called again with ``resume``.
     Memory use is a few blocks at a time. Returns the final path.
     """
-    return write_movies({path: array}, overwrite=overwrite, attrs={path: attrs or {}}, pixel_size=pixel_size,
-                        progress=progress, description=description, resume=resume, pyramid=pyramid)[0]
+    return write_movies(
+        {path: array},
+        overwrite=overwrite,
+        attrs={path: attrs or {}},
+        pixel_size=pixel_size,
+        progress=progress,
+        description=description,
+        resume=resume,
+        pyramid=pyramid,
+    )[0]
 
 
 def write_movies(
@@ -878,20 +963,29 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
     from .omezarr import pyramid_levels
 
     # resolution levels per Zarr output: OME-Zarr may get a pyramid, plain Zarr holds level 0 only
-    levels = {k: pyramid_levels(arrs[k].shape[1:], pyramid) if finals[k].name.lower().endswith(".ome.zarr") else 1
-              for k in zarrs}
+    levels = {
+        k: pyramid_levels(arrs[k].shape[1:], pyramid) if finals[k].name.lower().endswith(".ome.zarr") else 1
+        for k in zarrs
+    }
     done = {}
     for k in zarrs:
         done[k] = _open_partial_zarr(tmps[k], arrs[k], metas[k], resume and not tiffs, levels[k])
     todo = [b for b in bounds if any(not (done[k] / str(b[0])).exists() for k in zarrs)] if not tiffs else bounds
     try:
-        with track(total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, b0, b1 in todo)) as advance:
+        with track(
+            total=t, description=description, enabled=progress, completed=t - sum(b1 - b0 for _, b0, b1 in todo)
+        ) as advance:
             if not tiffs:
                 # Blocks are computed by the active dask scheduler (threads, processes or a
                 # dask.distributed cluster, see smlmdn.cluster); each task stores its blocks itself.
                 def task(i: int, b0: int, b1: int) -> Any:
-                    return dask.delayed(_store_blocks)([arrs[k][b0:b1] for k in zarrs], [str(tmps[k]) for k in zarrs],
-                                                       b0, [str(done[k] / str(i)) for k in zarrs], [levels[k] for k in zarrs])
+                    return dask.delayed(_store_blocks)(
+                        [arrs[k][b0:b1] for k in zarrs],
+                        [str(tmps[k]) for k in zarrs],
+                        b0,
+                        [str(done[k] / str(i)) for k in zarrs],
+                        [levels[k] for k in zarrs],
+                    )
 
                 for (_, b0, b1), _ in compute_blocks(task, todo):
                     advance(b1 - b0)
@@ -923,8 +1017,12 @@ def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume:
     chunk_t = array.chunks[0][0]
     # The command line may differ on a rerun (e.g. --overwrite added); everything else must match.
     same = {k: v for k, v in meta.items() if k != "command"}
-    signature = json.loads(json.dumps({"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same,
-                                       "levels": levels}, default=str))
+    signature = json.loads(
+        json.dumps(
+            {"shape": [t, y, x], "dtype": str(array.dtype), "chunk_t": chunk_t, "attrs": same, "levels": levels},
+            default=str,
+        )
+    )
     done_dir = tmp / DONE_DIR
     if tmp.exists() and resume and _partial_matches(tmp, signature):
         return done_dir
@@ -933,8 +1031,14 @@ def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume:
     root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     for level in range(levels):
         shape = level_shape((t, y, x), level)
-        root.create_array(str(level), shape=shape, chunks=(chunk_t, *shape[1:]), dtype=array.dtype, fill_value=0,
-                          dimension_names=("t", "y", "x"))
+        root.create_array(
+            str(level),
+            shape=shape,
+            chunks=(chunk_t, *shape[1:]),
+            dtype=array.dtype,
+            fill_value=0,
+            dimension_names=("t", "y", "x"),
+        )
     done_dir.mkdir()
     (done_dir / "signature.json").write_text(json.dumps(signature))
     return done_dir
@@ -955,8 +1059,9 @@ def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float
         root[str(level)].attrs.update({"smlmdn": meta})
 
 
-def _store_blocks(blocks: list[np.ndarray], group_paths: list[str], t0: int, done_markers: list[str],
-                  levels: list[int] | None = None) -> int:
+def _store_blocks(
+    blocks: list[np.ndarray], group_paths: list[str], t0: int, done_markers: list[str], levels: list[int] | None = None
+) -> int:
     """Write computed frame blocks into the Zarr groups at ``group_paths`` (array ``0`` and, for a
     pyramid, the binned levels ``1``, ``2``, ...) and mark them done (runs on workers)."""
     import zarr
@@ -982,8 +1087,9 @@ def _partial_matches(tmp: Path, signature: dict) -> bool:
 IMAGEJ_MAX_BYTES = 2**32 - 2**25  # a classic (non-Big) TIFF must stay below 4 GiB, IFDs included
 
 
-def tiff_options(path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta: dict[str, Any],
-                 pixel_size: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def tiff_options(
+    path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta: dict[str, Any], pixel_size: float | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(TiffWriter options, write options) for a (T, Y, X) movie at ``path``, with the pixel size where readers look.
 
     ``.ome.tif``: OME-TIFF (BigTIFF) with ``PhysicalSizeX/Y`` in nm and the provenance JSON as the image
@@ -998,8 +1104,12 @@ def tiff_options(path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta:
     if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
         md: dict[str, Any] = {"axes": "TYX", "Description": provenance_json}
         if pixel_size:
-            md.update(PhysicalSizeX=float(pixel_size), PhysicalSizeXUnit="nm",
-                      PhysicalSizeY=float(pixel_size), PhysicalSizeYUnit="nm")
+            md.update(
+                PhysicalSizeX=float(pixel_size),
+                PhysicalSizeXUnit="nm",
+                PhysicalSizeY=float(pixel_size),
+                PhysicalSizeYUnit="nm",
+            )
             write.update(resolution=(1e7 / pixel_size, 1e7 / pixel_size), resolutionunit="CENTIMETER")
         return {"bigtiff": True, "ome": True}, {**write, "metadata": md}
     md = {"axes": "TYX", "Info": provenance_json}
@@ -1042,7 +1152,9 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
                     tif.write(frames(k), **write_opts)
         except BaseException as exc:  # handed to the main thread
             errors[k] = exc
-            while k not in stopped and feeds[k].get() is not stop:  # drain so the producer never blocks on a dead writer
+            while (
+                k not in stopped and feeds[k].get() is not stop
+            ):  # drain so the producer never blocks on a dead writer
                 pass
 
     def put(k: int, item: Any) -> None:
@@ -1062,8 +1174,13 @@ def _write_in_order(arrs, finals, tmps, zarrs, tiffs, done, metas, pixel_size, t
     try:
         for i, b0, b1 in todo:
             blocks = dask.compute(*(a[b0:b1] for a in arrs))
-            _store_blocks([blocks[k] for k in zarrs], [str(tmps[k]) for k in zarrs], b0,
-                          [str(done[k] / str(i)) for k in zarrs], [levels[k] for k in zarrs])
+            _store_blocks(
+                [blocks[k] for k in zarrs],
+                [str(tmps[k]) for k in zarrs],
+                b0,
+                [str(done[k] / str(i)) for k in zarrs],
+                [levels[k] for k in zarrs],
+            )
             for k in tiffs:
                 put(k, np.asarray(blocks[k]))
             advance(b1 - b0)

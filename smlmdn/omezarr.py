@@ -98,7 +98,11 @@ def write_metadata(group_path: str | Path, levels: int, pixel_size_nm: float | N
         from ome_zarr.writer import write_multiscales_metadata
 
     unit = {"unit": "nanometer"} if pixel_size_nm else {}
-    axes = [{"name": "t", "type": "time"}, {"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}]
+    axes = [
+        {"name": "t", "type": "time"},
+        {"name": "y", "type": "space", **unit},
+        {"name": "x", "type": "space", **unit},
+    ]
     group = zarr.open_group(str(group_path), mode="r+")
     write_multiscales_metadata(group, datasets(levels, pixel_size_nm), fmt=FormatV05(), axes=axes, name=name)
 
@@ -157,15 +161,22 @@ def open_image(p: Path) -> tuple[Any, str, list[str]]:
             location = parse_url(str(p), mode="r")
             nodes = [n for n in Reader(location)() if n.first(Multiscales) is not None] if location else []
         except Exception as exc:  # ome_zarr raises ValueError/KeyError/... on bad metadata
-            raise SmlmdnError(f"cannot read OME-Zarr image {p} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", "check its multiscales metadata (e.g. with ome_zarr info)") from exc
+            raise SmlmdnError(
+                f"cannot read OME-Zarr image {p} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                "check its multiscales metadata (e.g. with ome_zarr info)",
+            ) from exc
     if not nodes:
-        raise SmlmdnError(f"ome_zarr finds no multiscale image in {p}", "point to the image group (the one with multiscales metadata)")
+        raise SmlmdnError(
+            f"ome_zarr finds no multiscale image in {p}", "point to the image group (the one with multiscales metadata)"
+        )
     node = nodes[0]
     attrs = dict(node.zarr.root_attrs)
     n_multiscales = len(attrs.get("multiscales") or [])
     if n_multiscales > 1:
-        raise SmlmdnError(f"OME-Zarr image {p} holds {n_multiscales} multiscale images",
-                          "export the one you want to its own OME-Zarr image")
+        raise SmlmdnError(
+            f"OME-Zarr image {p} holds {n_multiscales} multiscale images",
+            "export the one you want to its own OME-Zarr image",
+        )
     axes = "".join(str(ax["name"] if isinstance(ax, dict) else ax)[0].upper() for ax in node.metadata.get("axes") or [])
     levels = node.data
     path0 = node.first(Multiscales).datasets[0]

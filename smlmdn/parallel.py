@@ -86,4 +86,3 @@ def tune_worker_allocator() -> bool:
             done = False
     _ALLOCATOR_TUNED.append(done)
     return done
-

@@ -51,7 +51,12 @@ def integrated_gaussian(x_px: ArrayLike, y_px: ArrayLike, sigma_px: ArrayLike, s
 
 
 def render_spots(
-    x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray, sigma_px: float, shape: tuple[int, ...], truncate: float = 6.0,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    photons: np.ndarray,
+    sigma_px: float,
+    shape: tuple[int, ...],
+    truncate: float = 6.0,
     frame: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sum of integrated-Gaussian spots into one image (Y, X) float64, expected photons per pixel.

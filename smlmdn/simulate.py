@@ -162,9 +162,15 @@ class SimulationParams:
                 raise bad(name, "a number", f"give --{name.replace('_', '-')} as a number") from None
             if not math.isfinite(value) or value < 0 or (name in positive and value == 0):
                 rule = "> 0" if name in positive else ">= 0"
-                raise bad(name, f"finite and {rule}", f"give a {'positive' if name in positive else 'non-negative'} --{name.replace('_', '-')}")
+                raise bad(
+                    name,
+                    f"finite and {rule}",
+                    f"give a {'positive' if name in positive else 'non-negative'} --{name.replace('_', '-')}",
+                )
         if self.bleach_cycles and self.bleach_cycles < 1:
-            raise bad("bleach_cycles", "0 (no bleaching) or >= 1", "give the mean number of on-periods before bleaching")
+            raise bad(
+                "bleach_cycles", "0 (no bleaching) or >= 1", "give the mean number of on-periods before bleaching"
+            )
         if self.structure not in STRUCTURES:
             raise bad("structure", f"one of {', '.join(STRUCTURES)}", f"use --structure {'|'.join(STRUCTURES)}")
         if self.brightness not in BRIGHTNESS:
@@ -242,7 +248,9 @@ class Simulation:
 # ------------------------------------------------------------------------------------- structures
 
 
-def _worm_like_chain(rng: np.random.Generator, start: np.ndarray, angle: float, length: float, step: float, persistence: float) -> np.ndarray:
+def _worm_like_chain(
+    rng: np.random.Generator, start: np.ndarray, angle: float, length: float, step: float, persistence: float
+) -> np.ndarray:
     """Points (M, 2) in nm of a 2D worm-like chain: heading diffuses with variance step/persistence per step."""
     n = max(2, int(length / step) + 1)
     turns = rng.normal(0.0, math.sqrt(step / persistence), size=n - 1)
@@ -277,7 +285,9 @@ def emitter_positions(params: SimulationParams, rng: np.random.Generator) -> np.
             chain = _worm_like_chain(rng, start, angle, 2.5 * w, step, params.persistence_nm)
             inside = np.all((chain >= 0) & (chain < w), axis=1)
             if inside.sum() < 2:  # missed the field: run one through the centre instead
-                chain = _worm_like_chain(rng, np.array([w / 2, w / 2]), rng.uniform(0, 2 * np.pi), 1.0 * w, step, params.persistence_nm)
+                chain = _worm_like_chain(
+                    rng, np.array([w / 2, w / 2]), rng.uniform(0, 2 * np.pi), 1.0 * w, step, params.persistence_nm
+                )
                 inside = np.all((chain >= 0) & (chain < w), axis=1)
             pieces.append(chain[inside])
         points = np.concatenate(pieces)
@@ -318,7 +328,9 @@ def _initial_state(params: SimulationParams, n: int, rng: np.random.Generator) -
     return _BlinkState(on, t_end, np.ones(n, dtype=bool))
 
 
-def _window_periods(params: SimulationParams, state: _BlinkState, w0: float, w1: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window_periods(
+    params: SimulationParams, state: _BlinkState, w0: float, w1: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Advance ``state`` (in place) from ``w0`` to ``w1``; return the on-periods ``(emitter, start, end)``
     inside ``[w0, w1)`` (times in frames)."""
     on, t_end, alive = state.on, state.t_end, state.alive
@@ -347,7 +359,9 @@ def _window_periods(params: SimulationParams, state: _BlinkState, w0: float, w1:
     return np.concatenate(out_e), np.concatenate(out_s), np.concatenate(out_t)
 
 
-def _periods_to_rows(params: SimulationParams, e: np.ndarray, s: np.ndarray, end: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _periods_to_rows(
+    params: SimulationParams, e: np.ndarray, s: np.ndarray, end: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On-periods -> one row per emitter per frame: ``(frame, emitter, photons)`` sorted by frame, emitter."""
     first = np.floor(s).astype(np.int64)
     last = np.ceil(end).astype(np.int64)  # exclusive
@@ -551,7 +565,9 @@ def _lazy(render, shape: tuple[int, int, int], dtype: Any, block: int) -> da.Arr
     return da.concatenate(blocks, axis=0)
 
 
-def lazy_simulation(params: SimulationParams, block_frames: int | None = None) -> tuple[da.Array, da.Array, GroundTruth, Camera]:
+def lazy_simulation(
+    params: SimulationParams, block_frames: int | None = None
+) -> tuple[da.Array, da.Array, GroundTruth, Camera]:
     """The movie (uint16 ADU) and clean (float32 photons) as lazy dask arrays (T, Y, X), the ground
     truth (generated lazily, window by window) and the camera. Pixels are rendered when computed."""
     truth = GroundTruth(params)
@@ -589,7 +605,11 @@ def write_truth_csv(truth: GroundTruth, path: str | Path, overwrite: bool = Fals
 
 
 def simulate_to_dir(
-    params: SimulationParams, out_dir: str | Path, overwrite: bool = False, progress: bool = True, block_frames: int | None = None
+    params: SimulationParams,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    block_frames: int | None = None,
 ) -> dict[str, Path]:
     """Write ``movie.tif`` (uint16 ADU), ``clean.tif`` (float32 photons), ``truth.csv`` and ``camera.json``.
 
@@ -615,11 +635,19 @@ def simulate_to_dir(
         save_camera(camera, staged["camera"])
         write_truth_csv(truth, staged["truth"])
         write_movie(
-            movie, staged["movie"], pixel_size=params.pixel_size, progress=progress, description="simulating movie",
+            movie,
+            staged["movie"],
+            pixel_size=params.pixel_size,
+            progress=progress,
+            description="simulating movie",
             attrs={"units": "adu", "camera": camera.to_dict(), "simulation": sim_attrs},
         )
         write_movie(
-            clean, staged["clean"], pixel_size=params.pixel_size, progress=progress, description="writing clean",
+            clean,
+            staged["clean"],
+            pixel_size=params.pixel_size,
+            progress=progress,
+            description="writing clean",
             attrs={"units": "photons", "simulation": sim_attrs},
         )
         for key in OUTPUT_FILES:

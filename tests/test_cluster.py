@@ -17,14 +17,18 @@ from smlmdn.io import open_movie, write_movie
 
 @pytest.mark.slow
 def test_local_cluster_output_equals_single_process(tmp_path: Path, small_movie: np.ndarray) -> None:
-    tifffile.imwrite(tmp_path / "movie.tif", small_movie)  # a real file: the graph must ship to workers without file handles
+    tifffile.imwrite(
+        tmp_path / "movie.tif", small_movie
+    )  # a real file: the graph must ship to workers without file handles
     photons = to_photons(open_movie(tmp_path / "movie.tif", block_frames=3), Camera())
     with dask_scheduler("synchronous"):
         write_movie(photons, tmp_path / "single.zarr", progress=False)
     with dask_scheduler("local", workers=2) as client:
         assert client is not None and len(client.nthreads()) == 2
         write_movie(photons, tmp_path / "cluster.zarr", progress=False)
-    np.testing.assert_array_equal(open_movie(tmp_path / "cluster.zarr").compute(), open_movie(tmp_path / "single.zarr").compute())
+    np.testing.assert_array_equal(
+        open_movie(tmp_path / "cluster.zarr").compute(), open_movie(tmp_path / "single.zarr").compute()
+    )
 
 
 def test_bad_scheduler_names() -> None:

@@ -24,7 +24,15 @@ from smlmdn.localize import localize
 from smlmdn.simulate import SimulationParams, simulate_to_dir
 
 runner = CliRunner()
-FIGURES = ("crops.png", "renders.png", "metrics.png", "frc.png", "render_raw.png", "render_denoised.png", "render_hybrid.png")
+FIGURES = (
+    "crops.png",
+    "renders.png",
+    "metrics.png",
+    "frc.png",
+    "render_raw.png",
+    "render_denoised.png",
+    "render_hybrid.png",
+)
 DENOISE_KEYS = ("psnr", "ssim", "bg_snr")
 LOCALIZE_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "n")
 
@@ -46,8 +54,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def with_truth(data: dict[str, Path]) -> tuple[dict, Path]:
     camera = read_camera(data)
     out = data["dir"] / "report"
-    report = compare(data["movie"], camera, out_dir=out, model=data["model"], truth=data["truth"], clean=data["clean"],
-                     keep_denoised=True, progress=False)
+    report = compare(
+        data["movie"],
+        camera,
+        out_dir=out,
+        model=data["model"],
+        truth=data["truth"],
+        clean=data["clean"],
+        keep_denoised=True,
+        progress=False,
+    )
     return report, out
 
 
@@ -60,7 +76,15 @@ def read_camera(data: dict[str, Path]):
 @pytest.mark.slow
 def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[dict, Path]) -> None:
     _, out = with_truth
-    for name in ("report.json", "report.md", *FIGURES, "render_truth.png", "locs_raw.csv", "locs_hybrid.csv", "locs_denoised.csv"):
+    for name in (
+        "report.json",
+        "report.md",
+        *FIGURES,
+        "render_truth.png",
+        "locs_raw.csv",
+        "locs_hybrid.csv",
+        "locs_denoised.csv",
+    ):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
     assert not out.with_name(out.name + ".partial").exists()
@@ -80,7 +104,9 @@ def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[di
 
 
 @pytest.mark.slow
-def test_compare_numbers_agree_with_the_evaluate_functions(data: dict[str, Path], with_truth: tuple[dict, Path]) -> None:
+def test_compare_numbers_agree_with_the_evaluate_functions(
+    data: dict[str, Path], with_truth: tuple[dict, Path]
+) -> None:
     report, out = with_truth
     camera = read_camera(data)
     photons = movie_to_photons(open_movie(data["movie"]), camera)
@@ -108,7 +134,9 @@ def test_compare_numbers_agree_with_the_evaluate_functions(data: dict[str, Path]
 
 
 @pytest.mark.slow
-def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(
+    data: dict[str, Path], with_truth, tmp_path: Path
+) -> None:
     _, first = with_truth
     camera = read_camera(data)
     mean = open_movie(first / "denoised" / "mean.zarr")
@@ -138,17 +166,47 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(data: dic
 
 
 @pytest.mark.slow
-def test_cli_compare_on_smlmdn_denoise_outputs_and_refuses_an_existing_report(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+def test_cli_compare_on_smlmdn_denoise_outputs_and_refuses_an_existing_report(
+    data: dict[str, Path], with_truth, tmp_path: Path
+) -> None:
     report, _ = with_truth
     den = tmp_path / "den.zarr"
-    made = runner.invoke(app, ["denoise", str(data["movie"]), "--model", str(data["model"]), "--camera", str(data["camera"]),
-                               "-o", str(den), "-e", "mean", "-e", "map", "-q"])
+    made = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(data["movie"]),
+            "--model",
+            str(data["model"]),
+            "--camera",
+            str(data["camera"]),
+            "-o",
+            str(den),
+            "-e",
+            "mean",
+            "-e",
+            "map",
+            "-q",
+        ],
+    )
     assert made.exit_code == 0, made.output
     files = sorted(tmp_path.glob("den_*.zarr"))
     assert [f.name for f in files] == ["den_map.zarr", "den_mean.zarr"]
     out = tmp_path / "cli_report"
-    args = ["compare", str(data["movie"]), "--camera", str(data["camera"]), *[a for f in files for a in ("--denoised", str(f))],
-            "-o", str(out), "--truth", str(data["truth"]), "--clean", str(data["clean"]), "-q"]
+    args = [
+        "compare",
+        str(data["movie"]),
+        "--camera",
+        str(data["camera"]),
+        *[a for f in files for a in ("--denoised", str(f))],
+        "-o",
+        str(out),
+        "--truth",
+        str(data["truth"]),
+        "--clean",
+        str(data["clean"]),
+        "-q",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Jacc %" in result.output and "hybrid" in result.output and "report.md" in result.output
@@ -188,8 +246,22 @@ def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Pat
     with pytest.raises(SmlmdnError, match="lacks column"):
         read_truth(bad)
     out = tmp_path / "r"
-    result = runner.invoke(app, ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--model", str(data["model"]),
-                                 "-o", str(out), "--truth", str(bad), "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(data["movie"]),
+            "--camera",
+            str(data["camera"]),
+            "--model",
+            str(data["model"]),
+            "-o",
+            str(out),
+            "--truth",
+            str(bad),
+            "-q",
+        ],
+    )
     _one_line_error(result, "lacks column(s) x_nm, y_nm", "frame (0-based), x_nm, y_nm")
     assert not out.exists() and not out.with_name("r.partial").exists()
 
@@ -206,7 +278,9 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_report(data: dict[str, P
 def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path: Path) -> None:
     camera = read_camera(data)
     wrong = tmp_path / "wrong.zarr"
-    write_movie(da.zeros((80, 32, 30), dtype=np.float32, chunks=(40, 32, 30)), wrong, attrs={"units": "photons"}, progress=False)
+    write_movie(
+        da.zeros((80, 32, 30), dtype=np.float32, chunks=(40, 32, 30)), wrong, attrs={"units": "photons"}, progress=False
+    )
     out = tmp_path / "r"
     with pytest.raises(SmlmdnError, match="shape"):
         compare(data["movie"], camera, out_dir=out, denoised=wrong, progress=False)
@@ -214,7 +288,9 @@ def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path
 
 
 @pytest.mark.slow
-def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(data: dict[str, Path], with_truth, tmp_path: Path) -> None:
+def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(
+    data: dict[str, Path], with_truth, tmp_path: Path
+) -> None:
     """A clean movie from another simulator in *emitted* photons (before QE) or in ADU is converted to detected
     photons: the same PSNR as the detected-photon reference, not a QE-sized scale error; the report says so."""
     report, first = with_truth
@@ -224,9 +300,24 @@ def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(data: dic
     emitted = tmp_path / "clean_emitted.tif"
     write_movie(detected / np.float32(camera.qe), emitted, progress=False)
     out = tmp_path / "emitted_report"
-    res = runner.invoke(app, ["compare", str(data["movie"]), "--camera", str(data["camera"]), "--denoised",
-                              str(first / "denoised" / "mean.zarr"), "-o", str(out), "--clean", str(emitted),
-                              "--clean-units", "emitted", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            str(data["movie"]),
+            "--camera",
+            str(data["camera"]),
+            "--denoised",
+            str(first / "denoised" / "mean.zarr"),
+            "-o",
+            str(out),
+            "--clean",
+            str(emitted),
+            "--clean-units",
+            "emitted",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     again = json.loads((out / "report.json").read_text())
     for name in ("raw", "mean"):
@@ -242,7 +333,16 @@ def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(data: dic
     from smlmdn.compare import clean_to_detected
 
     adu = detected / np.float32(camera.e_per_adu / camera.em_gain) + np.float32(camera.offset)
-    np.testing.assert_allclose(clean_to_detected(adu, "adu", camera).compute(), detected.compute(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        clean_to_detected(adu, "adu", camera).compute(), detected.compute(), rtol=1e-5, atol=1e-3
+    )
     with pytest.raises(SmlmdnError, match="clean-units"):
-        compare(data["movie"], camera, out_dir=tmp_path / "bad", denoised=first / "denoised" / "mean.zarr",
-                clean=data["clean"], clean_units="photons", progress=False)
+        compare(
+            data["movie"],
+            camera,
+            out_dir=tmp_path / "bad",
+            denoised=first / "denoised" / "mean.zarr",
+            clean=data["clean"],
+            clean_units="photons",
+            progress=False,
+        )

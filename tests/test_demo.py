@@ -19,9 +19,20 @@ def test_demo_tiny_runs_end_to_end_and_refuses_to_overwrite(tmp_path: Path) -> N
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", str(out), "--tiny", "-q"])
     assert result.exit_code == 0, result.output
-    for name in ("data/movie.tif", "data/clean.tif", "data/truth.csv", "data/camera.json", "model.pt",
-                 "report/report.json", "report/report.md", "report/crops.png", "report/renders.png",
-                 "report/metrics.png", "report/frc.png", "report/denoised/mean.zarr"):
+    for name in (
+        "data/movie.tif",
+        "data/clean.tif",
+        "data/truth.csv",
+        "data/camera.json",
+        "model.pt",
+        "report/report.json",
+        "report/report.md",
+        "report/crops.png",
+        "report/renders.png",
+        "report/metrics.png",
+        "report/frc.png",
+        "report/denoised/mean.zarr",
+    ):
         assert (out / name).exists(), name
     report = json.loads((out / "report" / "report.json").read_text())
     for name in ("raw", "mean", "map", "prior"):

@@ -29,8 +29,13 @@ def _model(context=1, depth=2, width=6, head="gamma-poisson", seed=0, mode="stem
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     shift, factor = L.count_transform(CAM.excess_noise, CAM.read_noise_photons)
-    return DenoiseModel(net=cfg, state_dict=net.state_dict(), camera=CAM, transform={"shift": shift, "factor": factor},
-                        norm={"level": 20.0, "scale": 5.0})
+    return DenoiseModel(
+        net=cfg,
+        state_dict=net.state_dict(),
+        camera=CAM,
+        transform={"shift": shift, "factor": factor},
+        norm={"level": 20.0, "scale": 5.0},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,9 @@ def movie():
     return rng.poisson(20.0, size=(11, 37, 45)).astype(np.float32) + rng.normal(0, 1.5, (11, 37, 45)).astype(np.float32)
 
 
-@pytest.mark.parametrize("context,depth,mode", [(0, 2, "stem"), (1, 2, "stem"), (2, 2, "stem"), (1, 3, "stem"), (1, 2, "branch")])
+@pytest.mark.parametrize(
+    "context,depth,mode", [(0, 2, "stem"), (1, 2, "stem"), (2, 2, "stem"), (1, 3, "stem"), (1, 2, "branch")]
+)
 def test_tiled_and_streamed_equal_whole_frame(movie, context, depth, mode):
     model = _model(context=context, depth=depth, width=4 if depth == 3 else 6, mode=mode)
     names = ("mean", "map", "std", "prior")
@@ -53,7 +60,7 @@ def test_tiled_and_streamed_equal_whole_frame(movie, context, depth, mode):
         np.testing.assert_allclose(t[name], w[name], rtol=1e-5, atol=1e-4)
     # estimates of each frame only use frames t-K..t+K (with mirrored ends), nothing else
     sub = denoise_lazy(da.from_array(movie[2:9]), model, estimates=("mean",))["mean"].compute()
-    np.testing.assert_allclose(sub[context: 7 - context], w["mean"][2 + context: 9 - context], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(sub[context : 7 - context], w["mean"][2 + context : 9 - context], rtol=1e-5, atol=1e-4)
 
 
 def test_movie_edges_mirror_without_the_edge_frame(movie):
@@ -132,8 +139,11 @@ def test_model_file_refusals(tmp_path):
     with pytest.raises(SmlmdnError, match="cannot be read"):
         load_model(bad)
     d = model.to_dict()
-    for key, value, msg in [("format_version", FORMAT_VERSION + 1, "format version"), ("smlmdn_version", "99.0.0", "incompatible"),
-                            ("format", "other", "not an smlmdn model")]:
+    for key, value, msg in [
+        ("format_version", FORMAT_VERSION + 1, "format version"),
+        ("smlmdn_version", "99.0.0", "incompatible"),
+        ("format", "other", "not an smlmdn model"),
+    ]:
         f = tmp_path / f"{key}.pt"
         torch.save({**d, key: value}, f)
         with pytest.raises(SmlmdnError, match=msg):

@@ -45,7 +45,9 @@ def test_fit_then_denoise_zarr_and_adu_tiff(data):
     assert "already exists" in _one_line_error(res)
 
     out = root / "den.zarr"
-    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(out), "-e", "mean", "-e", "std", "-q"])
+    res = runner.invoke(
+        app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(out), "-e", "mean", "-e", "std", "-q"]
+    )
     assert res.exit_code == 0, res.output
     mean_path, std_path = root / "den_mean.zarr", root / "den_std.zarr"
     mean = np.asarray(zarr.open(str(mean_path), mode="r")["0"])
@@ -62,7 +64,9 @@ def test_fit_then_denoise_zarr_and_adu_tiff(data):
     np.testing.assert_allclose(np.asarray(zarr.open(str(single), mode="r")["0"]), mean, rtol=1e-6)
 
     adu = root / "den_adu.tif"
-    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(adu), "--out-units", "adu", "-q"])
+    res = runner.invoke(
+        app, ["denoise", movie, "--camera", cam, "-m", str(model), "-o", str(adu), "--out-units", "adu", "-q"]
+    )
     assert res.exit_code == 0, res.output
     img = tifffile.imread(adu)
     assert img.dtype == np.uint16 and img.shape == data["sim"].movie.shape
@@ -75,7 +79,9 @@ def test_fit_then_denoise_zarr_and_adu_tiff(data):
 
 def test_cli_bad_inputs(data, tmp_path):
     movie, cam = str(data["movie"]), str(data["camera"])
-    res = runner.invoke(app, ["denoise", movie, "--camera", cam, "-m", str(tmp_path / "none.pt"), "-o", str(tmp_path / "o.zarr")])
+    res = runner.invoke(
+        app, ["denoise", movie, "--camera", cam, "-m", str(tmp_path / "none.pt"), "-o", str(tmp_path / "o.zarr")]
+    )
     assert "does not exist" in _one_line_error(res)
     corrupt = tmp_path / "bad.pt"
     corrupt.write_bytes(b"not a model")
@@ -84,7 +90,10 @@ def test_cli_bad_inputs(data, tmp_path):
     res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--patch", "32"])
     assert "minimum frame size is 32 x 32" in _one_line_error(res)
     np.save(tmp_path / "short.npy", data["sim"].movie[:3])
-    res = runner.invoke(app, ["fit", str(tmp_path / "short.npy"), "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--context", "1"])
+    res = runner.invoke(
+        app,
+        ["fit", str(tmp_path / "short.npy"), "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--context", "1"],
+    )
     assert "needs at least 4" in _one_line_error(res)
     res = runner.invoke(app, ["fit", movie, "--camera", cam, "-o", str(tmp_path / "m.pt"), *FAST, "--head", "cauchy"])
     assert "unknown head" in _one_line_error(res)
@@ -104,10 +113,48 @@ def test_several_estimates_get_suffixed_names():
 
 def test_fit_warns_when_camera_numbers_disagree_with_the_data(data):
     root, movie = data["root"], str(data["movie"])
-    res = runner.invoke(app, ["fit", movie, "--camera", str(data["camera"]), "--e-per-adu", "2.5", "-o", str(root / "wrong.pt"),
-                              "--steps", "2", "--width", "8", "--depth", "1", "--patch", "16", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            movie,
+            "--camera",
+            str(data["camera"]),
+            "--e-per-adu",
+            "2.5",
+            "-o",
+            str(root / "wrong.pt"),
+            "--steps",
+            "2",
+            "--width",
+            "8",
+            "--depth",
+            "1",
+            "--patch",
+            "16",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "disagrees with the data" in " ".join(res.output.split())
-    res = runner.invoke(app, ["fit", movie, "--camera", str(data["camera"]), "-o", str(root / "right.pt"),
-                              "--steps", "2", "--width", "8", "--depth", "1", "--patch", "16", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            movie,
+            "--camera",
+            str(data["camera"]),
+            "-o",
+            str(root / "right.pt"),
+            "--steps",
+            "2",
+            "--width",
+            "8",
+            "--depth",
+            "1",
+            "--patch",
+            "16",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0 and "disagrees" not in res.output

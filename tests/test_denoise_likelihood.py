@@ -15,7 +15,9 @@ def test_nb_nll_equals_scipy_nbinom_on_integer_counts():
     for m, a in [(0.3, 0.05), (5.0, 2.0), (30.0, 1e3), (30.0, 1e5), (200.0, 7.5)]:
         b = a / m
         expected = -stats.nbinom.logpmf(y, n=a, p=b / (b + 1))
-        got = L.nb_nll(torch.tensor(y), torch.full_like(torch.tensor(y), m), torch.full_like(torch.tensor(y), a)).numpy()
+        got = L.nb_nll(
+            torch.tensor(y), torch.full_like(torch.tensor(y), m), torch.full_like(torch.tensor(y), a)
+        ).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -47,9 +49,18 @@ def test_nb_nll_real_valued_counts_are_smooth():
 @pytest.mark.parametrize("y,m,a", [(0, 2.0, 1.5), (4, 3.0, 0.7), (17, 10.0, 25.0), (2, 8.0, 300.0)])
 def test_gamma_posterior_matches_numeric_integration(y, m, a):
     b = a / m
+
     # unnormalised posterior density of lam: Poisson(y | lam) Gamma(lam | a, b)
     def dens(lam):
-        return np.exp(y * np.log(lam) - lam - special.gammaln(y + 1) + a * np.log(b) - special.gammaln(a) + (a - 1) * np.log(lam) - b * lam)
+        return np.exp(
+            y * np.log(lam)
+            - lam
+            - special.gammaln(y + 1)
+            + a * np.log(b)
+            - special.gammaln(a)
+            + (a - 1) * np.log(lam)
+            - b * lam
+        )
 
     hi = (a + y) / (b + 1) + 40 * np.sqrt(a + y) / (b + 1) + 10
     pts = [(a + y) / (b + 1)]

@@ -61,8 +61,9 @@ def test_nan_loss_goes_back_to_last_good_weights_and_stops(sim, monkeypatch):
 
     monkeypatch.setattr(L, "nll", flaky)
     messages = []
-    model = fit_model(photons, s.camera, FitConfig(steps=200, context=0, max_restores=2, **TINY), progress=False,
-                      log=messages.append)
+    model = fit_model(
+        photons, s.camera, FitConfig(steps=200, context=0, max_restores=2, **TINY), progress=False, log=messages.append
+    )
     tr = model.training
     assert tr["stopped"] == "diverged" and tr["restores"] == 3
     assert np.isfinite(tr["best_val_loss"]) and tr["best_step"] == 20
@@ -109,7 +110,9 @@ def test_checkpoint_on_interrupt_and_resume(sim, tmp_path, monkeypatch):
     assert model.training["steps"] == 50
     # a checkpoint from other settings is refused
     with pytest.raises(SmlmdnError, match="another movie or network"):
-        fit_model(photons, s.camera, FitConfig(steps=50, context=0, **TINY), progress=False, checkpoint=ckpt, resume=True)
+        fit_model(
+            photons, s.camera, FitConfig(steps=50, context=0, **TINY), progress=False, checkpoint=ckpt, resume=True
+        )
 
 
 def test_bad_movies_are_refused_with_the_minimum(sim):
@@ -133,8 +136,14 @@ def test_time_budget_alone_trains_until_the_budget_not_a_default_step_count(sim,
     seen, lrs = [], []
     real_factor = T._lr_factor
     monkeypatch.setattr(T, "_lr_factor", lambda frac, *a, **k: lrs.append(frac) or real_factor(frac, *a, **k))
-    model = fit_model(photons, s.camera, FitConfig(steps=None, time_budget=1.5, context=1, **TINY), progress=False,
-                      snapshot=lambda step, el, w: seen.append((step, el)), snapshot_at=(0.5,))
+    model = fit_model(
+        photons,
+        s.camera,
+        FitConfig(steps=None, time_budget=1.5, context=1, **TINY),
+        progress=False,
+        snapshot=lambda step, el, w: seen.append((step, el)),
+        snapshot_at=(0.5,),
+    )
     tr = model.training
     assert tr["stopped"] == "time budget" and tr["steps"] > 5 and tr["seconds"] >= 1.5
     # the schedule follows elapsed time: the fraction grows to ~1 at the budget, not step / DEFAULT_STEPS

@@ -17,12 +17,14 @@ def table(rows):
 
 def test_known_tp_fp_fn_give_exact_scores():
     truth = table([(0, 0, 0), (0, 1000, 0), (0, 5000, 5000), (1, 0, 0)])
-    locs = table([
-        (0, 30, 40),      # 50 nm from truth (0, 0): TP
-        (0, 1000, 120),   # 120 nm from truth (1000, 0): TP
-        (0, 3000, 3000),  # nothing within 250 nm: FP
-        (2, 0, 0),        # right place, wrong frame (no truth in frame 2): FP
-    ])
+    locs = table(
+        [
+            (0, 30, 40),  # 50 nm from truth (0, 0): TP
+            (0, 1000, 120),  # 120 nm from truth (1000, 0): TP
+            (0, 3000, 3000),  # nothing within 250 nm: FP
+            (2, 0, 0),  # right place, wrong frame (no truth in frame 2): FP
+        ]
+    )
     res = match_localizations(locs, truth, tolerance_nm=250.0)
     assert isinstance(res, MatchResult)
     assert (res.tp, res.fp, res.fn, res.n) == (2, 2, 2, 4)
@@ -82,10 +84,12 @@ def test_pairs_use_index_labels():
 def test_matches_brute_force_per_frame_hungarian():
     rng = np.random.default_rng(0)
     n_t, n_l, frames, tol = 300, 330, 15, 250.0
-    truth = pd.DataFrame({"frame": rng.integers(0, frames, n_t), "x_nm": rng.random(n_t) * 2000,
-                          "y_nm": rng.random(n_t) * 2000})
-    locs = pd.DataFrame({"frame": rng.integers(0, frames, n_l), "x_nm": rng.random(n_l) * 2000,
-                         "y_nm": rng.random(n_l) * 2000})
+    truth = pd.DataFrame(
+        {"frame": rng.integers(0, frames, n_t), "x_nm": rng.random(n_t) * 2000, "y_nm": rng.random(n_t) * 2000}
+    )
+    locs = pd.DataFrame(
+        {"frame": rng.integers(0, frames, n_l), "x_nm": rng.random(n_l) * 2000, "y_nm": rng.random(n_l) * 2000}
+    )
     res = match_localizations(locs, truth, tolerance_nm=tol)
     tp, total = 0, 0.0
     for f in range(frames):

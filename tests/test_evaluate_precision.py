@@ -18,8 +18,11 @@ def repeated_localizations(sigma_nm, seed=0, frames_on=20):
     parts = []
     for x0, y0 in zip(ex, ey, strict=True):
         f = np.arange(frames_on) + rng.integers(0, 100)
-        parts.append(pd.DataFrame({"frame": f, "x_nm": x0 + rng.normal(0, sigma_nm, f.size),
-                                   "y_nm": y0 + rng.normal(0, sigma_nm, f.size)}))
+        parts.append(
+            pd.DataFrame(
+                {"frame": f, "x_nm": x0 + rng.normal(0, sigma_nm, f.size), "y_nm": y0 + rng.normal(0, sigma_nm, f.size)}
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 

@@ -29,14 +29,16 @@ def test_out_of_field_localizations_are_dropped_and_blur_keeps_the_count():
 
 
 def test_default_blur_is_the_median_crlb_precision():
-    locs = pd.DataFrame({"x_nm": [1005.0] * 3, "y_nm": [1005.0] * 3, "crlb_x_nm": [30.0, 40.0, 50.0],
-                         "crlb_y_nm": [30.0, 40.0, 50.0]})
+    locs = pd.DataFrame(
+        {"x_nm": [1005.0] * 3, "y_nm": [1005.0] * 3, "crlb_x_nm": [30.0, 40.0, 50.0], "crlb_y_nm": [30.0, 40.0, 50.0]}
+    )
     img = render_image(locs, (20, 20), pixel_size_nm=100.0, render_pixel_nm=10.0)
     ref = render_image(locs, (20, 20), pixel_size_nm=100.0, render_pixel_nm=10.0, blur_nm=40.0)
     np.testing.assert_allclose(img, ref)
     plain = locs[["x_nm", "y_nm"]]
-    np.testing.assert_allclose(render_image(plain, (20, 20), 100.0, 10.0),
-                               render_image(plain, (20, 20), 100.0, 10.0, blur_nm=10.0))
+    np.testing.assert_allclose(
+        render_image(plain, (20, 20), 100.0, 10.0), render_image(plain, (20, 20), 100.0, 10.0, blur_nm=10.0)
+    )
 
 
 def test_png_and_tif_are_written_with_calibration(tmp_path):
@@ -75,9 +77,13 @@ def lines(sigma_nm, n=20000, seed=0):
     t, k = rng.random(n), rng.integers(0, 8, n)
     ang = np.linspace(0, np.pi, 8, endpoint=False)[k]
     cx, cy = 2500 + 1500 * np.cos(3 * ang), 2500 + 1500 * np.sin(2 * ang)
-    return pd.DataFrame({"frame": rng.integers(0, 1000, n),
-                         "x_nm": cx + (t - 0.5) * 4000 * np.cos(ang) + rng.normal(0, sigma_nm, n),
-                         "y_nm": cy + (t - 0.5) * 4000 * np.sin(ang) + rng.normal(0, sigma_nm, n)})
+    return pd.DataFrame(
+        {
+            "frame": rng.integers(0, 1000, n),
+            "x_nm": cx + (t - 0.5) * 4000 * np.cos(ang) + rng.normal(0, sigma_nm, n),
+            "y_nm": cy + (t - 0.5) * 4000 * np.sin(ang) + rng.normal(0, sigma_nm, n),
+        }
+    )
 
 
 def test_frc_resolution_is_sensible_and_worsens_with_precision():

@@ -13,13 +13,25 @@ from smlmdn.evaluate import report as R
 
 
 def _loc(eff: float | None, jac: float = 70.0, rmse: float = 20.0, n: int = 100) -> dict:
-    return {"jaccard": jac, "rmse_nm": rmse, "efficiency": eff, "recall": 80.0, "precision": 90.0, "n": n,
-            "nena_nm": 10.0, "frc_nm": 40.0, "median_crlb_nm": 9.0}
+    return {
+        "jaccard": jac,
+        "rmse_nm": rmse,
+        "efficiency": eff,
+        "recall": 80.0,
+        "precision": 90.0,
+        "n": n,
+        "nena_nm": 10.0,
+        "frc_nm": 40.0,
+        "median_crlb_nm": 9.0,
+    }
 
 
 def _den(p_raw: float, p_mean: float, s_raw: float = 0.6, s_mean: float = 0.8) -> dict:
-    return {"raw": {"psnr": p_raw, "ssim": s_raw, "bg_snr": 3.0}, "mean": {"psnr": p_mean, "ssim": s_mean, "bg_snr": 6.0},
-            "prior": {"psnr": p_mean - 1, "ssim": s_mean, "bg_snr": 5.0}}
+    return {
+        "raw": {"psnr": p_raw, "ssim": s_raw, "bg_snr": 3.0},
+        "mean": {"psnr": p_mean, "ssim": s_mean, "bg_snr": 6.0},
+        "prior": {"psnr": p_mean - 1, "ssim": s_mean, "bg_snr": 5.0},
+    }
 
 
 @pytest.mark.parametrize(("hybrid_eff", "start"), [(60.0, "Yes"), (40.0, "No"), (50.4, "Not clearly")])
@@ -38,13 +50,19 @@ def test_denoising_answer_uses_psnr_gain_and_best_estimate() -> None:
     mixed = R.answer_denoising(_den(30.0, 25.0, s_mean=0.9))
     assert mixed.startswith("Denoising gives mixed results")
     no_clean = {k: {**v, "psnr": None, "ssim": None} for k, v in _den(1, 1).items()}
-    assert R.answer_denoising(no_clean).startswith("Without a noise-free reference") and "2.0x" in R.answer_denoising(no_clean)
+    assert R.answer_denoising(no_clean).startswith("Without a noise-free reference") and "2.0x" in R.answer_denoising(
+        no_clean
+    )
 
 
 def test_localize_metrics_without_truth_has_null_truth_keys(rng: np.random.Generator) -> None:
     # 40 molecules, each seen in 10 consecutive frames with 10 nm scatter
     xy = rng.uniform(500, 2500, size=(40, 2))
-    rows = [(f, x + rng.normal(0, 10), y + rng.normal(0, 10)) for i, (x, y) in enumerate(xy) for f in range(i * 5, i * 5 + 10)]
+    rows = [
+        (f, x + rng.normal(0, 10), y + rng.normal(0, 10))
+        for i, (x, y) in enumerate(xy)
+        for f in range(i * 5, i * 5 + 10)
+    ]
     locs = pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm"]).assign(crlb_x_nm=10.0, crlb_y_nm=10.0)
     out, (freq, frc) = R.localize_metrics(locs, None, (300, 32, 32), 100.0)
     assert all(out[k] is None for k in R.LOCALIZE_TRUTH_KEYS)
@@ -56,18 +74,30 @@ def test_localize_metrics_without_truth_has_null_truth_keys(rng: np.random.Gener
 
 
 def test_json_number_and_frc_blocks() -> None:
-    assert R.json_number(float("nan")) is None and R.json_number(np.float32(2.5)) == 2.5 and R.json_number(np.int64(3)) == 3
+    assert (
+        R.json_number(float("nan")) is None
+        and R.json_number(np.float32(2.5)) == 2.5
+        and R.json_number(np.int64(3)) == 3
+    )
     assert R.frc_block_frames(100) == 10 and R.frc_block_frames(1000) == 50 and R.frc_block_frames(10**6) == 100
 
 
 def test_markdown_tables_and_figures(tmp_path: Path) -> None:
-    report = {"denoise": _den(30.0, 33.0), "localize": {"raw": _loc(50.0), "denoised": _loc(None), "hybrid": _loc(55.0)},
-              "answers": {"denoising": "A1.", "localization": "A2."}, "settings": {"data_range": 100.0}, "figures": {"crops": "crops.png"}}
+    report = {
+        "denoise": _den(30.0, 33.0),
+        "localize": {"raw": _loc(50.0), "denoised": _loc(None), "hybrid": _loc(55.0)},
+        "answers": {"denoising": "A1.", "localization": "A2."},
+        "settings": {"data_range": 100.0},
+        "figures": {"crops": "crops.png"},
+    }
     md = R.report_markdown(report)
     assert "| mean | 33.00 | 0.800 | 6.00 |" in md and "| denoised | 100 |" in md and "n/a" in md and "A1." in md
     json.dumps(report, allow_nan=False)
     frames = [0, 5]
-    imgs = {"raw": np.random.default_rng(0).poisson(5, (2, 20, 20)).astype(np.float32), "mean": np.full((2, 20, 20), 5.0)}
+    imgs = {
+        "raw": np.random.default_rng(0).poisson(5, (2, 20, 20)).astype(np.float32),
+        "mean": np.full((2, 20, 20), 5.0),
+    }
     paths = [
         R.figure_crops(frames, imgs, tmp_path / "c.png"),
         R.figure_renders({"raw": np.eye(30), "hybrid": np.zeros((30, 30))}, tmp_path / "r.png", 10.0),

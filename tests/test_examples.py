@@ -40,7 +40,13 @@ def test_batch_loop_example_runs_and_reruns_as_a_no_op(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dask_cluster_example_runs(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(EXAMPLES / "dask_cluster.py"), str(tmp_path / "dex"), "10"], env=_env(),
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dask_cluster.py"), str(tmp_path / "dex"), "10"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "localizations;" in result.stdout and (tmp_path / "dex" / "locs_hybrid.csv").is_file()

@@ -35,9 +35,13 @@ def data(tmp_path_factory) -> dict:
     save_camera(sim.camera, root / "camera.json")
     torch.manual_seed(0)
     cfg = NetConfig(width=4, depth=2, context=1)
-    model = DenoiseModel(net=cfg, state_dict=BlindSpotNet(cfg).state_dict(), camera=sim.camera,
-                         transform=dict(zip(("shift", "factor"), count_transform(1.0, sim.camera.read_noise_photons), strict=True)),
-                         norm={"level": 30.0, "scale": 10.0})
+    model = DenoiseModel(
+        net=cfg,
+        state_dict=BlindSpotNet(cfg).state_dict(),
+        camera=sim.camera,
+        transform=dict(zip(("shift", "factor"), count_transform(1.0, sim.camera.read_noise_photons), strict=True)),
+        norm={"level": 30.0, "scale": 10.0},
+    )
     model.save(root / "model.pt")
     return {"root": root, "sim": sim, "model": model}
 
@@ -45,6 +49,7 @@ def data(tmp_path_factory) -> dict:
 @pytest.fixture
 def offline(monkeypatch):
     """No network: any socket connection fails."""
+
     def refuse(*args, **kwargs):
         raise OSError("network disabled in this test")
 
@@ -72,13 +77,29 @@ def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) 
     core = pytest.importorskip("bioimageio.core")
     root = data["root"]
     package = root / "den.bioimageio.zip"
-    res = runner.invoke(app, ["export", str(root / "model.pt"), "-o", str(package), "--movie", str(root / "movie.tif"),
-                              "--test-frames", "6", "--test-size", "24"])
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            str(root / "model.pt"),
+            "-o",
+            str(package),
+            "--movie",
+            str(root / "movie.tif"),
+            "--test-frames",
+            "6",
+            "--test-size",
+            "24",
+        ],
+    )
     assert res.exit_code == 0, res.output
     with zipfile.ZipFile(package) as z:
         rdf = yaml.safe_load(z.read("rdf.yaml"))
     assert [a.get("id", a["type"]) for a in rdf["inputs"][0]["axes"]] == ["batch", "time", "y", "x"]
-    assert rdf["inputs"][0]["axes"][2]["unit"] == "nanometer" and rdf["inputs"][0]["axes"][2]["scale"] == data["sim"].camera.pixel_size
+    assert (
+        rdf["inputs"][0]["axes"][2]["unit"] == "nanometer"
+        and rdf["inputs"][0]["axes"][2]["scale"] == data["sim"].camera.pixel_size
+    )
     assert rdf["config"]["smlmdn"]["camera"]["e_per_adu"] == data["sim"].camera.e_per_adu
     assert "1901.10277" in rdf["cite"][0]["url"] and "Minnerath" in " ".join(rdf["config"]["smlmdn"]["references"])
 
@@ -88,8 +109,22 @@ def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) 
 
     # the package's output on its test input == `smlmdn denoise --estimate mean` on the same movie
     den = root / "den.zarr"
-    res = runner.invoke(app, ["denoise", str(root / "movie.tif"), "--camera", str(root / "camera.json"), "-m", str(root / "model.pt"),
-                              "-o", str(den), "--estimate", "mean", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(root / "movie.tif"),
+            "--camera",
+            str(root / "camera.json"),
+            "-m",
+            str(root / "model.pt"),
+            "-o",
+            str(den),
+            "--estimate",
+            "mean",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     expected = open_movie(den).compute()
     description = core.load_description(package)
@@ -104,7 +139,9 @@ def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) 
 def test_export_without_zip_suffix_is_a_one_line_error(data) -> None:
     pytest.importorskip("bioimageio.spec")
     res = runner.invoke(app, ["export", str(data["root"] / "model.pt"), "-o", str(data["root"] / "den.bioimageio")])
-    assert res.exit_code == 1 and "NAME.bioimageio.zip" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.exit_code == 1 and "NAME.bioimageio.zip" in res.output and len(res.output.strip().splitlines()) == 1, (
+        res.output
+    )
 
 
 def test_export_default_test_input_is_a_simulation_with_the_model_camera(data, tmp_path: Path) -> None:

@@ -63,11 +63,18 @@ def test_tiff_series_folder_and_glob(tmp_path: Path, small_movie: np.ndarray) ->
 
 def test_zarr_v2_v3_omezarr_npy(tmp_path: Path, small_movie: np.ndarray) -> None:
     for fmt in (2, 3):
-        z = zarr.create_array(str(tmp_path / f"v{fmt}.zarr"), shape=small_movie.shape, dtype=small_movie.dtype,
-                              chunks=(3, 16, 20), zarr_format=fmt)
+        z = zarr.create_array(
+            str(tmp_path / f"v{fmt}.zarr"),
+            shape=small_movie.shape,
+            dtype=small_movie.dtype,
+            chunks=(3, 16, 20),
+            zarr_format=fmt,
+        )
         z[:] = small_movie
         _check(open_movie(tmp_path / f"v{fmt}.zarr"), small_movie)
-    out = write_movie(da.from_array(small_movie, chunks=(4, 16, 20)), tmp_path / "m.ome.zarr", pixel_size=100.0, progress=False)
+    out = write_movie(
+        da.from_array(small_movie, chunks=(4, 16, 20)), tmp_path / "m.ome.zarr", pixel_size=100.0, progress=False
+    )
     _check(open_movie(out), small_movie)
     np.save(tmp_path / "m.npy", small_movie)
     _check(open_movie(tmp_path / "m.npy"), small_movie)
@@ -134,7 +141,9 @@ def _failing_after(data: np.ndarray, fail_block: int, calls: list[int]) -> da.Ar
 
 
 @pytest.mark.parametrize("name", ["out.zarr", "out.tif"])
-def test_interrupted_write_leaves_no_complete_looking_output(tmp_path: Path, small_movie: np.ndarray, name: str) -> None:
+def test_interrupted_write_leaves_no_complete_looking_output(
+    tmp_path: Path, small_movie: np.ndarray, name: str
+) -> None:
     calls: list[int] = []
     with pytest.raises(Boom):
         write_movie(_failing_after(small_movie, 2, calls), tmp_path / name, progress=False)
@@ -203,8 +212,12 @@ def test_streaming_memory_is_flat_in_movie_length(tmp_path: Path) -> None:
     for n in (400, 4000):
         src = tmp_path / f"in{n}.tif"
         subprocess.run([sys.executable, "-c", MAKE_SCRIPT, str(src), str(n)], check=True)
-        out = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, str(src), str(tmp_path / f"out{n}.zarr")],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", STREAM_SCRIPT, str(src), str(tmp_path / f"out{n}.zarr")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         peaks[n] = int(out.stdout.strip().splitlines()[-1])
     print("peak RSS MB by frames:", peaks)
     assert peaks[4000] - peaks[400] < 25, peaks
@@ -213,11 +226,16 @@ def test_streaming_memory_is_flat_in_movie_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("names", [("a.zarr", "b.ome.zarr"), ("a.zarr", "b.tif")])
-def test_write_movies_computes_shared_work_once(tmp_path: Path, small_movie: np.ndarray, names: tuple[str, str]) -> None:
+def test_write_movies_computes_shared_work_once(
+    tmp_path: Path, small_movie: np.ndarray, names: tuple[str, str]
+) -> None:
     calls: list[int] = []
     shared = _failing_after(small_movie, 99, calls).astype(np.float32)  # 3 blocks, each computation recorded
-    outs = write_movies({tmp_path / names[0]: shared * 2, tmp_path / names[1]: shared + 1}, progress=False,
-                        attrs={tmp_path / names[0]: {"estimate": "a"}, tmp_path / names[1]: {"estimate": "b"}})
+    outs = write_movies(
+        {tmp_path / names[0]: shared * 2, tmp_path / names[1]: shared + 1},
+        progress=False,
+        attrs={tmp_path / names[0]: {"estimate": "a"}, tmp_path / names[1]: {"estimate": "b"}},
+    )
     assert sorted(calls) == [0, 1, 2]  # one computation per block feeds both outputs
     np.testing.assert_array_equal(open_movie(outs[0]).compute(), small_movie * 2.0)
     np.testing.assert_array_equal(open_movie(outs[1]).compute(), small_movie + 1.0)
@@ -235,7 +253,11 @@ def test_tiff_carries_the_pixel_size_for_fiji_and_ome(tmp_path: Path, small_movi
         page = tif.pages[0]
         xres, yres = page.tags["XResolution"].value, page.tags["YResolution"].value
         if name == "den.tif":
-            assert tif.is_imagej and tif.imagej_metadata["unit"] == "um" and tif.imagej_metadata["frames"] == len(small_movie)
+            assert (
+                tif.is_imagej
+                and tif.imagej_metadata["unit"] == "um"
+                and tif.imagej_metadata["frames"] == len(small_movie)
+            )
             assert page.tags["ResolutionUnit"].value == 1  # NONE: ImageJ reads the unit from its description
             assert xres[1] / xres[0] * 1e3 == pytest.approx(107.0, rel=1e-6)  # µm per pixel -> nm
             assert yres[1] / yres[0] * 1e3 == pytest.approx(107.0, rel=1e-6)

@@ -36,11 +36,15 @@ def _ome_xml(own: str, files: list[tuple[str, str]], per_file: int, total: int) 
     planes = []
     for t in range(total):
         name, file_uuid = files[t // per_file]
-        planes.append(f'<TiffData FirstT="{t}" FirstZ="0" FirstC="0" IFD="{t % per_file}" PlaneCount="1">'
-                      f'<UUID FileName="{name}">{file_uuid}</UUID></TiffData>')
-    return ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
-            f'UUID="{own}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="16" '
-            f'SizeY="16" SizeC="1" SizeZ="1" SizeT="{total}">' + "".join(planes) + "</Pixels></Image></OME>")
+        planes.append(
+            f'<TiffData FirstT="{t}" FirstZ="0" FirstC="0" IFD="{t % per_file}" PlaneCount="1">'
+            f'<UUID FileName="{name}">{file_uuid}</UUID></TiffData>'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+        f'UUID="{own}"><Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="16" '
+        f'SizeY="16" SizeC="1" SizeZ="1" SizeT="{total}">' + "".join(planes) + "</Pixels></Image></OME>"
+    )
 
 
 def write_mmstack(folder: Path, movie: np.ndarray, variant: str, position: int = 0) -> list[Path]:
@@ -52,12 +56,14 @@ def write_mmstack(folder: Path, movie: np.ndarray, variant: str, position: int =
     half = len(movie) // 2
     for k, (name, own) in enumerate(zip(names, uuids, strict=True)):
         if k == 1 and variant == "binaryonly":
-            xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
-                   f'UUID="{own}"><BinaryOnly MetadataFile="{names[0]}" UUID="{uuids[0]}"/></OME>')
+            xml = (
+                '<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
+                f'UUID="{own}"><BinaryOnly MetadataFile="{names[0]}" UUID="{uuids[0]}"/></OME>'
+            )
         else:
             xml = _ome_xml(own, list(zip(names, uuids, strict=True)), half, len(movie))
         with tifffile.TiffWriter(folder / name) as tif:
-            for i, frame in enumerate(movie[k * half:(k + 1) * half]):
+            for i, frame in enumerate(movie[k * half : (k + 1) * half]):
                 tif.write(frame, contiguous=False, description=xml if i == 0 else None, metadata=None)
     return [folder / n for n in names]
 
@@ -169,7 +175,11 @@ def test_truncated_stack_is_refused_and_its_complete_part_readable(tmp_path: Pat
 
 
 def test_frames_option_parsing_and_range_checks(tmp_path: Path, movie: np.ndarray) -> None:
-    assert parse_frames("0:60") == slice(0, 60) and parse_frames("10:") == slice(10, None) and parse_frames(":5") == slice(0, 5)
+    assert (
+        parse_frames("0:60") == slice(0, 60)
+        and parse_frames("10:") == slice(10, None)
+        and parse_frames(":5") == slice(0, 5)
+    )
     for bad in ("5", "a:b", "5:5", "-1:3", "1:2:3"):
         with pytest.raises(SmlmdnError, match="--frames"):
             parse_frames(bad)
@@ -181,7 +191,9 @@ def test_frames_option_parsing_and_range_checks(tmp_path: Path, movie: np.ndarra
 # ------------------------------------------------------------------ 4. compressed TIFFs
 
 
-def test_lzw_tiff_reads_and_a_missing_codec_fails_at_open(tmp_path: Path, movie: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lzw_tiff_reads_and_a_missing_codec_fails_at_open(
+    tmp_path: Path, movie: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "lzw.tif"
     tifffile.imwrite(path, movie, compression="lzw")
     np.testing.assert_array_equal(open_movie(path).compute(), movie)
@@ -264,7 +276,9 @@ def test_camera_check_judges_only_given_numbers() -> None:
     estimate = CameraEstimate(offset=100.0, e_per_adu=2.0, slope=0.5, intercept=-40.0, n_bins=10)
     camera = Camera(e_per_adu=0.5, offset=300.0)
     with pytest.warns(UserWarning):
-        assert len(check_camera(camera, estimate, keys={"e_per_adu", "offset"})) == 1  # no offset warning on a wrong gain
+        assert (
+            len(check_camera(camera, estimate, keys={"e_per_adu", "offset"})) == 1
+        )  # no offset warning on a wrong gain
     with pytest.warns(UserWarning):
         (message,) = check_camera(camera, estimate, keys={"qe"})  # defaults are still checked, and called defaults
     assert message.startswith("the default e_per_adu 0.5 disagrees")
@@ -305,7 +319,9 @@ def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movi
     tifffile.imwrite(tiny, np.zeros((20, 4, 4), np.uint16))
     raw = tmp_path / "picasso.raw"
     movie.astype("<u2").tofile(raw)
-    (tmp_path / "picasso.yaml").write_text("Byte Order: <\nData Type: uint16\nFrames: 40\nHeight: 16\nWidth: 16\nSensitivity: 0.46\n")
+    (tmp_path / "picasso.yaml").write_text(
+        "Byte Order: <\nData Type: uint16\nFrames: 40\nHeight: 16\nWidth: 16\nSensitivity: 0.46\n"
+    )
     runs = [
         (["info", str(ij)], 1, "truncated: frames 0-"),
         (["info", str(plain)], 1, "truncated: frames 0-"),
@@ -316,8 +332,22 @@ def test_commands_on_bad_inputs_print_one_line_and_no_noise(tmp_path: Path, movi
         (["info", str(seq / "*.tif")], 1, "matches 12 movies"),
         (["info", "--json", str(tmp_path / "run")], 0, '"multi-file OME-TIFF"'),
         (["localize", str(ij), "--frames", "40:60", "-o", str(tmp_path / "ij.csv"), "-q"], 0, "in 20 frames"),
-        (["compare", str(ij), "--frames", "0:10", "--truth", str(tmp_path / "t.csv"), "--denoised", str(ij), "-o", str(tmp_path / "r")],
-         1, "--frames cannot be combined with --truth"),
+        (
+            [
+                "compare",
+                str(ij),
+                "--frames",
+                "0:10",
+                "--truth",
+                str(tmp_path / "t.csv"),
+                "--denoised",
+                str(ij),
+                "-o",
+                str(tmp_path / "r"),
+            ],
+            1,
+            "--frames cannot be combined with --truth",
+        ),
         (["info", "--json", str(raw)], 0, '"e_per_adu": 0.46'),
     ]
     script = textwrap.dedent(f"""

@@ -25,7 +25,9 @@ def _modules_after(code: str) -> dict[str, bool]:
     """Run ``code`` in a fresh interpreter; which of :data:`HEAVY` did it import?"""
     probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,8 +47,19 @@ def test_localize_raw_mode_runs_without_importing_torch(tmp_path: Path, device: 
     photons = rng.poisson(np.broadcast_to(clean, (6, 32, 32)))
     tifffile.imwrite(tmp_path / "movie.tif", (photons * 2 + 100).astype(np.uint16))
     save_camera(Camera(offset=100.0, e_per_adu=0.5, read_noise=0.0, pixel_size=100.0), tmp_path / "camera.json")
-    args = ["localize", str(tmp_path / "movie.tif"), "--camera", str(tmp_path / "camera.json"), "-o",
-            str(tmp_path / "locs.csv"), "-o", str(tmp_path / "locs.hdf5"), "--device", device, "-q"]
+    args = [
+        "localize",
+        str(tmp_path / "movie.tif"),
+        "--camera",
+        str(tmp_path / "camera.json"),
+        "-o",
+        str(tmp_path / "locs.csv"),
+        "-o",
+        str(tmp_path / "locs.hdf5"),
+        "--device",
+        device,
+        "-q",
+    ]
     code = f"from smlmdn.cli import app\ntry:\n    app({args!r}, prog_name='smlmdn')\nexcept SystemExit as e:\n    assert not e.code, e.code"
     loaded = _modules_after(code)
     assert (tmp_path / "locs.csv").exists() and (tmp_path / "locs.hdf5").exists()
@@ -54,8 +67,5 @@ def test_localize_raw_mode_runs_without_importing_torch(tmp_path: Path, device: 
 
 
 def test_cuda_available_without_a_driver_does_not_import_torch() -> None:
-    code = (
-        "import smlmdn.device as d\nd.gpu_driver_present = lambda: False\n"
-        "assert d.cuda_available() is False"
-    )
+    code = "import smlmdn.device as d\nd.gpu_driver_present = lambda: False\nassert d.cuda_available() is False"
     assert not _modules_after(code)["torch"]

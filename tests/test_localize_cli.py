@@ -35,8 +35,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_movie(da.from_array(clean_movie), d / "denoised.zarr", attrs={"units": "photons"}, progress=False)
     write_movie(da.from_array(clean_movie / 0.5 + 100), d / "denoised_adu.tif", attrs={"units": "adu"}, progress=False)
     write_movie(da.from_array(clean_movie[:, :30]), d / "wrong_shape.zarr", attrs={"units": "photons"}, progress=False)
-    return {"dir": d, "movie": d / "movie.tif", "camera": d / "camera.json", "denoised": d / "denoised.zarr",
-            "denoised_adu": d / "denoised_adu.tif", "wrong_shape": d / "wrong_shape.zarr"}
+    return {
+        "dir": d,
+        "movie": d / "movie.tif",
+        "camera": d / "camera.json",
+        "denoised": d / "denoised.zarr",
+        "denoised_adu": d / "denoised_adu.tif",
+        "wrong_shape": d / "wrong_shape.zarr",
+    }
 
 
 def _run(data: dict[str, Path], *args: str):
@@ -76,9 +82,13 @@ def test_raw_mode_writes_every_format_at_the_true_positions(data: dict[str, Path
 
 
 @pytest.mark.parametrize("denoised_key", ["denoised", "denoised_adu"])
-def test_hybrid_and_denoised_modes_with_a_denoised_file(data: dict[str, Path], tmp_path: Path, denoised_key: str) -> None:
+def test_hybrid_and_denoised_modes_with_a_denoised_file(
+    data: dict[str, Path], tmp_path: Path, denoised_key: str
+) -> None:
     hybrid = _run(data, "--mode", "hybrid", "--denoised", str(data[denoised_key]), "-o", str(tmp_path / "h.parquet"))
-    denoised = _run(data, "--mode", "denoised", "--denoised", str(data[denoised_key]), "-o", str(tmp_path / "d.parquet"))
+    denoised = _run(
+        data, "--mode", "denoised", "--denoised", str(data[denoised_key]), "-o", str(tmp_path / "d.parquet")
+    )
 
     assert hybrid.exit_code == 0, hybrid.output
     assert denoised.exit_code == 0, denoised.output
@@ -96,7 +106,9 @@ def test_model_mode_denoises_on_the_fly(data: dict[str, Path], tmp_path: Path) -
     from smlmdn.io import open_movie
 
     photons = movie_to_photons(open_movie(data["movie"]), CAMERA)
-    fit_model(photons, CAMERA, progress=False, steps=10, width=8, depth=2, val_every=5, val_crops=4, threads=1).save(tmp_path / "m.pt")
+    fit_model(photons, CAMERA, progress=False, steps=10, width=8, depth=2, val_every=5, val_crops=4, threads=1).save(
+        tmp_path / "m.pt"
+    )
 
     result = _run(data, "--model", str(tmp_path / "m.pt"), "--device", "cpu", "-o", str(tmp_path / "l.parquet"))
 
@@ -115,8 +127,20 @@ def test_existing_output_is_refused_without_overwrite(data: dict[str, Path], tmp
 
 
 def test_render_writes_png_and_tif(data: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("smlmdn.evaluate.render", reason="smlmdn.evaluate.render (owned by the evaluate module) is not installed")
-    result = _run(data, "-o", str(tmp_path / "l.csv"), "--render", str(tmp_path / "r.png"), "--render-tif", str(tmp_path / "r.tif"), "--render-pixel", "20")
+    pytest.importorskip(
+        "smlmdn.evaluate.render", reason="smlmdn.evaluate.render (owned by the evaluate module) is not installed"
+    )
+    result = _run(
+        data,
+        "-o",
+        str(tmp_path / "l.csv"),
+        "--render",
+        str(tmp_path / "r.png"),
+        "--render-tif",
+        str(tmp_path / "r.tif"),
+        "--render-pixel",
+        "20",
+    )
 
     assert result.exit_code == 0, result.output
     image = tifffile.imread(tmp_path / "r.tif")
@@ -149,7 +173,9 @@ def test_no_molecules_gives_empty_valid_output_and_a_warning(data: dict[str, Pat
         (["--mode", "sideways"], ["unknown --mode"]),
     ],
 )
-def test_bad_settings_are_one_line_errors(data: dict[str, Path], tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+def test_bad_settings_are_one_line_errors(
+    data: dict[str, Path], tmp_path: Path, args: list[str], fragments: list[str]
+) -> None:
     _one_line_error(_run(data, "-o", str(tmp_path / "l.csv"), *args), *fragments)
     assert not (tmp_path / "l.csv").exists()
 
@@ -161,4 +187,6 @@ def test_denoised_movie_of_another_shape_is_refused(data: dict[str, Path], tmp_p
 
 def test_unknown_output_format_is_refused_before_any_work(data: dict[str, Path], tmp_path: Path) -> None:
     _one_line_error(_run(data, "-o", str(tmp_path / "l.xlsx")), "unknown localization format .xlsx", ".csv")
-    _one_line_error(_run(data, "-o", str(tmp_path / "l.csv"), "--render", str(tmp_path / "r.jpg")), "unknown render format")
+    _one_line_error(
+        _run(data, "-o", str(tmp_path / "l.csv"), "--render", str(tmp_path / "r.jpg")), "unknown render format"
+    )

@@ -105,11 +105,16 @@ def test_hybrid_and_denoised_modes_use_the_detection_movie() -> None:
     clean = np.empty_like(movie)
     # a perfect "denoiser": the expected image (detection becomes trivial)
     for t, g in truth.groupby("frame"):
-        clean[t] = render_spots(g.x_nm / PIXEL_NM, g.y_nm / PIXEL_NM, np.full(len(g), 1500.0), SIGMA_PX, movie.shape[1:]) + 15.0
+        clean[t] = (
+            render_spots(g.x_nm / PIXEL_NM, g.y_nm / PIXEL_NM, np.full(len(g), 1500.0), SIGMA_PX, movie.shape[1:])
+            + 15.0
+        )
     raw = da.from_array(movie, chunks=(4, -1, -1))
 
     # single-emitter: the residual pass proposes on the raw photons, which would mix the modes here
-    hybrid = localize(raw, CAMERA, detect_on=da.from_array(clean, chunks=(3, -1, -1)), multi_emitter=False, progress=False)
+    hybrid = localize(
+        raw, CAMERA, detect_on=da.from_array(clean, chunks=(3, -1, -1)), multi_emitter=False, progress=False
+    )
     denoised = localize(raw, CAMERA, detect_on=da.from_array(clean), fit_on="detect", progress=False)
 
     assert hybrid.attrs["mode"] == "hybrid" and denoised.attrs["mode"] == "denoised"
@@ -151,7 +156,10 @@ def test_close_pairs_are_both_detected() -> None:
     # two molecules 3 px apart in x and in y (4.2 px, 3.3 PSF sigmas): one 7 px fit box holds both, and a
     # 7 px suppression window suppressed one of them; each must be its own candidate
     rng = np.random.default_rng(7)
-    clean = render_spots(np.array([20.5, 23.5]), np.array([20.5, 23.5]), np.array([2000.0, 2000.0]), SIGMA_PX, (40, 40)) + 10.0
+    clean = (
+        render_spots(np.array([20.5, 23.5]), np.array([20.5, 23.5]), np.array([2000.0, 2000.0]), SIGMA_PX, (40, 40))
+        + 10.0
+    )
     frames = rng.poisson(np.broadcast_to(clean, (20, 40, 40))).astype(np.float32)
     cand = detect(frames, SIGMA_PX, 7)
     per_frame = np.bincount(cand.frame, minlength=20)

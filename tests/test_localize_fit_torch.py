@@ -94,19 +94,32 @@ def test_pipeline_block_fits_the_same_with_the_torch_backend():
     xy = np.array([[8.3, 9.6], [20.5, 14.2], [13.1, 24.8]])
     clean = render_spots(xy[:, 0], xy[:, 1], np.full(3, 1500.0), 1.3, (32, 32)) + 10.0
     frames = rng.poisson(np.broadcast_to(clean, (4, 32, 32))).astype(np.float32)
-    settings = dict(box=7, sigma_px=1.3, fit_sigma=False, threshold=4.0, read_noise_photons=0.0, excess_noise=1.0, pixel_size_nm=100.0,
-                    detect_on_raw=True)
+    settings = dict(
+        box=7,
+        sigma_px=1.3,
+        fit_sigma=False,
+        threshold=4.0,
+        read_noise_photons=0.0,
+        excess_noise=1.0,
+        pixel_size_nm=100.0,
+        detect_on_raw=True,
+    )
     numba_table, numba_counts = localize_block(frames, frames, **settings)
     torch_table, torch_counts = localize_block(frames, frames, fit_device="cpu", **settings)
     assert len(numba_table) == 12 and numba_counts == torch_counts
-    np.testing.assert_allclose(torch_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(),
-                               numba_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        torch_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(),
+        numba_table[["x_nm", "y_nm", "photons", "crlb_x_nm"]].to_numpy(),
+        rtol=1e-6,
+    )
 
 
 def test_torch_matches_numba_with_a_neighbour_offset() -> None:
     spots = _spots(300, seed=21, read_noise=1.5)
     rng = np.random.default_rng(22)
-    offset = rng.uniform(0.0, 500.0, (300, 1, 1)) * integrated_gaussian(np.full(300, BOX / 2 + 2.5), np.full(300, BOX / 2), SIGMA_PX, (BOX, BOX))
+    offset = rng.uniform(0.0, 500.0, (300, 1, 1)) * integrated_gaussian(
+        np.full(300, BOX / 2 + 2.5), np.full(300, BOX / 2), SIGMA_PX, (BOX, BOX)
+    )
     spots = spots + rng.poisson(offset).astype(np.float32)
     kw = dict(read_noise_photons=1.5, offset=offset)
     _assert_agree(fit_spots(spots, SIGMA_PX, **kw), fit_spots_torch(spots, SIGMA_PX, **kw), npar=4)

@@ -66,7 +66,9 @@ def test_csv_uses_thunderstorm_names_and_1_based_frames(locs: pd.DataFrame, tmp_
     first_line = path.read_text().splitlines()[0]
     raw = pd.read_csv(path)
 
-    assert first_line.startswith("id,frame,x [nm],y [nm],sigma [nm],intensity [photon],offset [photon],bkgstd [photon],uncertainty [nm]")
+    assert first_line.startswith(
+        "id,frame,x [nm],y [nm],sigma [nm],intensity [photon],offset [photon],bkgstd [photon],uncertainty [nm]"
+    )
     assert list(raw["frame"]) == [1, 2, 3, 4] and list(raw["id"]) == [1, 2, 3, 4]
     # ThunderSTORM's pixel origin is the pixel edge, like smlmdn's: nm values are written unchanged
     assert np.abs(raw["x [nm]"] - X_NM).max() < 2.0
@@ -82,8 +84,17 @@ def test_picasso_hdf5_structure_and_pixel_centre_convention(locs: pd.DataFrame, 
         rec = f["locs"][()]
     info = list(yaml.safe_load_all(path.with_suffix(".yaml").read_text()))
 
-    for name, kind in [("frame", "u4"), ("x", "f4"), ("y", "f4"), ("photons", "f4"), ("sx", "f4"), ("sy", "f4"),
-                       ("bg", "f4"), ("lpx", "f4"), ("lpy", "f4")]:
+    for name, kind in [
+        ("frame", "u4"),
+        ("x", "f4"),
+        ("y", "f4"),
+        ("photons", "f4"),
+        ("sx", "f4"),
+        ("sy", "f4"),
+        ("bg", "f4"),
+        ("lpx", "f4"),
+        ("lpy", "f4"),
+    ]:
         assert rec.dtype[name] == np.dtype(kind), name
     # Picasso: pixel centres at integer coordinates -> the emitter at 12.34 px (edge origin) is at 11.84
     assert np.abs(rec["x"] - (X_NM / PIXEL_NM - 0.5)).max() < 0.02
@@ -99,7 +110,10 @@ def test_parquet_carries_metadata(locs: pd.DataFrame, tmp_path: Path) -> None:
 
     meta = json.loads(pq.read_schema(path).metadata[b"smlmdn"])
 
-    assert meta["camera"]["pixel_size"] == PIXEL_NM and meta["localization"]["n_candidates"] == locs.attrs["n_candidates"] >= 4
+    assert (
+        meta["camera"]["pixel_size"] == PIXEL_NM
+        and meta["localization"]["n_candidates"] == locs.attrs["n_candidates"] >= 4
+    )
 
 
 def test_empty_table_round_trips(tmp_path: Path) -> None:
@@ -151,7 +165,9 @@ def _exact_table(locs: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".hdf5", ".parquet"])
-def test_round_trip_positions_to_a_thousandth_of_a_nm_frames_and_units(locs: pd.DataFrame, tmp_path: Path, suffix: str) -> None:
+def test_round_trip_positions_to_a_thousandth_of_a_nm_frames_and_units(
+    locs: pd.DataFrame, tmp_path: Path, suffix: str
+) -> None:
     """Every format gives back positions to 1e-3 nm over a 512-px field, the same frames, and values in
     the same units (nm, detected photons) whatever unit the file stores (Picasso: pixels)."""
     table = _exact_table(locs)

@@ -30,7 +30,9 @@ def _centred(n: int) -> np.ndarray:
 def test_p_values_are_uniform_on_pure_noise(bg: float, read_noise: float, frames: int) -> None:
     rng = np.random.default_rng(int(bg * 10 + frames))
     n = 4000
-    z, p = glrt(_noise_boxes(rng, n, bg, read_noise, frames), _centred(n), read_noise_photons=read_noise, n_frames=frames)
+    z, p = glrt(
+        _noise_boxes(rng, n, bg, read_noise, frames), _centred(n), read_noise_photons=read_noise, n_frames=frames
+    )
     assert stats.kstest(p, "uniform").pvalue > 0.01
     assert abs(np.mean(z)) < 0.1 and abs(np.std(z) - 1.0) < 0.1
 
@@ -68,7 +70,9 @@ CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
 
 
 def _noise_movie(rng: np.random.Generator, frames: int = 40, size: int = 32, bg: float = 20.0) -> np.ndarray:
-    return (rng.poisson(bg, (frames, size, size)) + rng.normal(0, CAMERA.read_noise_photons, (frames, size, size))).astype(np.float32)
+    return (
+        rng.poisson(bg, (frames, size, size)) + rng.normal(0, CAMERA.read_noise_photons, (frames, size, size))
+    ).astype(np.float32)
 
 
 @pytest.mark.parametrize("pool", [0, 1])
@@ -87,7 +91,9 @@ def test_a_denoiser_cannot_invent_localizations() -> None:
     # A 'denoiser' that smooths the noise (correlated residuals, the failure mode of a threshold in noise
     # standard deviations) and one that paints bright spots where the raw frames hold only background.
     smoothed = ndimage.gaussian_filter(raw, (1.0, 1.5, 1.5))
-    painted = smoothed + render_spots(np.array([10.5, 22.5]), np.array([9.5, 20.5]), np.array([500.0, 500.0]), SIGMA_PX, raw.shape[1:])
+    painted = smoothed + render_spots(
+        np.array([10.5, 22.5]), np.array([9.5, 20.5]), np.array([500.0, 500.0]), SIGMA_PX, raw.shape[1:]
+    )
     n_raw = len(localize(raw, CAMERA, fdr=0.05, progress=False))
     for den in (smoothed, painted):
         hybrid = localize(raw, CAMERA, detect_on=den, fdr=0.05, progress=False)
@@ -117,7 +123,9 @@ def test_saturated_localizations_are_flagged_and_dropped_by_default() -> None:
     rng = np.random.default_rng(9)
     frames, size = 10, 40
     clean = np.full((frames, size, size), 20.0)
-    clean += render_spots(np.array([10.5, 28.5]), np.array([12.5, 27.5]), np.array([1500.0, 1.0e6]), SIGMA_PX, (size, size))
+    clean += render_spots(
+        np.array([10.5, 28.5]), np.array([12.5, 27.5]), np.array([1500.0, 1.0e6]), SIGMA_PX, (size, size)
+    )
     photons = rng.poisson(clean) + rng.normal(0, CAMERA.read_noise_photons, clean.shape)
     adu = np.clip(np.round(photons / CAMERA.e_per_adu + CAMERA.offset), 0, 65535).astype(np.uint16)  # the bead clips
     assert (adu == 65535).any()
@@ -128,7 +136,10 @@ def test_saturated_localizations_are_flagged_and_dropped_by_default() -> None:
     assert dropped.attrs["n_saturated"] == kept["saturated"].sum() == frames
     assert not dropped["saturated"].any() and (dropped["x_nm"] < 2000).all()  # only the normal molecule
     assert (kept.loc[kept["saturated"], "x_nm"] > 2000).all()
-    assert saturation_photons(np.float32, CAMERA) is None and saturation_photons(np.uint16, CAMERA, units="photons") is None
+    assert (
+        saturation_photons(np.float32, CAMERA) is None
+        and saturation_photons(np.uint16, CAMERA, units="photons") is None
+    )
 
 
 def test_p_values_stay_uniform_with_a_known_neighbour_as_offset() -> None:
@@ -144,7 +155,9 @@ def test_p_values_stay_uniform_with_a_known_neighbour_as_offset() -> None:
     assert np.mean(p_blind < 0.01) > 0.5
 
 
-@pytest.mark.parametrize(("read_noise", "excess", "frames"), [(0.0, 1.0, 1), (1.5, 1.0, 1), (0.0, 2.0, 1), (3.0, 1.0, np.array([1, 3]))])
+@pytest.mark.parametrize(
+    ("read_noise", "excess", "frames"), [(0.0, 1.0, 1), (1.5, 1.0, 1), (0.0, 2.0, 1), (3.0, 1.0, np.array([1, 3]))]
+)
 def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: float, frames: int | np.ndarray) -> None:
     from smlmdn.localize import glrt_numba
 
@@ -153,7 +166,9 @@ def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: flo
     centres = rng.uniform(3.5, 5.5, (2, n))
     g = psf_templates(centres[0], centres[1], SIGMA_PX, box)
     # molecules of every brightness (dips too) on background, and boxes of a single bright pixel
-    y = rng.poisson(np.maximum(15.0 + rng.uniform(-200, 800, (n, 1, 1)) * g, 0.2)).astype(float) - rng.normal(0, read_noise, (n, box, box))
+    y = rng.poisson(np.maximum(15.0 + rng.uniform(-200, 800, (n, 1, 1)) * g, 0.2)).astype(float) - rng.normal(
+        0, read_noise, (n, box, box)
+    )
     y[::50] = 0.0
     y[::50, 4, 4] = 500.0
     n_frames = np.resize(frames, n) if isinstance(frames, np.ndarray) else frames
@@ -165,5 +180,7 @@ def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: flo
     assert glrt_numba.glrt(y[:0], g[:0])[0].shape == (0,)
     # known neighbour photons (the residual pass), and an all-zero offset that is no offset
     offset = 50.0 * np.roll(g, 3, axis=2)
-    np.testing.assert_allclose(glrt_numba.glrt(y, g, offset=offset, **kw)[0], glrt(y, g, offset=offset, **kw)[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        glrt_numba.glrt(y, g, offset=offset, **kw)[0], glrt(y, g, offset=offset, **kw)[0], rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_allclose(glrt_numba.glrt(y, g, offset=np.zeros_like(g), **kw)[0], z, rtol=1e-12, atol=1e-12)

@@ -17,7 +17,9 @@ CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
 def _table(frame, x, y, crlb) -> pd.DataFrame:
     frame = np.asarray(frame)
     c = np.broadcast_to(np.asarray(crlb, dtype=float), frame.shape)
-    return pd.DataFrame({"frame": frame, "x_nm": np.asarray(x, float), "y_nm": np.asarray(y, float), "crlb_x_nm": c, "crlb_y_nm": c})
+    return pd.DataFrame(
+        {"frame": frame, "x_nm": np.asarray(x, float), "y_nm": np.asarray(y, float), "crlb_x_nm": c, "crlb_y_nm": c}
+    )
 
 
 def test_one_simulated_blink_is_one_track_with_pooled_precision() -> None:
@@ -79,5 +81,7 @@ def test_linked_precision_grows_with_the_scatter_of_the_members(scatter: float) 
     out = link(_table(frame, xy[:, 0], xy[:, 1], s), max_distance_nm=1e3, n_sigma=50.0)
     assert out["track"].nunique() == n
     first = out.groupby("track").head(1)
-    err = (first[["x_linked_nm", "y_linked_nm"]].to_numpy() - centre[first.index]) / first[["crlb_linked_nm"]].to_numpy()
+    err = (first[["x_linked_nm", "y_linked_nm"]].to_numpy() - centre[first.index]) / first[
+        ["crlb_linked_nm"]
+    ].to_numpy()
     assert 0.8 < np.std(err) < 1.15  # honest: without the Birge ratio, 3.0 at scatter 3

@@ -22,8 +22,13 @@ def movie() -> np.ndarray:
 
 def test_written_ome_zarr_is_valid_ngff_05_with_the_pixel_size(tmp_path: Path, movie: np.ndarray) -> None:
     models = pytest.importorskip("ome_zarr_models.v05")
-    out = write_movie(da.from_array(movie, chunks=(4, 32, 48)), tmp_path / "m.ome.zarr", pixel_size=107.0, progress=False,
-                      attrs={"units": "photons"})
+    out = write_movie(
+        da.from_array(movie, chunks=(4, 32, 48)),
+        tmp_path / "m.ome.zarr",
+        pixel_size=107.0,
+        progress=False,
+        attrs={"units": "photons"},
+    )
     image = models.Image.from_zarr(zarr.open_group(str(out), mode="r"))  # raises on invalid metadata
     ms = image.attributes.ome.multiscales[0]
     assert [a.name for a in ms.axes] == ["t", "y", "x"] and ms.axes[1].unit == "nanometer"
@@ -35,15 +40,22 @@ def test_written_ome_zarr_is_valid_ngff_05_with_the_pixel_size(tmp_path: Path, m
 def test_pyramid_levels_are_binned_means_with_centred_transforms(tmp_path: Path, movie: np.ndarray) -> None:
     assert pyramid_levels((512, 512)) == 1 and pyramid_levels((1024, 600)) == 2 and pyramid_levels((2048, 2048)) == 3
     assert pyramid_levels((2048, 2048), False) == 1 and pyramid_levels((64, 64), True) == 2
-    out = write_movie(da.from_array(movie, chunks=(4, 32, 48)), tmp_path / "p.ome.zarr", pixel_size=100.0,
-                      progress=False, pyramid=True)
+    out = write_movie(
+        da.from_array(movie, chunks=(4, 32, 48)),
+        tmp_path / "p.ome.zarr",
+        pixel_size=100.0,
+        progress=False,
+        pyramid=True,
+    )
     root = zarr.open_group(str(out), mode="r")
     level1 = root["1"][:]
     expected = movie.reshape(9, 16, 2, 24, 2).mean(axis=(2, 4))
     np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
     datasets = dict(root.attrs)["ome"]["multiscales"][0]["datasets"]
     assert datasets[1]["coordinateTransformations"] == [
-        {"type": "scale", "scale": [1.0, 200.0, 200.0]}, {"type": "translation", "translation": [0.0, 50.0, 50.0]}]
+        {"type": "scale", "scale": [1.0, 200.0, 200.0]},
+        {"type": "translation", "translation": [0.0, 50.0, 50.0]},
+    ]
     np.testing.assert_array_equal(open_movie(out).compute(), movie)  # level 0 is what smlmdn reads
     assert downsample(np.ones((1, 5, 5), np.float32), 1).shape == (1, 2, 2)
 
@@ -64,8 +76,14 @@ def test_converter_layouts_open_with_the_image_named(tmp_path: Path, movie: np.n
     src = inspect_movie(box)
     np.testing.assert_array_equal(src.array.compute(), movie)
     assert src.layout == "OME-Zarr"
-    assert any(f"{box / '0'}" in n and f"NGFF {fmt.version}" in n and f"Zarr v{zarr_format}" in n and "level 0" in n
-               and "of 5 levels" in n for n in src.notes), src.notes
+    assert any(
+        f"{box / '0'}" in n
+        and f"NGFF {fmt.version}" in n
+        and f"Zarr v{zarr_format}" in n
+        and "level 0" in n
+        and "of 5 levels" in n
+        for n in src.notes
+    ), src.notes
     write_image(movie[:3, None, None], root.create_group("1"), axes="tczyx", fmt=fmt)
     with pytest.raises(SmlmdnError, match="holds 2 images"):
         open_movie(box)
@@ -98,11 +116,29 @@ def test_denoise_cli_writes_an_ome_zarr_pyramid_on_request(tmp_path: Path) -> No
     save_camera(sim.camera, tmp_path / "camera.json")
     torch.manual_seed(0)
     cfg = NetConfig(width=4, depth=2)
-    DenoiseModel(net=cfg, state_dict=BlindSpotNet(cfg).state_dict(), camera=sim.camera, transform={"shift": 2.25, "factor": 1.0},
-                 norm={"level": 30.0, "scale": 10.0}).save(tmp_path / "model.pt")
+    DenoiseModel(
+        net=cfg,
+        state_dict=BlindSpotNet(cfg).state_dict(),
+        camera=sim.camera,
+        transform={"shift": 2.25, "factor": 1.0},
+        norm={"level": 30.0, "scale": 10.0},
+    ).save(tmp_path / "model.pt")
     out = tmp_path / "den.ome.zarr"
-    res = CliRunner().invoke(app, ["denoise", str(tmp_path / "movie.tif"), "--camera", str(tmp_path / "camera.json"),
-                                   "-m", str(tmp_path / "model.pt"), "-o", str(out), "--pyramid", "-q"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "denoise",
+            str(tmp_path / "movie.tif"),
+            "--camera",
+            str(tmp_path / "camera.json"),
+            "-m",
+            str(tmp_path / "model.pt"),
+            "-o",
+            str(out),
+            "--pyramid",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     root = zarr.open_group(str(out), mode="r")
     datasets = dict(root.attrs)["ome"]["multiscales"][0]["datasets"]

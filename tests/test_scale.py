@@ -40,7 +40,9 @@ def acquisitions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (raw / "cell3.tif").write_bytes(b"II*\x00 this is not really a TIFF")
     save_camera(sim.camera, d / "camera.json")
     photons = to_photons(open_movie(raw / "cell1.tif"), sim.camera)
-    model = fit_model(photons, sim.camera, steps=3, width=8, depth=1, patch=16, batch=2, val_every=3, val_crops=4, progress=False)
+    model = fit_model(
+        photons, sim.camera, steps=3, width=8, depth=1, patch=16, batch=2, val_every=3, val_crops=4, progress=False
+    )
     model.save(d / "model.pt")
     return {"raw": raw, "camera": d / "camera.json", "model": d / "model.pt", "dir": d}
 
@@ -49,7 +51,9 @@ def test_batch_goes_on_past_a_corrupt_file_and_skips_finished(acquisitions: dict
     a = acquisitions
     glob = str(a["raw"] / "*.tif")
     den = tmp_path / "den"
-    result = runner.invoke(app, ["denoise", glob, "--model", str(a["model"]), "--camera", str(a["camera"]), "-o", str(den), "-q", "--json"])
+    result = runner.invoke(
+        app, ["denoise", glob, "--model", str(a["model"]), "--camera", str(a["camera"]), "-o", str(den), "-q", "--json"]
+    )
     assert result.exit_code == 1
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     summary = events[-1]
@@ -59,25 +63,69 @@ def test_batch_goes_on_past_a_corrupt_file_and_skips_finished(acquisitions: dict
     assert sorted(p.name for p in den.iterdir()) == ["cell1_denoised.zarr", "cell2_denoised.zarr"]
 
     locs = tmp_path / "locs"
-    result = runner.invoke(app, ["localize", glob, "--denoised", str(den), "--camera", str(a["camera"]), "-o", str(locs),
-                                 "--format", "csv", "--format", "parquet", "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "localize",
+            glob,
+            "--denoised",
+            str(den),
+            "--camera",
+            str(a["camera"]),
+            "-o",
+            str(locs),
+            "--format",
+            "csv",
+            "--format",
+            "parquet",
+            "-q",
+        ],
+    )
     assert result.exit_code == 1 and "1 of 3 movies failed" in " ".join(result.output.split())
     for name in ("cell1", "cell2"):
         table = read_localizations(locs / f"{name}.parquet")
         assert len(table) > 0 and table.attrs.get("mode", "hybrid") == "hybrid"
         assert (locs / f"{name}.csv").exists()
 
-    again = runner.invoke(app, ["denoise", str(a["raw"] / "cell1.tif"), str(a["raw"] / "cell2.tif"), "--model", str(a["model"]),
-                                "--camera", str(a["camera"]), "-o", str(den), "--json"])
+    again = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(a["raw"] / "cell1.tif"),
+            str(a["raw"] / "cell2.tif"),
+            "--model",
+            str(a["model"]),
+            "--camera",
+            str(a["camera"]),
+            "-o",
+            str(den),
+            "--json",
+        ],
+    )
     assert again.exit_code == 0
     assert json.loads(again.stdout.splitlines()[-1])["skipped"] == 2
 
 
-
-
 def _denoise_cmd(a: dict[str, Path], movie: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-c", "from smlmdn.cli import main; main()", "denoise", str(movie), "--model", str(a["model"]),
-            "--camera", str(a["camera"]), "-o", str(out), "--block-frames", "2", "-q", "--threads", "1", *extra]
+    return [
+        sys.executable,
+        "-c",
+        "from smlmdn.cli import main; main()",
+        "denoise",
+        str(movie),
+        "--model",
+        str(a["model"]),
+        "--camera",
+        str(a["camera"]),
+        "-o",
+        str(out),
+        "--block-frames",
+        "2",
+        "-q",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def test_killed_denoise_resumes_and_equals_an_uninterrupted_run(acquisitions: dict[str, Path], tmp_path: Path) -> None:
@@ -121,10 +169,14 @@ def test_local_cluster_denoise_and_localize_equal_single_process(acquisitions: d
         den = tmp_path / f"{scheduler}.zarr"
         locs = tmp_path / f"{scheduler}.parquet"
         args = ["--camera", str(a["camera"]), "--scheduler", scheduler, "--workers", "2", "-q"]
-        result = runner.invoke(app, ["denoise", str(movie), "--model", str(a["model"]), "-o", str(den), "--block-frames", "8", *args])
+        result = runner.invoke(
+            app, ["denoise", str(movie), "--model", str(a["model"]), "-o", str(den), "--block-frames", "8", *args]
+        )
         assert result.exit_code == 0, result.output
         # hybrid localization on the same denoised input in both runs, so detection sees identical pixels
-        result = runner.invoke(app, ["localize", str(movie), "--denoised", str(tmp_path / "synchronous.zarr"), "-o", str(locs), *args])
+        result = runner.invoke(
+            app, ["localize", str(movie), "--denoised", str(tmp_path / "synchronous.zarr"), "-o", str(locs), *args]
+        )
         assert result.exit_code == 0, result.output
         outs[scheduler] = (open_movie(den).compute(), read_localizations(locs))
     # the network runs in other processes with their own thread pools: equal to float32 rounding

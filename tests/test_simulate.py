@@ -60,7 +60,16 @@ def test_one_row_per_emitter_per_frame() -> None:
 
 def test_blinking_duty_cycle_and_photons_per_frame() -> None:
     on, off, frames = 4.0, 36.0, 400
-    p = SimulationParams(frames=frames, size=64, density=10.0, on_time=on, off_time=off, photons=1000.0, photons_cv=0.0, structure="random")
+    p = SimulationParams(
+        frames=frames,
+        size=64,
+        density=10.0,
+        on_time=on,
+        off_time=off,
+        photons=1000.0,
+        photons_cv=0.0,
+        structure="random",
+    )
     t = make_truth(p)
     # With CV 0 the photons in a frame are 1000 x the fraction of the frame the emitter was on.
     assert t["photons"].max() <= 1000.0 + 1e-9
@@ -135,7 +144,9 @@ def test_background_profile_mean_and_edges() -> None:
 
 @pytest.mark.parametrize("camera_type", ["scmos", "emccd"])
 def test_noise_matches_the_camera_model(camera_type: str) -> None:
-    p = SimulationParams(frames=40, size=64, density=0.0, background=25.0, flat_background=True, camera_type=camera_type, seed=2)
+    p = SimulationParams(
+        frames=40, size=64, density=0.0, background=25.0, flat_background=True, camera_type=camera_type, seed=2
+    )
     sim = simulate(p)
     cam = sim.camera
     photons = to_photons(da.from_array(sim.movie), cam).compute().astype(np.float64)
@@ -175,7 +186,9 @@ def test_streamed_output_equals_in_memory(tmp_path: Path) -> None:
     truth = pd.read_csv(paths["truth"])
     assert list(truth.columns) == ["frame", "x_nm", "y_nm", "photons"]
     np.testing.assert_array_equal(truth.frame.to_numpy(), sim.truth.frame.to_numpy())
-    np.testing.assert_allclose(truth[["x_nm", "y_nm", "photons"]].to_numpy(), sim.truth[["x_nm", "y_nm", "photons"]].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        truth[["x_nm", "y_nm", "photons"]].to_numpy(), sim.truth[["x_nm", "y_nm", "photons"]].to_numpy(), atol=1e-4
+    )
     assert load_camera(paths["camera"]) == sim.camera
     assert read_attrs(paths["movie"])["units"] == "adu" and read_attrs(paths["clean"])["units"] == "photons"
     assert not list((tmp_path / "sim").glob("*.partial"))
@@ -203,7 +216,17 @@ def test_estimate_camera_recovers_gain_from_a_simulated_movie(camera_type: str) 
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(frames=-1), dict(frames=0), dict(size=2), dict(photons=-5.0), dict(density=float("nan")), dict(structure="spiral"), dict(camera_type="ccd"), dict(psf_sigma=0.0), dict(brightness="poisson")],
+    [
+        dict(frames=-1),
+        dict(frames=0),
+        dict(size=2),
+        dict(photons=-5.0),
+        dict(density=float("nan")),
+        dict(structure="spiral"),
+        dict(camera_type="ccd"),
+        dict(psf_sigma=0.0),
+        dict(brightness="poisson"),
+    ],
 )
 def test_nonsense_parameters_raise(kw: dict) -> None:
     with pytest.raises(SmlmdnError):
@@ -220,7 +243,21 @@ def test_presets_order_snr_and_overrides_win() -> None:
 
 def test_cli_simulate_writes_files_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["simulate", str(out), "--frames", "6", "--size", "16", "--snr", "high", "--camera-type", "emccd", "--seed", "3", "--quiet"]
+    args = [
+        "simulate",
+        str(out),
+        "--frames",
+        "6",
+        "--size",
+        "16",
+        "--snr",
+        "high",
+        "--camera-type",
+        "emccd",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "6 frames" in result.output and "localizations in truth" in result.output
@@ -234,19 +271,63 @@ def test_cli_simulate_writes_files_and_summary(tmp_path: Path) -> None:
 
 def test_cli_simulate_sets_every_grid_option(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["simulate", str(out), "--frames", "4", "--size", "12", "--density", "5", "--photons", "300", "--photons-cv", "0.5",
-            "--brightness", "lognormal", "--background", "7", "--flat-background", "--psf-sigma", "110", "--on-time", "2",
-            "--off-time", "40", "--camera-type", "emccd", "--quiet"]
+    args = [
+        "simulate",
+        str(out),
+        "--frames",
+        "4",
+        "--size",
+        "12",
+        "--density",
+        "5",
+        "--photons",
+        "300",
+        "--photons-cv",
+        "0.5",
+        "--brightness",
+        "lognormal",
+        "--background",
+        "7",
+        "--flat-background",
+        "--psf-sigma",
+        "110",
+        "--on-time",
+        "2",
+        "--off-time",
+        "40",
+        "--camera-type",
+        "emccd",
+        "--quiet",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     sim = read_attrs(out / "movie.tif")["simulation"]
-    expected = dict(density=5.0, photons=300.0, photons_cv=0.5, brightness="lognormal", background=7.0, flat_background=True,
-                    psf_sigma=110.0, on_time=2.0, off_time=40.0, camera_type="emccd")
+    expected = dict(
+        density=5.0,
+        photons=300.0,
+        photons_cv=0.5,
+        brightness="lognormal",
+        background=7.0,
+        flat_background=True,
+        psf_sigma=110.0,
+        on_time=2.0,
+        off_time=40.0,
+        camera_type="emccd",
+    )
     assert {k: sim[k] for k in expected} == expected
     assert "on per um^2 per frame" in result.output
 
 
-@pytest.mark.parametrize("bad", [["--frames", "-3"], ["--snr", "great"], ["--structure", "spiral"], ["--density", "-1"], ["--brightness", "uniform"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--frames", "-3"],
+        ["--snr", "great"],
+        ["--structure", "spiral"],
+        ["--density", "-1"],
+        ["--brightness", "uniform"],
+    ],
+)
 def test_cli_simulate_rejects_nonsense(tmp_path: Path, bad: list[str]) -> None:
     result = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--size", "8", "--frames", "2", *bad])
     assert result.exit_code == 1
@@ -259,7 +340,16 @@ def test_truth_windows_join_seamlessly() -> None:
     from smlmdn.simulate import TRUTH_WINDOW, GroundTruth
 
     on, off = 6.0, 54.0
-    p = SimulationParams(frames=2 * TRUTH_WINDOW + 300, size=32, density=30.0, on_time=on, off_time=off, photons_cv=0.0, photons=100.0, structure="random")
+    p = SimulationParams(
+        frames=2 * TRUTH_WINDOW + 300,
+        size=32,
+        density=30.0,
+        on_time=on,
+        off_time=off,
+        photons_cv=0.0,
+        photons=100.0,
+        structure="random",
+    )
     truth = GroundTruth(p)
     table = truth.table()
     assert truth.n_windows == 3 and not table.duplicated(["frame", "emitter"]).any()
@@ -290,4 +380,6 @@ def test_interrupted_run_leaves_no_outputs(tmp_path: Path, monkeypatch: pytest.M
     assert list((tmp_path / "out").iterdir()) == []
     monkeypatch.undo()
     paths = simulate_to_dir(tiny(frames=3), tmp_path / "out", progress=False)  # rerun works, no --overwrite needed
-    assert all(p.exists() for p in paths.values()) and sorted(f.name for f in (tmp_path / "out").iterdir()) == sorted(OUTPUT_NAMES)
+    assert all(p.exists() for p in paths.values()) and sorted(f.name for f in (tmp_path / "out").iterdir()) == sorted(
+        OUTPUT_NAMES
+    )

@@ -78,7 +78,9 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Self-supervised denoising and localization of SMLM movies."""
     ctx.obj = {"debug": debug}
@@ -113,11 +115,15 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
         groups = {g: OPTION_GROUPS[g] for g in OPTION_GROUPS if g in sig.parameters}
         for group, (options, _) in groups.items():
             params = [p for p in params if p.name != group] + [
-                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, (t, d) in options.items()
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t)
+                for n, (t, d) in options.items()
             ]
         movie_param = next((n for n in MOVIE_PARAMETERS if n in sig.parameters), None)
         if movie_param is not None and not set(FRAME_OPTIONS) & set(sig.parameters):
-            params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, (t, d) in FRAME_OPTIONS.items()]
+            params += [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t)
+                for n, (t, d) in FRAME_OPTIONS.items()
+            ]
         else:
             movie_param = None
 
@@ -132,7 +138,9 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                     frames = None
                     if movie_param is not None:
                         given = kw.get(movie_param)
-                        inputs = list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
+                        inputs = (
+                            list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
+                        )
                         text = kw.pop("frame_range", None)
                         frames = parse_frames(text) if text is not None else None
                         whole = [n for n in WHOLE_MOVIE_PARAMETERS if kw.get(n) is not None]
@@ -148,7 +156,10 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                         if group == "camera":
                             given_keys = _given_keys(values, movie_numbers)
                         kw[group] = build(sig.parameters[group].default, values, movie_numbers)
-                    with frame_range(frames, inputs), camera_keys_given(given_keys) if "camera" in groups else nullcontext():
+                    with (
+                        frame_range(frames, inputs),
+                        camera_keys_given(given_keys) if "camera" in groups else nullcontext(),
+                    ):
                         return func(*args, **kw)
             except typer.Exit:
                 raise
@@ -158,7 +169,9 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                 err.print(f"[red]error:[/red] {exc.one_line()}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
-                err.print("[red]interrupted:[/red] no output was completed; rerun the same command to resume", highlight=False)
+                err.print(
+                    "[red]interrupted:[/red] no output was completed; rerun the same command to resume", highlight=False
+                )
                 raise typer.Exit(130) from None
             except OSError as exc:
                 if debug:

@@ -27,11 +27,27 @@ Scheduler = Annotated[
 ]
 Cluster = Annotated[
     str | None,
-    typer.Option("--cluster", help="Start --workers jobs on an HPC scheduler via dask-jobqueue: slurm or pbs (site settings from your dask-jobqueue config).", rich_help_panel=PANEL),
+    typer.Option(
+        "--cluster",
+        help="Start --workers jobs on an HPC scheduler via dask-jobqueue: slurm or pbs (site settings from your dask-jobqueue config).",
+        rich_help_panel=PANEL,
+    ),
 ]
-Workers = Annotated[int, typer.Option("--workers", help="Worker processes / cluster jobs for --scheduler local or --cluster.", rich_help_panel=PANEL)]
-WorkerMemory = Annotated[str, typer.Option("--worker-memory", help="Memory per cluster job, e.g. 16GB.", rich_help_panel=PANEL)]
-WorkerGPUs = Annotated[int, typer.Option("--worker-gpus", help="GPUs per cluster job (declared as the dask worker resource GPU).", rich_help_panel=PANEL)]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers", help="Worker processes / cluster jobs for --scheduler local or --cluster.", rich_help_panel=PANEL
+    ),
+]
+WorkerMemory = Annotated[
+    str, typer.Option("--worker-memory", help="Memory per cluster job, e.g. 16GB.", rich_help_panel=PANEL)
+]
+WorkerGPUs = Annotated[
+    int,
+    typer.Option(
+        "--worker-gpus", help="GPUs per cluster job (declared as the dask worker resource GPU).", rich_help_panel=PANEL
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,13 @@ class DaskSpec:
     worker_gpus: int = 0
 
     def scheduler_context(self):  # a context manager yielding a Client or None
-        return dask_scheduler(self.scheduler, cluster=self.cluster, workers=self.workers,
-                              worker_memory=self.worker_memory, worker_gpus=self.worker_gpus)
+        return dask_scheduler(
+            self.scheduler,
+            cluster=self.cluster,
+            workers=self.workers,
+            worker_memory=self.worker_memory,
+            worker_gpus=self.worker_gpus,
+        )
 
 
 #: The dask options, by parameter name, with their defaults: injected by :func:`smlmdn.cli.app.command`
@@ -59,7 +80,14 @@ DASK_OPTIONS = {
     "worker_gpus": (WorkerGPUs, 0),
 }
 
-JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON line per finished movie and a summary line (for job logs).", rich_help_panel=PANEL)]
+JsonLines = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON line per finished movie and a summary line (for job logs).",
+        rich_help_panel=PANEL,
+    ),
+]
 
 
 def run_movies(
@@ -85,7 +113,15 @@ def run_movies(
         with dask_spec.scheduler_context():
             message = work(movies[0], outputs[0])
         if as_json:
-            typer.echo(json_line("summary", done=1, skipped=0, failed=0, items=[asdict(BatchItem(str(movies[0]), str(outputs[0]), "done", message))]))
+            typer.echo(
+                json_line(
+                    "summary",
+                    done=1,
+                    skipped=0,
+                    failed=0,
+                    items=[asdict(BatchItem(str(movies[0]), str(outputs[0]), "done", message))],
+                )
+            )
         else:
             typer.echo(message)
         return [BatchItem(str(movies[0]), str(outputs[0]), "done", message)]
@@ -98,7 +134,11 @@ def run_movies(
         elif item.status == "failed":
             err.print(f"[red]failed:[/red] {item.input}: {item.message}", highlight=False, soft_wrap=True)
         elif not quiet or len(movies) == 1:
-            out.print(f"{item.status}: {item.input} -> {item.output}" + (f" ({item.message})" if item.message else ""), highlight=False, soft_wrap=True)
+            out.print(
+                f"{item.status}: {item.input} -> {item.output}" + (f" ({item.message})" if item.message else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
 
     if as_json:
         typer.echo(json_line("start", movies=len(movies), scheduler=dask_spec.cluster or dask_spec.scheduler))
@@ -113,9 +153,17 @@ def run_movies(
             table.add_column(col)
         for i in items:
             style = {"failed": "red", "skipped": "yellow"}.get(i.status, "")
-            table.add_row(i.input, f"[{style}]{i.status}[/{style}]" if style else i.status, i.message if i.status == "failed" else i.output, f"{i.seconds:.1f}")
+            table.add_row(
+                i.input,
+                f"[{style}]{i.status}[/{style}]" if style else i.status,
+                i.message if i.status == "failed" else i.output,
+                f"{i.seconds:.1f}",
+            )
         out.print(table)
     if counts["failed"]:
-        err.print(f"[red]error:[/red] {counts['failed']} of {len(items)} movies failed (see above). Fix: correct those inputs and rerun; finished outputs are skipped", highlight=False)
+        err.print(
+            f"[red]error:[/red] {counts['failed']} of {len(items)} movies failed (see above). Fix: correct those inputs and rerun; finished outputs are skipped",
+            highlight=False,
+        )
         raise typer.Exit(1)
     return items

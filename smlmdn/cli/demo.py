@@ -18,14 +18,32 @@ SIZE = "Demo size (defaults: 64 x 64 px, 1000 frames, a few minutes on 2 CPU cor
 
 @command("demo")
 def demo(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to create for the simulated data, the model and the report.")] = Path("smlmdn_demo"),
-    tiny: Annotated[bool, typer.Option("--tiny", help="Seconds-long run (32 x 32 px, 60 frames, 4 training steps): checks the installation, numbers meaningless.", rich_help_panel=SIZE)] = False,
-    size: Annotated[int | None, typer.Option("--size", help="Frame width and height, px.", rich_help_panel=SIZE)] = None,
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder to create for the simulated data, the model and the report.")
+    ] = Path("smlmdn_demo"),
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny",
+            help="Seconds-long run (32 x 32 px, 60 frames, 4 training steps): checks the installation, numbers meaningless.",
+            rich_help_panel=SIZE,
+        ),
+    ] = False,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Frame width and height, px.", rich_help_panel=SIZE)
+    ] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Number of frames.", rich_help_panel=SIZE)] = None,
-    snr: Annotated[str | None, typer.Option("--snr", help="Simulation preset: high, medium or low.", rich_help_panel=SIZE)] = None,
+    snr: Annotated[
+        str | None, typer.Option("--snr", help="Simulation preset: high, medium or low.", rich_help_panel=SIZE)
+    ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Maximum training steps.", rich_help_panel=SIZE)] = None,
-    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Training time limit in seconds (default 60).", rich_help_panel=SIZE)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the simulation and the training.", rich_help_panel=SIZE)] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option("--time-budget", help="Training time limit in seconds (default 60).", rich_help_panel=SIZE),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed of the simulation and the training.", rich_help_panel=SIZE)
+    ] = None,
     overwrite: o.Overwrite = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -46,6 +64,8 @@ def demo(
     report = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)
     print_summary(report, Path(report["demo"]["report_dir"]))
     s = report["demo"]["seconds"]
-    typer.echo(f"demo finished in {s['total']:.0f} s (simulate {s['simulate']:.0f} s, fit {s['fit']:.0f} s, "
-               f"denoise + localize + compare {s['compare']:.0f} s); data in {report['demo']['out_dir']}/data, "
-               f"model {report['demo']['model']}; open {report['demo']['report_dir']}/report.md")
+    typer.echo(
+        f"demo finished in {s['total']:.0f} s (simulate {s['simulate']:.0f} s, fit {s['fit']:.0f} s, "
+        f"denoise + localize + compare {s['compare']:.0f} s); data in {report['demo']['out_dir']}/data, "
+        f"model {report['demo']['model']}; open {report['demo']['report_dir']}/report.md"
+    )

@@ -31,22 +31,61 @@ def estimate_output(output: Path, estimate: str, several: bool) -> Path:
     if not several:
         return output
     base = stem(output)
-    return output.with_name(f"{base}_{estimate}{output.name[len(base):]}")
+    return output.with_name(f"{base}_{estimate}{output.name[len(base) :]}")
 
 
 @command("denoise")
 def denoise(
-    movies: Annotated[list[str], typer.Argument(help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.", show_default=False)],
+    movies: Annotated[
+        list[str],
+        typer.Argument(
+            help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.",
+            show_default=False,
+        ),
+    ],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model file from `smlmdn fit`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output movie: .zarr, .ome.zarr or .tif (with several --estimate: NAME_<estimate>.ext each). For a batch: a folder, outputs named <movie>_denoised.<format>.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output movie: .zarr, .ome.zarr or .tif (with several --estimate: NAME_<estimate>.ext each). For a batch: a folder, outputs named <movie>_denoised.<format>.",
+        ),
+    ],
     movie_format: Annotated[str, typer.Option("--format", help="Batch output format: zarr, ome.zarr or tif.")] = "zarr",
     estimate: Annotated[list[str] | None, typer.Option("--estimate", "-e", help=ESTIMATE_HELP)] = None,
-    out_units: Annotated[str, typer.Option("--out-units", help="photons (float32 detected photons) or adu (the movie's camera: uint16 for TIFF, so Picasso/ThunderSTORM read it as camera data; float32 for Zarr).")] = "photons",
+    out_units: Annotated[
+        str,
+        typer.Option(
+            "--out-units",
+            help="photons (float32 detected photons) or adu (the movie's camera: uint16 for TIFF, so Picasso/ThunderSTORM read it as camera data; float32 for Zarr).",
+        ),
+    ] = "photons",
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.")] = "auto",
-    tile: Annotated[int, typer.Option("--tile", help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.")] = 256,
-    block_frames: Annotated[int | None, typer.Option("--block-frames", help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")] = None,
-    pyramid: Annotated[bool | None, typer.Option("--pyramid/--no-pyramid", help="OME-Zarr output: add 2x-binned resolution levels (for napari). Default: only for frames of 1024 px or more.")] = None,
+    tile: Annotated[
+        int,
+        typer.Option(
+            "--tile",
+            help="Largest spatial tile (px) per network call; tiles overlap by the receptive field, so output does not depend on it.",
+        ),
+    ] = 256,
+    block_frames: Annotated[
+        int | None,
+        typer.Option(
+            "--block-frames",
+            help="Frames per block (default: 256, or fewer to stay near 32 MB of input); each block is one unit of work, of resumption and of memory.",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")
+    ] = None,
+    pyramid: Annotated[
+        bool | None,
+        typer.Option(
+            "--pyramid/--no-pyramid",
+            help="OME-Zarr output: add 2x-binned resolution levels (for napari). Default: only for frames of 1024 px or more.",
+        ),
+    ] = None,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
@@ -78,7 +117,10 @@ def denoise(
     if out_units not in ("photons", "adu"):
         raise SmlmdnError(f"unknown --out-units {out_units!r}", "use --out-units photons or --out-units adu")
     if out_units == "adu" and "std" in names:
-        raise SmlmdnError("--estimate std is a spread, not an intensity: it cannot be written as ADU", "write std with --out-units photons")
+        raise SmlmdnError(
+            "--estimate std is a spread, not an intensity: it cannot be written as ADU",
+            "write std with --out-units photons",
+        )
     if threads is not None:
         if threads < 1:
             raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
@@ -102,7 +144,9 @@ def denoise(
     for outs in outputs.values():
         for path in outs.values():
             if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
-                raise SmlmdnError(f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif")
+                raise SmlmdnError(
+                    f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif"
+                )
             if not batch:
                 check_output(path, overwrite)
     mdl = load_model(model, camera)
@@ -124,15 +168,36 @@ def denoise(
                 tiff = not path.name.lower().endswith(".zarr")
                 arr = from_photons(arr, camera, np.uint16 if tiff else np.float32)
             arrays[path] = arr
-            attrs[path] = {"units": out_units, "estimate": name, "model": str(model), "model_hash": mdl.hash(),
-                           "camera": camera.to_dict(), "source": str(movie)}
+            attrs[path] = {
+                "units": out_units,
+                "estimate": name,
+                "model": str(model),
+                "model_hash": mdl.hash(),
+                "camera": camera.to_dict(),
+                "source": str(movie),
+            }
         # one network pass per block feeds every estimate's output
-        written = write_movies(arrays, overwrite=overwrite, attrs=attrs, pixel_size=camera.pixel_size, progress=not quiet,
-                               description="denoise", pyramid=pyramid)
-        return f"wrote {', '.join(str(w) for w in written)} ({', '.join(names)}, {out_units}, {photons.shape[0]} frames)"
+        written = write_movies(
+            arrays,
+            overwrite=overwrite,
+            attrs=attrs,
+            pixel_size=camera.pixel_size,
+            progress=not quiet,
+            description="denoise",
+            pyramid=pyramid,
+        )
+        return (
+            f"wrote {', '.join(str(w) for w in written)} ({', '.join(names)}, {out_units}, {photons.shape[0]} frames)"
+        )
 
     # the last estimate written marks a movie as finished
     b.run_movies(
-        paths, [list(outputs[p].values())[-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json,
-        quiet=quiet, dask_spec=dask_spec,
+        paths,
+        [list(outputs[p].values())[-1] for p in paths],
+        work,
+        batch=batch,
+        overwrite=overwrite,
+        as_json=as_json,
+        quiet=quiet,
+        dask_spec=dask_spec,
     )

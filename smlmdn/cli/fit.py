@@ -25,22 +25,86 @@ def checkpoint_path(output: Path) -> Path:
 
 @command("fit")
 def fit(
-    movie: Annotated[Path, typer.Argument(help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy.")],
+    movie: Annotated[
+        Path,
+        typer.Argument(
+            help="Raw movie (camera ADU unless --units photons): TIFF/OME-TIFF, folder/glob of TIFFs, Zarr/OME-Zarr, .npy."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (e.g. model.pt).")],
-    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.", rich_help_panel=TRAIN)] = None,
-    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.", rich_help_panel=TRAIN)] = None,
-    context: Annotated[int, typer.Option("--context", help="Neighbouring frames on each side used as extra input channels (0: single frames; 1 won from ~400 steps on, see benchmarks/RESULTS.md).", rich_help_panel=NET)] = 1,
-    context_mode: Annotated[str, typer.Option("--context-mode", help="How the neighbours enter: stem (extra non-blind input channels of the U-Net's first layer) or branch (a separate small CNN joined at the head; the older design).", rich_help_panel=NET)] = "stem",
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            help="Training steps (mini-batches). Default: until --time-budget when one is given, else 2000; with both, whichever comes first.",
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            help="Train for this many seconds (wall clock); the learning-rate schedule follows the fraction of the budget spent.",
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
+    context: Annotated[
+        int,
+        typer.Option(
+            "--context",
+            help="Neighbouring frames on each side used as extra input channels (0: single frames; 1 won from ~400 steps on, see benchmarks/RESULTS.md).",
+            rich_help_panel=NET,
+        ),
+    ] = 1,
+    context_mode: Annotated[
+        str,
+        typer.Option(
+            "--context-mode",
+            help="How the neighbours enter: stem (extra non-blind input channels of the U-Net's first layer) or branch (a separate small CNN joined at the head; the older design).",
+            rich_help_panel=NET,
+        ),
+    ] = "stem",
     width: Annotated[int, typer.Option("--width", help="Channels per U-Net level.", rich_help_panel=NET)] = 16,
-    depth: Annotated[int, typer.Option("--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET)] = 3,
-    head: Annotated[str, typer.Option("--head", help="gamma-poisson (exact NB likelihood, default) or gaussian (Laine's approximation, for comparison).", rich_help_panel=NET)] = "gamma-poisson",
-    patch: Annotated[int | None, typer.Option("--patch", help="Training crop side in px, a multiple of 2^depth (default: 64, or less to fit the frame).", rich_help_panel=TRAIN)] = None,
+    depth: Annotated[
+        int,
+        typer.Option(
+            "--depth", help="Down-samplings in the U-Net (receptive field grows ~2^depth).", rich_help_panel=NET
+        ),
+    ] = 3,
+    head: Annotated[
+        str,
+        typer.Option(
+            "--head",
+            help="gamma-poisson (exact NB likelihood, default) or gaussian (Laine's approximation, for comparison).",
+            rich_help_panel=NET,
+        ),
+    ] = "gamma-poisson",
+    patch: Annotated[
+        int | None,
+        typer.Option(
+            "--patch",
+            help="Training crop side in px, a multiple of 2^depth (default: 64, or less to fit the frame).",
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option("--batch", help="Crops per step.", rich_help_panel=TRAIN)] = 4,
-    lr: Annotated[float, typer.Option("--lr", help="Peak Adam learning rate (warm-up then cosine decay).", rich_help_panel=TRAIN)] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed + data + threads = same model).", rich_help_panel=TRAIN)] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.", rich_help_panel=TRAIN)] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fit from OUTPUT.ckpt.", rich_help_panel=TRAIN)] = False,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak Adam learning rate (warm-up then cosine decay).", rich_help_panel=TRAIN)
+    ] = 1e-3,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Random seed (same seed + data + threads = same model).", rich_help_panel=TRAIN),
+    ] = 0,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu or cuda.", rich_help_panel=TRAIN)
+    ] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=TRAIN),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted fit from OUTPUT.ckpt.", rich_help_panel=TRAIN)
+    ] = False,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
     overwrite: o.Overwrite = False,
@@ -60,7 +124,9 @@ def fit(
     if not resume:
         check_output(output, overwrite)
         if ckpt.exists() and not overwrite:
-            raise SmlmdnError(f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again")
+            raise SmlmdnError(
+                f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again"
+            )
     elif output.exists() and not overwrite:
         raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
     if time_budget is not None and not time_budget > 0:
@@ -72,17 +138,38 @@ def fit(
         check_camera_against_data(raw, camera)
     photons = movie_to_photons(raw, camera, units=units)
     config = FitConfig(
-        steps=steps, time_budget=time_budget, context=context, context_mode=context_mode.lower(), width=width, depth=depth, head=head.lower(), patch=patch,
-        batch=batch, lr=lr, seed=seed, device=device, threads=threads,
+        steps=steps,
+        time_budget=time_budget,
+        context=context,
+        context_mode=context_mode.lower(),
+        width=width,
+        depth=depth,
+        head=head.lower(),
+        patch=patch,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        device=device,
+        threads=threads,
     )
     err = console()
     try:
-        model = fit_model(photons, camera, config, progress=not quiet, checkpoint=ckpt, resume=resume,
-                          log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False)))
+        model = fit_model(
+            photons,
+            camera,
+            config,
+            progress=not quiet,
+            checkpoint=ckpt,
+            resume=resume,
+            log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False)),
+        )
     except KeyboardInterrupt:
         if ckpt.exists():
-            err.print(f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
-                      highlight=False, soft_wrap=True)
+            err.print(
+                f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             err.print("[red]interrupted[/red] before the first checkpoint; nothing was kept", highlight=False)
         raise typer.Exit(130) from None

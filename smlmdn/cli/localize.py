@@ -27,23 +27,43 @@ MODES = ("raw", "denoised", "hybrid")
 # The acceptance and linking options, shared with `smlmdn compare`.
 Fdr = Annotated[
     float,
-    typer.Option("--fdr", help="False-discovery rate of the acceptance test: a candidate is kept when a likelihood-ratio test on its raw photon counts (molecule vs background only) rejects 'background only', with Benjamini-Hochberg control over every pixel of the movie. Same meaning on raw and denoised inputs.", rich_help_panel=LOC),
+    typer.Option(
+        "--fdr",
+        help="False-discovery rate of the acceptance test: a candidate is kept when a likelihood-ratio test on its raw photon counts (molecule vs background only) rejects 'background only', with Benjamini-Hochberg control over every pixel of the movie. Same meaning on raw and denoised inputs.",
+        rich_help_panel=LOC,
+    ),
 ]
 Pool = Annotated[
     int,
-    typer.Option("--pool", help="Also test the raw photons summed over this many neighbouring frames on each side (a blink's photons pooled); a localization still needs evidence in its own frame. 0 = single frames.", rich_help_panel=LOC),
+    typer.Option(
+        "--pool",
+        help="Also test the raw photons summed over this many neighbouring frames on each side (a blink's photons pooled); a localization still needs evidence in its own frame. 0 = single frames.",
+        rich_help_panel=LOC,
+    ),
 ]
 LinkDistance = Annotated[
     float,
-    typer.Option("--link-distance", help="Largest distance (nm) at which localizations in consecutive frames (1 dark frame allowed) are linked as one blink; each row keeps its own fit and gets the blink's pooled position (x_linked, y_linked, uncertainty_linked columns).", rich_help_panel=LOC),
+    typer.Option(
+        "--link-distance",
+        help="Largest distance (nm) at which localizations in consecutive frames (1 dark frame allowed) are linked as one blink; each row keeps its own fit and gets the blink's pooled position (x_linked, y_linked, uncertainty_linked columns).",
+        rich_help_panel=LOC,
+    ),
 ]
 MultiEmitter = Annotated[
     bool,
-    typer.Option("--multi-emitter/--single-emitter", help="After the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style multi-emitter fitting). --single-emitter is faster and finds fewer molecules wherever they crowd (filaments, dense labelling); measured in benchmarks/RESULTS.md.", rich_help_panel=LOC),
+    typer.Option(
+        "--multi-emitter/--single-emitter",
+        help="After the first fits, subtract them, look for molecules hidden next to brighter ones in the residual, and refit crowded localizations with their neighbours held fixed (DAOSTORM-style multi-emitter fitting). --single-emitter is faster and finds fewer molecules wherever they crowd (filaments, dense labelling); measured in benchmarks/RESULTS.md.",
+        rich_help_panel=LOC,
+    ),
 ]
 Threshold = Annotated[
     float | None,
-    typer.Option("--threshold", help="Expert override: keep every candidate above this band-pass significance (noise standard deviations; 4.2 was the old default) instead of the FDR-controlled test.", rich_help_panel=LOC),
+    typer.Option(
+        "--threshold",
+        help="Expert override: keep every candidate above this band-pass significance (noise standard deviations; 4.2 was the old default) instead of the FDR-controlled test.",
+        rich_help_panel=LOC,
+    ),
 ]
 
 
@@ -52,13 +72,22 @@ def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: s
     try:
         from ..denoise import denoise_lazy, load_model
     except ImportError as exc:  # the denoiser is an optional part of a partial install
-        raise SmlmdnError(f"the denoiser is not available ({exc})", "denoise first with `smlmdn denoise` and pass --denoised") from exc
+        raise SmlmdnError(
+            f"the denoiser is not available ({exc})", "denoise first with `smlmdn denoise` and pass --denoised"
+        ) from exc
     model_obj = load_model(model, camera)  # refuses a model trained for another camera
     return denoise_lazy(photons, model_obj, estimates=("mean",), device=device)["mean"]
 
 
-def write_render(locs: Any, shape_yx: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float,
-                 png: Path | None, tif: Path | None, overwrite: bool) -> list[Path]:
+def write_render(
+    locs: Any,
+    shape_yx: tuple[int, int],
+    pixel_size_nm: float,
+    render_pixel_nm: float,
+    png: Path | None,
+    tif: Path | None,
+    overwrite: bool,
+) -> list[Path]:
     """Render a super-resolution image (Gaussian-blurred histogram) to PNG and/or TIFF; returns the paths written."""
     from ..evaluate.render import render_image, save_render_png, save_render_tif
 
@@ -87,32 +116,93 @@ def denoised_for(movie: Path, denoised: Path) -> Path:
 
 @command("localize")
 def localize(
-    movies: Annotated[list[str], typer.Argument(help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.", show_default=False)],
+    movies: Annotated[
+        list[str],
+        typer.Argument(
+            help="Raw movie(s) (camera ADU unless --units photons): TIFF/OME-TIFF, folder of TIFFs, Zarr/OME-Zarr, .npy; several paths or quoted globs run as a batch.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         list[Path],
-        typer.Option("--output", "-o", help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet; repeat for several. For a batch: one folder, tables named <movie>.<format>."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Localization table(s): .csv (ThunderSTORM columns, nm, 1-based frames), .hdf5 (Picasso, + .yaml) or .parquet; repeat for several. For a batch: one folder, tables named <movie>.<format>.",
+        ),
     ],
-    table_format: Annotated[list[str] | None, typer.Option("--format", help="Batch table format(s): csv, hdf5, parquet (repeatable; default csv).")] = None,
+    table_format: Annotated[
+        list[str] | None,
+        typer.Option("--format", help="Batch table format(s): csv, hdf5, parquet (repeatable; default csv)."),
+    ] = None,
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.", rich_help_panel=LOC),
+        typer.Option(
+            "--mode",
+            help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.",
+            rich_help_panel=LOC,
+        ),
     ] = None,
-    denoised: Annotated[Path | None, typer.Option("--denoised", help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.", rich_help_panel=LOC)] = None,
-    model: Annotated[Path | None, typer.Option("--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU, else CPU), cpu or cuda: where spots are fitted (numba on the CPU, torch on the GPU) and, with --model, denoised.", rich_help_panel=LOC)] = "auto",
+    denoised: Annotated[
+        Path | None,
+        typer.Option(
+            "--denoised",
+            help="Denoised movie written by `smlmdn denoise` (photons; same shape as MOVIE); for a batch, the folder of <movie>_denoised.* outputs.",
+            rich_help_panel=LOC,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Denoiser model.pt: denoise on the fly instead of --denoised.", rich_help_panel=LOC
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="auto (CUDA when torch sees a GPU, else CPU), cpu or cuda: where spots are fitted (numba on the CPU, torch on the GPU) and, with --model, denoised.",
+            rich_help_panel=LOC,
+        ),
+    ] = "auto",
     box: Annotated[int, typer.Option("--box", help="Fit box side in pixels (odd).", rich_help_panel=LOC)] = 7,
-    psf_sigma: Annotated[float, typer.Option("--psf-sigma", help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).", rich_help_panel=LOC)] = 130.0,
-    fit_sigma: Annotated[bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)] = False,
+    psf_sigma: Annotated[
+        float,
+        typer.Option(
+            "--psf-sigma",
+            help="PSF Gaussian standard deviation in nm (fixed, or the start value with --fit-sigma).",
+            rich_help_panel=LOC,
+        ),
+    ] = 130.0,
+    fit_sigma: Annotated[
+        bool, typer.Option("--fit-sigma", help="Fit the PSF width per spot instead of fixing it.", rich_help_panel=LOC)
+    ] = False,
     fdr: Fdr = DEFAULT_FDR,
     pool: Pool = DEFAULT_POOL,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
     multi_emitter: MultiEmitter = True,
     keep_saturated: Annotated[
-        bool, typer.Option("--keep-saturated", help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.", rich_help_panel=LOC),
+        bool,
+        typer.Option(
+            "--keep-saturated",
+            help="Keep localizations whose fit box holds a pixel clipped at the camera's maximum (flagged in the 'saturated' column); by default they are dropped and counted.",
+            rich_help_panel=LOC,
+        ),
     ] = False,
-    render: Annotated[Path | None, typer.Option("--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only.")] = None,
-    render_tif: Annotated[Path | None, typer.Option("--render-tif", help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.")] = None,
+    render: Annotated[
+        Path | None,
+        typer.Option(
+            "--render", help="Also write a super-resolution PNG (Gaussian-blurred histogram); single movie only."
+        ),
+    ] = None,
+    render_tif: Annotated[
+        Path | None,
+        typer.Option(
+            "--render-tif",
+            help="Also write the super-resolution image as a float32 TIFF (nm calibration); single movie only.",
+        ),
+    ] = None,
     render_pixel: Annotated[float, typer.Option("--render-pixel", help="Pixel size of the rendered image, nm.")] = 10.0,
     camera: Camera = Camera(),  # noqa: B008 - replaced by the camera options (see app.command)
     units: o.Units = "adu",
@@ -132,7 +222,10 @@ def localize(
     if mode not in MODES:
         raise SmlmdnError(f"unknown --mode {mode!r}", "use --mode raw, denoised or hybrid")
     if mode != "raw" and denoised is None and model is None:
-        raise SmlmdnError(f"--mode {mode} needs a denoised movie", "pass --denoised denoised.zarr (from `smlmdn denoise`) or --model model.pt")
+        raise SmlmdnError(
+            f"--mode {mode} needs a denoised movie",
+            "pass --denoised denoised.zarr (from `smlmdn denoise`) or --model model.pt",
+        )
     if denoised is not None and model is not None:
         raise SmlmdnError("both --denoised and --model were given", "pass only one of them")
     if mode == "raw" and (denoised is not None or model is not None):
@@ -148,14 +241,20 @@ def localize(
         if len(paths) > 1:
             check_batch_folder(output[0], len(paths))
         if render is not None or render_tif is not None:
-            raise SmlmdnError("--render/--render-tif take one movie", "render each movie's table separately, or localize one movie at a time")
+            raise SmlmdnError(
+                "--render/--render-tif take one movie",
+                "render each movie's table separately, or localize one movie at a time",
+            )
         formats = [f.lower().lstrip(".") for f in (table_format or ["csv"])]
         unknown = [f for f in formats if f not in TABLE_FORMATS]
         if unknown:
             raise SmlmdnError(f"unknown --format {', '.join(unknown)}", "use csv, hdf5 or parquet")
         tables = {p: [output_for(p, output[0], f".{f}") for f in dict.fromkeys(formats)] for p in paths}
         if denoised is not None and not denoised.is_dir():
-            raise SmlmdnError(f"for a batch --denoised must be a folder, got {denoised}", "pass the -o folder of `smlmdn denoise MOVIES ...`")
+            raise SmlmdnError(
+                f"for a batch --denoised must be a folder, got {denoised}",
+                "pass the -o folder of `smlmdn denoise MOVIES ...`",
+            )
     else:
         if table_format:
             raise SmlmdnError("--format is for batches", "name the outputs with -o locs.csv -o locs.hdf5 ...")
@@ -190,19 +289,38 @@ def localize(
             detect_on = denoise_on_the_fly(photons, model, camera, device)
             source["model"] = str(model)
         locs = run_localize(
-            photons, camera, detect_on=detect_on, fit_on="detect" if mode == "denoised" else "raw", box=box,
-            psf_sigma_nm=psf_sigma, fit_sigma=fit_sigma, threshold=threshold, fdr=fdr, pool=pool, link_distance_nm=link_distance,
-            saturation_photons=saturation_photons(raw.dtype, camera, units), keep_saturated=keep_saturated, multi_emitter=multi_emitter,
-            progress=not quiet, device=device,
+            photons,
+            camera,
+            detect_on=detect_on,
+            fit_on="detect" if mode == "denoised" else "raw",
+            box=box,
+            psf_sigma_nm=psf_sigma,
+            fit_sigma=fit_sigma,
+            threshold=threshold,
+            fdr=fdr,
+            pool=pool,
+            link_distance_nm=link_distance,
+            saturation_photons=saturation_photons(raw.dtype, camera, units),
+            keep_saturated=keep_saturated,
+            multi_emitter=multi_emitter,
+            progress=not quiet,
+            device=device,
         )
         locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
-        written = [write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source) for path in tables[movie]]
+        written = [
+            write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source)
+            for path in tables[movie]
+        ]
         if render is not None or render_tif is not None:
-            written += write_render(locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite)
+            written += write_render(
+                locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite
+            )
         a = locs.attrs
         precision = ""
         if len(locs):
-            precision = f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
+            precision = (
+                f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
+            )
         return (
             f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
@@ -213,6 +331,12 @@ def localize(
 
     # the last table written marks a movie as finished
     b.run_movies(
-        paths, [tables[p][-1] for p in paths], work, batch=batch, overwrite=overwrite, as_json=as_json, quiet=quiet,
+        paths,
+        [tables[p][-1] for p in paths],
+        work,
+        batch=batch,
+        overwrite=overwrite,
+        as_json=as_json,
+        quiet=quiet,
         dask_spec=dask_spec,
     )

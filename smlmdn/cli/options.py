@@ -13,17 +13,39 @@ CAMERA_HELP = "Camera (units: offset ADU, e-per-adu photoelectrons/ADU, read-noi
 
 CameraFile = Annotated[
     Path | None,
-    typer.Option("--camera", help="JSON or YAML file with keys offset, e_per_adu, qe, em_gain, read_noise, pixel_size.", rich_help_panel=CAMERA_HELP),
+    typer.Option(
+        "--camera",
+        help="JSON or YAML file with keys offset, e_per_adu, qe, em_gain, read_noise, pixel_size.",
+        rich_help_panel=CAMERA_HELP,
+    ),
 ]
-Offset = Annotated[float | None, typer.Option("--offset", help="Camera baseline in ADU (dark level).", rich_help_panel=CAMERA_HELP)]
+Offset = Annotated[
+    float | None, typer.Option("--offset", help="Camera baseline in ADU (dark level).", rich_help_panel=CAMERA_HELP)
+]
 EPerADU = Annotated[
     float | None,
-    typer.Option("--e-per-adu", help="Photoelectrons per ADU (camera 'sensitivity'/conversion factor).", rich_help_panel=CAMERA_HELP),
+    typer.Option(
+        "--e-per-adu",
+        help="Photoelectrons per ADU (camera 'sensitivity'/conversion factor).",
+        rich_help_panel=CAMERA_HELP,
+    ),
 ]
-QE = Annotated[float | None, typer.Option("--qe", help="Quantum efficiency (0-1); only used to report emitted photons.", rich_help_panel=CAMERA_HELP)]
-EMGain = Annotated[float | None, typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP)]
-ReadNoise = Annotated[float | None, typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)]
-PixelSize = Annotated[float | None, typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)]
+QE = Annotated[
+    float | None,
+    typer.Option(
+        "--qe", help="Quantum efficiency (0-1); only used to report emitted photons.", rich_help_panel=CAMERA_HELP
+    ),
+]
+EMGain = Annotated[
+    float | None,
+    typer.Option("--em-gain", help="EMCCD electron-multiplying gain (1 for sCMOS/CCD).", rich_help_panel=CAMERA_HELP),
+]
+ReadNoise = Annotated[
+    float | None, typer.Option("--read-noise", help="Read noise in electrons rms.", rich_help_panel=CAMERA_HELP)
+]
+PixelSize = Annotated[
+    float | None, typer.Option("--pixel-size", help="Pixel size in the sample plane, nm.", rich_help_panel=CAMERA_HELP)
+]
 #: The camera options, by parameter name: injected by :func:`smlmdn.cli.app.command` into every
 #: subcommand that takes a ``camera: Camera`` parameter (the command receives the built Camera).
 CAMERA_OPTIONS = {
@@ -49,7 +71,9 @@ FRAME_OPTIONS = {"frame_range": (FrameRange, None)}
 
 Units = Annotated[
     str,
-    typer.Option("--units", help="Units of the input movie: 'adu' (raw camera counts) or 'photons' (already photoelectrons)."),
+    typer.Option(
+        "--units", help="Units of the input movie: 'adu' (raw camera counts) or 'photons' (already photoelectrons)."
+    ),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -71,7 +95,9 @@ def camera_from_options(
     ``movie_numbers`` (camera keys recorded in the movie, e.g. Picasso's YAML) sit between the
     defaults and the file: the file and the flags override them.
     """
-    overrides = dict(offset=offset, e_per_adu=e_per_adu, qe=qe, em_gain=em_gain, read_noise=read_noise, pixel_size=pixel_size)
+    overrides = dict(
+        offset=offset, e_per_adu=e_per_adu, qe=qe, em_gain=em_gain, read_noise=read_noise, pixel_size=pixel_size
+    )
     if movie_numbers:
         base = {**(default or Camera()).to_dict(), **movie_numbers}
         if camera_file is not None:

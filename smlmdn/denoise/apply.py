@@ -112,7 +112,9 @@ class _Runner:
         for f0 in range(0, b, FRAMES_PER_PASS):  # bounded memory whatever the block length
             f1 = min(b, f0 + FRAMES_PER_PASS)
             p0, p1 = self.params(np.ascontiguousarray(np.moveaxis(windows[f0:f1], -1, 1)), tile)
-            post = L.posterior(self.cfg.head, torch.from_numpy(z[k + f0 : k + f1]), torch.from_numpy(p0), torch.from_numpy(p1))
+            post = L.posterior(
+                self.cfg.head, torch.from_numpy(z[k + f0 : k + f1]), torch.from_numpy(p0), torch.from_numpy(p1)
+            )
             for i, name in enumerate(names):
                 kind = "std" if name == "std" else "value"
                 out[i, f0:f1] = L.from_model_counts(post[name].float().numpy(), tr["shift"], tr["factor"], kind)
@@ -139,8 +141,15 @@ def _runner(model_ref: str | bytes, device: str) -> _Runner:
     return _runner_cached(("path", str(model_ref), st.st_mtime_ns, st.st_size), device)
 
 
-def _block(photons: np.ndarray, model_ref: str | bytes, names: tuple[str, ...], tile: int, device: str, k: int,
-           block_info: dict | None = None) -> np.ndarray:
+def _block(
+    photons: np.ndarray,
+    model_ref: str | bytes,
+    names: tuple[str, ...],
+    tile: int,
+    device: str,
+    k: int,
+    block_info: dict | None = None,
+) -> np.ndarray:
     tune_worker_allocator()  # in a dask.distributed worker: reuse torch's buffers (see the function)
     info = (block_info or {}).get(0, {})
     loc, num = info.get("chunk-location", (0,))[0], info.get("num-chunks", (1,))[0]
@@ -178,7 +187,9 @@ def denoise_lazy(
         mobj = load_model(model)
         model_ref = str(Path(model).resolve())
     if photons.ndim != 3:
-        raise SmlmdnError(f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series")
+        raise SmlmdnError(
+            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
+        )
     k = mobj.net.context
     t = photons.shape[0]
     if t < k + 1:
@@ -200,9 +211,18 @@ def denoise_lazy(
         model_ref = dask.delayed(model_ref, pure=True)
     src = da.overlap.overlap(photons, depth={0: k, 1: 0, 2: 0}, boundary="none") if k else photons
     stacked = da.map_blocks(
-        _block, src, model_ref, names, int(tile), device, k,
-        new_axis=0, chunks=((len(names),), chunks, (photons.shape[1],), (photons.shape[2],)),
-        dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"smlmdn-denoise-{_token(model_ref, names, tile, k)}",
+        _block,
+        src,
+        model_ref,
+        names,
+        int(tile),
+        device,
+        k,
+        new_axis=0,
+        chunks=((len(names),), chunks, (photons.shape[1],), (photons.shape[2],)),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0, 0), np.float32),
+        name=f"smlmdn-denoise-{_token(model_ref, names, tile, k)}",
     )
     return {name: stacked[i] for i, name in enumerate(names)}
 

@@ -73,8 +73,16 @@ def _test_input(model: Any, movie: str | Path | None, frames: int, size: int) ->
         return np.asarray(to_photons(arr[:frames, :size, :size], model.camera).compute(), np.float32)
     from ..simulate import SimulationParams, simulate
 
-    params = SimulationParams(frames=frames, size=size, pixel_size=model.camera.pixel_size, density=60.0,
-                              on_time=3.0, off_time=10.0, camera=model.camera, seed=1)
+    params = SimulationParams(
+        frames=frames,
+        size=size,
+        pixel_size=model.camera.pixel_size,
+        density=60.0,
+        on_time=3.0,
+        off_time=10.0,
+        camera=model.camera,
+        seed=1,
+    )
     sim = simulate(params)
     return np.asarray(to_photons(sim.movie, model.camera), np.float32)
 
@@ -102,8 +110,10 @@ def export_bioimageio(
         from bioimageio.spec import ValidationContext, save_bioimageio_package
         from bioimageio.spec.model import v0_5 as spec
     except ImportError as exc:
-        raise SmlmdnError("smlmdn export needs bioimageio.spec, which is not installed",
-                          'install it: pip install "smlmdn[bioimageio]"') from exc
+        raise SmlmdnError(
+            "smlmdn export needs bioimageio.spec, which is not installed",
+            'install it: pip install "smlmdn[bioimageio]"',
+        ) from exc
     import dask.array as da
     import torch
 
@@ -129,66 +139,121 @@ def export_bioimageio(
         np.save(tmp / "test_input.npy", photons[None].astype(np.float32))
         np.save(tmp / "test_output.npy", expected[None].astype(np.float32))
         (tmp / "README.md").write_text(_documentation(model, title))
-        kwargs: dict[str, Any] = {"net": model.net.to_dict(), "transform": dict(model.transform), "norm": dict(model.norm), "estimate": "mean"}
+        kwargs: dict[str, Any] = {
+            "net": model.net.to_dict(),
+            "transform": dict(model.transform),
+            "norm": dict(model.norm),
+            "estimate": "mean",
+        }
         ps = float(cam.pixel_size)
 
         def space(axis: str) -> Any:
-            return spec.SpaceInputAxis(id=spec.AxisId(axis), size=spec.ParameterizedSize(min=8, step=1), unit="nanometer", scale=ps)
+            return spec.SpaceInputAxis(
+                id=spec.AxisId(axis), size=spec.ParameterizedSize(min=8, step=1), unit="nanometer", scale=ps
+            )
 
         photons_data = spec.IntervalOrRatioDataDescr(type="float32", unit="arbitrary unit")
-        inputs = [spec.InputTensorDescr(
-            id=spec.TensorId("photons"),
-            description="raw movie in detected photons (photoelectrons): (ADU - offset) * e_per_adu / em_gain",
-            axes=[spec.BatchAxis(), spec.TimeInputAxis(size=spec.ParameterizedSize(min=k + 1, step=1)), space("y"), space("x")],
-            test_tensor=spec.FileDescr(source=tmp / "test_input.npy"),
-            data=photons_data,
-        )]
-        outputs = [spec.OutputTensorDescr(
-            id=spec.TensorId("posterior_mean"),
-            description="Gamma-Poisson posterior mean of the clean photon rate per pixel, detected photons",
-            axes=[spec.BatchAxis(),
-                  spec.TimeOutputAxis(size=spec.SizeReference(tensor_id=spec.TensorId("photons"), axis_id=spec.AxisId("time"))),
-                  *(spec.SpaceOutputAxis(id=spec.AxisId(a), unit="nanometer", scale=ps,
-                                         size=spec.SizeReference(tensor_id=spec.TensorId("photons"), axis_id=spec.AxisId(a)))
-                    for a in ("y", "x"))],
-            test_tensor=spec.FileDescr(source=tmp / "test_output.npy"),
-            data=photons_data,
-        )]
-        weights = spec.WeightsDescr(pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
-            source=tmp / "weights.pt",
-            architecture=spec.ArchitectureFromFileDescr(source=tmp / "smlmdn_posterior.py", callable=spec.Identifier("PosteriorModule"),
-                                                        kwargs=kwargs),
-            pytorch_version=spec.Version(torch.__version__.split("+")[0]),
-        ))
-        config = {"smlmdn": {
-            "version": __version__, "model_hash": model.hash(), "camera": cam.to_dict(),
-            "units": {"input": "detected photons", "output": "detected photons", "pixel_size": "nm", "offset": "ADU",
-                      "e_per_adu": "photoelectrons per ADU", "read_noise": "electrons rms"},
-            "net": model.net.to_dict(), "transform": dict(model.transform), "norm": dict(model.norm),
-            "estimate": "mean", "training": json.loads(json.dumps(model.training, default=str)),
-            "references": [LAINE_2019, SEED_PROPOSAL],
-        }}
+        inputs = [
+            spec.InputTensorDescr(
+                id=spec.TensorId("photons"),
+                description="raw movie in detected photons (photoelectrons): (ADU - offset) * e_per_adu / em_gain",
+                axes=[
+                    spec.BatchAxis(),
+                    spec.TimeInputAxis(size=spec.ParameterizedSize(min=k + 1, step=1)),
+                    space("y"),
+                    space("x"),
+                ],
+                test_tensor=spec.FileDescr(source=tmp / "test_input.npy"),
+                data=photons_data,
+            )
+        ]
+        outputs = [
+            spec.OutputTensorDescr(
+                id=spec.TensorId("posterior_mean"),
+                description="Gamma-Poisson posterior mean of the clean photon rate per pixel, detected photons",
+                axes=[
+                    spec.BatchAxis(),
+                    spec.TimeOutputAxis(
+                        size=spec.SizeReference(tensor_id=spec.TensorId("photons"), axis_id=spec.AxisId("time"))
+                    ),
+                    *(
+                        spec.SpaceOutputAxis(
+                            id=spec.AxisId(a),
+                            unit="nanometer",
+                            scale=ps,
+                            size=spec.SizeReference(tensor_id=spec.TensorId("photons"), axis_id=spec.AxisId(a)),
+                        )
+                        for a in ("y", "x")
+                    ),
+                ],
+                test_tensor=spec.FileDescr(source=tmp / "test_output.npy"),
+                data=photons_data,
+            )
+        ]
+        weights = spec.WeightsDescr(
+            pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+                source=tmp / "weights.pt",
+                architecture=spec.ArchitectureFromFileDescr(
+                    source=tmp / "smlmdn_posterior.py", callable=spec.Identifier("PosteriorModule"), kwargs=kwargs
+                ),
+                pytorch_version=spec.Version(torch.__version__.split("+")[0]),
+            )
+        )
+        config = {
+            "smlmdn": {
+                "version": __version__,
+                "model_hash": model.hash(),
+                "camera": cam.to_dict(),
+                "units": {
+                    "input": "detected photons",
+                    "output": "detected photons",
+                    "pixel_size": "nm",
+                    "offset": "ADU",
+                    "e_per_adu": "photoelectrons per ADU",
+                    "read_noise": "electrons rms",
+                },
+                "net": model.net.to_dict(),
+                "transform": dict(model.transform),
+                "norm": dict(model.norm),
+                "estimate": "mean",
+                "training": json.loads(json.dumps(model.training, default=str)),
+                "references": [LAINE_2019, SEED_PROPOSAL],
+            }
+        }
         with ValidationContext(perform_io_checks=False):
             try:
                 descr = spec.ModelDescr(
                     name=title,
-                    description=("Self-supervised Gamma-Poisson blind-spot denoiser for single-molecule localization "
-                                 "microscopy movies (smlmdn): posterior mean of the clean photon rate from raw detected photons."),
+                    description=(
+                        "Self-supervised Gamma-Poisson blind-spot denoiser for single-molecule localization "
+                        "microscopy movies (smlmdn): posterior mean of the clean photon rate from raw detected photons."
+                    ),
                     authors=[spec.Author(name=a) for a in (authors or ["smlmdn"])],
                     # the seed proposal has no DOI or URL, which a cite entry needs: it is cited in the
                     # documentation and config.smlmdn.references instead
-                    cite=[spec.CiteEntry(text=LAINE_2019, doi=spec.Doi(LAINE_2019_DOI), url=spec.HttpUrl(LAINE_2019_URL))],
+                    cite=[
+                        spec.CiteEntry(text=LAINE_2019, doi=spec.Doi(LAINE_2019_DOI), url=spec.HttpUrl(LAINE_2019_URL))
+                    ],
                     license=spec.LicenseId("MIT"),
                     documentation=spec.FileDescr(source=tmp / "README.md"),
-                    tags=["denoising", "smlm", "single-molecule localization microscopy", "self-supervised", "blind-spot", "pytorch"],
+                    tags=[
+                        "denoising",
+                        "smlm",
+                        "single-molecule localization microscopy",
+                        "self-supervised",
+                        "blind-spot",
+                        "pytorch",
+                    ],
                     inputs=inputs,
                     outputs=outputs,
                     weights=weights,
                     config=spec.Config.model_validate(config),  # smlmdn's own section is an extra field
                 )
             except Exception as exc:  # pydantic's ValidationError, many lines
-                raise SmlmdnError(f"the package description does not validate: {' '.join(str(exc).splitlines()[:3])}",
-                                  "report this as a bug (smlmdn --debug export ... shows the whole error)") from exc
+                raise SmlmdnError(
+                    f"the package description does not validate: {' '.join(str(exc).splitlines()[:3])}",
+                    "report this as a bug (smlmdn --debug export ... shows the whole error)",
+                ) from exc
         with atomic_file(out, overwrite=overwrite) as part:
             zipped = save_bioimageio_package(descr, output_path=Path(str(part) + ".zip"))
             shutil.move(str(zipped), part)

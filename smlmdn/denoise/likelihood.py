@@ -41,7 +41,9 @@ def count_transform(excess_noise: float, read_noise_photons: float) -> tuple[flo
 
 def to_model_counts(photons: np.ndarray, shift: float, factor: float) -> np.ndarray:
     """Detected photons -> model counts ``z = max(y + shift, 0) / factor`` (float32, same shape)."""
-    return (np.maximum(np.asarray(photons, dtype=np.float32) + np.float32(shift), 0) / np.float32(factor)).astype(np.float32)
+    return (np.maximum(np.asarray(photons, dtype=np.float32) + np.float32(shift), 0) / np.float32(factor)).astype(
+        np.float32
+    )
 
 
 def from_model_counts(z: np.ndarray, shift: float, factor: float, kind: str = "value") -> np.ndarray:

@@ -153,7 +153,8 @@ def load_model(path: str | Path, camera: Camera | None = None) -> DenoiseModel:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
         raise SmlmdnError(
-            f"model file {path} cannot be read ({type(exc).__name__})", "give a file written by `smlmdn fit` (retrain if it is damaged)"
+            f"model file {path} cannot be read ({type(exc).__name__})",
+            "give a file written by `smlmdn fit` (retrain if it is damaged)",
         ) from exc
     model = _from_dict(d, f"model file {path}")
     model.path = path

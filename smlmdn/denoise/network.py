@@ -117,13 +117,12 @@ class UpOnlyUNet(nn.Module):
         # non-blind side input (temporal neighbours) added to the first layer, one row of look-ahead
         self.side = nn.Conv2d(side_in, c, 3, padding=1, bias=False) if side_in else None
         self.enc = nn.ModuleList([ShiftConv(c, c) for _ in range(depth)])
-        self.dec = nn.ModuleList(
-            [nn.ModuleList([ShiftConv(2 * c, c), ShiftConv(c, c)]) for _ in range(depth)]
-        )
+        self.dec = nn.ModuleList([nn.ModuleList([ShiftConv(2 * c, c), ShiftConv(c, c)]) for _ in range(depth)])
         self.out_channels = c
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None,
-                side: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, masks: list[torch.Tensor] | None = None, side: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x``: blind input; ``side``: non-blind input (may see the pixel), required iff built with ``side_in``."""
         mk = (lambda lvl: masks[lvl]) if masks is not None else (lambda lvl: None)
         h = _masked(x, mk(0))

@@ -68,7 +68,9 @@ class PosteriorModule(nn.Module):
         b, t, hgt, wid = photons.shape
         k = self.config.context
         if t < k + 1:
-            raise ValueError(f"the model uses {k} context frames on each side and needs at least {k + 1} frames, got {t}")
+            raise ValueError(
+                f"the model uses {k} context frames on each side and needs at least {k + 1} frames, got {t}"
+            )
         z = torch.clamp(photons.float() + self.shift, min=0.0) / self.factor
         index = [(-i if i < 0 else 2 * (t - 1) - i if i >= t else i) for i in range(-k, t + k)]
         zp = z[:, index]  # (B, T + 2K, Y, X), mirrored without the edge frame

@@ -88,8 +88,9 @@ class FitConfig:
         return max(2 * mult, min(64, (min(frame_shape) // mult) * mult))
 
     def net_config(self) -> NetConfig:
-        return NetConfig(width=self.width, depth=self.depth, context=self.context, head=self.head,
-                         context_mode=self.context_mode)
+        return NetConfig(
+            width=self.width, depth=self.depth, context=self.context, head=self.head, context_mode=self.context_mode
+        )
 
     @property
     def max_steps(self) -> int | None:
@@ -124,7 +125,11 @@ def data_hash(photons: da.Array) -> str:
     t = photons.shape[0]
     idx = sorted({0, t // 2, t - 1})
     h = hashlib.sha256(repr((tuple(photons.shape), str(photons.dtype))).encode())
-    h.update(np.ascontiguousarray(np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx])).tobytes())
+    h.update(
+        np.ascontiguousarray(
+            np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx])
+        ).tobytes()
+    )
     return h.hexdigest()[:16]
 
 
@@ -177,7 +182,9 @@ def normalisation(photons: da.Array, shift: float, factor: float, n_frames: int 
     """Per-movie input normalisation in model counts: ``level`` = median, ``scale`` = max(1.48 MAD, 1)."""
     t = photons.shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(n_frames, t)).astype(int))
-    sample = L.to_model_counts(np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx]), shift, factor)
+    sample = L.to_model_counts(
+        np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx]), shift, factor
+    )
     level = float(np.median(sample))
     mad = float(np.median(np.abs(sample - level)))
     return {"level": level, "scale": max(1.4826 * mad, 1.0)}
@@ -192,7 +199,9 @@ class _Sampler:
         self.pool: np.ndarray | None = None
         self.clean: np.ndarray | None = None
 
-    def crops(self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def crops(
+        self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         pool = self.pool if pool is None else pool
         clean = self.clean if clean is None else clean
         assert pool is not None, "set the crop pool first"
@@ -229,8 +238,15 @@ def _lr_factor(frac: float, warm: float = 0.05, floor: float = 0.02) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f))
 
 
-def _loss(net: BlindSpotNet, head: str, x: torch.Tensor, norm: dict[str, float], k: int, clean: torch.Tensor | None,
-          device: torch.device) -> torch.Tensor:
+def _loss(
+    net: BlindSpotNet,
+    head: str,
+    x: torch.Tensor,
+    norm: dict[str, float],
+    k: int,
+    clean: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
     level, scale = norm["level"], norm["scale"]
     xin = (x - level) / scale
     if device.type == "cuda":
@@ -277,7 +293,9 @@ def fit_model(
         raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
     for name in ("steps", "batch", "width", "depth", "val_every"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}", f"give a positive --{name}")
+            raise SmlmdnError(
+                f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}", f"give a positive --{name}"
+            )
     if config.time_budget is not None and not config.time_budget > 0:
         raise SmlmdnError(f"--time-budget must be > 0 seconds, got {config.time_budget}", "e.g. --time-budget 300")
     if config.context_mode not in CONTEXT_MODES:
@@ -287,7 +305,9 @@ def fit_model(
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
     if photons.ndim != 3:
-        raise SmlmdnError(f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series")
+        raise SmlmdnError(
+            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
+        )
     check_movie(tuple(photons.shape), config)
     config.patch = config.resolved_patch(tuple(photons.shape[1:]))
     if log is None:
@@ -316,8 +336,15 @@ def fit_model(
     net = BlindSpotNet(net_cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     state: dict[str, Any] = {
-        "step": 0, "elapsed": 0.0, "best_val": math.inf, "best_step": 0, "lr_mult": 1.0, "restores": 0,
-        "since_best": 0, "history": [], "stopped": "",
+        "step": 0,
+        "elapsed": 0.0,
+        "best_val": math.inf,
+        "best_step": 0,
+        "lr_mult": 1.0,
+        "restores": 0,
+        "since_best": 0,
+        "history": [],
+        "stopped": "",
     }
     best_weights = copy.deepcopy(net.state_dict())
     ckpt_path = Path(checkpoint) if checkpoint else None
@@ -353,7 +380,13 @@ def fit_model(
     del vpool, vclean
 
     sampler = _Sampler(rng, config.patch)
-    pool_n = int(min(len(train_frames), config.pool_frames, max(8, (128 * 2**20) // (4 * photons.shape[1] * photons.shape[2] * (2 * k + 1)))))
+    pool_n = int(
+        min(
+            len(train_frames),
+            config.pool_frames,
+            max(8, (128 * 2**20) // (4 * photons.shape[1] * photons.shape[2] * (2 * k + 1))),
+        )
+    )
 
     def refresh() -> None:
         sel = np.sort(rng.choice(train_frames, size=pool_n, replace=False))
@@ -375,9 +408,17 @@ def fit_model(
         if ckpt_path is None:
             return
         data = {
-            "format": CHECKPOINT_FORMAT, "smlmdn_version": __version__, "net": net_cfg.to_dict(), "data_hash": dhash,
-            "weights": net.state_dict(), "best_weights": best_weights, "optimizer": opt.state_dict(),
-            "state": state, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "norm": norm,
+            "format": CHECKPOINT_FORMAT,
+            "smlmdn_version": __version__,
+            "net": net_cfg.to_dict(),
+            "data_hash": dhash,
+            "weights": net.state_dict(),
+            "best_weights": best_weights,
+            "optimizer": opt.state_dict(),
+            "state": state,
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "norm": norm,
         }
         with atomic_file(ckpt_path, overwrite=True) as tmp:
             torch.save(data, tmp)
@@ -388,8 +429,10 @@ def fit_model(
         state["restores"] += 1
         state["lr_mult"] *= 0.5
         opt = torch.optim.Adam(net.parameters(), lr=config.lr * state["lr_mult"])
-        log(f"[yellow]warning:[/yellow] {reason} at step {state['step']}: went back to the last good weights "
-            f"(step {state['best_step']}) and halved the learning rate")
+        log(
+            f"[yellow]warning:[/yellow] {reason} at step {state['step']}: went back to the last good weights "
+            f"(step {state['best_step']}) and halved the learning rate"
+        )
 
     max_steps = config.max_steps
     budget = config.time_budget
@@ -472,19 +515,34 @@ def fit_model(
     if snapshot is not None:
         snapshot(state["step"], time.perf_counter() - start, copy.deepcopy(net.state_dict()))
     if not math.isfinite(state["best_val"]):
-        raise SmlmdnError("training diverged before any good validation", "lower --lr (e.g. --lr 3e-4) and check the camera numbers")
+        raise SmlmdnError(
+            "training diverged before any good validation", "lower --lr (e.g. --lr 3e-4) and check the camera numbers"
+        )
     if state["stopped"] == "diverged":
-        log(f"[yellow]warning:[/yellow] training kept diverging; stopped and kept the last good weights (step {state['best_step']})")
+        log(
+            f"[yellow]warning:[/yellow] training kept diverging; stopped and kept the last good weights (step {state['best_step']})"
+        )
     elapsed = time.perf_counter() - start
-    log(f"trained {state['step']} steps in {elapsed:.0f} s ({state['stopped']}); best validation loss "
-        f"{state['best_val']:.4f} at step {state['best_step']}")
+    log(
+        f"trained {state['step']} steps in {elapsed:.0f} s ({state['stopped']}); best validation loss "
+        f"{state['best_val']:.4f} at step {state['best_step']}"
+    )
     training = {
-        "steps": state["step"], "best_step": state["best_step"], "best_val_loss": state["best_val"],
-        "final_train_loss": last_loss, "stopped": state["stopped"], "seconds": round(elapsed, 2),
-        "steps_per_second": round(state["step"] / max(elapsed, 1e-9), 3), "history": state["history"],
-        "data_hash": dhash, "movie_shape": list(photons.shape), "device": str(device),
-        "restores": state["restores"], "supervised": clean is not None,
-        "config": asdict(config), **provenance(),
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "best_val_loss": state["best_val"],
+        "final_train_loss": last_loss,
+        "stopped": state["stopped"],
+        "seconds": round(elapsed, 2),
+        "steps_per_second": round(state["step"] / max(elapsed, 1e-9), 3),
+        "history": state["history"],
+        "data_hash": dhash,
+        "movie_shape": list(photons.shape),
+        "device": str(device),
+        "restores": state["restores"],
+        "supervised": clean is not None,
+        "config": asdict(config),
+        **provenance(),
     }
     return DenoiseModel(
         net=net_cfg,
@@ -505,7 +563,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SmlmdnError(f"checkpoint {path} cannot be read ({type(exc).__name__})", "delete it and rerun without --resume") from exc
+        raise SmlmdnError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__})", "delete it and rerun without --resume"
+        ) from exc
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise SmlmdnError(f"{path} is not an smlmdn training checkpoint", "delete it and rerun without --resume")
     return ck

@@ -37,8 +37,9 @@ def frc_from_images(a: np.ndarray, b: np.ndarray, pixel_nm: float, smooth: int =
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
-        raise SmlmdnError(f"FRC needs two same-shape 2D images, got {a.shape} and {b.shape}",
-                          "render both halves alike")
+        raise SmlmdnError(
+            f"FRC needs two same-shape 2D images, got {a.shape} and {b.shape}", "render both halves alike"
+        )
     ny, nx = a.shape
     fa, fb = np.fft.fft2(a), np.fft.fft2(b)
     fy = np.fft.fftfreq(ny, d=pixel_nm)[:, None]
@@ -68,14 +69,15 @@ def frc_from_images(a: np.ndarray, b: np.ndarray, pixel_nm: float, smooth: int =
 def _moving_average(v: np.ndarray, half: int) -> np.ndarray:
     out = np.empty_like(v)
     for i in range(len(v)):
-        window = v[max(0, i - half): i + half + 1]
+        window = v[max(0, i - half) : i + half + 1]
         window = window[np.isfinite(window)]
         out[i] = window.mean() if window.size else np.nan
     return out
 
 
-def split_halves(locs: pd.DataFrame, split: str = "random", block_frames: int = 100,
-                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_halves(
+    locs: pd.DataFrame, split: str = "random", block_frames: int = 100, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a localization table in two halves (``"random"`` per localization or ``"blocks"`` of frames)."""
     # salted so the split never coincides with a simulation drawn from the same seed
     rng = np.random.default_rng([int(seed), FRC_SPLIT_SALT])
@@ -92,9 +94,16 @@ def split_halves(locs: pd.DataFrame, split: str = "random", block_frames: int = 
     return locs[first], locs[~first]
 
 
-def frc_curve(locs: pd.DataFrame, shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float = 5.0,
-              seed: int = 0, split: str = "random", block_frames: int = 100,
-              smooth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def frc_curve(
+    locs: pd.DataFrame,
+    shape_px: tuple[int, int],
+    pixel_size_nm: float,
+    render_pixel_nm: float = 5.0,
+    seed: int = 0,
+    split: str = "random",
+    block_frames: int = 100,
+    smooth: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """FRC curve of a localization table: (spatial frequency in nm^-1, FRC), smoothed.
 
     Halves are rendered as histograms with ``render_pixel_nm`` pixels over the camera field

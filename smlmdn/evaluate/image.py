@@ -32,8 +32,9 @@ def _as_stack(a: Any, name: str) -> Any:
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3:
-        raise SmlmdnError(f"{name} must be a (T, Y, X) or (Y, X) image stack, got shape {a.shape}",
-                          "pass a movie or a single frame")
+        raise SmlmdnError(
+            f"{name} must be a (T, Y, X) or (Y, X) image stack, got shape {a.shape}", "pass a movie or a single frame"
+        )
     return a
 
 
@@ -53,8 +54,9 @@ def _iter_blocks(*arrays: Any) -> Iterator[tuple[int, list[np.ndarray]]]:
     n = max(a.shape[0] for a in arrays)
     for a in arrays:
         if a.shape[0] not in (1, n):
-            raise SmlmdnError(f"stacks have different numbers of frames ({a.shape[0]} vs {n})",
-                              "compare movies of the same length")
+            raise SmlmdnError(
+                f"stacks have different numbers of frames ({a.shape[0]} vs {n})", "compare movies of the same length"
+            )
     for s, e in _block_bounds(n, *[a for a in arrays if a.shape[0] == n]):
         parts = [a if a.shape[0] == 1 else a[s:e] for a in arrays]
         lazy = [i for i, p in enumerate(parts) if isinstance(p, da.Array)]
@@ -67,8 +69,10 @@ def _iter_blocks(*arrays: Any) -> Iterator[tuple[int, list[np.ndarray]]]:
 
 def _check_same_shape(x: Any, ref: Any) -> None:
     if tuple(x.shape) != tuple(ref.shape):
-        raise SmlmdnError(f"image shapes differ: {tuple(x.shape)} vs reference {tuple(ref.shape)}",
-                          "compare an estimate with the reference movie it was made from")
+        raise SmlmdnError(
+            f"image shapes differ: {tuple(x.shape)} vs reference {tuple(ref.shape)}",
+            "compare an estimate with the reference movie it was made from",
+        )
 
 
 def data_range_of(ref: Any) -> float:
@@ -98,8 +102,9 @@ def psnr(x: Any, ref: Any, data_range: float | None = None) -> float:
         lo, hi = min(lo, float(rb.min())), max(hi, float(rb.max()))
     dr = (hi - lo) if data_range is None else float(data_range)
     if not dr > 0:
-        raise SmlmdnError(f"PSNR needs a positive data range, got {dr}",
-                          "pass data_range explicitly when the reference is constant")
+        raise SmlmdnError(
+            f"PSNR needs a positive data range, got {dr}", "pass data_range explicitly when the reference is constant"
+        )
     mse = sse / count
     if mse == 0:
         return math.inf
@@ -119,17 +124,21 @@ def ssim(x: Any, ref: Any, data_range: float | None = None) -> float:
     x, ref = _as_stack(x, "image"), _as_stack(ref, "reference")
     _check_same_shape(x, ref)
     if min(ref.shape[1:]) < 11:
-        raise SmlmdnError(f"SSIM needs frames of at least 11 x 11 pixels, got {ref.shape[1:]}",
-                          "score larger frames (SSIM uses an 11 x 11 Gaussian window)")
+        raise SmlmdnError(
+            f"SSIM needs frames of at least 11 x 11 pixels, got {ref.shape[1:]}",
+            "score larger frames (SSIM uses an 11 x 11 Gaussian window)",
+        )
     dr = data_range_of(ref) if data_range is None else float(data_range)
     if not dr > 0:
-        raise SmlmdnError(f"SSIM needs a positive data range, got {dr}",
-                          "pass data_range explicitly when the reference is constant")
+        raise SmlmdnError(
+            f"SSIM needs a positive data range, got {dr}", "pass data_range explicitly when the reference is constant"
+        )
     total, count = 0.0, 0
     for _, (xb, rb) in _iter_blocks(x, ref):
         for xf, rf in zip(xb.astype(np.float64), rb.astype(np.float64), strict=True):
-            total += structural_similarity(xf, rf, data_range=dr, gaussian_weights=True, sigma=1.5,
-                                           use_sample_covariance=False)
+            total += structural_similarity(
+                xf, rf, data_range=dr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
             count += 1
     return total / count
 
@@ -137,8 +146,10 @@ def ssim(x: Any, ref: Any, data_range: float | None = None) -> float:
 # --------------------------------------------------------------------------------------------------
 # Signal / background regions and background SNR
 
-def _distance_to_points(n_frames: int, shape: tuple[int, int], t: np.ndarray, x_px: np.ndarray,
-                        y_px: np.ndarray, max_px: float) -> np.ndarray:
+
+def _distance_to_points(
+    n_frames: int, shape: tuple[int, int], t: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, max_px: float
+) -> np.ndarray:
     """(T, Y, X) distance in pixels from each pixel centre to the nearest point of its frame.
 
     Points are (frame t, x_px, y_px) in pixel coordinates (pixel (0, 0) covers [0, 1)^2, centre 0.5).
@@ -168,8 +179,9 @@ def _peaks_from_data(block: np.ndarray, smooth_px: float, threshold_sigma: float
     the background varies across the field). Robust std = 1.4826 x median absolute deviation.
     """
     b = block.astype(np.float32)
-    s = (ndimage.gaussian_filter(b, sigma=(0, smooth_px, smooth_px), mode="nearest")
-         - ndimage.gaussian_filter(b, sigma=(0, 4 * smooth_px, 4 * smooth_px), mode="nearest"))
+    s = ndimage.gaussian_filter(b, sigma=(0, smooth_px, smooth_px), mode="nearest") - ndimage.gaussian_filter(
+        b, sigma=(0, 4 * smooth_px, 4 * smooth_px), mode="nearest"
+    )
     med = np.median(s, axis=(1, 2), keepdims=True)
     noise = 1.4826 * np.median(np.abs(s - med), axis=(1, 2), keepdims=True)
     # a flat frame (mad 0) has no peaks: require a strictly positive margin
@@ -179,9 +191,16 @@ def _peaks_from_data(block: np.ndarray, smooth_px: float, threshold_sigma: float
     return t, x + 0.5, y + 0.5
 
 
-def _region_labels(block: np.ndarray, t0: int, truth: pd.DataFrame | None, pixel_size_nm: float | None,
-                   sigma_px: float, signal_radius: float, background_radius: float,
-                   threshold_sigma: float) -> np.ndarray:
+def _region_labels(
+    block: np.ndarray,
+    t0: int,
+    truth: pd.DataFrame | None,
+    pixel_size_nm: float | None,
+    sigma_px: float,
+    signal_radius: float,
+    background_radius: float,
+    threshold_sigma: float,
+) -> np.ndarray:
     """uint8 labels for a frame block: 1 signal, 2 background, 0 neither."""
     n, ny, nx = block.shape
     if truth is not None:
@@ -199,10 +218,15 @@ def _region_labels(block: np.ndarray, t0: int, truth: pd.DataFrame | None, pixel
     return labels
 
 
-def signal_background_masks(reference_or_raw: Any, truth: pd.DataFrame | None = None,
-                            pixel_size_nm: float | None = None, psf_sigma_nm: float = 130.0,
-                            signal_radius: float = 2.0, background_radius: float = 4.0,
-                            threshold_sigma: float = 5.0) -> tuple[Any, Any]:
+def signal_background_masks(
+    reference_or_raw: Any,
+    truth: pd.DataFrame | None = None,
+    pixel_size_nm: float | None = None,
+    psf_sigma_nm: float = 130.0,
+    signal_radius: float = 2.0,
+    background_radius: float = 4.0,
+    threshold_sigma: float = 5.0,
+) -> tuple[Any, Any]:
     """Boolean (signal, background) masks with the shape of ``reference_or_raw`` ((T, Y, X) or (Y, X)).
 
     Regions are defined around emitter positions with the PSF sigma ``s`` (pixels) =
@@ -232,8 +256,10 @@ def signal_background_masks(reference_or_raw: Any, truth: pd.DataFrame | None = 
             raise SmlmdnError("masks from ground truth need the pixel size", "pass pixel_size_nm")
         missing = [c for c in ("frame", "x_nm", "y_nm") if c not in truth.columns]
         if missing:
-            raise SmlmdnError(f"ground-truth table lacks column(s) {', '.join(missing)}",
-                              "give a table with columns frame, x_nm, y_nm")
+            raise SmlmdnError(
+                f"ground-truth table lacks column(s) {', '.join(missing)}",
+                "give a table with columns frame, x_nm, y_nm",
+            )
     if pixel_size_nm is not None and not pixel_size_nm > 0:
         raise SmlmdnError(f"pixel size must be positive, got {pixel_size_nm}", "pass the pixel size in nm")
     if not 0 < signal_radius <= background_radius:
@@ -241,9 +267,15 @@ def signal_background_masks(reference_or_raw: Any, truth: pd.DataFrame | None = 
     sigma_px = psf_sigma_nm / pixel_size_nm if pixel_size_nm else 1.3
     squeeze = a.ndim == 2
     stack = a[None] if squeeze else a
-    region_labels = functools.partial(_region_labels, truth=truth, pixel_size_nm=pixel_size_nm, sigma_px=sigma_px,
-                                      signal_radius=signal_radius, background_radius=background_radius,
-                                      threshold_sigma=threshold_sigma)
+    region_labels = functools.partial(
+        _region_labels,
+        truth=truth,
+        pixel_size_nm=pixel_size_nm,
+        sigma_px=sigma_px,
+        signal_radius=signal_radius,
+        background_radius=background_radius,
+        threshold_sigma=threshold_sigma,
+    )
     if isinstance(stack, da.Array):
         stack = stack.rechunk({1: -1, 2: -1})
 
@@ -272,8 +304,10 @@ def background_snr(x: Any, masks: tuple[Any, Any]) -> float:
     sig, bg = (_as_stack(m, "mask") for m in masks)
     for m in (sig, bg):
         if tuple(m.shape[1:]) != tuple(x.shape[1:]) or m.shape[0] not in (1, x.shape[0]):
-            raise SmlmdnError(f"mask shape {tuple(m.shape)} does not fit image shape {tuple(x.shape)}",
-                              "build the masks from the same movie")
+            raise SmlmdnError(
+                f"mask shape {tuple(m.shape)} does not fit image shape {tuple(x.shape)}",
+                "build the masks from the same movie",
+            )
     n_s, sum_s = 0, 0.0
     n_b, mean_b, m2_b = 0, 0.0, 0.0  # Chan et al. parallel variance merge
     for _, (xb, sb, bb) in _iter_blocks(x, sig, bg):

@@ -91,15 +91,21 @@ def efficiency(jaccard: float, rmse_nm: float, alpha: float = ALPHA_PERCENT_PER_
 
 def _check_table(df: pd.DataFrame, name: str) -> None:
     if not isinstance(df, pd.DataFrame):
-        raise SmlmdnError(f"{name} must be a table (pandas DataFrame), got {type(df).__name__}",
-                          "pass a DataFrame with columns frame, x_nm, y_nm")
+        raise SmlmdnError(
+            f"{name} must be a table (pandas DataFrame), got {type(df).__name__}",
+            "pass a DataFrame with columns frame, x_nm, y_nm",
+        )
     missing = [c for c in ("frame", "x_nm", "y_nm") if c not in df.columns]
     if missing:
-        raise SmlmdnError(f"{name} table lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
-                          "give a table with columns frame, x_nm, y_nm (nm, frames 0-based)")
+        raise SmlmdnError(
+            f"{name} table lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})",
+            "give a table with columns frame, x_nm, y_nm (nm, frames 0-based)",
+        )
     if len(df) and not np.isfinite(df[["frame", "x_nm", "y_nm"]].to_numpy(dtype=float)).all():
-        raise SmlmdnError(f"{name} table has NaN or infinite frame/x_nm/y_nm values",
-                          "drop rows with missing coordinates before matching")
+        raise SmlmdnError(
+            f"{name} table has NaN or infinite frame/x_nm/y_nm values",
+            "drop rows with missing coordinates before matching",
+        )
 
 
 def _candidate_pairs(f_l, x_l, y_l, f_t, x_t, y_t, tol):
@@ -195,8 +201,9 @@ def match_localizations(locs: pd.DataFrame, truth: pd.DataFrame, tolerance_nm: f
     _check_table(truth, "ground-truth")
     tol = float(tolerance_nm)
     if not math.isfinite(tol) or tol <= 0:
-        raise SmlmdnError(f"matching tolerance must be a positive number of nm, got {tolerance_nm}",
-                          "use e.g. --tolerance 250")
+        raise SmlmdnError(
+            f"matching tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250"
+        )
     n_l, n_t = len(locs), len(truth)
     f_l = locs["frame"].to_numpy(dtype=np.int64)
     x_l = locs["x_nm"].to_numpy(dtype=np.float64)
@@ -213,14 +220,17 @@ def match_localizations(locs: pd.DataFrame, truth: pd.DataFrame, tolerance_nm: f
     order = np.lexsort((mi, f_l[mi]))
     mi, mj = mi[order], mj[order]
     dx, dy = x_l[mi] - x_t[mj], y_l[mi] - y_t[mj]
-    pairs = pd.DataFrame({
-        "loc_index": locs.index.to_numpy()[mi],
-        "truth_index": truth.index.to_numpy()[mj],
-        "frame": f_l[mi],
-        "dx_nm": dx,
-        "dy_nm": dy,
-        "distance_nm": np.hypot(dx, dy),
-    }, columns=PAIR_COLUMNS)
+    pairs = pd.DataFrame(
+        {
+            "loc_index": locs.index.to_numpy()[mi],
+            "truth_index": truth.index.to_numpy()[mj],
+            "frame": f_l[mi],
+            "dx_nm": dx,
+            "dy_nm": dy,
+            "distance_nm": np.hypot(dx, dy),
+        },
+        columns=PAIR_COLUMNS,
+    )
 
     tp = len(mi)
     fp, fn = n_l - tp, n_t - tp
@@ -229,5 +239,16 @@ def match_localizations(locs: pd.DataFrame, truth: pd.DataFrame, tolerance_nm: f
     denom = tp + fp + fn
     jaccard = 100.0 * tp / denom if denom else 0.0
     rmse = math.sqrt(float(np.mean(dx**2 + dy**2))) if tp else math.nan
-    return MatchResult(tp=tp, fp=fp, fn=fn, recall=recall, precision=precision, jaccard=jaccard, rmse_nm=rmse,
-                       efficiency=efficiency(jaccard, rmse), n=n_l, tolerance_nm=tol, pairs=pairs)
+    return MatchResult(
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        recall=recall,
+        precision=precision,
+        jaccard=jaccard,
+        rmse_nm=rmse,
+        efficiency=efficiency(jaccard, rmse),
+        n=n_l,
+        tolerance_nm=tol,
+        pairs=pairs,
+    )

@@ -17,8 +17,10 @@ MIN_NENA_PAIRS = 30
 def _need(locs: pd.DataFrame, cols: tuple[str, ...], why: str) -> None:
     missing = [c for c in cols if c not in locs.columns]
     if missing:
-        raise SmlmdnError(f"{why} needs column(s) {', '.join(missing)} in the localization table",
-                          f"give a table with {', '.join(cols)}")
+        raise SmlmdnError(
+            f"{why} needs column(s) {', '.join(missing)} in the localization table",
+            f"give a table with {', '.join(cols)}",
+        )
 
 
 def median_crlb_precision(locs: pd.DataFrame) -> float:
@@ -61,8 +63,13 @@ def nena_pdf(d: np.ndarray, s: float) -> np.ndarray:
     return d / (2 * s * s) * np.exp(-d * d / (4 * s * s))
 
 
-def nena_precision(locs: pd.DataFrame, pixel_size_nm: float | None = None, max_distance_nm: float | None = None,
-                   linear_term: bool = True, bins: int = 100) -> float:
+def nena_precision(
+    locs: pd.DataFrame,
+    pixel_size_nm: float | None = None,
+    max_distance_nm: float | None = None,
+    linear_term: bool = True,
+    bins: int = 100,
+) -> float:
     """NeNA localization precision in nm (Endesfelder et al. 2014, Histochem Cell Biol 141:629).
 
     Distances between each localization and its nearest neighbour in the next frame (the same
@@ -84,6 +91,7 @@ def nena_precision(locs: pd.DataFrame, pixel_size_nm: float | None = None, max_d
     density = counts / (d.size * (edges[1] - edges[0]))
     # start from the Rayleigh median: median(d) = 2 s sqrt(ln 2)
     s0 = max(float(np.median(d)) / (2 * math.sqrt(math.log(2))), 1e-3 * max_distance_nm)
+
     def model(r, a, s, c=0.0):  # curve_fit fits as many parameters as p0 has: c only with the linear term
         return a * nena_pdf(r, s) + c * r
 

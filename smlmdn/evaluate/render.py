@@ -25,8 +25,9 @@ def render_shape(shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_n
     return ys, xs
 
 
-def histogram_image(locs: pd.DataFrame, shape_px: tuple[int, int], pixel_size_nm: float,
-                    render_pixel_nm: float) -> np.ndarray:
+def histogram_image(
+    locs: pd.DataFrame, shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float
+) -> np.ndarray:
     """Counts of localizations per render pixel, float32 (Ys, Xs); localizations outside are dropped."""
     if pixel_size_nm <= 0 or render_pixel_nm <= 0:
         raise SmlmdnError("pixel sizes must be positive", "pass pixel_size_nm and render_pixel_nm in nm")
@@ -52,8 +53,13 @@ def default_blur_nm(locs: pd.DataFrame, render_pixel_nm: float) -> float:
     return float(render_pixel_nm)
 
 
-def render_image(locs: pd.DataFrame, shape_px: tuple[int, int], pixel_size_nm: float,
-                 render_pixel_nm: float = 10.0, blur_nm: float | None = None) -> np.ndarray:
+def render_image(
+    locs: pd.DataFrame,
+    shape_px: tuple[int, int],
+    pixel_size_nm: float,
+    render_pixel_nm: float = 10.0,
+    blur_nm: float | None = None,
+) -> np.ndarray:
     """Render localizations (``x_nm``, ``y_nm``) as a float32 (Ys, Xs) image of ``render_pixel_nm`` pixels.
 
     A 2D histogram (localizations per render pixel) blurred with a Gaussian of ``blur_nm`` sigma
@@ -73,8 +79,9 @@ def _display_range(image: np.ndarray, percentile: float) -> tuple[float, float]:
     return 0.0, vmax if vmax > 0 else 1.0
 
 
-def save_render_png(image: np.ndarray, path: str | Path, overwrite: bool = False, cmap: str = "hot",
-                    percentile: float = 99.5) -> Path:
+def save_render_png(
+    image: np.ndarray, path: str | Path, overwrite: bool = False, cmap: str = "hot", percentile: float = 99.5
+) -> Path:
     """Write ``image`` (Y, X) as a colour PNG, atomically.
 
     Display range: 0 to the ``percentile`` of the non-zero pixels (renders are mostly empty, so a

@@ -31,7 +31,18 @@ from .precision import median_crlb_precision, nena_precision
 MODES = ("raw", "denoised", "hybrid")
 #: Keys of each ``report["denoise"][name]`` and ``report["localize"][mode]`` entry that need ground truth.
 DENOISE_CLEAN_KEYS = ("psnr", "ssim")
-LOCALIZE_TRUTH_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "tp", "fp", "fn", "median_error_nm", "error_over_crlb")
+LOCALIZE_TRUTH_KEYS = (
+    "jaccard",
+    "rmse_nm",
+    "efficiency",
+    "recall",
+    "precision",
+    "tp",
+    "fp",
+    "fn",
+    "median_error_nm",
+    "error_over_crlb",
+)
 #: Median of |d| / sigma for a 2D Gaussian error with standard deviation sigma per axis (Rayleigh median).
 RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
 #: A difference in efficiency (or Jaccard) below this many percentage points is called "no clear difference".
@@ -63,7 +74,9 @@ def json_number(value: Any) -> float | int | None:
 # ------------------------------------------------------------------------------------------ numbers
 
 
-def make_masks(raw_photons: Any, truth: pd.DataFrame | None, pixel_size_nm: float, psf_sigma_nm: float) -> tuple[Any, Any]:
+def make_masks(
+    raw_photons: Any, truth: pd.DataFrame | None, pixel_size_nm: float, psf_sigma_nm: float
+) -> tuple[Any, Any]:
     """(signal, background) masks for background SNR, made once on the *raw* photons (T, Y, X).
 
     From the true emitter positions when ``truth`` is given, else from peaks found in the raw data
@@ -73,7 +86,9 @@ def make_masks(raw_photons: Any, truth: pd.DataFrame | None, pixel_size_nm: floa
     return signal_background_masks(raw_photons, truth=truth, pixel_size_nm=pixel_size_nm, psf_sigma_nm=psf_sigma_nm)
 
 
-def denoise_metrics(image: Any, clean: Any | None, masks: tuple[Any, Any], data_range: float | None = None) -> dict[str, Any]:
+def denoise_metrics(
+    image: Any, clean: Any | None, masks: tuple[Any, Any], data_range: float | None = None
+) -> dict[str, Any]:
     """``{"psnr": dB, "ssim": 0-1, "bg_snr": unitless}`` of ``image`` (T, Y, X) photons.
 
     PSNR and SSIM are against ``clean`` (expected photons, same shape), with ``data_range`` (default:
@@ -142,7 +157,9 @@ def localize_metrics(
     out["median_crlb_nm"] = json_number(median_crlb_precision(locs)) if len(locs) else None
     out["nena_nm"] = json_number(nena_precision(locs, pixel_size_nm=pixel_size_nm))
     block = frc_block_frames(t)
-    freq, frc = frc_curve(locs, (ny, nx), pixel_size_nm, render_pixel_nm=render_pixel_nm, seed=seed, split="blocks", block_frames=block)
+    freq, frc = frc_curve(
+        locs, (ny, nx), pixel_size_nm, render_pixel_nm=render_pixel_nm, seed=seed, split="blocks", block_frames=block
+    )
     out["frc_nm"] = json_number(frc_resolution(freq, frc))
     out["frc_block_frames"] = block
     return out, (freq, frc)
@@ -188,9 +205,11 @@ def answer_denoising(denoise: dict[str, dict[str, Any]]) -> str:
             verdict = "Denoising barely changes this movie"
         else:
             verdict = f"Denoising gives mixed results here ({'higher' if gain > 0 else 'lower'} PSNR, {'higher' if dssim > 0 else 'lower'} SSIM)"
-        text = (f"{verdict}: against the noise-free movie the {label} (the best estimate by PSNR) "
-                f"reaches {b['psnr']:.1f} dB PSNR versus {raw['psnr']:.1f} dB for the raw photons ({gain:+.1f} dB), "
-                f"SSIM {_fmt(b['ssim'], 3)} versus {_fmt(raw['ssim'], 3)}")
+        text = (
+            f"{verdict}: against the noise-free movie the {label} (the best estimate by PSNR) "
+            f"reaches {b['psnr']:.1f} dB PSNR versus {raw['psnr']:.1f} dB for the raw photons ({gain:+.1f} dB), "
+            f"SSIM {_fmt(b['ssim'], 3)} versus {_fmt(raw['ssim'], 3)}"
+        )
         if b.get("bg_snr") is not None and raw.get("bg_snr") is not None:
             text += f", and background SNR {b['bg_snr']:.1f} versus {raw['bg_snr']:.1f}"
         others = [n for n in denoise if n not in ("raw", best) and denoise[n].get("psnr") is not None]
@@ -198,21 +217,27 @@ def answer_denoising(denoise: dict[str, dict[str, Any]]) -> str:
             text += " (" + ", ".join(f"{ESTIMATE_LABELS.get(n, n)} {denoise[n]['psnr']:.1f} dB" for n in others) + ")"
         return text + "."
     ratio = (b["bg_snr"] / raw["bg_snr"]) if raw.get("bg_snr") else None
-    text = (f"Without a noise-free reference only background SNR can be measured: the {label} has background SNR "
-            f"{_fmt(b['bg_snr'])} versus {_fmt(raw.get('bg_snr'))} for the raw photons")
+    text = (
+        f"Without a noise-free reference only background SNR can be measured: the {label} has background SNR "
+        f"{_fmt(b['bg_snr'])} versus {_fmt(raw.get('bg_snr'))} for the raw photons"
+    )
     if ratio is not None:
         text += f" ({ratio:.1f}x)"
     if ratio is not None and ratio > 1:
-        return text + (". Background SNR rewards any smoothing, so this shows that the background noise went down "
-                       "relative to the spots, not that the molecules were kept intact; judge that from the crops and "
-                       "the localization results.")
+        return text + (
+            ". Background SNR rewards any smoothing, so this shows that the background noise went down "
+            "relative to the spots, not that the molecules were kept intact; judge that from the crops and "
+            "the localization results."
+        )
     return text + ": the denoiser did not even raise the contrast of the spots over the background noise."
 
 
 def _why(a: dict[str, Any], b: dict[str, Any]) -> str:
     """Which of recall, precision and RMSE made mode ``a`` beat (or lose to) mode ``b``, in words."""
-    return (f"Jaccard {_fmt(a['jaccard'])} % vs {_fmt(b['jaccard'])} %, recall {_fmt(a['recall'])} % vs {_fmt(b['recall'])} %, "
-            f"precision {_fmt(a['precision'])} % vs {_fmt(b['precision'])} %, RMSE {_fmt(a['rmse_nm'])} nm vs {_fmt(b['rmse_nm'])} nm")
+    return (
+        f"Jaccard {_fmt(a['jaccard'])} % vs {_fmt(b['jaccard'])} %, recall {_fmt(a['recall'])} % vs {_fmt(b['recall'])} %, "
+        f"precision {_fmt(a['precision'])} % vs {_fmt(b['precision'])} %, RMSE {_fmt(a['rmse_nm'])} nm vs {_fmt(b['rmse_nm'])} nm"
+    )
 
 
 def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) -> str:
@@ -226,6 +251,7 @@ def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) ->
     if not raws or not others:
         return "Localization was not run in all modes, so question 2 cannot be answered."
     if has_truth:
+
         def score(m: str) -> float:
             v = localize[m].get("efficiency")
             return -math.inf if v is None else v
@@ -238,16 +264,22 @@ def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) ->
         if diff >= CLEAR_POINTS:
             verdict = f"Yes: denoising before localization improves the result here. The {best} mode"
         elif diff <= -CLEAR_POINTS:
-            verdict = f"No: denoising before localization makes the result worse here. Even the best denoised mode ({best})"
+            verdict = (
+                f"No: denoising before localization makes the result worse here. Even the best denoised mode ({best})"
+            )
         else:
             verdict = f"Not clearly: the best denoised mode ({best}) is within {CLEAR_POINTS:g} point of the best raw mode; it"
-        text = (f"{verdict} reaches efficiency {b['efficiency']:.1f} % versus {r['efficiency']:.1f} % for {raw_m} localization "
-                f"({_why(b, r)}).")
+        text = (
+            f"{verdict} reaches efficiency {b['efficiency']:.1f} % versus {r['efficiency']:.1f} % for {raw_m} localization "
+            f"({_why(b, r)})."
+        )
         top = max(localize, key=score)
         text += f" Recommended here: the {top} mode (the highest efficiency, {localize[top]['efficiency']:.1f} %)."
         if "raw linked" in localize and "raw" in localize and localize["raw"].get("rmse_nm") is not None:
-            text += (f" Linking each blink's frames and pooling their positions changes the raw mode's RMSE from "
-                     f"{_fmt(localize['raw']['rmse_nm'])} to {_fmt(localize['raw linked'].get('rmse_nm'))} nm.")
+            text += (
+                f" Linking each blink's frames and pooling their positions changes the raw mode's RMSE from "
+                f"{_fmt(localize['raw']['rmse_nm'])} to {_fmt(localize['raw linked'].get('rmse_nm'))} nm."
+            )
         return text
     parts = []
     for m, v in localize.items():
@@ -257,14 +289,18 @@ def answer_localization(localize: dict[str, dict[str, Any]], has_truth: bool) ->
     if "raw" in known and len(known) > 1:
         best = min((m for m in known if m != "raw"), key=lambda m: known[m])
         diff = known["raw"] - known[best]
-        lead = (f"By FRC resolution, the {best} mode is {'sharper' if diff > 0 else 'not sharper'} than raw "
-                f"({known[best]:.1f} nm vs {known['raw']:.1f} nm)")
+        lead = (
+            f"By FRC resolution, the {best} mode is {'sharper' if diff > 0 else 'not sharper'} than raw "
+            f"({known[best]:.1f} nm vs {known['raw']:.1f} nm)"
+        )
     else:
         lead = "FRC resolution could not be determined for every mode"
-    return (f"{lead}; " + "; ".join(parts) + ". The denoised mode's NeNA is optimistic when the denoiser uses "
-            "neighbouring frames (its localizations in adjacent frames share data). Without ground truth these numbers cannot tell real molecules from "
-            "false detections: more localizations or a smaller NeNA is not proof of a better result; simulate a "
-            "similar movie (`smlmdn simulate`) and run `smlmdn compare` with --truth to measure it.")
+    return (
+        f"{lead}; " + "; ".join(parts) + ". The denoised mode's NeNA is optimistic when the denoiser uses "
+        "neighbouring frames (its localizations in adjacent frames share data). Without ground truth these numbers cannot tell real molecules from "
+        "false detections: more localizations or a smaller NeNA is not proof of a better result; simulate a "
+        "similar movie (`smlmdn simulate`) and run `smlmdn compare` with --truth to measure it."
+    )
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -278,16 +314,30 @@ def _md_table(rows: list[list[str]], header: list[str]) -> str:
 
 DENOISE_COLUMNS = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("bg_snr", "background SNR", 2)]
 LOCALIZE_COLUMNS = [
-    ("n", "n", 0), ("jaccard", "Jaccard (%)", 1), ("recall", "recall (%)", 1), ("precision", "precision (%)", 1),
-    ("rmse_nm", "RMSE (nm)", 1), ("efficiency", "efficiency (%)", 1), ("median_crlb_nm", "CRLB (nm)", 1),
+    ("n", "n", 0),
+    ("jaccard", "Jaccard (%)", 1),
+    ("recall", "recall (%)", 1),
+    ("precision", "precision (%)", 1),
+    ("rmse_nm", "RMSE (nm)", 1),
+    ("efficiency", "efficiency (%)", 1),
+    ("median_crlb_nm", "CRLB (nm)", 1),
     ("error_over_crlb", "error/CRLB", 2),
-    ("nena_nm", "NeNA (nm)", 1), ("frc_nm", "FRC (nm)", 1),
+    ("nena_nm", "NeNA (nm)", 1),
+    ("frc_nm", "FRC (nm)", 1),
 ]
 
 
-SHORT_HEADERS = {"Jaccard (%)": "Jacc %", "recall (%)": "recall %", "precision (%)": "prec %", "RMSE (nm)": "RMSE nm",
-                 "efficiency (%)": "eff %", "CRLB (nm)": "CRLB nm", "NeNA (nm)": "NeNA nm", "FRC (nm)": "FRC nm",
-                 "background SNR": "bg SNR"}
+SHORT_HEADERS = {
+    "Jaccard (%)": "Jacc %",
+    "recall (%)": "recall %",
+    "precision (%)": "prec %",
+    "RMSE (nm)": "RMSE nm",
+    "efficiency (%)": "eff %",
+    "CRLB (nm)": "CRLB nm",
+    "NeNA (nm)": "NeNA nm",
+    "FRC (nm)": "FRC nm",
+    "background SNR": "bg SNR",
+}
 
 
 def table_rows(report: dict[str, Any], section: str, short: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -302,12 +352,16 @@ def table_rows(report: dict[str, Any], section: str, short: bool = False) -> tup
 def _acceptance_text(s: dict[str, Any]) -> str:
     """How candidates were accepted, in words, from the report's settings."""
     if s.get("threshold") is not None:
-        return (f"Candidates were accepted by the expert override: band-pass significance above {s['threshold']:g} on the image "
-                f"they were proposed on, with no false-discovery control (on a denoised movie this number has no calibrated "
-                f"meaning).")
-    return (f"In every mode a candidate is accepted by the same test on the raw photon counts ({s.get('acceptance')}; pooled "
-            f"over {s.get('pool')} neighbouring frame(s) on each side), so a denoiser cannot add a localization the photons "
-            f"do not support.")
+        return (
+            f"Candidates were accepted by the expert override: band-pass significance above {s['threshold']:g} on the image "
+            f"they were proposed on, with no false-discovery control (on a denoised movie this number has no calibrated "
+            f"meaning)."
+        )
+    return (
+        f"In every mode a candidate is accepted by the same test on the raw photon counts ({s.get('acceptance')}; pooled "
+        f"over {s.get('pool')} neighbouring frame(s) on each side), so a denoiser cannot add a localization the photons "
+        f"do not support."
+    )
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -316,36 +370,56 @@ def report_markdown(report: dict[str, Any]) -> str:
     inputs = report.get("inputs", {})
     lines = ["# smlmdn compare report", ""]
     t, ny, nx = (list(inputs.get("shape", [])) + ["?"] * 3)[:3]
-    lines += [f"Movie: `{inputs.get('movie')}` ({t} frames of {ny} x {nx} px), "
-              f"denoised by {inputs.get('denoiser')}. Ground truth: {'`' + str(inputs['truth']) + '`' if inputs.get('truth') else 'none'}; "
-              f"noise-free movie: {'`' + str(inputs['clean']) + '`' if inputs.get('clean') else 'none'}.", ""]
-    lines += ["## Answers", "", f"**1. How well does denoising work?** {report['answers']['denoising']}", "",
-              f"**2. Does denoising before localization help?** {report['answers']['localization']}", ""]
+    lines += [
+        f"Movie: `{inputs.get('movie')}` ({t} frames of {ny} x {nx} px), "
+        f"denoised by {inputs.get('denoiser')}. Ground truth: {'`' + str(inputs['truth']) + '`' if inputs.get('truth') else 'none'}; "
+        f"noise-free movie: {'`' + str(inputs['clean']) + '`' if inputs.get('clean') else 'none'}.",
+        "",
+    ]
+    lines += [
+        "## Answers",
+        "",
+        f"**1. How well does denoising work?** {report['answers']['denoising']}",
+        "",
+        f"**2. Does denoising before localization help?** {report['answers']['localization']}",
+        "",
+    ]
     header, rows = table_rows(report, "denoise")
     lines += ["## Denoising", "", _md_table(rows, header), ""]
     masks = report.get("masks", {})
-    psnr_note = (f"PSNR and SSIM are against the noise-free movie (given in {inputs.get('clean_units') or 'detected'} photons"
-                 f"{'' if (inputs.get('clean_units') or 'detected') == 'detected' else ', converted to detected photons'}; "
-                 f"data range {_fmt(s.get('data_range'), 2)} detected photons, the same for every row). "
-                 + (f"{s['psnr_peak']}. " if s.get("psnr_peak") else "")) if s.get("data_range") is not None \
+    psnr_note = (
+        (
+            f"PSNR and SSIM are against the noise-free movie (given in {inputs.get('clean_units') or 'detected'} photons"
+            f"{'' if (inputs.get('clean_units') or 'detected') == 'detected' else ', converted to detected photons'}; "
+            f"data range {_fmt(s.get('data_range'), 2)} detected photons, the same for every row). "
+            + (f"{s['psnr_peak']}. " if s.get("psnr_peak") else "")
+        )
+        if s.get("data_range") is not None
         else "PSNR and SSIM need a noise-free movie (--clean). "
-    lines += [f"{psnr_note}Background SNR = (mean in signal regions - mean in background regions) / std in background regions, "
-              f"with one set of regions for every row, taken from {masks.get('source', '?')}: signal = pixels within "
-              f"2 PSF sigmas of an emitter, background = farther than 4 PSF sigmas from every emitter "
-              f"({_fmt(masks.get('signal_fraction'), 3)} / {_fmt(masks.get('background_fraction'), 3)} of all pixels).", ""]
+    )
+    lines += [
+        f"{psnr_note}Background SNR = (mean in signal regions - mean in background regions) / std in background regions, "
+        f"with one set of regions for every row, taken from {masks.get('source', '?')}: signal = pixels within "
+        f"2 PSF sigmas of an emitter, background = farther than 4 PSF sigmas from every emitter "
+        f"({_fmt(masks.get('signal_fraction'), 3)} / {_fmt(masks.get('background_fraction'), 3)} of all pixels).",
+        "",
+    ]
     header, rows = table_rows(report, "localize")
     lines += ["## Localization", "", _md_table(rows, header), ""]
-    lines += [f"Modes: raw = propose candidates on and fit the raw photons; denoised = propose on and fit the denoised movie "
-              f"({s.get('localize_estimate')}; its fit's likelihood and CRLB are not calibrated: see error/CRLB); hybrid = propose on "
-              f"the denoised movie, fit the raw photons. {_acceptance_text(s)} '<mode> linked' scores the same localizations at the pooled position "
-              f"of their blink (linked across consecutive frames within {s.get('link_distance_nm')} nm, inverse-variance weighted). "
-              f"Same settings for all: box {s.get('box')} px, PSF sigma {s.get('psf_sigma_nm')} nm. "
-              f"error/CRLB = median matched error over the stated precision (1 = honest, > 1 = optimistic). "
-              f"Matching: per frame, Hungarian, within {s.get('tolerance_nm')} nm; efficiency = 100 - sqrt((100 - Jaccard)^2 + (1 %/nm x RMSE)^2). "
-              f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision (optimistic for the denoised "
-              f"mode when the denoiser uses neighbouring frames, which makes adjacent frames share data); FRC = Fourier ring "
-              f"correlation resolution (1/7 threshold) of histogram renders ({s.get('frc_render_pixel_nm')} nm pixels) of two halves made "
-              f"of random blocks of {report['localize'].get('raw', {}).get('frc_block_frames', '?')} consecutive frames.", ""]
+    lines += [
+        f"Modes: raw = propose candidates on and fit the raw photons; denoised = propose on and fit the denoised movie "
+        f"({s.get('localize_estimate')}; its fit's likelihood and CRLB are not calibrated: see error/CRLB); hybrid = propose on "
+        f"the denoised movie, fit the raw photons. {_acceptance_text(s)} '<mode> linked' scores the same localizations at the pooled position "
+        f"of their blink (linked across consecutive frames within {s.get('link_distance_nm')} nm, inverse-variance weighted). "
+        f"Same settings for all: box {s.get('box')} px, PSF sigma {s.get('psf_sigma_nm')} nm. "
+        f"error/CRLB = median matched error over the stated precision (1 = honest, > 1 = optimistic). "
+        f"Matching: per frame, Hungarian, within {s.get('tolerance_nm')} nm; efficiency = 100 - sqrt((100 - Jaccard)^2 + (1 %/nm x RMSE)^2). "
+        f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision (optimistic for the denoised "
+        f"mode when the denoiser uses neighbouring frames, which makes adjacent frames share data); FRC = Fourier ring "
+        f"correlation resolution (1/7 threshold) of histogram renders ({s.get('frc_render_pixel_nm')} nm pixels) of two halves made "
+        f"of random blocks of {report['localize'].get('raw', {}).get('frc_block_frames', '?')} consecutive frames.",
+        "",
+    ]
     figs = report.get("figures", {})
     if figs:
         lines += ["## Figures", ""]
@@ -356,8 +430,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         if singles:
             lines += ["Full-size renders: " + ", ".join(f"[{n}]({n})" for n in singles) + ".", ""]
     prov = report.get("provenance", {})
-    lines += ["## Provenance", "", f"smlmdn {prov.get('smlmdn_version')}; command: `{prov.get('command')}`; "
-              f"camera: {report.get('camera')}", ""]
+    lines += [
+        "## Provenance",
+        "",
+        f"smlmdn {prov.get('smlmdn_version')}; command: `{prov.get('command')}`; camera: {report.get('camera')}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -366,8 +444,10 @@ def rich_tables(report: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     out = []
-    for section, title in (("denoise", "Denoising (vs noise-free movie; background SNR on fixed regions)"),
-                           ("localize", "Localization (same settings in every mode)")):
+    for section, title in (
+        ("denoise", "Denoising (vs noise-free movie; background SNR on fixed regions)"),
+        ("localize", "Localization (same settings in every mode)"),
+    ):
         header, rows = table_rows(report, section, short=True)
         table = Table(title=title)
         for i, h in enumerate(header):
@@ -424,8 +504,13 @@ def crop_window(shape_yx: tuple[int, int], frame_images: np.ndarray, size: int =
     return slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx))
 
 
-def figure_crops(frames: list[int], images: dict[str, np.ndarray], path: str | Path, overwrite: bool = False,
-                 pixel_size_nm: float | None = None) -> Path:
+def figure_crops(
+    frames: list[int],
+    images: dict[str, np.ndarray],
+    path: str | Path,
+    overwrite: bool = False,
+    pixel_size_nm: float | None = None,
+) -> Path:
     """Raw vs denoised crops of the same frames: rows = frames, columns = ``images`` (name -> (F, y, x) photons).
 
     Each row shares one colour scale (min..99.9th percentile of the raw crop), so brightness compares.
@@ -450,8 +535,13 @@ def figure_crops(frames: list[int], images: dict[str, np.ndarray], path: str | P
     return _save(fig, path, overwrite)
 
 
-def figure_renders(renders: dict[str, np.ndarray], path: str | Path, render_pixel_nm: float, overwrite: bool = False,
-                   percentile: float = 99.5) -> Path:
+def figure_renders(
+    renders: dict[str, np.ndarray],
+    path: str | Path,
+    render_pixel_nm: float,
+    overwrite: bool = False,
+    percentile: float = 99.5,
+) -> Path:
     """Super-resolution renders side by side (name -> (Ys, Xs) image), each scaled 0..``percentile`` of its non-zero pixels."""
     plt = _pyplot()
     names = list(renders)
@@ -464,7 +554,10 @@ def figure_renders(renders: dict[str, np.ndarray], path: str | Path, render_pixe
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"super-resolution renders ({render_pixel_nm:g} nm pixels; each blurred by its median CRLB, truth by one pixel)", fontsize=10)
+    fig.suptitle(
+        f"super-resolution renders ({render_pixel_nm:g} nm pixels; each blurred by its median CRLB, truth by one pixel)",
+        fontsize=10,
+    )
     return _save(fig, path, overwrite)
 
 
@@ -480,7 +573,11 @@ def figure_metrics(report: dict[str, Any], path: str | Path, overwrite: bool = F
     free_keys = [("n", "localizations"), ("nena_nm", "NeNA (nm)"), ("frc_nm", "FRC resolution (nm)")]
     for key, label in truth_keys + free_keys:
         if any(v.get(key) is not None for v in loc.values()):
-            better = "lower is better" if key in ("rmse_nm", "nena_nm", "frc_nm") else ("" if key == "n" else "higher is better")
+            better = (
+                "lower is better"
+                if key in ("rmse_nm", "nena_nm", "frc_nm")
+                else ("" if key == "n" else "higher is better")
+            )
             panels.append((f"localize: {label}", {m: v.get(key) for m, v in loc.items()}, better))
     ncol = 3
     nrow = max(1, math.ceil(len(panels) / ncol))
@@ -492,19 +589,28 @@ def figure_metrics(report: dict[str, Any], path: str | Path, overwrite: bool = F
         bars = ax.bar(range(len(names)), heights, color=[colours[i % len(colours)] for i in range(len(names))])
         for bar, n in zip(bars, names, strict=True):
             v = values[n]
-            ax.annotate("n/a" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)),
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                "n/a" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, fontsize=8, rotation=15)
         ax.set_title(f"{title}\n({better})" if better else title, fontsize=9)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path, overwrite)
 
 
-def figure_frc(curves: dict[str, tuple[np.ndarray, np.ndarray]], resolutions: dict[str, float | None], path: str | Path,
-               overwrite: bool = False) -> Path:
+def figure_frc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    resolutions: dict[str, float | None],
+    path: str | Path,
+    overwrite: bool = False,
+) -> Path:
     """FRC curves (name -> (frequency nm^-1, FRC)) with the 1/7 threshold and each resolution in the legend."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))

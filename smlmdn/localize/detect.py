@@ -82,7 +82,9 @@ def default_threshold(sigma_px: float) -> float:
 
 def stabilise(frames: np.ndarray, read_noise_photons: float = 0.0, excess_noise: float = 1.0) -> np.ndarray:
     """Anscombe transform of photons (T, Y, X) with the sCMOS shift / EMCCD scaling -> ~unit-variance float32."""
-    d = np.maximum(np.asarray(frames, dtype=np.float32) + np.float32(read_noise_photons**2), 0) / np.float32(excess_noise)
+    d = np.maximum(np.asarray(frames, dtype=np.float32) + np.float32(read_noise_photons**2), 0) / np.float32(
+        excess_noise
+    )
     return 2.0 * np.sqrt(d + np.float32(3.0 / 8.0))
 
 
@@ -114,7 +116,9 @@ def band_pass(frames: np.ndarray, sigma_px: float) -> np.ndarray:
     the output noise for unit white noise input (see :func:`noise_gain`)."""
     frames = np.asarray(frames, dtype=np.float32)
     small = ndimage.gaussian_filter(frames, (0, sigma_px, sigma_px), mode="nearest")
-    big = ndimage.gaussian_filter(frames, (0, BACKGROUND_SIGMA_FACTOR * sigma_px, BACKGROUND_SIGMA_FACTOR * sigma_px), mode="nearest")
+    big = ndimage.gaussian_filter(
+        frames, (0, BACKGROUND_SIGMA_FACTOR * sigma_px, BACKGROUND_SIGMA_FACTOR * sigma_px), mode="nearest"
+    )
     return (small - big) / noise_gain(frames.shape[1:], float(sigma_px))
 
 
@@ -171,4 +175,6 @@ def detect(
     local_max = ndimage.maximum_filter(filtered, size=(1, size, size), mode="nearest") == filtered
     mask = local_max & (significance > threshold)
     t, r, c = np.nonzero(mask)
-    return Candidates(t.astype(np.int64), r.astype(np.int64), c.astype(np.int64), significance[t, r, c].astype(np.float32))
+    return Candidates(
+        t.astype(np.int64), r.astype(np.int64), c.astype(np.int64), significance[t, r, c].astype(np.float32)
+    )

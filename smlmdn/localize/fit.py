@@ -162,7 +162,22 @@ _CHUNK = 128  # spots per parallel task: workspace arrays are allocated once per
 
 
 @njit(parallel=True, cache=True)
-def _fit_kernel(spots, offset, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
+def _fit_kernel(
+    spots,
+    offset,
+    sigma0,
+    fit_sigma,
+    r2,
+    scale,
+    max_iter,
+    tol_xy,
+    theta_out,
+    crlb_out,
+    loglik_out,
+    llr_out,
+    iter_out,
+    status_out,
+):
     n_spots = spots.shape[0]
     nb = spots.shape[1]
     npar = 5 if fit_sigma else 4
@@ -195,13 +210,85 @@ def _fit_kernel(spots, offset, sigma0, fit_sigma, r2, scale, max_iter, tol_xy, t
                 for j in range(nb):
                     ys[i, j] = spots[k, i, j] - off[i, j]
                     shift[i, j] = r2 + off[i, j]
-            _fit_one(spots[k], ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
-                     step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out)
+            _fit_one(
+                spots[k],
+                ys,
+                shift,
+                k,
+                nb,
+                npar,
+                sigma0,
+                r2,
+                scale,
+                max_iter,
+                tol_xy,
+                d,
+                per,
+                theta,
+                ex,
+                dex,
+                dsx,
+                ey,
+                dey,
+                dsy,
+                m,
+                dm,
+                fi,
+                a,
+                g,
+                step,
+                trial,
+                inv_col,
+                e,
+                work,
+                theta_out,
+                crlb_out,
+                loglik_out,
+                llr_out,
+                iter_out,
+                status_out,
+            )
 
 
 @njit(cache=True)
-def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy, d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g,
-             step, trial, inv_col, e, work, theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):
+def _fit_one(
+    y_raw,
+    ys,
+    shift,
+    k,
+    nb,
+    npar,
+    sigma0,
+    r2,
+    scale,
+    max_iter,
+    tol_xy,
+    d,
+    per,
+    theta,
+    ex,
+    dex,
+    dsx,
+    ey,
+    dey,
+    dsy,
+    m,
+    dm,
+    fi,
+    a,
+    g,
+    step,
+    trial,
+    inv_col,
+    e,
+    work,
+    theta_out,
+    crlb_out,
+    loglik_out,
+    llr_out,
+    iter_out,
+    status_out,
+):
     """Fit one spot (see :func:`fit_spots`): ``y_raw`` (B, B) photons, ``ys`` the same less the known neighbours
     (for the start values), ``shift`` the model's fixed part; all arrays after ``tol_xy`` are preallocated workspace."""
     for i in range(nb):
@@ -284,7 +371,11 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
             _model(trial, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
             ll_new = _loglik(d, m, nb)
             if ll_new >= ll:
-                small = abs(trial[0] - theta[0]) < tol_xy and abs(trial[1] - theta[1]) < tol_xy and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
+                small = (
+                    abs(trial[0] - theta[0]) < tol_xy
+                    and abs(trial[1] - theta[1]) < tol_xy
+                    and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
+                )
                 for p in range(5):
                     theta[p] = trial[p]
                 ll = ll_new
@@ -394,7 +485,19 @@ def fit_spots(
     status = np.empty(n, dtype=np.int8)
     if n:
         _fit_kernel(
-            spots, offset, float(sigma_px), bool(fit_sigma), float(read_noise_photons) ** 2, 1.0 / float(excess_noise),
-            int(max_iter), float(tol_xy), theta, crlb, loglik, llr, iterations, status,
+            spots,
+            offset,
+            float(sigma_px),
+            bool(fit_sigma),
+            float(read_noise_photons) ** 2,
+            1.0 / float(excess_noise),
+            int(max_iter),
+            float(tol_xy),
+            theta,
+            crlb,
+            loglik,
+            llr,
+            iterations,
+            status,
         )
     return FitResult(theta, crlb, loglik, llr, iterations, status)

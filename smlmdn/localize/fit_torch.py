@@ -38,7 +38,9 @@ def _psf_1d(center: torch.Tensor, sigma: torch.Tensor, nb: int) -> tuple[torch.T
     return e, de_dc, de_ds
 
 
-def _model(theta: torch.Tensor, nb: int, npar: int, shift: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _model(
+    theta: torch.Tensor, nb: int, npar: int, shift: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Transformed model ``m`` (k, B, B) and derivatives ``dm`` (k, npar, B, B) at ``theta`` (k, 5); ``shift``
     (k, B, B): camera shift ``r^2`` plus the known photons of neighbouring molecules."""
     x, y, n, b, s = theta.unbind(1)
@@ -106,7 +108,9 @@ def _trial(th: torch.Tensor, st: torch.Tensor, npar: int, nb: int) -> torch.Tens
     return trial
 
 
-def _fit_chunk(y: torch.Tensor, off: torch.Tensor, sigma0: float, npar: int, r2: float, scale: float, max_iter: int, tol_xy: float):
+def _fit_chunk(
+    y: torch.Tensor, off: torch.Tensor, sigma0: float, npar: int, r2: float, scale: float, max_iter: int, tol_xy: float
+):
     """Fit one chunk of spots ``y`` (k, B, B) float64 photons with known neighbour photons ``off`` (k, B, B);
     returns torch tensors on y.device."""
     n, nb, _ = y.shape
@@ -224,7 +228,11 @@ def fit_spots_torch(
     if y.ndim != 3 or y.shape[1] != y.shape[2]:
         raise ValueError(f"spots must be (n, B, B), got {tuple(y.shape)}")
     n = y.shape[0]
-    off = torch.zeros_like(y) if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float64)).to(dev).expand_as(y)
+    off = (
+        torch.zeros_like(y)
+        if offset is None
+        else torch.as_tensor(np.asarray(offset, dtype=np.float64)).to(dev).expand_as(y)
+    )
     npar = 5 if fit_sigma else 4
     r2 = float(read_noise_photons) ** 2
     scale = 1.0 / float(excess_noise)
@@ -233,7 +241,11 @@ def fit_spots_torch(
     with torch.no_grad():
         for start in range(0, n, step):
             part = y[start : start + step]
-            outs.append(_fit_chunk(part, off[start : start + step], float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)))
+            outs.append(
+                _fit_chunk(
+                    part, off[start : start + step], float(sigma_px), npar, r2, scale, int(max_iter), float(tol_xy)
+                )
+            )
     if not outs:
         empty = np.empty((0, 5))
         return FitResult(empty, empty.copy(), np.empty(0), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int8))

@@ -112,8 +112,15 @@ def glrt(
     Same arguments and meaning (``offset``: known neighbours' photons, see the reference); any further
     keyword option goes, with the rest, to the reference."""
     if other:
-        return reference.glrt(spots, templates, read_noise_photons=read_noise_photons, excess_noise=excess_noise,
-                              n_frames=n_frames, offset=offset, **other)
+        return reference.glrt(
+            spots,
+            templates,
+            read_noise_photons=read_noise_photons,
+            excess_noise=excess_noise,
+            n_frames=n_frames,
+            offset=offset,
+            **other,
+        )
     y = np.asarray(spots, dtype=np.float64)
     n, npx = y.shape[0], y.shape[1] * y.shape[2]
     y = y.reshape(n, npx)
@@ -121,7 +128,11 @@ def glrt(
     shift = float(read_noise_photons) ** 2 * np.broadcast_to(np.asarray(n_frames, dtype=np.float64), (n,))[:, None]
     scale = 1.0 / float(excess_noise)
     d = np.ascontiguousarray(scale * np.maximum(y + shift, 0.0))
-    o = np.zeros((1, npx)) if offset is None else np.ascontiguousarray(scale * np.asarray(offset, np.float64).reshape(n, npx))
+    o = (
+        np.zeros((1, npx))
+        if offset is None
+        else np.ascontiguousarray(scale * np.asarray(offset, np.float64).reshape(n, npx))
+    )
     z = np.empty(n)
     if n:
         _signed_root(d, g, o, _NEWTON_STEPS, z)

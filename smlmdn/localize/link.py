@@ -54,7 +54,9 @@ def link(
     Raises ValueError for a non-positive distance or n_sigma or a negative gap.
     """
     if not max_distance_nm > 0 or not n_sigma > 0 or max_gap < 0:
-        raise ValueError(f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}")
+        raise ValueError(
+            f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}"
+        )
     out = locs.copy()
     n = len(out)
     frame = out["frame"].to_numpy(dtype=np.int64)
@@ -117,4 +119,9 @@ def _closest_first(left: np.ndarray, right: np.ndarray, dist: np.ndarray) -> lis
 
 def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
     """A copy of a linked table (see :func:`link`) whose ``x_nm``/``y_nm`` and CRLB columns are the blink's pooled ones."""
-    return locs.assign(x_nm=locs["x_linked_nm"], y_nm=locs["y_linked_nm"], crlb_x_nm=locs["crlb_linked_nm"], crlb_y_nm=locs["crlb_linked_nm"])
+    return locs.assign(
+        x_nm=locs["x_linked_nm"],
+        y_nm=locs["y_linked_nm"],
+        crlb_x_nm=locs["crlb_linked_nm"],
+        crlb_y_nm=locs["crlb_linked_nm"],
+    )

@@ -59,8 +59,17 @@ def corners(cand: Candidates, box: int, shape: tuple[int, ...]) -> tuple[np.ndar
 
 
 def acceptance_p_values(
-    own: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray, oy: np.ndarray, ox: np.ndarray,
-    templates: np.ndarray, *, box: int, read_noise_photons: float, excess_noise: float, offset: np.ndarray | None = None,
+    own: np.ndarray,
+    pooled: tuple[np.ndarray, np.ndarray] | None,
+    t: np.ndarray,
+    oy: np.ndarray,
+    ox: np.ndarray,
+    templates: np.ndarray,
+    *,
+    box: int,
+    read_noise_photons: float,
+    excess_noise: float,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame)``, each (n,).
 
@@ -73,13 +82,23 @@ def acceptance_p_values(
     ``templates`` (n, box, box) the unit PSF tested; ``offset`` (n, box, box): known photons of
     neighbouring molecules in each window (own frame only; the pooled test does not use it).
     """
-    _, p_frame = glrt(boxes(own, t, oy, ox, box), templates, offset=offset,
-                      read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    _, p_frame = glrt(
+        boxes(own, t, oy, ox, box),
+        templates,
+        offset=offset,
+        read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise,
+    )
     if pooled is None:
         return p_frame, p_frame
     sums, n_frames = pooled
-    _, p_pool = glrt(boxes(sums, t, oy, ox, box), templates, n_frames=n_frames[t],
-                     read_noise_photons=read_noise_photons, excess_noise=excess_noise)
+    _, p_pool = glrt(
+        boxes(sums, t, oy, ox, box),
+        templates,
+        n_frames=n_frames[t],
+        read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise,
+    )
     return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
 
 
@@ -110,9 +129,17 @@ class Spots:
         """These spots followed by ``other``'s."""
         cat = np.concatenate
         res = FitResult(*(cat([getattr(self.res, f), getattr(other.res, f)]) for f in _FIT_FIELDS))
-        cand = Candidates(*(cat([getattr(self.cand, f), getattr(other.cand, f)]) for f in ("frame", "row", "col", "significance")))
-        return Spots(cand, cat([self.oy, other.oy]), cat([self.ox, other.ox]), res,
-                     cat([self.p_value, other.p_value]), cat([self.p_frame, other.p_frame]))
+        cand = Candidates(
+            *(cat([getattr(self.cand, f), getattr(other.cand, f)]) for f in ("frame", "row", "col", "significance"))
+        )
+        return Spots(
+            cand,
+            cat([self.oy, other.oy]),
+            cat([self.ox, other.ox]),
+            res,
+            cat([self.p_value, other.p_value]),
+            cat([self.p_frame, other.p_frame]),
+        )
 
     def xy_px(self) -> tuple[np.ndarray, np.ndarray]:
         """Fitted positions (x, y) (n,) in frame pixel coordinates (pixel (0, 0) covers [0, 1)^2)."""
@@ -160,19 +187,39 @@ class BlockPasses:
         """Fit boxes (n, B, B) of ``fit_frames`` with known neighbour photons ``offset``: numba, or torch on ``fit_device``."""
         r, e = (self.read_noise_photons, self.excess_noise) if self.fit_on_raw else (0.0, 1.0)
         if self.fit_device is None:
-            return fit_spots(spots, self.sigma_px, fit_sigma=self.fit_sigma, read_noise_photons=r, excess_noise=e, offset=offset)
+            return fit_spots(
+                spots, self.sigma_px, fit_sigma=self.fit_sigma, read_noise_photons=r, excess_noise=e, offset=offset
+            )
         from .fit_torch import fit_spots_torch
 
-        return fit_spots_torch(spots, self.sigma_px, fit_sigma=self.fit_sigma, read_noise_photons=r, excess_noise=e,
-                               offset=offset, device=self.fit_device)
+        return fit_spots_torch(
+            spots,
+            self.sigma_px,
+            fit_sigma=self.fit_sigma,
+            read_noise_photons=r,
+            excess_noise=e,
+            offset=offset,
+            device=self.fit_device,
+        )
 
-    def p_values(self, cand: Candidates, pooled: tuple[np.ndarray, np.ndarray] | None,
-                 offset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def p_values(
+        self, cand: Candidates, pooled: tuple[np.ndarray, np.ndarray] | None, offset: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame, ty, tx)`` (test-window corners)."""
         ty, tx = corners(cand, self.tb, self.own.shape[1:])
         templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, self.sigma_px, self.tb)
-        p, p_frame = acceptance_p_values(self.own, pooled, cand.frame, ty, tx, templates, box=self.tb, offset=offset,
-                                         read_noise_photons=self.read_noise_photons, excess_noise=self.excess_noise)
+        p, p_frame = acceptance_p_values(
+            self.own,
+            pooled,
+            cand.frame,
+            ty,
+            tx,
+            templates,
+            box=self.tb,
+            offset=offset,
+            read_noise_photons=self.read_noise_photons,
+            excess_noise=self.excess_noise,
+        )
         return p, p_frame, ty, tx
 
     def test_and_fit(self, cand: Candidates, known: np.ndarray | None = None) -> Spots:
@@ -194,7 +241,12 @@ class BlockPasses:
     def good(self, sp: Spots) -> Spots:
         """The spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
         res = sp.res
-        good = (res.status == CONVERGED) & np.isfinite(res.crlb[:, 0]) & np.isfinite(res.crlb[:, 1]) & (res.theta[:, 2] > 0)
+        good = (
+            (res.status == CONVERGED)
+            & np.isfinite(res.crlb[:, 0])
+            & np.isfinite(res.crlb[:, 1])
+            & (res.theta[:, 2] > 0)
+        )
         outside = int(np.sum(res.status == OUTSIDE))
         self.counts["n_dropped_outside"] += outside
         self.counts["n_dropped_nonconverged"] += int(np.sum(~good)) - outside
@@ -210,8 +262,15 @@ class BlockPasses:
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
         known = spots.render(self.own.shape, self.sigma_px)
-        more = detect(self.own - known.astype(np.float32), self.sigma_px, self.box, self.threshold, unit_noise=True,
-                      read_noise_photons=self.read_noise_photons, excess_noise=self.excess_noise)
+        more = detect(
+            self.own - known.astype(np.float32),
+            self.sigma_px,
+            self.box,
+            self.threshold,
+            unit_noise=True,
+            read_noise_photons=self.read_noise_photons,
+            excess_noise=self.excess_noise,
+        )
         # where the known molecules put (almost) no photons into the test window, the residual is the raw
         # frame: the first pass already tested those candidates
         near = ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
@@ -259,13 +318,19 @@ class BlockPasses:
             return sp
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
-        offset = np.maximum(boxes(known, few.cand.frame, few.oy, few.ox, self.box) - few.psf_in(few.oy, few.ox, self.sigma_px, self.box), 0.0)
+        offset = np.maximum(
+            boxes(known, few.cand.frame, few.oy, few.ox, self.box)
+            - few.psf_in(few.oy, few.ox, self.sigma_px, self.box),
+            0.0,
+        )
         res = self.fit(boxes(self.fit_frames, few.cand.frame, few.oy, few.ox, self.box), offset)
         new = sp.subset(np.ones(len(sp), dtype=bool))
         for f in _FIT_FIELDS:
             getattr(new.res, f)[idx] = getattr(res, f)
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
-            test_offset = np.maximum(boxes(known, few.cand.frame, ty, tx, self.tb) - few.psf_in(ty, tx, self.sigma_px, self.tb), 0.0)
+            test_offset = np.maximum(
+                boxes(known, few.cand.frame, ty, tx, self.tb) - few.psf_in(ty, tx, self.sigma_px, self.tb), 0.0
+            )
             new.p_value[idx], new.p_frame[idx], _, _ = self.p_values(few.cand, self.pooled, test_offset)
         return self.good(new)

@@ -66,7 +66,13 @@ LOC_COLUMNS = (
 )
 
 #: Column dtypes other than float64.
-COLUMN_DTYPES = {"frame": np.int64, "iterations": np.int32, "track": np.int64, "n_track": np.int64, "saturated": np.bool_}
+COLUMN_DTYPES = {
+    "frame": np.int64,
+    "iterations": np.int32,
+    "track": np.int64,
+    "n_track": np.int64,
+    "saturated": np.bool_,
+}
 
 #: Band-pass significance (robust noise standard deviations) above which local maxima are proposed
 #: as candidates for the calibrated acceptance test; it only limits how many candidates are tested.
@@ -100,13 +106,22 @@ def empty_table() -> pd.DataFrame:
 
 
 def check_settings(
-    frame_shape: tuple[int, int], box: int, psf_sigma_nm: float, pixel_size_nm: float, threshold: float | None,
-    fdr: float = DEFAULT_FDR, pool: int = DEFAULT_POOL, link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
+    frame_shape: tuple[int, int],
+    box: int,
+    psf_sigma_nm: float,
+    pixel_size_nm: float,
+    threshold: float | None,
+    fdr: float = DEFAULT_FDR,
+    pool: int = DEFAULT_POOL,
+    link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
 ) -> None:
     """Raise :class:`SmlmdnError` for a box, PSF sigma, threshold, FDR, pooling or link distance that cannot work on
     frames of ``frame_shape``."""
     if not isinstance(box, (int, np.integer)) or box < 3 or box % 2 == 0:
-        raise SmlmdnError(f"box must be an odd number of pixels >= 3, got {box}", "use e.g. --box 7 (odd, so the candidate pixel is the box centre)")
+        raise SmlmdnError(
+            f"box must be an odd number of pixels >= 3, got {box}",
+            "use e.g. --box 7 (odd, so the candidate pixel is the box centre)",
+        )
     if box > min(frame_shape):
         raise SmlmdnError(
             f"box {box} px is larger than the frame ({frame_shape[0]} x {frame_shape[1]} px)",
@@ -114,7 +129,10 @@ def check_settings(
         )
     sigma_px = psf_sigma_nm / pixel_size_nm if pixel_size_nm > 0 else float("nan")
     if not np.isfinite(psf_sigma_nm) or psf_sigma_nm <= 0:
-        raise SmlmdnError(f"psf sigma must be > 0 nm, got {psf_sigma_nm}", "give --psf-sigma in nm, e.g. 130 (about 0.21 x wavelength / NA)")
+        raise SmlmdnError(
+            f"psf sigma must be > 0 nm, got {psf_sigma_nm}",
+            "give --psf-sigma in nm, e.g. 130 (about 0.21 x wavelength / NA)",
+        )
     if sigma_px > box:
         raise SmlmdnError(
             f"psf sigma {psf_sigma_nm:g} nm is {sigma_px:.1f} px, wider than the {box} px box",
@@ -126,13 +144,21 @@ def check_settings(
             "check --psf-sigma is in nm (not um or px) and --pixel-size is right",
         )
     if threshold is not None and (not np.isfinite(threshold) or threshold <= 0):
-        raise SmlmdnError(f"threshold must be > 0 (noise standard deviations), got {threshold}", "omit --threshold for the calibrated default")
+        raise SmlmdnError(
+            f"threshold must be > 0 (noise standard deviations), got {threshold}",
+            "omit --threshold for the calibrated default",
+        )
     if not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
         raise SmlmdnError(f"fdr must be a false-discovery rate in (0, 1), got {fdr}", f"use e.g. --fdr {DEFAULT_FDR:g}")
     if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or not 0 <= pool <= 5:
-        raise SmlmdnError(f"pool must be a whole number of frames from 0 to 5, got {pool}", "use --pool 0 (single frames) or 1-2")
+        raise SmlmdnError(
+            f"pool must be a whole number of frames from 0 to 5, got {pool}", "use --pool 0 (single frames) or 1-2"
+        )
     if not (math.isfinite(link_distance_nm) and link_distance_nm > 0):
-        raise SmlmdnError(f"link distance must be > 0 nm, got {link_distance_nm}", f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}")
+        raise SmlmdnError(
+            f"link distance must be > 0 nm, got {link_distance_nm}",
+            f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}",
+        )
 
 
 def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
@@ -205,13 +231,36 @@ def localize_block(
     if not detect_on_raw:
         cand = detect(detect_frames, sigma_px, box, threshold)
     else:  # on the pooled frames (with pool) a dim blink stands out of their noise
-        cand = detect(own if pooled is None else pooled[0], sigma_px, box, threshold, unit_noise=True, excess_noise=excess_noise,
-                      read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1))
-    counts = {"n_candidates": len(cand), "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+        cand = detect(
+            own if pooled is None else pooled[0],
+            sigma_px,
+            box,
+            threshold,
+            unit_noise=True,
+            excess_noise=excess_noise,
+            read_noise_photons=read_noise_photons * np.sqrt(2 * pool + 1),
+        )
+    counts = {
+        "n_candidates": len(cand),
+        "n_rejected": 0,
+        "n_merged": 0,
+        "n_dropped_nonconverged": 0,
+        "n_dropped_outside": 0,
+    }
     passes = BlockPasses(
-        own=own, fit_frames=detect_frames if fit_detect_frames else own, pooled=pooled, box=box,
-        tb=test_box(sigma_px, box, own.shape[1:]), sigma_px=sigma_px, threshold=threshold, read_noise_photons=read_noise_photons,
-        excess_noise=excess_noise, fit_on_raw=not fit_detect_frames, fit_sigma=fit_sigma, fit_device=fit_device, max_p=max_p,
+        own=own,
+        fit_frames=detect_frames if fit_detect_frames else own,
+        pooled=pooled,
+        box=box,
+        tb=test_box(sigma_px, box, own.shape[1:]),
+        sigma_px=sigma_px,
+        threshold=threshold,
+        read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise,
+        fit_on_raw=not fit_detect_frames,
+        fit_sigma=fit_sigma,
+        fit_device=fit_device,
+        max_p=max_p,
         counts=counts,
     )
     spots = passes.test_and_fit(cand)
@@ -220,8 +269,9 @@ def localize_block(
     return _table(spots, own, frame_offset, pixel_size_nm, box, saturation_photons), counts
 
 
-def _table(sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int,
-           saturation_photons: float | None) -> pd.DataFrame:
+def _table(
+    sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int, saturation_photons: float | None
+) -> pd.DataFrame:
     """The localization table (:data:`LOC_COLUMNS` without the linking columns) of the fitted spots."""
     if len(sp) == 0:
         return empty_table()
@@ -244,7 +294,8 @@ def _table(sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, 
             "p_value": sp.p_value,
             "p_frame": sp.p_frame,
             "saturated": saturated_boxes(own >= saturation_photons, cand.frame, cand.row, cand.col, box)
-            if saturation_photons is not None else np.zeros(len(cand), dtype=bool),
+            if saturation_photons is not None
+            else np.zeros(len(cand), dtype=bool),
         }
     )
 
@@ -275,8 +326,14 @@ def _localize_task(
     where = f"frames {frame_offset - halo_before}-{frame_offset - halo_before + len(raw) - 1}"
     raw = check_finite(np.asarray(raw, dtype=np.float32), where)
     on_raw = det is None
-    det = raw[halo_before : halo_before + n_block] if on_raw else check_finite(np.asarray(det, dtype=np.float32), f"(denoised) {where}")
-    return localize_block(raw, det, detect_on_raw=on_raw, frame_offset=frame_offset, halo_before=halo_before, **settings)
+    det = (
+        raw[halo_before : halo_before + n_block]
+        if on_raw
+        else check_finite(np.asarray(det, dtype=np.float32), f"(denoised) {where}")
+    )
+    return localize_block(
+        raw, det, detect_on_raw=on_raw, frame_offset=frame_offset, halo_before=halo_before, **settings
+    )
 
 
 def localize(
@@ -335,11 +392,15 @@ def localize(
     if not isinstance(photons, da.Array):
         photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
     if photons.ndim != 3:
-        raise SmlmdnError(f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series")
+        raise SmlmdnError(
+            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
+        )
     if photons.shape[0] and max(photons.chunks[0]) > block_frames(photons.shape[1:]):  # bound memory per block
         photons = photons.rechunk({0: block_frames(photons.shape[1:])})
     if fit_on not in ("raw", "detect"):
-        raise SmlmdnError(f"fit_on must be 'raw' or 'detect', got {fit_on!r}", "use fit_on='raw' (hybrid) or 'detect' (denoised)")
+        raise SmlmdnError(
+            f"fit_on must be 'raw' or 'detect', got {fit_on!r}", "use fit_on='raw' (hybrid) or 'detect' (denoised)"
+        )
     if detect_on is not None:
         if not isinstance(detect_on, da.Array):
             detect_on = da.from_array(np.asarray(detect_on), chunks=photons.chunks)
@@ -362,9 +423,18 @@ def localize(
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
     settings = dict(
-        fit_device=_fit_device(device), box=box, sigma_px=sigma_px, fit_sigma=fit_sigma, threshold=thr,
-        read_noise_photons=camera.read_noise_photons, excess_noise=camera.excess_noise, pixel_size_nm=pixel_size,
-        pool=pool, fit_detect_frames=fitting_denoised, max_p=fdr if calibrated else None, saturation_photons=saturation_photons,
+        fit_device=_fit_device(device),
+        box=box,
+        sigma_px=sigma_px,
+        fit_sigma=fit_sigma,
+        threshold=thr,
+        read_noise_photons=camera.read_noise_photons,
+        excess_noise=camera.excess_noise,
+        pixel_size_nm=pixel_size,
+        pool=pool,
+        fit_detect_frames=fitting_denoised,
+        max_p=fdr if calibrated else None,
+        saturation_photons=saturation_photons,
         multi_emitter=multi_emitter,
     )
 
@@ -387,7 +457,9 @@ def localize(
     locs = pd.concat(tables, ignore_index=True) if tables else empty_table()
     n_fitted = len(locs)
     if calibrated:
-        keep = benjamini_hochberg(locs["p_value"].to_numpy(), n_tests, fdr) & (locs["p_frame"].to_numpy() <= MEMBER_ALPHA)
+        keep = benjamini_hochberg(locs["p_value"].to_numpy(), n_tests, fdr) & (
+            locs["p_frame"].to_numpy() <= MEMBER_ALPHA
+        )
         locs = locs[keep].reset_index(drop=True)
         totals["n_rejected"] += n_fitted - len(locs)
     n_saturated = int(locs["saturated"].sum())
@@ -403,7 +475,8 @@ def localize(
         "box": int(box),
         "psf_sigma_nm": float(psf_sigma_nm),
         "fit_sigma": bool(fit_sigma),
-        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {n_tests} tests ({n_passes} per pixel)" if calibrated
+        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {n_tests} tests ({n_passes} per pixel)"
+        if calibrated
         else f"band-pass threshold {thr:g}",
         "fdr": float(fdr) if calibrated else None,
         "pool": int(pool),
