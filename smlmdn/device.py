@@ -1,4 +1,7 @@
-"""Whether a CUDA device may be present, answered without importing torch when it can be.
+"""Which device a command runs on: the one ``--device auto|cpu|cuda`` rule of every command.
+
+:func:`resolve_device` maps the option to ``"cpu"`` or ``"cuda"``; :func:`cuda_available` answers whether
+a CUDA device may be present without importing torch when it can be.
 
 Importing torch costs seconds and hundreds of MB of memory, so code paths that only *might* use a GPU
 (``--device auto`` in ``smlmdn localize``: numba on the CPU, torch on a GPU) first ask
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from .errors import SmlmdnError
 
 #: Device nodes / driver files whose absence on Linux means torch cannot see a GPU: the NVIDIA driver
 #: (``/dev/nvidiactl``, ``/proc/driver/nvidia``), AMD ROCm (``/dev/kfd``, torch's ``cuda`` API too) and
@@ -39,3 +44,24 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto|cpu|cuda`` (any case; None = auto) -> ``"cpu"`` or ``"cuda"``.
+
+    ``auto`` takes CUDA when torch sees a device, else the CPU. Raises :class:`SmlmdnError` for an
+    unknown name, or for ``cuda`` when torch sees no CUDA device.
+    """
+    name = (device or "auto").lower()
+    if name not in ("auto", "cpu", "cuda"):
+        raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+    if name == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if name == "cuda":
+        raise SmlmdnError(
+            "--device cuda was asked for but torch sees no CUDA device",
+            "use --device cpu, or install a CUDA build of torch (check `python -c 'import torch; print(torch.cuda.is_available())'`)",
+        )
+    return "cpu"

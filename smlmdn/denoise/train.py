@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .. import device as device_rule
 from ..camera import Camera
 from ..errors import SmlmdnError
 from ..io import atomic_file, provenance
@@ -101,23 +102,12 @@ class FitConfig:
 
 
 def resolve_device(device: str = "auto") -> tuple[torch.device, str]:
-    """``auto|cpu|cuda`` -> a torch device and a sentence saying which one and why."""
-    device = (device or "auto").lower()
-    has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        if has_cuda:
-            return torch.device("cuda"), f"running on GPU: {torch.cuda.get_device_name(0)}"
-        return torch.device("cpu"), f"running on CPU ({torch.get_num_threads()} threads): no CUDA device found"
-    if device == "cuda":
-        if not has_cuda:
-            raise SmlmdnError(
-                "--device cuda was asked for but torch sees no CUDA device",
-                "use --device cpu, or install a CUDA build of torch (check `python -c 'import torch; print(torch.cuda.is_available())'`)",
-            )
+    """``auto|cpu|cuda`` -> a torch device and a sentence saying which one and why (the rule of
+    :func:`smlmdn.device.resolve_device`; raises its :class:`SmlmdnError`)."""
+    if device_rule.resolve_device(device) == "cuda":
         return torch.device("cuda"), f"running on GPU: {torch.cuda.get_device_name(0)}"
-    if device == "cpu":
-        return torch.device("cpu"), f"running on CPU ({torch.get_num_threads()} threads): asked for"
-    raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+    why = "asked for" if (device or "auto").lower() == "cpu" else "no CUDA device found"
+    return torch.device("cpu"), f"running on CPU ({torch.get_num_threads()} threads): {why}"
 
 
 def data_hash(photons: da.Array) -> str:

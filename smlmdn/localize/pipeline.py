@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..camera import Camera, check_finite, saturated_boxes
+from ..device import resolve_device
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
@@ -301,19 +302,8 @@ def _table(
 
 
 def _fit_device(device: str) -> str | None:
-    """``cpu|cuda|auto`` -> None (numba on the CPU) or the torch device to fit on."""
-    device = (device or "cpu").lower()
-    if device not in ("cpu", "cuda", "auto"):
-        raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
-    if device == "cpu":
-        return None
-    from ..device import cuda_available  # imports torch only where a GPU driver is installed
-
-    if cuda_available():
-        return "cuda"
-    if device == "cuda":
-        raise SmlmdnError("--device cuda was asked for but torch sees no CUDA device", "use --device cpu or auto")
-    return None
+    """``cpu|cuda|auto`` (:func:`smlmdn.device.resolve_device`) -> None (numba on the CPU) or ``"cuda"`` (torch fitter)."""
+    return "cuda" if resolve_device(device or "cpu") == "cuda" else None
 
 
 def _localize_task(
