@@ -204,8 +204,8 @@ class BlockPasses:
 
     def p_values(
         self, cand: Candidates, pooled: tuple[np.ndarray, np.ndarray] | None, offset: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame, ty, tx)`` (test-window corners)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame)``, each (n,)."""
         ty, tx = corners(cand, self.tb, self.own.shape[1:])
         templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, self.sigma_px, self.tb)
         p, p_frame = acceptance_p_values(
@@ -220,15 +220,15 @@ class BlockPasses:
             read_noise_photons=self.read_noise_photons,
             excess_noise=self.excess_noise,
         )
-        return p, p_frame, ty, tx
+        return p, p_frame
 
     def test_and_fit(self, cand: Candidates, known: np.ndarray | None = None) -> Spots:
         """Test ``cand`` (with the ``known`` molecules' photons (T, Y, X) as offset), drop the hopeless, fit the rest."""
         if known is None:
-            p_value, p_frame, _, _ = self.p_values(cand, self.pooled, None)
+            p_value, p_frame = self.p_values(cand, self.pooled, None)
         else:
             ty, tx = corners(cand, self.tb, self.own.shape[1:])
-            p_value, p_frame, _, _ = self.p_values(cand, None, boxes(known, cand.frame, ty, tx, self.tb))
+            p_value, p_frame = self.p_values(cand, None, boxes(known, cand.frame, ty, tx, self.tb))
         if self.max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
             hopeful = (p_value <= self.max_p) & (p_frame <= MEMBER_ALPHA)
             self.counts["n_rejected"] += int(np.sum(~hopeful))
@@ -332,5 +332,5 @@ class BlockPasses:
             test_offset = np.maximum(
                 boxes(known, few.cand.frame, ty, tx, self.tb) - few.psf_in(ty, tx, self.sigma_px, self.tb), 0.0
             )
-            new.p_value[idx], new.p_frame[idx], _, _ = self.p_values(few.cand, self.pooled, test_offset)
+            new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, self.pooled, test_offset)
         return self.good(new)
