@@ -162,3 +162,15 @@ def test_denoise_lazy_refusals(movie):
         denoise_lazy(da.from_array(movie), _model(), estimates=("median",))
     with pytest.raises(SmlmdnError, match="needs at least 3"):
         denoise_lazy(da.from_array(movie[:2]), _model(context=2))
+
+
+def test_loaded_models_are_a_bounded_cache():
+    from smlmdn.denoise import apply
+
+    blobs = [_model(seed=s).to_bytes() for s in range(apply.RUNNER_CACHE_SIZE + 2)]
+    first = apply._runner(blobs[0], "cpu")
+    assert apply._runner(blobs[0], "cpu") is first  # loaded once
+    for blob in blobs[1:]:
+        apply._runner(blob, "cpu")
+    assert len(apply._RUNNERS) == apply.RUNNER_CACHE_SIZE  # the oldest models were let go
+    assert apply._runner(blobs[0], "cpu") is not first

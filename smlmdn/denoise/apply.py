@@ -19,9 +19,10 @@ to whole-frame output (to float rounding; tested). A frame no larger than ``tile
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +122,31 @@ class _Runner:
         return out
 
 
-@functools.lru_cache(maxsize=4)
-def _runner_cached(key: tuple, device: str) -> _Runner:
-    kind, ref = key[0], key[1]
-    model = load_model(ref) if kind == "path" else model_from_bytes(_BYTES[ref])
-    return _Runner(model, device)
-
-
-_BYTES: dict[str, bytes] = {}
+#: Models kept loaded per process (most recently used first out of the cache when it is full).
+RUNNER_CACHE_SIZE = 4
+_RUNNERS: OrderedDict[tuple[Any, ...], _Runner] = OrderedDict()
+_RUNNERS_LOCK = threading.Lock()
 
 
 def _runner(model_ref: str | bytes, device: str) -> _Runner:
-    """The cached runner for a model path or model bytes (loaded once per process)."""
+    """The runner for a model path or model bytes, loaded once per process and kept in a bounded LRU cache
+    (:data:`RUNNER_CACHE_SIZE` models; a changed file on disk is a new model)."""
     if isinstance(model_ref, bytes):
-        digest = hashlib.sha256(model_ref).hexdigest()
-        _BYTES.setdefault(digest, model_ref)
-        return _runner_cached(("bytes", digest), device)
-    st = os.stat(model_ref)
-    return _runner_cached(("path", str(model_ref), st.st_mtime_ns, st.st_size), device)
+        key: tuple[Any, ...] = ("bytes", hashlib.sha256(model_ref).hexdigest(), device)
+    else:
+        st = os.stat(model_ref)
+        key = ("path", str(model_ref), st.st_mtime_ns, st.st_size, device)
+    with _RUNNERS_LOCK:
+        if key in _RUNNERS:
+            _RUNNERS.move_to_end(key)
+            return _RUNNERS[key]
+    model = model_from_bytes(model_ref) if isinstance(model_ref, bytes) else load_model(model_ref)
+    runner = _Runner(model, device)
+    with _RUNNERS_LOCK:
+        _RUNNERS[key] = runner
+        while len(_RUNNERS) > RUNNER_CACHE_SIZE:
+            _RUNNERS.popitem(last=False)
+    return runner
 
 
 def _block(
