@@ -210,85 +210,19 @@ def _fit_kernel(
                 for j in range(nb):
                     ys[i, j] = spots[k, i, j] - off[i, j]
                     shift[i, j] = r2 + off[i, j]
-            _fit_one(
-                spots[k],
-                ys,
-                shift,
-                k,
-                nb,
-                npar,
-                sigma0,
-                r2,
-                scale,
-                max_iter,
-                tol_xy,
-                d,
-                per,
-                theta,
-                ex,
-                dex,
-                dsx,
-                ey,
-                dey,
-                dsy,
-                m,
-                dm,
-                fi,
-                a,
-                g,
-                step,
-                trial,
-                inv_col,
-                e,
-                work,
-                theta_out,
-                crlb_out,
-                loglik_out,
-                llr_out,
-                iter_out,
-                status_out,
-            )
+            # fmt: off
+            _fit_one(spots[k], ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,  # data and settings
+                     d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g, step, trial, inv_col, e, work,  # workspace
+                     theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out)  # outputs
+            # fmt: on
 
 
+# fmt: off
 @njit(cache=True)
-def _fit_one(
-    y_raw,
-    ys,
-    shift,
-    k,
-    nb,
-    npar,
-    sigma0,
-    r2,
-    scale,
-    max_iter,
-    tol_xy,
-    d,
-    per,
-    theta,
-    ex,
-    dex,
-    dsx,
-    ey,
-    dey,
-    dsy,
-    m,
-    dm,
-    fi,
-    a,
-    g,
-    step,
-    trial,
-    inv_col,
-    e,
-    work,
-    theta_out,
-    crlb_out,
-    loglik_out,
-    llr_out,
-    iter_out,
-    status_out,
-):
+def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,  # data and settings
+             d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g, step, trial, inv_col, e, work,  # workspace
+             theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):  # outputs
+    # fmt: on
     """Fit one spot (see :func:`fit_spots`): ``y_raw`` (B, B) photons, ``ys`` the same less the known neighbours
     (for the start values), ``shift`` the model's fixed part; all arrays after ``tol_xy`` are preallocated workspace."""
     for i in range(nb):
