@@ -43,6 +43,9 @@ NEIGHBOUR_PHOTONS = 1.0
 #: 40.9/14.4; the same with only the accepted fits held fixed: 82.6/61.6, 72.2/43.3, 87.3/69.9, 40.9/14.3.
 REFINE_SWEEPS = 8
 MERGE_SIGMAS = 1.5
+#: Acceptance tests per pixel with the multi-emitter pass: the residual pass may test a pixel again, so the
+#: Benjamini-Hochberg decision (in the block and over the movie) counts two.
+TESTS_PER_PIXEL = 2
 _FIT_FIELDS = ("theta", "crlb", "loglik", "llr", "iterations", "status")
 
 
@@ -203,10 +206,15 @@ class BlockPasses:
         )
 
     def p_values(
-        self, cand: Candidates, pooled: tuple[np.ndarray, np.ndarray] | None, offset: np.ndarray | None
+        self,
+        cand: Candidates,
+        ty: np.ndarray,
+        tx: np.ndarray,
+        pooled: tuple[np.ndarray, np.ndarray] | None,
+        offset: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame)``, each (n,)."""
-        ty, tx = corners(cand, self.tb, self.own.shape[1:])
+        """Acceptance p-values of ``cand`` at their pixels, test windows at corners (``ty``, ``tx``) -> ``(p_value,
+        p_frame)``, each (n,)."""
         templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, self.sigma_px, self.tb)
         p, p_frame = acceptance_p_values(
             self.own,
@@ -224,11 +232,11 @@ class BlockPasses:
 
     def test_and_fit(self, cand: Candidates, known: np.ndarray | None = None) -> Spots:
         """Test ``cand`` (with the ``known`` molecules' photons (T, Y, X) as offset), drop the hopeless, fit the rest."""
+        ty, tx = corners(cand, self.tb, self.own.shape[1:])
         if known is None:
-            p_value, p_frame = self.p_values(cand, self.pooled, None)
+            p_value, p_frame = self.p_values(cand, ty, tx, self.pooled, None)
         else:
-            ty, tx = corners(cand, self.tb, self.own.shape[1:])
-            p_value, p_frame = self.p_values(cand, None, boxes(known, cand.frame, ty, tx, self.tb))
+            p_value, p_frame = self.p_values(cand, ty, tx, None, boxes(known, cand.frame, ty, tx, self.tb))
         if self.max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
             hopeful = (p_value <= self.max_p) & (p_frame <= MEMBER_ALPHA)
             self.counts["n_rejected"] += int(np.sum(~hopeful))
@@ -253,11 +261,13 @@ class BlockPasses:
         return sp.subset(good)
 
     def confident(self, sp: Spots) -> np.ndarray:
-        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block (two tests per pixel, as the movie-wide
+        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block (:data:`TESTS_PER_PIXEL`, as the movie-wide
         decision with the residual pass): only these count as known molecules."""
         if self.max_p is None:
             return np.ones(len(sp), dtype=bool)
-        return benjamini_hochberg(sp.p_value, 2 * self.own.size, self.max_p) & (sp.p_frame <= MEMBER_ALPHA)
+        return benjamini_hochberg(sp.p_value, TESTS_PER_PIXEL * self.own.size, self.max_p) & (
+            sp.p_frame <= MEMBER_ALPHA
+        )
 
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
@@ -273,7 +283,7 @@ class BlockPasses:
         )
         # where the known molecules put (almost) no photons into the test window, the residual is the raw
         # frame: the first pass already tested those candidates
-        near = ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
+        near = self.window_sums(known)
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist(), strict=True))
         fresh = [k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist(), strict=True)]
         more = more.subset(np.array(fresh, dtype=bool) & (near[more.frame, more.row, more.col] > NEIGHBOUR_PHOTONS))
@@ -304,6 +314,15 @@ class BlockPasses:
         self.counts["n_merged"] += int(np.sum(~keep))
         return sp.subset(keep)
 
+    def window_sums(self, known: np.ndarray) -> np.ndarray:
+        """Photons of ``known`` (T, Y, X) in the test window centred on each pixel (T, Y, X)."""
+        return ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
+
+    def neighbours(self, known: np.ndarray, sp: Spots, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
+        """Photons (n, box, box) of the other molecules in ``known`` within each spot's window at (``oy``, ``ox``):
+        the rendered model less the spot's own PSF."""
+        return np.maximum(boxes(known, sp.cand.frame, oy, ox, box) - sp.psf_in(oy, ox, self.sigma_px, box), 0.0)
+
     def refine(self, sp: Spots, test: bool) -> Spots:
         """One Jacobi sweep: refit (and with ``test`` re-test) every spot with neighbours in its window, the others held fixed.
 
@@ -312,25 +331,20 @@ class BlockPasses:
         keep their fit and p-value (they would not change).
         """
         known = sp.render(self.own.shape, self.sigma_px)
-        around = ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
-        crowded = around[sp.cand.frame, sp.cand.row, sp.cand.col] - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
+        crowded = (
+            self.window_sums(known)[sp.cand.frame, sp.cand.row, sp.cand.col] - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
+        )
         if not crowded.any():
             return sp
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
-        offset = np.maximum(
-            boxes(known, few.cand.frame, few.oy, few.ox, self.box)
-            - few.psf_in(few.oy, few.ox, self.sigma_px, self.box),
-            0.0,
-        )
+        offset = self.neighbours(known, few, few.oy, few.ox, self.box)
         res = self.fit(boxes(self.fit_frames, few.cand.frame, few.oy, few.ox, self.box), offset)
         new = sp.subset(np.ones(len(sp), dtype=bool))
         for f in _FIT_FIELDS:
             getattr(new.res, f)[idx] = getattr(res, f)
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
-            test_offset = np.maximum(
-                boxes(known, few.cand.frame, ty, tx, self.tb) - few.psf_in(ty, tx, self.sigma_px, self.tb), 0.0
-            )
-            new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, self.pooled, test_offset)
+            test_offset = self.neighbours(known, few, ty, tx, self.tb)
+            new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, ty, tx, self.pooled, test_offset)
         return self.good(new)

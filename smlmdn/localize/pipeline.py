@@ -42,7 +42,7 @@ from ..progress import track
 from .detect import detect
 from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
-from .passes import MEMBER_ALPHA, BlockPasses, Spots
+from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -407,7 +407,7 @@ def localize(
     calibrated = threshold is None
     thr = PROPOSAL_THRESHOLD if threshold is None else float(threshold)
     fitting_denoised = detect_on is not None and fit_on == "detect"
-    n_passes = 2 if multi_emitter and not fitting_denoised else 1  # the residual pass may test a pixel again
+    n_passes = TESTS_PER_PIXEL if multi_emitter and not fitting_denoised else 1
     n_tests = n_passes * t * ny * nx
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
