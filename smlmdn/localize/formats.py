@@ -101,21 +101,6 @@ _TS_TO_OURS = {
     "uncertainty_linked [nm]": "crlb_linked_nm",
 }
 
-#: smlmdn's columns written (besides the CRLBs) after ThunderSTORM's own in the CSV.
-_EXTRA_COLUMNS = (
-    "loglik",
-    "llr",
-    "iterations",
-    "p_value",
-    "p_frame",
-    "saturated",
-    "track",
-    "n_track",
-    "x_linked [nm]",
-    "y_linked [nm]",
-    "uncertainty_linked [nm]",
-)
-
 PICASSO_DTYPE = np.dtype(
     [
         ("frame", "u4"),
@@ -256,19 +241,10 @@ def _write_csv(locs: pd.DataFrame, path: Path, camera: Camera, overwrite: bool, 
         {
             "id": np.arange(1, len(locs) + 1, dtype=np.int64),
             "frame": locs["frame"].to_numpy().astype(np.int64) + 1,
-            **{
-                ts: locs[ours].to_numpy()
-                for ts, ours in _TS_TO_OURS.items()
-                if ts in ("x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "offset [photon]")
-            },
+            **{ts: locs[ours].to_numpy() for ts, ours in _TS_TO_OURS.items()},
             "bkgstd [photon]": np.sqrt(np.maximum(locs["bg"].to_numpy(), 0.0) + camera.read_noise_photons**2),
             "uncertainty [nm]": unc,
             "uncertainty_xy [nm]": unc,
-            **{
-                ts: locs[ours].to_numpy()
-                for ts, ours in _TS_TO_OURS.items()
-                if ts.startswith("crlb") or ts in _EXTRA_COLUMNS
-            },
         }
     )[TS_COLUMNS]
     with atomic_file(path, overwrite) as tmp:
