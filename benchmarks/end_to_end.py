@@ -18,48 +18,20 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Linux keeps a process's peak RSS across fork + exec: a small launcher (python -S) forks the command, so
-# the command's ru_maxrss is its own; it reports wall time and rusage as JSON on the pipe fd it is given.
-LAUNCHER = """
-import json, os, sys, time
-t0 = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, u = os.wait4(pid, 0)
-os.write(int(sys.argv[1]), json.dumps({"wall_s": time.perf_counter() - t0, "user_s": u.ru_utime, "sys_s": u.ru_stime,
-                                       "peak_rss_mb": u.ru_maxrss / 1024.0, "exit": os.waitstatus_to_exitcode(status)}).encode())
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from localize import run_process  # benchmarks/localize.py: the fork/exec launcher that measures one process
 
 
 def run(args: list[str]) -> dict:
-    """Run ``python -m smlmdn ARGS`` -> wall/CPU seconds and peak RSS (MB) of that process."""
-    r, w = os.pipe()
+    """Run ``python -m smlmdn ARGS`` -> wall/CPU seconds, peak RSS (MB) and last printed line of that process."""
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-S", "-c", LAUNCHER, str(w), sys.executable, "-m", "smlmdn", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(w,),
-    )
-    os.close(w)
-    out, err = proc.communicate()
-    with os.fdopen(r) as f:
-        text = f.read()
-    res = json.loads(text) if text else {"exit": proc.returncode}
-    if res["exit"] != 0:
-        raise RuntimeError(f"smlmdn {' '.join(args)} failed: {err.decode(errors='replace')[-2000:]}")
-    res["cpu_s"] = res["user_s"] + res["sys_s"]
-    res["message"] = (out.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
-    return res
+    return run_process([sys.executable, "-m", "smlmdn", *args], env, last_line=True)
 
 
 def main() -> None:

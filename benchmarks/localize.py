@@ -323,32 +323,36 @@ os.write(int(sys.argv[1]), json.dumps({"wall_s": wall, "user_s": u.ru_utime, "sy
 """
 
 
-def run_process(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd`` to the end -> wall seconds, CPU seconds (user + system) and peak RSS (MB) of that process."""
+def run_process(cmd: list[str], env: dict[str, str] | None = None, last_line: bool = False) -> dict[str, Any]:
+    """Run ``cmd`` to the end -> wall seconds, CPU seconds (user + system) and peak RSS (MB) of that process;
+    with ``last_line``, also the last line it printed (``message``, at most 200 characters)."""
     import subprocess
 
     r, w = os.pipe()
     proc = subprocess.Popen(
         [sys.executable, "-S", "-c", LAUNCHER, str(w), *cmd],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if last_line else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         pass_fds=(w,),
     )
     os.close(w)
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     with os.fdopen(r) as f:
         text = f.read()
     res = json.loads(text) if text else {"exit": proc.returncode}
     if proc.returncode != 0 or res["exit"] != 0:
         raise RuntimeError(f"{cmd[:4]} failed ({res['exit']}): {err.decode(errors='replace')[-2000:]}")
-    return {
+    times = {
         "wall_s": res["wall_s"],
         "cpu_s": res["user_s"] + res["sys_s"],
         "user_s": res["user_s"],
         "sys_s": res["sys_s"],
         "peak_rss_mb": res["peak_rss_mb"],
     }
+    if last_line:
+        times["message"] = (out.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+    return times
 
 
 def kernel_rates(photons: np.ndarray, camera: Any, rounds: int = 3) -> dict[str, dict[str, float]]:
