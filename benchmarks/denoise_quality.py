@@ -114,6 +114,7 @@ def n2v_worker(args: argparse.Namespace) -> None:
         careamist = CAREamist(cfg, work_dir=work, enable_progress_bar=False)
         careamist.train(train_data=data[: len(data) - n_val], val_data=data[len(data) - n_val :])
         fit_s = time.perf_counter() - t0
+        val_curve = _lightning_val_losses(Path(work))
         t1 = time.perf_counter()
         pred = careamist.predict(data[-t_eval:], axes="SYX", data_type="array")
         pred_s = time.perf_counter() - t1
@@ -134,9 +135,22 @@ def n2v_worker(args: argparse.Namespace) -> None:
                 "patch": patch,
                 "batch": args.batch,
                 "version": careamics.__version__,
+                "val_loss_per_epoch": val_curve,
             }
         )
     )
+
+
+def _lightning_val_losses(work: Path) -> list[float]:
+    """Validation loss after each epoch, from the CSV log Lightning writes under ``work`` (to show
+    whether N2V had converged)."""
+    import csv
+
+    out = []
+    for f in sorted(work.rglob("metrics.csv")):
+        with open(f) as fh:
+            out += [round(float(r["val_loss"]), 5) for r in csv.DictReader(fh) if r.get("val_loss")]
+    return out
 
 
 def run_n2v(
@@ -185,6 +199,35 @@ def run_n2v(
             return None, {"error": "CAREamics failed: " + " | ".join(tail)}
         info = json.loads(proc.stdout.strip().splitlines()[-1])
         return np.load(dst), info
+
+
+def n2v_cached(movie_dir: Path, photons, args: argparse.Namespace) -> tuple[np.ndarray | None, dict]:
+    """:func:`run_n2v` at CAREamics' own epochs on a movie folder, its prediction cached in the folder.
+
+    N2V at its defaults takes far longer than our fit (tens of CPU minutes), so the prediction of the
+    last ``eval_frames + 2`` frames is kept in ``MOVIE_DIR/n2v_e{epochs}_b{batch}_s{seed}_t{n}.npz``
+    with its timing and the date it ran, and reused by later runs on the same folder (the table
+    says so). Delete the file to retrain.
+    """
+    n_eval = args.eval_frames + 2
+    cache = movie_dir / f"n2v_e{args.n2v_epochs}_b{args.n2v_batch}_s{args.seed}_t{n_eval}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["pred"], {**json.loads(str(z["info"])), "cached": str(cache)}
+    pred, info = run_n2v(
+        Path(args.careamics_python),
+        photons.compute(),
+        0,
+        args.n2v_batch,
+        n_eval,
+        args.threads,
+        args.seed,
+        epochs=args.n2v_epochs,
+    )
+    if pred is not None:
+        info["ran"] = time.strftime("%Y-%m-%d %H:%M")
+        np.savez(cache, pred=pred, info=json.dumps(info))
+    return pred, info
 
 
 # ----------------------------------------------------------------------------------------- benchmark
@@ -241,7 +284,7 @@ def bench_snr(snr: str, args: argparse.Namespace) -> dict:
         ("gamma-poisson K=0", dict(context=0), ("prior", "mean", "map")),
         ("gamma-poisson K=1", dict(context=1), ("prior", "mean", "map")),
         (f"gaussian head K={k}", dict(context=k, head="gaussian"), ("mean",)),
-        (f"supervised K={k} (clean targets)", dict(context=k, supervised=True), ("prior",)),
+        (f"supervised non-blind K={k} (clean targets)", dict(context=k, supervised=True, blind=False), ("prior",)),
     ]
     timing = {}
     for label, extra, estimates in runs:
@@ -435,16 +478,7 @@ def curves(args: argparse.Namespace) -> dict:
 
     if args.n2v_epochs:
         t0 = time.perf_counter()
-        pred, info = run_n2v(
-            Path(args.careamics_python),
-            photons[: e1 + 2].compute(),
-            0,
-            args.n2v_batch,
-            args.eval_frames + 2,
-            args.threads,
-            args.seed,
-            epochs=args.n2v_epochs,
-        )
+        pred, info = n2v_cached(d, photons[: e1 + 2], args)
         if pred is not None:
             pred = pred[: args.eval_frames]
             out["n2v"] = {
@@ -457,9 +491,7 @@ def curves(args: argparse.Namespace) -> dict:
             out["n2v"] = info
         print(f"  N2V: {json.dumps(out['n2v'])}", file=sys.stderr, flush=True)
     for spec in args.curve_runs:
-        k_str, _, mode = spec.partition(":")
-        k, mode = int(k_str), (mode or "stem")
-        label = f"K={k}" + (f" {mode}" if k else "")
+        label, fit_kw, sup = _run_spec(spec)
         snaps: list = []
         # --curve-steps: equal steps instead of equal seconds (schedule over the steps, no early stopping)
         stop = (
@@ -467,14 +499,8 @@ def curves(args: argparse.Namespace) -> dict:
             if args.curve_steps
             else dict(steps=None, time_budget=args.budget)
         )
-        cfg = FitConfig(
-            **stop,
-            context=k,
-            context_mode=mode,
-            seed=args.seed,
-            threads=args.threads,
-            **{n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n)},
-        )
+        sizes = {n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n) and spec != "default"}
+        cfg = FitConfig(**stop, seed=args.seed, threads=args.threads, **{**sizes, **fit_kw})
         t0 = time.perf_counter()
         model = fit_model(
             photons,
@@ -482,14 +508,20 @@ def curves(args: argparse.Namespace) -> dict:
             cfg,
             progress=False,
             log=lambda m: None,
+            clean=open_movie(d / "clean.tif") if sup else None,
             snapshot=lambda step, el, w, snaps=snaps: snaps.append((step, el, w)),
             snapshot_at=tuple(args.marks),
         )
         fit_s = time.perf_counter() - t0
+        if spec == "default":  # kept for the localization benchmarks (research question 2)
+            model.save(d / "model_default.pt")
+        # the non-blind bound sees the pixel: its output ("prior" slot) is the estimate, no posterior
+        names = ("prior",) if sup else ("mean", "prior")
         points = []
         for step, el, w in snaps:
             snap = dataclasses.replace(model, state_dict=w, training={})
-            est = run_estimates(snap, ("mean", "prior"))
+            est = run_estimates(snap, names)
+            est.setdefault("mean", est["prior"])
             points.append(
                 {
                     "seconds": round(el, 1),
@@ -498,7 +530,8 @@ def curves(args: argparse.Namespace) -> dict:
                     "prior": round(psnr(est["prior"], clean, dr), 2),
                 }
             )
-        est = run_estimates(model, ("mean", "prior"))
+        est = run_estimates(model, names)
+        est.setdefault("mean", est["prior"])
         final = {
             "mean": round(psnr(est["mean"], clean, dr), 2),
             "prior": round(psnr(est["prior"], clean, dr), 2),
@@ -512,6 +545,23 @@ def curves(args: argparse.Namespace) -> dict:
         out["runs"][label] = {"points": points, "final": final}
         print(f"  {label}: {json.dumps(out['runs'][label])}", file=sys.stderr, flush=True)
     return out
+
+
+def _run_spec(spec: str) -> tuple[str, dict, bool]:
+    """``--curve-runs`` entry -> (label, FitConfig fields, supervised?).
+
+    ``default``: ``smlmdn fit``'s defaults; ``K`` or ``K:stem|branch``: context K in that design;
+    ``K:sup``: the supervised bound, the same-size *non-blind* network (all 2K+1 frames, sees the
+    pixel) trained on the clean movie.
+    """
+    if spec == "default":
+        return "default", {}, False
+    k_str, _, mode = spec.partition(":")
+    k = int(k_str)
+    if mode == "sup":
+        return f"supervised non-blind K={k}", {"context": k, "blind": False}, True
+    mode = mode or "stem"
+    return f"K={k}" + (f" {mode}" if k else ""), {"context": k, "context_mode": mode}, False
 
 
 def print_curves(res: dict, args: argparse.Namespace) -> None:
@@ -550,6 +600,63 @@ def print_curves(res: dict, args: argparse.Namespace) -> None:
             f"| {name} | {g['ghost_sites']} | {g['ghost_rate']:.3f} | {g['control_rate']:.3f} | {g['ghost_amp']:+.3f} | "
             f"{g['edge_recovery']:.2f} | {g['inner_recovery']:.2f} |"
         )
+
+
+#: ``--grid`` movies: (folder name, ``smlmdn simulate`` options, seed); 64 x 64 px, ``--frames`` frames.
+GRID = [
+    (
+        "low-flat-lognormal",
+        ["--snr", "low", "--brightness", "lognormal", "--flat-background", "--psf-sigma", "120"],
+        11,
+    ),
+    ("low", ["--snr", "low"], 12),
+    ("medium", ["--snr", "medium"], 13),
+    ("high", ["--snr", "high"], 14),
+    ("low-dense-long-on", ["--snr", "low", "--density", "60", "--on-time", "8"], 15),
+]
+
+
+def grid(args: argparse.Namespace) -> list[dict]:
+    """:func:`curves` on every :data:`GRID` movie (simulated into ``--grid-dir`` when missing)."""
+    import copy
+
+    out = []
+    names = args.grid_points or [g[0] for g in GRID]
+    for name, extra, seed in GRID:
+        if name not in names:
+            continue
+        d = Path(args.grid_dir) / name
+        if not (d / "movie.tif").exists():
+            cmd = [str(Path(sys.executable).parent / "smlmdn"), "simulate", str(d), "--frames", str(args.frames)]
+            subprocess.run([*cmd, "--size", "64", "--seed", str(seed), "-q", *extra], check=True)
+        sub = copy.copy(args)
+        sub.movie_dir = str(d)
+        print(
+            f"# grid point {name}: smlmdn simulate DIR --frames {args.frames} --size 64 --seed {seed} {' '.join(extra)}"
+        )
+        res = curves(sub)
+        res["point"], res["simulate"] = name, f"--seed {seed} {' '.join(extra)}"
+        print_curves(res, sub)
+        out.append(res)
+    return out
+
+
+def print_grid(results: list[dict]) -> None:
+    print("\n### Summary: PSNR (dB) of the saved models' posterior mean, same movies, same run\n")
+    runs = list(dict.fromkeys(lbl for r in results for lbl in r["runs"]))
+    print("| movie | raw | CAREamics N2V | " + " | ".join(runs) + " | default - N2V | default - bound |")
+    print("|---|---:|---:|" + "---:|" * len(runs) + "---:|---:|")
+    for r in results:
+        n2v = r.get("n2v", {}).get("psnr")
+        vals = {lbl: r["runs"][lbl]["final"] for lbl in r["runs"]}
+        cells = [f"{vals[lbl]['mean']:.2f} ({vals[lbl]['steps']})" if lbl in vals else "-" for lbl in runs]
+        own = vals.get("default", {}).get("mean")
+        bound = next((v["mean"] for lbl, v in vals.items() if lbl.startswith("supervised")), None)
+        d_n2v = f"{own - n2v:+.2f}" if own is not None and n2v is not None else "-"
+        d_bound = f"{own - bound:+.2f}" if own is not None and bound is not None else "-"
+        n2v_cell = f"{n2v:.2f}" if n2v is not None else "not run"
+        print(f"| {r['point']} | {r['raw_psnr']:.2f} | {n2v_cell} | " + " | ".join(cells) + f" | {d_n2v} | {d_bound} |")
+    print("\n(steps trained in brackets)")
 
 
 def torch_threads() -> int:
@@ -679,6 +786,13 @@ def main() -> None:
         help="--curves: train each run for this many steps instead of --budget s",
     )
     p.add_argument("--marks", type=float, nargs="+", default=[30, 60, 120, 200], help="--curves: snapshot times (s)")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="--curves (--curve-runs, --budget, --n2v-epochs) on every movie of the GRID, with a summary table",
+    )
+    p.add_argument("--grid-dir", default="/tmp/smlmdn_denoise_grid", help="--grid: folder of the simulated movies")
+    p.add_argument("--grid-points", nargs="*", default=None, help="--grid: only these GRID names")
     # internal: N2V worker mode (run by the benchmark venv's python)
     p.add_argument("--n2v-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--n2v-in", help=argparse.SUPPRESS)
@@ -704,7 +818,7 @@ def main() -> None:
     args.depth = args.depth or defaults.depth
     args.batch = args.batch or defaults.batch
     args.context = defaults.context if args.context is None else args.context
-    if args.curves:
+    if args.curves or args.grid:
         import torch
 
         if args.threads:
@@ -715,8 +829,12 @@ def main() -> None:
             f"# {' '.join([Path(sys.executable).name, *sys.argv])}",
             flush=True,
         )
-        res = curves(args)
-        print_curves(res, args)
+        if args.grid:
+            res = grid(args)
+            print_grid(res)
+        else:
+            res = curves(args)
+            print_curves(res, args)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1, default=str))
             print(f"wrote {args.json}")

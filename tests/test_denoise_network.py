@@ -127,3 +127,19 @@ def test_rejects_non_square_or_misaligned_input():
         net(torch.zeros(1, 1, 16, 20))
     with pytest.raises(ValueError):
         net(torch.zeros(1, 1, 18, 18))
+
+
+def test_non_blind_bound_sees_the_pixel_and_stays_within_the_halo():
+    """``blind=False`` (the supervised bound's network): the centre pixel of the centre frame is used,
+    and the output still depends on nothing beyond :func:`receptive_halo`."""
+    torch.manual_seed(5)
+    cfg = NetConfig(width=6, depth=2, context=1, blind=False)
+    net = BlindSpotNet(cfg).double()
+    x = torch.randn(1, cfg.in_frames, 64, 64, dtype=torch.float64)
+    p = (30, 33)
+    g = _grad_at(net, x, p).abs().sum(0)
+    assert g[p] != 0.0
+    far = receptive_halo(cfg)
+    outside = torch.ones_like(g, dtype=torch.bool)
+    outside[max(0, p[0] - far) : p[0] + far + 1, max(0, p[1] - far) : p[1] + far + 1] = False
+    assert float(g[outside].abs().sum()) == 0.0

@@ -165,3 +165,18 @@ def test_cuda_mixed_precision_fit_and_denoise(sim):
     assert np.isfinite(est).all()
     # bfloat16 autocast on the GPU vs float32 on the CPU: close, not equal
     assert np.median(np.abs(est - cpu) / (np.abs(cpu) + 1)) < 0.05
+
+
+def test_non_blind_supervised_bound_needs_clean_targets_and_learns_from_them(sim):
+    """The benchmark's upper bound: the non-blind network refuses to train without clean targets
+    (it would learn the identity), and on clean targets it beats the raw photons."""
+    s, photons = sim
+    cfg = FitConfig(steps=60, context=1, blind=False, lr=3e-3, **TINY)
+    with pytest.raises(SmlmdnError, match="non-blind"):
+        fit_model(photons, s.camera, cfg, progress=False)
+    clean = da.from_array(s.clean, chunks=(60, 32, 32))
+    model = fit_model(photons, s.camera, cfg, progress=False, clean=clean)
+    frames = slice(1, 61)
+    prior = denoise_lazy(photons[0:62], model, estimates=("prior",))["prior"].compute()[1:-1]
+    dr = float(s.clean.max() - s.clean.min())
+    assert psnr(prior, s.clean[frames], dr) > psnr(photons[frames].compute(), s.clean[frames], dr) + 1.0

@@ -55,6 +55,9 @@ class NetConfig:
     context: int = 0
     head: str = "gamma-poisson"
     context_mode: str = "stem"  # "stem" (neighbours into the U-Net's first layer, non-blind) or "branch"
+    # False: the same U-Net with centred convolutions and no shifts, all 2K+1 frames as input channels.
+    # It sees the pixel, so it can only be trained on clean targets: the benchmark's supervised bound.
+    blind: bool = True
     # Bounds on the prior parameters (model counts). a spans many decades, so it is log-parameterised.
     m_floor: float = 1e-3
     m_ceiling: float = 1e6
@@ -88,14 +91,18 @@ CONTEXT_MODES = ("stem", "branch")
 
 
 class ShiftConv(nn.Module):
-    """3x3 convolution whose output row i sees input rows i-2..i (its own row and above)."""
+    """3x3 convolution whose output row i sees input rows i-2..i (its own row and above).
 
-    def __init__(self, cin: int, cout: int) -> None:
+    ``blind=False``: an ordinary centred 3x3 convolution (rows i-1..i+1), for the non-blind bound.
+    """
+
+    def __init__(self, cin: int, cout: int, blind: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=0)
+        self.pad = (1, 1, 2, 0) if blind else (1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (1, 1, 2, 0)))
+        return self.conv(F.pad(x, self.pad))
 
 
 def _act(x: torch.Tensor) -> torch.Tensor:
@@ -109,15 +116,18 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class UpOnlyUNet(nn.Module):
     """U-Net with an upward-only receptive field; output row i depends on input rows < i only."""
 
-    def __init__(self, cin: int, width: int, depth: int, side_in: int = 0) -> None:
+    def __init__(self, cin: int, width: int, depth: int, side_in: int = 0, blind: bool = True) -> None:
         super().__init__()
         self.depth = depth
+        self.blind = blind
         c = width
-        self.enc0 = nn.ModuleList([ShiftConv(cin, c), ShiftConv(c, c)])
+        self.enc0 = nn.ModuleList([ShiftConv(cin, c, blind), ShiftConv(c, c, blind)])
         # non-blind side input (temporal neighbours) added to the first layer, one row of look-ahead
         self.side = nn.Conv2d(side_in, c, 3, padding=1, bias=False) if side_in else None
-        self.enc = nn.ModuleList([ShiftConv(c, c) for _ in range(depth)])
-        self.dec = nn.ModuleList([nn.ModuleList([ShiftConv(2 * c, c), ShiftConv(c, c)]) for _ in range(depth)])
+        self.enc = nn.ModuleList([ShiftConv(c, c, blind) for _ in range(depth)])
+        self.dec = nn.ModuleList(
+            [nn.ModuleList([ShiftConv(2 * c, c, blind), ShiftConv(c, c, blind)]) for _ in range(depth)]
+        )
         self.out_channels = c
 
     def forward(
@@ -136,7 +146,7 @@ class UpOnlyUNet(nn.Module):
         skips = [h]
         for lvl in range(1, self.depth + 1):
             # Shift down before pooling so a pooled row only holds rows at or above the finer rows it becomes.
-            h = F.max_pool2d(_shift_down(h), 2)
+            h = F.max_pool2d(_shift_down(h) if self.blind else h, 2)
             h = _masked(_act(self.enc[lvl - 1](h)), mk(lvl))
             skips.append(h)
         for lvl in range(self.depth - 1, -1, -1):
@@ -145,7 +155,7 @@ class UpOnlyUNet(nn.Module):
             for conv in cast(nn.ModuleList, self.dec[lvl]):
                 h = _masked(_act(conv(h)), mk(lvl))
         # Final one-row shift: exclude the pixel's own row (and so the pixel itself).
-        return _shift_down(h)
+        return _shift_down(h) if self.blind else h
 
 
 class BlindSpotNet(nn.Module):
@@ -157,14 +167,14 @@ class BlindSpotNet(nn.Module):
         c = config.width
         if config.context_mode not in CONTEXT_MODES:
             raise ValueError(f"context_mode must be one of {CONTEXT_MODES}, got {config.context_mode!r}")
-        self.stem = config.context > 0 and config.context_mode == "stem"
+        self.stem = config.blind and config.context > 0 and config.context_mode == "stem"
         if self.stem:
             self.unet = UpOnlyUNet(1, c, config.depth, side_in=2 * config.context)
         else:
-            self.unet = UpOnlyUNet(config.in_frames, c, config.depth)
+            self.unet = UpOnlyUNet(config.in_frames, c, config.depth, blind=config.blind)
         head_in = 4 * self.unet.out_channels
         self.ctx = None
-        if config.context > 0 and not self.stem:
+        if config.blind and config.context > 0 and not self.stem:
             self.ctx = nn.ModuleList([nn.Conv2d(2 * config.context, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)])
             head_in += c
         self.head = nn.ModuleList([nn.Conv2d(head_in, 2 * c, 1), nn.Conv2d(2 * c, c, 1), nn.Conv2d(c, 2, 1)])

@@ -67,6 +67,7 @@ class FitConfig:
     width: int = 16
     depth: int = 3
     head: str = "gamma-poisson"
+    blind: bool = True  # False: the non-blind network of the supervised bound (needs clean targets)
     patch: int | None = None  # None: 64 px, or the largest multiple of 2**depth that fits the frame
     batch: int = 4
     lr: float = 1e-3
@@ -90,7 +91,12 @@ class FitConfig:
 
     def net_config(self) -> NetConfig:
         return NetConfig(
-            width=self.width, depth=self.depth, context=self.context, head=self.head, context_mode=self.context_mode
+            width=self.width,
+            depth=self.depth,
+            context=self.context,
+            head=self.head,
+            context_mode=self.context_mode,
+            blind=self.blind,
         )
 
     @property
@@ -294,6 +300,8 @@ def fit_model(
         raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
+    if not config.blind and clean is None:
+        raise SmlmdnError("a non-blind network sees the pixel it predicts", "train it on clean targets (clean=...)")
     if photons.ndim != 3:
         raise SmlmdnError(
             f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
