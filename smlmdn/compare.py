@@ -32,7 +32,7 @@ from .errors import SmlmdnError
 from .evaluate import report as R
 from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
-from .io import commit_output, frames_per_block, open_estimate, open_movie, partial_path, provenance, write_movies
+from .io import atomic_folder, frames_per_block, open_estimate, open_movie, provenance, write_movies
 from .localize import localize, write_localizations
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
 from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
@@ -290,12 +290,8 @@ def compare(
                 "give the truth.csv of this movie (frames are 0-based)",
             )
 
-    tmp = partial_path(final)
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    tmp.mkdir(parents=True)
-    work = tmp / "denoised"
-    try:
+    with atomic_folder(final) as tmp:
+        work = tmp / "denoised"
         # ---- denoised estimates
         if model is not None:
             from .denoise import denoise_lazy, load_model
@@ -490,10 +486,6 @@ def compare(
         shutil.rmtree(tmp / "_work", ignore_errors=True)
         if not keep_denoised or model is None:
             shutil.rmtree(work, ignore_errors=True)
-        commit_output(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["report_dir"] = str(final)
     return report
 

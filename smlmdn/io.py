@@ -874,6 +874,37 @@ def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         commit_output(tmp, final)
 
 
+@contextmanager
+def staging_folder(path: str | Path) -> Iterator[Path]:
+    """Yield ``path`` as a fresh, empty folder that is removed when the ``with`` block ends.
+
+    A leftover from an interrupted run (folder or file) is removed first; the parents are created.
+    Move what the folder holds into place (:func:`commit_output`) before the block ends: whatever is
+    still in it then, after success or any error (including KeyboardInterrupt), is deleted.
+    """
+    folder = Path(path)
+    if folder.exists() or folder.is_symlink():
+        _remove(folder)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder (``NAME.partial``) to write a folder output to; rename it to ``path`` on success.
+
+    On success an existing ``path`` is replaced (the caller decides beforehand whether it may be);
+    on any error the temporary folder is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    with staging_folder(partial_path(final)) as tmp:
+        yield tmp
+        commit_output(tmp, final)
+
+
 def write_movie(
     array: da.Array,
     path: str | Path,

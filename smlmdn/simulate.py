@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -68,7 +67,7 @@ import pandas as pd
 
 from .camera import Camera, save_camera
 from .errors import SmlmdnError
-from .io import atomic_file, check_output, commit_output, frames_per_block, write_movie
+from .io import atomic_file, check_output, commit_output, frames_per_block, staging_folder, write_movie
 from .psf import render_spots
 
 STRUCTURES = ("filaments", "grid", "random")
@@ -626,11 +625,7 @@ def simulate_to_dir(
         check_output(p, overwrite)
     movie, clean, truth, camera = lazy_simulation(params, block_frames)
     sim_attrs = params.to_dict()
-    staging = out / ".simulate.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staging_folder(out / ".simulate.partial") as staging:
         staged = {key: staging / name for key, name in OUTPUT_FILES.items()}
         save_camera(camera, staged["camera"])
         write_truth_csv(truth, staged["truth"])
@@ -652,6 +647,4 @@ def simulate_to_dir(
         )
         for key in OUTPUT_FILES:
             commit_output(staged[key], paths[key])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return paths
