@@ -512,29 +512,21 @@ class _Renderer:
 
         # One generator per frame: frames are independent, so threads (numpy's samplers release
         # the GIL) give the same pixels as a loop, in any order.
-        pool = _noise_pool()
-        if pool is not None and f1 - f0 > 1:
-            list(pool.map(noisy, range(f1 - f0)))
-        else:
+        workers = _noise_workers(f1 - f0)
+        if workers < 2:
             for i in range(f1 - f0):
                 noisy(i)
+            return out
+        # a pool per block, shut down when the block is done: a few thread starts per block (each
+        # block is up to BLOCK_BYTES of Poisson draws) buy no process-wide state to clean up
+        with ThreadPoolExecutor(workers, thread_name_prefix="smlmdn-noise") as pool:
+            list(pool.map(noisy, range(f1 - f0)))
         return out
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _noise_pool() -> ThreadPoolExecutor | None:
-    """One shared thread pool for per-frame noise (reused across blocks; None on a single core)."""
-    global _POOL
-    workers = min(8, os.cpu_count() or 1)
-    if workers < 2:
-        return None
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="smlmdn-noise")
-        return _POOL
+def _noise_workers(frames: int) -> int:
+    """Threads for the per-frame noise of ``frames`` frames: up to 8, never more than cores or frames."""
+    return min(8, os.cpu_count() or 1, frames)
 
 
 def camera_noise(clean: np.ndarray, camera: Camera, rng: np.random.Generator) -> np.ndarray:
