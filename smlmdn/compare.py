@@ -37,6 +37,7 @@ from .localize import localize, write_localizations
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
 from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
+from .shapes import check_same_shape, check_tyx
 
 #: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
 MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {
@@ -96,16 +97,10 @@ def _as_movie(data: Any, block_frames: int | None, what: str) -> tuple[da.Array,
     if isinstance(data, (str, Path)):
         return open_movie(data, block_frames=block_frames), str(data)
     arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
-    if arr.ndim != 3:
-        raise SmlmdnError(f"the {what} must be (T, Y, X), got shape {arr.shape}", "give a single-channel time series")
+    check_tyx(arr.shape, what)
     if block_frames:
         arr = arr.rechunk((min(block_frames, arr.shape[0]), -1, -1))
     return arr, None
-
-
-def _check_shape(arr: da.Array, shape: tuple[int, ...], what: str, fix: str) -> None:
-    if tuple(arr.shape) != tuple(shape):
-        raise SmlmdnError(f"the {what} has shape {tuple(arr.shape)} but the movie has {tuple(shape)}", fix)
 
 
 def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
@@ -114,12 +109,7 @@ def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frame
     if isinstance(data, (str, Path)):
         return open_estimate(data, camera, shape, block_frames)
     arr, _ = _as_movie(data, block_frames, "denoised movie")
-    _check_shape(
-        arr,
-        shape,
-        "denoised movie",
-        "denoise this same movie (same frames and size) or pass the matching --denoised file",
-    )
+    check_same_shape(arr.shape, shape, "denoised movie")
     return "mean", arr.astype(np.float32)
 
 
@@ -280,7 +270,9 @@ def compare(
     clean_path = None
     if clean is not None:
         clean_arr, clean_path = _as_movie(clean, block, "noise-free movie")
-        _check_shape(clean_arr, shape, "noise-free (--clean) movie", "give the clean.tif simulated with this movie")
+        check_same_shape(
+            clean_arr.shape, shape, "noise-free (--clean) movie", fix="give the clean.tif simulated with this movie"
+        )
         clean_arr = clean_to_detected(clean_arr.astype(np.float32), clean_units, camera)
     if truth_df is not None:
         outside = (truth_df["frame"] < 0) | (truth_df["frame"] >= t)

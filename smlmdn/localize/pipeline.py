@@ -39,6 +39,7 @@ from ..device import resolve_device
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
+from ..shapes import check_same_shape, check_tyx
 from .detect import detect
 from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
@@ -381,10 +382,7 @@ def localize(
     """
     if not isinstance(photons, da.Array):
         photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
-    if photons.ndim != 3:
-        raise SmlmdnError(
-            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
-        )
+    check_tyx(photons.shape)
     if photons.shape[0] and max(photons.chunks[0]) > block_frames(photons.shape[1:]):  # bound memory per block
         photons = photons.rechunk({0: block_frames(photons.shape[1:])})
     if fit_on not in ("raw", "detect"):
@@ -394,11 +392,7 @@ def localize(
     if detect_on is not None:
         if not isinstance(detect_on, da.Array):
             detect_on = da.from_array(np.asarray(detect_on), chunks=photons.chunks)
-        if tuple(detect_on.shape) != tuple(photons.shape):
-            raise SmlmdnError(
-                f"the denoised movie has shape {tuple(detect_on.shape)} but the raw movie has {tuple(photons.shape)}",
-                "denoise this same movie (same frames and size) or pass the matching --denoised file",
-            )
+        check_same_shape(detect_on.shape, photons.shape, "denoised movie", "the raw movie")
         detect_on = detect_on.rechunk(photons.chunks)
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
