@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -33,18 +33,12 @@ from .evaluate import report as R
 from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
 from .io import atomic_folder, frames_per_block, open_estimate, open_movie, provenance, write_movies
-from .localize import localize, write_localizations
+from .localize import MODES, LocalizeSettings, localize_movie, write_localizations
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
-from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
+from .localize.settings import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
 from .shapes import check_same_shape, check_tyx
 
-#: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
-MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {
-    "raw": (False, "raw"),
-    "denoised": (True, "detect"),
-    "hybrid": (True, "raw"),
-}
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
 #: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
 SCORED_ESTIMATES = ("mean", "map", "prior")
@@ -258,6 +252,16 @@ def compare(
     if clean_units not in CLEAN_UNITS:
         raise SmlmdnError(f"unknown --clean-units {clean_units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
     truth_df = read_truth(truth) if truth is not None else None
+    loc_settings = LocalizeSettings(
+        box=box,
+        psf_sigma_nm=psf_sigma_nm,
+        fit_sigma=fit_sigma,
+        threshold=threshold,
+        fdr=fdr,
+        pool=pool,
+        link_distance_nm=link_distance_nm,
+        multi_emitter=multi_emitter,
+    )
 
     # ---- inputs
     probe, _ = _as_movie(movie, None, "movie")
@@ -358,21 +362,14 @@ def compare(
         det = est[localize_estimate]
         tables: dict[str, pd.DataFrame] = {}
         clipped = saturation_photons(raw.dtype, camera, units)
-        for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
-            log(f"localizing ({mode} mode)")
-            tables[mode] = localize(
+        for loc_mode in MODES.values():
+            log(f"localizing ({loc_mode.name} mode)")
+            tables[loc_mode.name] = localize_movie(
                 photons,
                 camera,
-                detect_on=det if use_denoised else None,
-                fit_on=fit_on,
-                box=box,
-                psf_sigma_nm=psf_sigma_nm,
-                fit_sigma=fit_sigma,
-                threshold=threshold,
-                fdr=fdr,
-                pool=pool,
-                multi_emitter=multi_emitter,
-                link_distance_nm=link_distance_nm,
+                loc_settings,
+                mode=loc_mode,
+                detect_on=det if loc_mode.needs_denoised else None,
                 saturation_photons=clipped,
                 progress=progress,
             )

@@ -12,17 +12,16 @@ from ..batch import check_batch_folder, expand_inputs, output_for, stem
 from ..camera import Camera, movie_to_photons, saturation_photons
 from ..errors import SmlmdnError
 from ..io import check_output, frame_offset, open_estimate, open_movie
-from ..localize import localize as run_localize
-from ..localize import write_localizations
+from ..localize import localize_movie, write_localizations
 from ..localize.formats import output_format, side_files
 from ..localize.link import DEFAULT_MAX_DISTANCE_NM
-from ..localize.pipeline import DEFAULT_FDR, DEFAULT_POOL, block_frames
+from ..localize.pipeline import block_frames
+from ..localize.settings import DEFAULT_FDR, DEFAULT_POOL, MODES, LocalizeSettings, choose_mode
 from . import batching as b
 from . import options as o
 from .app import command
 
 LOC = "Localization (units: px for --box, nm for --psf-sigma)"
-MODES = ("raw", "denoised", "hybrid")
 
 # The acceptance and linking options, shared with `smlmdn compare`.
 Fdr = Annotated[
@@ -139,7 +138,8 @@ def localize(
         str | None,
         typer.Option(
             "--mode",
-            help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.",
+            help="; ".join(f"{m.name}: {m.summary}" for m in MODES.values())
+            + ". Default: hybrid when --denoised/--model is given, else raw.",
             rich_help_panel=LOC,
         ),
     ] = None,
@@ -218,18 +218,20 @@ def localize(
     batch into the folder given by -o: finished tables are skipped, a failing movie is reported and the
     rest go on.
     """
-    mode = (mode or ("hybrid" if (denoised or model) else "raw")).lower()
-    if mode not in MODES:
-        raise SmlmdnError(f"unknown --mode {mode!r}", "use --mode raw, denoised or hybrid")
-    if mode != "raw" and denoised is None and model is None:
-        raise SmlmdnError(
-            f"--mode {mode} needs a denoised movie",
-            "pass --denoised denoised.zarr (from `smlmdn denoise`) or --model model.pt",
-        )
     if denoised is not None and model is not None:
         raise SmlmdnError("both --denoised and --model were given", "pass only one of them")
-    if mode == "raw" and (denoised is not None or model is not None):
-        raise SmlmdnError("--mode raw ignores --denoised/--model", "drop them, or use --mode hybrid or denoised")
+    chosen = choose_mode(mode, denoised is not None or model is not None)
+    settings = LocalizeSettings(
+        box=box,
+        psf_sigma_nm=psf_sigma,
+        fit_sigma=fit_sigma,
+        threshold=threshold,
+        fdr=fdr,
+        pool=pool,
+        link_distance_nm=link_distance,
+        multi_emitter=multi_emitter,
+        keep_saturated=keep_saturated,
+    )
     if render_pixel <= 0:
         raise SmlmdnError(f"--render-pixel must be > 0 nm, got {render_pixel}", "use e.g. --render-pixel 10")
     paths = expand_inputs(movies)
@@ -280,7 +282,7 @@ def localize(
         raw = raw.rechunk({0: block_frames(raw.shape[1:])})  # small blocks, read directly: flat, small memory
         photons = movie_to_photons(raw, camera, units=units)
         detect_on = None
-        source: dict[str, Any] = {"movie": str(movie), "mode": mode}
+        source: dict[str, Any] = {"movie": str(movie), "mode": chosen.name}
         if denoised is not None:
             den = denoised_for(movie, denoised) if batch else denoised
             _, detect_on = open_estimate(den, camera, photons.shape, photons.chunks[0][0])
@@ -288,21 +290,13 @@ def localize(
         elif model is not None:
             detect_on = denoise_on_the_fly(photons, model, camera, device)
             source["model"] = str(model)
-        locs = run_localize(
+        locs = localize_movie(
             photons,
             camera,
+            settings,
+            mode=chosen,
             detect_on=detect_on,
-            fit_on="detect" if mode == "denoised" else "raw",
-            box=box,
-            psf_sigma_nm=psf_sigma,
-            fit_sigma=fit_sigma,
-            threshold=threshold,
-            fdr=fdr,
-            pool=pool,
-            link_distance_nm=link_distance,
             saturation_photons=saturation_photons(raw.dtype, camera, units),
-            keep_saturated=keep_saturated,
-            multi_emitter=multi_emitter,
             progress=not quiet,
             device=device,
         )
@@ -322,7 +316,7 @@ def localize(
                 f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
             )
         return (
-            f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
+            f"{len(locs)} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
             f"{a['n_dropped_outside']} outside their box, {a['n_saturated']} with saturated pixels {'kept' if a['saturated_kept'] else 'dropped'}; "
             f"{a['n_tracks']} blinks linked); "
