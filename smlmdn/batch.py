@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob as globmod
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,6 +71,53 @@ def stem(path: Path) -> str:
 def output_for(movie: Path, out_dir: Path, suffix: str) -> Path:
     """The output of ``movie`` in ``out_dir``: ``OUT_DIR/<stem><suffix>`` (e.g. suffix ``_denoised.zarr``)."""
     return out_dir / f"{stem(movie)}{suffix}"
+
+
+def is_batch(movies: Sequence[Path], outputs: Sequence[Path]) -> bool:
+    """The rule every command shares: a batch is several movies, or one movie written into a folder
+    (a single output that is an existing folder or has no suffix). A batch writes one output per
+    movie into that folder (:func:`batch_outputs`) and goes on past a failing movie."""
+    return len(movies) > 1 or (len(outputs) == 1 and (outputs[0].is_dir() or not outputs[0].suffix))
+
+
+def batch_outputs(movies: Sequence[Path], out_dir: Path, suffixes: Iterable[str]) -> dict[Path, list[Path]]:
+    """Each movie's outputs in a batch: ``OUT_DIR/<stem><suffix>`` for each of ``suffixes`` (duplicates
+    dropped). Raises :class:`SmlmdnError` for several movies and an ``out_dir`` that names a file."""
+    if len(movies) > 1:
+        check_batch_folder(out_dir, len(movies))
+    unique = list(dict.fromkeys(suffixes))
+    return {m: [output_for(m, out_dir, s) for s in unique] for m in movies}
+
+
+#: What a `smlmdn denoise` batch appends to each movie's name (``cell1.tif`` -> ``cell1_denoised.zarr``).
+DENOISED_SUFFIX = "_denoised"
+
+
+def denoised_for(movie: Path, denoised: Path) -> Path:
+    """The denoised movie of ``movie`` in a folder written by a `smlmdn denoise` batch (``<stem>_denoised.*``).
+
+    Raises :class:`SmlmdnError` when there is none, or several.
+    """
+    pattern = f"{stem(movie)}{DENOISED_SUFFIX}*"
+    found = sorted(p for p in denoised.glob(pattern) if not p.name.endswith(".partial"))
+    if len(found) != 1:
+        raise SmlmdnError(
+            f"{'no' if not found else 'several'} denoised movies named {pattern} in {denoised}",
+            "denoise the batch first: smlmdn denoise MOVIES --model model.pt -o " + str(denoised),
+        )
+    return found[0]
+
+
+def estimate_output(output: Path, estimate: str, several: bool) -> Path:
+    """The output path of one denoiser estimate: OUT itself when only one is written, else ``NAME_<estimate>.ext``.
+
+    ``denoised.zarr`` -> ``denoised_mean.zarr``, ``denoised.ome.zarr`` -> ``denoised_std.ome.zarr``,
+    ``out.tif`` -> ``out_map.tif``.
+    """
+    if not several:
+        return output
+    base = stem(output)
+    return output.with_name(f"{base}_{estimate}{output.name[len(base) :]}")
 
 
 @dataclass

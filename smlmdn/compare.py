@@ -19,9 +19,10 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import dask.array as da
 import numpy as np
@@ -32,18 +33,22 @@ from .errors import SmlmdnError
 from .evaluate import report as R
 from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
-from .io import commit_output, frames_per_block, open_estimate, open_movie, partial_path, provenance, write_movies
-from .localize import localize, write_localizations
+from .io import atomic_folder, frames_per_block, open_estimate, open_movie, provenance, write_movies
+from .localize import MODES, LocalizeSettings, localize_movie, write_localizations
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
-from .localize.pipeline import DEFAULT_FDR, DEFAULT_POOL
+from .localize.settings import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
+from .shapes import check_same_shape, check_tyx
 
-#: Localization mode -> (detect on the denoised movie?, ``fit_on`` of :func:`smlmdn.localize.localize`).
-MODE_SETTINGS: dict[str, tuple[bool, Literal["raw", "detect"]]] = {
-    "raw": (False, "raw"),
-    "denoised": (True, "detect"),
-    "hybrid": (True, "raw"),
-}
+if TYPE_CHECKING:
+    from .denoise.model_file import DenoiseModel
+
+#: A movie: a path (any format :func:`smlmdn.io.open_movie` reads) or a (T, Y, X) array.
+MovieInput: TypeAlias = "str | Path | np.ndarray | da.Array"
+#: A denoiser: a model file or a loaded :class:`~smlmdn.denoise.DenoiseModel`.
+ModelInput: TypeAlias = "str | Path | DenoiseModel"
+#: Denoised movies: one, several (each named by its file's ``estimate`` attribute), or estimate name -> movie.
+DenoisedInput: TypeAlias = "MovieInput | Sequence[MovieInput] | Mapping[str, MovieInput]"
 DEFAULT_ESTIMATES = ("mean", "map", "prior")
 #: Estimates that are images of the sample (``std`` is an uncertainty map and is not scored).
 SCORED_ESTIMATES = ("mean", "map", "prior")
@@ -91,35 +96,24 @@ def read_truth(truth: str | Path | pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _as_movie(data: Any, block_frames: int | None, what: str) -> tuple[da.Array, str | None]:
+def _as_movie(data: MovieInput, block_frames: int | None, what: str) -> tuple[da.Array, str | None]:
     """(lazy (T, Y, X) array, path or None) from a path or an array."""
     if isinstance(data, (str, Path)):
         return open_movie(data, block_frames=block_frames), str(data)
     arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
-    if arr.ndim != 3:
-        raise SmlmdnError(f"the {what} must be (T, Y, X), got shape {arr.shape}", "give a single-channel time series")
+    check_tyx(arr.shape, what)
     if block_frames:
         arr = arr.rechunk((min(block_frames, arr.shape[0]), -1, -1))
     return arr, None
 
 
-def _check_shape(arr: da.Array, shape: tuple[int, ...], what: str, fix: str) -> None:
-    if tuple(arr.shape) != tuple(shape):
-        raise SmlmdnError(f"the {what} has shape {tuple(arr.shape)} but the movie has {tuple(shape)}", fix)
-
-
-def open_denoised(data: Any, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
+def open_denoised(data: MovieInput, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
     """(estimate name, lazy photons) of a denoised movie: a path written by ``smlmdn denoise`` (see
     :func:`smlmdn.io.open_estimate`) or an array (taken as the posterior mean in photons)."""
     if isinstance(data, (str, Path)):
         return open_estimate(data, camera, shape, block_frames)
     arr, _ = _as_movie(data, block_frames, "denoised movie")
-    _check_shape(
-        arr,
-        shape,
-        "denoised movie",
-        "denoise this same movie (same frames and size) or pass the matching --denoised file",
-    )
+    check_same_shape(arr.shape, shape, "denoised movie")
     return "mean", arr.astype(np.float32)
 
 
@@ -174,15 +168,140 @@ def clean_to_detected(clean: da.Array, units: str, camera: Camera) -> da.Array:
     raise SmlmdnError(f"unknown --clean-units {units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
 
 
+@dataclass(frozen=True)
+class CompareSettings:
+    """What :func:`compare` scores and how, validated on construction (raises :class:`SmlmdnError`).
+
+    ``estimates``: the denoiser estimates computed and scored with a model (lower-cased; see
+    :meth:`check_estimates`); ``localize_estimate``: the estimate the ``denoised`` and ``hybrid``
+    modes detect on; ``clean_units``: one of :data:`CLEAN_UNITS`; ``tolerance_nm``: matching radius
+    (> 0); ``render_pixel_nm`` / ``frc_render_pixel_nm``: pixel sizes of the rendered images and of
+    the FRC renders (> 0); ``localization``: the same :class:`~smlmdn.localize.LocalizeSettings` in
+    every mode.
+    """
+
+    estimates: tuple[str, ...] = DEFAULT_ESTIMATES
+    localize_estimate: str = "mean"
+    clean_units: str = "detected"
+    tolerance_nm: float = 250.0
+    render_pixel_nm: float = 10.0
+    frc_render_pixel_nm: float = 5.0
+    localization: LocalizeSettings = field(default_factory=LocalizeSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "estimates", tuple(e.lower() for e in self.estimates))
+        if not (math.isfinite(self.tolerance_nm) and self.tolerance_nm > 0):
+            raise SmlmdnError(
+                f"--tolerance must be a positive number of nm, got {self.tolerance_nm}", "use e.g. --tolerance 250"
+            )
+        if self.render_pixel_nm <= 0 or self.frc_render_pixel_nm <= 0:
+            raise SmlmdnError("render pixel sizes must be > 0 nm", "use e.g. --render-pixel 10")
+
+    def check_estimates(self) -> None:
+        """Raise :class:`SmlmdnError` unless every estimate to compute (with a model) can be scored."""
+        bad = [e for e in (*self.estimates, self.localize_estimate) if e not in SCORED_ESTIMATES]
+        if bad or not self.estimates:
+            raise SmlmdnError(
+                f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
+                f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)",
+            )
+
+    def check_clean_units(self) -> None:
+        """Raise :class:`SmlmdnError` unless ``clean_units`` is one of :data:`CLEAN_UNITS`."""
+        if self.clean_units not in CLEAN_UNITS:
+            raise SmlmdnError(
+                f"unknown --clean-units {self.clean_units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}"
+            )
+
+
+@dataclass(frozen=True)
+class CompareInputs:
+    """The movies of a comparison, opened lazily in the same frame blocks.
+
+    ``raw``: the movie as given (T, Y, X); ``photons``: it in detected photons (float32);
+    ``clean``: the noise-free reference in detected photons or None; ``truth``: the ground-truth
+    table or None; ``*_path``: where each came from (None for arrays); ``truth_label``: the truth's
+    description for the report; ``units``: the movie's units (``adu`` or ``photons``).
+    """
+
+    raw: da.Array
+    photons: da.Array
+    movie_path: str | None
+    units: str
+    clean: da.Array | None
+    clean_path: str | None
+    truth: pd.DataFrame | None
+    truth_label: str | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(T, Y, X) of the movie."""
+        t, ny, nx = self.photons.shape
+        return int(t), int(ny), int(nx)
+
+    @property
+    def block(self) -> int:
+        """Frames per block of every array."""
+        return int(self.photons.chunks[0][0])
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """The denoised movies scored and localized on: ``arrays`` estimate name -> lazy photons (T, Y, X);
+    ``localize_estimate``: the one the ``denoised`` and ``hybrid`` modes detect on; ``denoiser``: where
+    they came from (model file, hash and training summary, or the denoised files), for the report."""
+
+    arrays: dict[str, da.Array]
+    localize_estimate: str
+    denoiser: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Question 1: ``metrics`` image name (``raw`` and each estimate) -> :func:`smlmdn.evaluate.report.denoise_metrics`;
+    how the signal/background masks were made (``mask_source``) and the fraction of pixels in each;
+    ``data_range``: the PSNR peak (photons) or None without a clean reference."""
+
+    metrics: dict[str, dict[str, Any]]
+    mask_source: str
+    signal_fraction: float
+    background_fraction: float
+    data_range: float | None
+
+
+@dataclass(frozen=True)
+class LocalizationScores:
+    """Question 2: ``tables`` mode name -> localization table; ``metrics`` row name (each mode and
+    ``"<mode> linked"``) -> :func:`smlmdn.evaluate.report.localize_metrics` plus the table's counts;
+    ``curves``: the FRC curve of each row."""
+
+    tables: dict[str, pd.DataFrame]
+    metrics: dict[str, dict[str, Any]]
+    curves: dict[str, Any]
+
+
+class _Laps:
+    """Wall-clock seconds of consecutive stages (``timing_s`` in the report)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._clock, 2)
+        self._clock = now
+
+
 def compare(
-    movie: str | Path | np.ndarray | da.Array,
+    movie: MovieInput,
     camera: Camera,
     *,
     out_dir: str | Path,
-    model: Any = None,
-    denoised: Any = None,
+    model: ModelInput | None = None,
+    denoised: DenoisedInput | None = None,
     truth: str | Path | pd.DataFrame | None = None,
-    clean: str | Path | np.ndarray | da.Array | None = None,
+    clean: MovieInput | None = None,
     clean_units: str = "detected",
     estimates: tuple[str, ...] | list[str] = DEFAULT_ESTIMATES,
     localize_estimate: str = "mean",
@@ -222,17 +341,10 @@ def compare(
     (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
     ``frc.png``, ``render_<mode>.png``, ``locs_<mode>.csv`` and, with ``keep_denoised``,
     ``denoised/<estimate>.zarr``. ``log`` receives one-line progress messages.
+    Raises :class:`SmlmdnError` for inputs or settings that cannot work, before any work.
     """
     log = log or (lambda msg: None)
-    timing: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timing[name] = round(now - clock, 2)
-        clock = now
-
+    laps = _Laps()
     # ---- validate everything before any work
     if (model is None) == (denoised is None):
         raise SmlmdnError(
@@ -240,6 +352,67 @@ def compare(
             "pass --model model.pt (denoise on the fly) or --denoised denoised.zarr (from `smlmdn denoise`)",
         )
     final = Path(out_dir)
+    check_report_folder(final, overwrite)
+    settings = CompareSettings(
+        estimates=tuple(estimates),
+        localize_estimate=localize_estimate,
+        clean_units=clean_units,
+        tolerance_nm=tolerance_nm,
+        render_pixel_nm=render_pixel_nm,
+        frc_render_pixel_nm=frc_render_pixel_nm,
+        localization=LocalizeSettings(
+            box=box,
+            psf_sigma_nm=psf_sigma_nm,
+            fit_sigma=fit_sigma,
+            threshold=threshold,
+            fdr=fdr,
+            pool=pool,
+            link_distance_nm=link_distance_nm,
+            multi_emitter=multi_emitter,
+        ),
+    )
+    if model is not None:
+        settings.check_estimates()
+    settings.check_clean_units()
+    truth_df = read_truth(truth) if truth is not None else None
+    inputs = open_inputs(movie, camera, units, clean, settings.clean_units, truth, truth_df)
+
+    with atomic_folder(final) as tmp:
+        work = tmp / "denoised"
+        if model is not None:
+            est = denoise_estimates(inputs.photons, camera, model, settings, work, device, progress, log)
+        else:  # exactly one of model / denoised is given (checked above)
+            den = cast("DenoisedInput", denoised)
+            est = open_estimates(den, camera, inputs.shape, inputs.block, settings.localize_estimate)
+        laps("denoise")
+        log("scoring the denoised estimates")
+        images = score_images(inputs, est, camera, settings, tmp / "_work", progress)
+        laps("image_metrics")
+        tables = localize_modes(inputs, est, camera, settings.localization, progress, log)
+        laps("localize")
+        scores = score_localizations(tables, inputs, camera, settings)
+        laps("localization_metrics")
+        report = report_dict(inputs, est, images, scores, camera, settings)
+        log("drawing figures")
+        report["figures"] = _write_figures(report, tmp, inputs, est, scores, camera, settings.render_pixel_nm)
+        write_tables(tables, tmp, camera, inputs.movie_path, est.denoiser)
+        laps("figures")
+        report["timing_s"] = laps.seconds
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        (tmp / "report.md").write_text(R.report_markdown(report))
+        shutil.rmtree(tmp / "_work", ignore_errors=True)
+        if not keep_denoised or model is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report["report_dir"] = str(final)
+    return report
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def check_report_folder(final: Path, overwrite: bool) -> None:
+    """Raise :class:`SmlmdnError` unless ``final`` may become the report folder: new, or (with
+    ``overwrite``) an earlier report; never a file or a folder holding anything else."""
     if final.exists() and not overwrite:
         raise SmlmdnError(
             f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o"
@@ -252,265 +425,274 @@ def compare(
             f"{final} is a folder with other files in it, not an smlmdn report, so --overwrite will not delete it",
             "choose a new report folder name for -o",
         )
-    if not (math.isfinite(tolerance_nm) and tolerance_nm > 0):
-        raise SmlmdnError(
-            f"--tolerance must be a positive number of nm, got {tolerance_nm}", "use e.g. --tolerance 250"
-        )
-    if render_pixel_nm <= 0 or frc_render_pixel_nm <= 0:
-        raise SmlmdnError("render pixel sizes must be > 0 nm", "use e.g. --render-pixel 10")
-    estimates = tuple(e.lower() for e in estimates)
-    bad = [e for e in (*estimates, localize_estimate) if e not in SCORED_ESTIMATES]
-    if model is not None and (bad or not estimates):
-        raise SmlmdnError(
-            f"cannot score estimate(s) {', '.join(bad) or '(none)'}",
-            f"use --estimate {' / '.join(SCORED_ESTIMATES)} (std is a per-pixel uncertainty, not an image to score)",
-        )
-    if clean_units not in CLEAN_UNITS:
-        raise SmlmdnError(f"unknown --clean-units {clean_units!r}", f"use --clean-units {' / '.join(CLEAN_UNITS)}")
-    truth_df = read_truth(truth) if truth is not None else None
 
-    # ---- inputs
+
+def open_inputs(
+    movie: MovieInput,
+    camera: Camera,
+    units: str,
+    clean: MovieInput | None,
+    clean_units: str,
+    truth: str | Path | pd.DataFrame | None,
+    truth_df: pd.DataFrame | None,
+) -> CompareInputs:
+    """Open the movie (in ``units``), the noise-free reference (in ``clean_units``) and check the
+    ground truth (``truth_df``, read from ``truth``) against them, lazily in frame blocks of at most
+    :data:`MAX_BLOCK_FRAMES`. Raises :class:`SmlmdnError` for a wrong shape or truth outside the movie."""
     probe, _ = _as_movie(movie, None, "movie")
     block = max(1, min(MAX_BLOCK_FRAMES, frames_per_block(probe.shape[1:], 4), probe.shape[0]))
     raw, movie_path = _as_movie(movie, block, "movie")
     photons = movie_to_photons(raw, camera, units=units)
     shape = tuple(photons.shape)
-    t = shape[0]
-    clean_arr = None
-    clean_path = None
+    clean_arr, clean_path = None, None
     if clean is not None:
         clean_arr, clean_path = _as_movie(clean, block, "noise-free movie")
-        _check_shape(clean_arr, shape, "noise-free (--clean) movie", "give the clean.tif simulated with this movie")
+        check_same_shape(
+            clean_arr.shape, shape, "noise-free (--clean) movie", fix="give the clean.tif simulated with this movie"
+        )
         clean_arr = clean_to_detected(clean_arr.astype(np.float32), clean_units, camera)
     if truth_df is not None:
+        t = shape[0]
         outside = (truth_df["frame"] < 0) | (truth_df["frame"] >= t)
         if outside.all() and len(truth_df):
             raise SmlmdnError(
                 f"no ground-truth frame lies in the movie's 0..{t - 1}",
                 "give the truth.csv of this movie (frames are 0-based)",
             )
+    truth_label = str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)
+    return CompareInputs(raw, photons, movie_path, units, clean_arr, clean_path, truth_df, truth_label)
 
-    tmp = partial_path(final)
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    tmp.mkdir(parents=True)
-    work = tmp / "denoised"
-    try:
-        # ---- denoised estimates
-        if model is not None:
-            from .denoise import denoise_lazy, load_model
-            from .denoise.model_file import DenoiseModel
 
-            mobj = model if isinstance(model, DenoiseModel) else load_model(model, camera)
-            if isinstance(model, DenoiseModel):
-                mobj.check_camera(camera)
-            names = tuple(dict.fromkeys([*estimates, localize_estimate]))
-            lazy = denoise_lazy(
-                photons, mobj if isinstance(model, DenoiseModel) else model, estimates=names, device=device
+def denoise_estimates(
+    photons: da.Array,
+    camera: Camera,
+    model: ModelInput,
+    settings: CompareSettings,
+    work: Path,
+    device: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Estimates:
+    """Compute every estimate of ``settings`` (and the localization one) with ``model`` in one network
+    pass per frame block into ``work/<estimate>.zarr``; returns them reopened lazily."""
+    from .denoise import denoise_lazy, load_model
+    from .denoise.model_file import DenoiseModel
+
+    given = model if isinstance(model, DenoiseModel) else None
+    mobj = given if given is not None else load_model(cast("str | Path", model), camera)
+    if given is not None:
+        mobj.check_camera(camera)
+    names = tuple(dict.fromkeys([*settings.estimates, settings.localize_estimate]))
+    lazy = denoise_lazy(
+        photons, given if given is not None else cast("str | Path", model), estimates=names, device=device
+    )
+    denoiser = {
+        "model": str(model) if given is None else str(mobj.path or "(in memory)"),
+        "model_hash": mobj.hash(),
+        "training": {k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")},
+    }
+    log(f"denoising {photons.shape[0]} frames ({', '.join(names)}) with model {mobj.hash()}")
+    arrays = materialize(lazy, work, {"units": "photons", "model_hash": mobj.hash()}, progress, "denoising")
+    return Estimates(arrays, settings.localize_estimate, denoiser)
+
+
+def open_estimates(
+    denoised: DenoisedInput, camera: Camera, shape: tuple[int, ...], block: int, localize_estimate: str
+) -> Estimates:
+    """Open denoised movies given as one path/array, a list of them (named by their ``estimate``
+    attribute) or a dict name -> path/array; ``localize_estimate`` falls back to the first one given
+    when it is not among them. Raises :class:`SmlmdnError` for one estimate given twice or a wrong shape."""
+    if isinstance(denoised, Mapping):
+        items: list[tuple[str | None, MovieInput]] = list(denoised.items())
+    elif isinstance(denoised, (list, tuple)):
+        items = [(None, d) for d in denoised]
+    else:
+        items = [(None, cast(MovieInput, denoised))]
+    arrays: dict[str, da.Array] = {}
+    sources: dict[str, str] = {}
+    for given_name, data in items:
+        name, arr = open_denoised(data, camera, shape, block)
+        name = given_name or name
+        if name in arrays:
+            raise SmlmdnError(
+                f"two denoised movies are both the {name!r} estimate ({sources[name]} and {data})",
+                "give each estimate once (e.g. one mean and one map file from `smlmdn denoise -e mean -e map`)",
             )
-            denoiser = {
-                "model": str(model) if not isinstance(model, DenoiseModel) else str(mobj.path or "(in memory)"),
-                "model_hash": mobj.hash(),
-                "training": {
-                    k: mobj.training.get(k) for k in ("steps", "seconds", "best_val_loss", "stopped", "device")
-                },
-            }
-            log(f"denoising {t} frames ({', '.join(names)}) with model {mobj.hash()}")
-            est = materialize(lazy, work, {"units": "photons", "model_hash": mobj.hash()}, progress, "denoising")
-        else:
-            if isinstance(denoised, dict):
-                items = list(denoised.items())
-            elif isinstance(denoised, (list, tuple)):
-                items = [(None, d) for d in denoised]
-            else:
-                items = [(None, denoised)]
-            est, sources = {}, dict[str, str]()
-            for given_name, data in items:
-                name, arr = open_denoised(data, camera, shape, block)
-                name = given_name or name
-                if name in est:
-                    raise SmlmdnError(
-                        f"two denoised movies are both the {name!r} estimate ({sources[name]} and {data})",
-                        "give each estimate once (e.g. one mean and one map file from `smlmdn denoise -e mean -e map`)",
-                    )
-                est[name] = arr
-                sources[name] = str(data) if isinstance(data, (str, Path)) else "(array)"
-            denoiser = {"denoised": sources}
-            if localize_estimate not in est:
-                localize_estimate = next(iter(est))
-        lap("denoise")
+        arrays[name] = arr
+        sources[name] = str(data) if isinstance(data, (str, Path)) else "(array)"
+    if localize_estimate not in arrays:
+        localize_estimate = next(iter(arrays))
+    return Estimates(arrays, localize_estimate, {"denoised": sources})
 
-        # ---- question 1: denoising quality
-        log("scoring the denoised estimates")
-        mask_source = (
-            "the ground truth (true emitter positions)"
-            if truth_df is not None
-            else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
+
+def score_images(
+    inputs: CompareInputs, est: Estimates, camera: Camera, settings: CompareSettings, work: Path, progress: bool
+) -> ImageScores:
+    """Question 1: PSNR / SSIM against the clean reference (when given) and background SNR of the raw
+    photons and every estimate, in signal/background regions made once from the raw movie and the
+    truth (stored in ``work``)."""
+    truth = inputs.truth
+    mask_source = (
+        "the ground truth (true emitter positions)"
+        if truth is not None
+        else "peaks found in the raw movie (difference of Gaussians, 5 robust sigmas)"
+    )
+    sig, bg = R.make_masks(inputs.photons, truth, camera.pixel_size, settings.localization.psf_sigma_nm)
+    labels = materialize(
+        {"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)}, work, {}, progress, "signal/background regions"
+    )["regions"]
+    masks = (labels == 1, labels == 2)
+    fractions = da.compute(masks[0].mean(), masks[1].mean())
+    data_range = data_range_of(inputs.clean) if inputs.clean is not None else None
+    images = {"raw": inputs.photons, **est.arrays}
+    metrics = {}
+    with track(total=len(images), description="image metrics", enabled=progress) as advance:
+        for name, img in images.items():
+            metrics[name] = R.denoise_metrics(img, inputs.clean, masks, data_range=data_range)
+            advance(1)
+    return ImageScores(metrics, mask_source, fractions[0], fractions[1], data_range)
+
+
+def localize_modes(
+    inputs: CompareInputs,
+    est: Estimates,
+    camera: Camera,
+    settings: LocalizeSettings,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, pd.DataFrame]:
+    """Question 2's tables: the movie localized in every mode of :data:`~smlmdn.localize.MODES` with
+    the same ``settings``, detecting on the ``localize_estimate`` where the mode uses a denoised movie."""
+    det = est.arrays[est.localize_estimate]
+    clipped = saturation_photons(inputs.raw.dtype, camera, inputs.units)
+    tables: dict[str, pd.DataFrame] = {}
+    for mode in MODES.values():
+        log(f"localizing ({mode.name} mode)")
+        tables[mode.name] = localize_movie(
+            inputs.photons,
+            camera,
+            settings,
+            mode=mode,
+            detect_on=det if mode.needs_denoised else None,
+            saturation_photons=clipped,
+            progress=progress,
         )
-        sig, bg = R.make_masks(photons, truth_df, camera.pixel_size, psf_sigma_nm)
-        labels = materialize(
-            {"regions": sig.astype(np.uint8) + 2 * bg.astype(np.uint8)},
-            tmp / "_work",
-            {},
-            progress,
-            "signal/background regions",
-        )["regions"]
-        masks = (labels == 1, labels == 2)
-        fractions = da.compute(masks[0].mean(), masks[1].mean())
-        data_range = data_range_of(clean_arr) if clean_arr is not None else None
-        images = {"raw": photons, **{n: est[n] for n in est}}
-        denoise_report = {}
-        with track(total=len(images), description="image metrics", enabled=progress) as advance:
-            for name, img in images.items():
-                denoise_report[name] = R.denoise_metrics(img, clean_arr, masks, data_range=data_range)
-                advance(1)
-        lap("image_metrics")
+    return tables
 
-        # ---- question 2: localization in three modes
-        det = est[localize_estimate]
-        tables: dict[str, pd.DataFrame] = {}
-        clipped = saturation_photons(raw.dtype, camera, units)
-        for mode, (use_denoised, fit_on) in MODE_SETTINGS.items():
-            log(f"localizing ({mode} mode)")
-            tables[mode] = localize(
-                photons,
-                camera,
-                detect_on=det if use_denoised else None,
-                fit_on=fit_on,
-                box=box,
-                psf_sigma_nm=psf_sigma_nm,
-                fit_sigma=fit_sigma,
-                threshold=threshold,
-                fdr=fdr,
-                pool=pool,
-                multi_emitter=multi_emitter,
-                link_distance_nm=link_distance_nm,
-                saturation_photons=clipped,
-                progress=progress,
-            )
-        lap("localize")
-        loc_report: dict[str, Any] = {}
-        curves = {}
-        for mode, locs in tables.items():
-            for name, table in ((mode, locs), (f"{mode} linked", linked_positions(locs))):
-                loc_report[name], curves[name] = R.localize_metrics(
-                    table,
-                    truth_df,
-                    shape,
-                    camera.pixel_size,
-                    tolerance_nm=tolerance_nm,
-                    render_pixel_nm=frc_render_pixel_nm,
-                )
-                loc_report[name].update(
-                    {
-                        k: locs.attrs.get(k)
-                        for k in (
-                            "n_candidates",
-                            "n_rejected",
-                            "n_dropped_nonconverged",
-                            "n_dropped_outside",
-                            "n_saturated",
-                            "n_tracks",
-                        )
-                    }
-                )
-            loc_report[f"{mode} linked"]["nena_nm"] = (
-                None  # a blink's members share one pooled position: NeNA means nothing
-            )
-        lap("localization_metrics")
 
-        # ---- report
-        report: dict[str, Any] = {
-            "denoise": denoise_report,
-            "localize": loc_report,
-            "answers": {
-                "denoising": R.answer_denoising(denoise_report),
-                "localization": R.answer_localization(loc_report, truth_df is not None),
-            },
-            "inputs": {
+#: Counts of a localization table's ``attrs`` repeated in its report rows.
+TABLE_COUNTS = ("n_candidates", "n_rejected", "n_dropped_nonconverged", "n_dropped_outside", "n_saturated", "n_tracks")
+
+
+def score_localizations(
+    tables: dict[str, pd.DataFrame], inputs: CompareInputs, camera: Camera, settings: CompareSettings
+) -> LocalizationScores:
+    """Score every mode's table with each localization's own position and with its blink's pooled
+    position (``"<mode> linked"``): matching against the truth (``tolerance_nm``), count, CRLB, NeNA
+    (not for linked rows: a blink's members share one position) and FRC."""
+    metrics: dict[str, dict[str, Any]] = {}
+    curves = {}
+    for mode, locs in tables.items():
+        for name, table in ((mode, locs), (f"{mode} linked", linked_positions(locs))):
+            metrics[name], curves[name] = R.localize_metrics(
+                table,
+                inputs.truth,
+                inputs.shape,
+                camera.pixel_size,
+                tolerance_nm=settings.tolerance_nm,
+                render_pixel_nm=settings.frc_render_pixel_nm,
+            )
+            metrics[name].update({k: locs.attrs.get(k) for k in TABLE_COUNTS})
+        metrics[f"{mode} linked"]["nena_nm"] = None  # a blink's members share one pooled position: NeNA means nothing
+    return LocalizationScores(tables, metrics, curves)
+
+
+def report_dict(
+    inputs: CompareInputs,
+    est: Estimates,
+    images: ImageScores,
+    scores: LocalizationScores,
+    camera: Camera,
+    settings: CompareSettings,
+) -> dict[str, Any]:
+    """The report (``report.json`` without ``figures`` and ``timing_s``) from the stages' results."""
+    loc = settings.localization
+    has_clean = inputs.clean is not None
+    return {
+        "denoise": images.metrics,
+        "localize": scores.metrics,
+        "answers": {
+            "denoising": R.answer_denoising(images.metrics),
+            "localization": R.answer_localization(scores.metrics, inputs.truth is not None),
+        },
+        "inputs": {
+            "movie": inputs.movie_path or "(array)",
+            "shape": list(inputs.shape),
+            "units": inputs.units,
+            "truth": inputs.truth_label,
+            "clean": inputs.clean_path or ("(array)" if has_clean else None),
+            "clean_units": settings.clean_units if has_clean else None,
+            "denoiser": est.denoiser.get("model", "a denoised movie"),
+            **est.denoiser,
+        },
+        "settings": {
+            "estimates": list(est.arrays),
+            "localize_estimate": est.localize_estimate,
+            "tolerance_nm": settings.tolerance_nm,
+            "box": loc.box,
+            "psf_sigma_nm": loc.psf_sigma_nm,
+            "fit_sigma": loc.fit_sigma,
+            "threshold": loc.threshold,
+            "acceptance": scores.tables["raw"].attrs.get("acceptance"),
+            "fdr": loc.fdr,
+            "pool": loc.pool,
+            "link_distance_nm": loc.link_distance_nm,
+            "render_pixel_nm": settings.render_pixel_nm,
+            "frc_render_pixel_nm": settings.frc_render_pixel_nm,
+            "frc_split": "blocks",
+            "data_range": R.json_number(images.data_range),
+            "psnr_peak": PSNR_PEAK if has_clean else None,
+        },
+        "masks": {
+            "source": images.mask_source,
+            "signal_fraction": R.json_number(images.signal_fraction),
+            "background_fraction": R.json_number(images.background_fraction),
+        },
+        "camera": camera.to_dict(),
+        "provenance": provenance(),
+    }
+
+
+def write_tables(
+    tables: dict[str, pd.DataFrame], folder: Path, camera: Camera, movie_path: str | None, denoiser: dict[str, Any]
+) -> None:
+    """Write each mode's table as ``folder/locs_<mode>.csv`` with the mode, movie and denoiser as metadata."""
+    for mode, locs in tables.items():
+        write_localizations(
+            locs,
+            folder / f"locs_{mode}.csv",
+            camera,
+            overwrite=True,
+            metadata={
+                "mode": mode,
                 "movie": movie_path or "(array)",
-                "shape": list(shape),
-                "units": units,
-                "truth": (
-                    str(truth) if isinstance(truth, (str, Path)) else ("(table)" if truth_df is not None else None)
-                ),
-                "clean": clean_path or ("(array)" if clean_arr is not None else None),
-                "clean_units": clean_units if clean_arr is not None else None,
-                "denoiser": denoiser.get("model", "a denoised movie"),
-                **denoiser,
+                **{k: v for k, v in denoiser.items() if k != "training"},
             },
-            "settings": {
-                "estimates": list(est),
-                "localize_estimate": localize_estimate,
-                "tolerance_nm": tolerance_nm,
-                "box": box,
-                "psf_sigma_nm": psf_sigma_nm,
-                "fit_sigma": fit_sigma,
-                "threshold": threshold,
-                "acceptance": tables["raw"].attrs.get("acceptance"),
-                "fdr": fdr,
-                "pool": pool,
-                "link_distance_nm": link_distance_nm,
-                "render_pixel_nm": render_pixel_nm,
-                "frc_render_pixel_nm": frc_render_pixel_nm,
-                "frc_split": "blocks",
-                "data_range": R.json_number(data_range),
-                "psnr_peak": PSNR_PEAK if clean_arr is not None else None,
-            },
-            "masks": {
-                "source": mask_source,
-                "signal_fraction": R.json_number(fractions[0]),
-                "background_fraction": R.json_number(fractions[1]),
-            },
-            "camera": camera.to_dict(),
-            "provenance": provenance(),
-        }
-        # ---- figures and tables
-        log("drawing figures")
-        figures = _write_figures(
-            report, tmp, photons, est, clean_arr, truth_df, tables, curves, camera, render_pixel_nm
         )
-        report["figures"] = figures
-        for mode, locs in tables.items():
-            write_localizations(
-                locs,
-                tmp / f"locs_{mode}.csv",
-                camera,
-                overwrite=True,
-                metadata={
-                    "mode": mode,
-                    "movie": movie_path or "(array)",
-                    **{k: v for k, v in denoiser.items() if k != "training"},
-                },
-            )
-        lap("figures")
-        report["timing_s"] = timing
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-        (tmp / "report.md").write_text(R.report_markdown(report))
-        shutil.rmtree(tmp / "_work", ignore_errors=True)
-        if not keep_denoised or model is None:
-            shutil.rmtree(work, ignore_errors=True)
-        commit_output(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    report["report_dir"] = str(final)
-    return report
 
 
 def _write_figures(
     report: dict[str, Any],
     folder: Path,
-    photons: da.Array,
-    est: dict[str, da.Array],
-    clean: da.Array | None,
-    truth: pd.DataFrame | None,
-    tables: dict[str, pd.DataFrame],
-    curves: dict[str, Any],
+    inputs: CompareInputs,
+    estimates: Estimates,
+    scores: LocalizationScores,
     camera: Camera,
     render_pixel_nm: float,
 ) -> dict[str, str]:
     """Draw the report's figures into ``folder``; returns {figure key: file name}."""
+    photons, est, clean, truth = inputs.photons, estimates.arrays, inputs.clean, inputs.truth
+    tables, curves = scores.tables, scores.curves
     frames = R.pick_frames(photons, truth)
     stacks = {"raw": photons, **est, **({"clean": clean} if clean is not None else {})}
     computed = da.compute(*[s[frames] for s in stacks.values()])

@@ -33,6 +33,7 @@ from . import __version__
 from .errors import SmlmdnError
 from .parallel import compute_blocks, frame_blocks
 from .progress import track
+from .shapes import check_same_shape, check_tyx
 
 #: Target size of one frame block in bytes (dask chunk and Zarr chunk along T).
 BLOCK_BYTES = 32 * 2**20
@@ -874,6 +875,37 @@ def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         commit_output(tmp, final)
 
 
+@contextmanager
+def staging_folder(path: str | Path) -> Iterator[Path]:
+    """Yield ``path`` as a fresh, empty folder that is removed when the ``with`` block ends.
+
+    A leftover from an interrupted run (folder or file) is removed first; the parents are created.
+    Move what the folder holds into place (:func:`commit_output`) before the block ends: whatever is
+    still in it then, after success or any error (including KeyboardInterrupt), is deleted.
+    """
+    folder = Path(path)
+    if folder.exists() or folder.is_symlink():
+        _remove(folder)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder (``NAME.partial``) to write a folder output to; rename it to ``path`` on success.
+
+    On success an existing ``path`` is replaced (the caller decides beforehand whether it may be);
+    on any error the temporary folder is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    with staging_folder(partial_path(final)) as tmp:
+        yield tmp
+        commit_output(tmp, final)
+
+
 def write_movie(
     array: da.Array,
     path: str | Path,
@@ -942,8 +974,7 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
     """The body of :func:`write_movies`, run while holding the outputs' locks."""
     arrs = list(arrays.values())
     for final, arr in zip(finals, arrs, strict=True):
-        if arr.ndim != 3:
-            raise SmlmdnError(f"write_movie needs a (T, Y, X) array, got shape {arr.shape}", "report this as a bug")
+        check_tyx(arr.shape, f"array written to {final.name}", "report this as a bug")
         if not final.name.lower().endswith((".zarr", *TIFF_SUFFIXES)):
             raise SmlmdnError(f"unknown output format for {final}", "end the output name in .zarr, .ome.zarr or .tif")
     if len({a.shape[0] for a in arrs}) > 1:
@@ -1211,11 +1242,8 @@ def open_estimate(
     from .camera import to_photons
 
     movie = open_movie(path, block_frames=block_frames)
-    if shape is not None and tuple(movie.shape) != tuple(shape):
-        raise SmlmdnError(
-            f"the denoised movie {path} has shape {tuple(movie.shape)} but the raw movie has {tuple(shape)}",
-            "denoise this same movie (same frames and size) or pass the matching --denoised file",
-        )
+    if shape is not None:
+        check_same_shape(movie.shape, shape, f"denoised movie {path}", "the raw movie")
     attrs = read_attrs(path)
     name = str(attrs.get("estimate", "mean"))
     if str(attrs.get("units", "photons")).lower() == "adu":

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -68,7 +67,7 @@ import pandas as pd
 
 from .camera import Camera, save_camera
 from .errors import SmlmdnError
-from .io import atomic_file, check_output, commit_output, frames_per_block, write_movie
+from .io import atomic_file, check_output, commit_output, frames_per_block, staging_folder, write_movie
 from .psf import render_spots
 
 STRUCTURES = ("filaments", "grid", "random")
@@ -513,29 +512,21 @@ class _Renderer:
 
         # One generator per frame: frames are independent, so threads (numpy's samplers release
         # the GIL) give the same pixels as a loop, in any order.
-        pool = _noise_pool()
-        if pool is not None and f1 - f0 > 1:
-            list(pool.map(noisy, range(f1 - f0)))
-        else:
+        workers = _noise_workers(f1 - f0)
+        if workers < 2:
             for i in range(f1 - f0):
                 noisy(i)
+            return out
+        # a pool per block, shut down when the block is done: a few thread starts per block (each
+        # block is up to BLOCK_BYTES of Poisson draws) buy no process-wide state to clean up
+        with ThreadPoolExecutor(workers, thread_name_prefix="smlmdn-noise") as pool:
+            list(pool.map(noisy, range(f1 - f0)))
         return out
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _noise_pool() -> ThreadPoolExecutor | None:
-    """One shared thread pool for per-frame noise (reused across blocks; None on a single core)."""
-    global _POOL
-    workers = min(8, os.cpu_count() or 1)
-    if workers < 2:
-        return None
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="smlmdn-noise")
-        return _POOL
+def _noise_workers(frames: int) -> int:
+    """Threads for the per-frame noise of ``frames`` frames: up to 8, never more than cores or frames."""
+    return min(8, os.cpu_count() or 1, frames)
 
 
 def camera_noise(clean: np.ndarray, camera: Camera, rng: np.random.Generator) -> np.ndarray:
@@ -626,11 +617,7 @@ def simulate_to_dir(
         check_output(p, overwrite)
     movie, clean, truth, camera = lazy_simulation(params, block_frames)
     sim_attrs = params.to_dict()
-    staging = out / ".simulate.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    with staging_folder(out / ".simulate.partial") as staging:
         staged = {key: staging / name for key, name in OUTPUT_FILES.items()}
         save_camera(camera, staged["camera"])
         write_truth_csv(truth, staged["truth"])
@@ -652,6 +639,4 @@ def simulate_to_dir(
         )
         for key in OUTPUT_FILES:
             commit_output(staged[key], paths[key])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return paths

@@ -16,7 +16,17 @@ import tifffile
 import zarr
 
 from smlmdn.errors import SmlmdnError
-from smlmdn.io import DONE_DIR, atomic_file, open_movie, partial_path, read_attrs, write_movie, write_movies
+from smlmdn.io import (
+    DONE_DIR,
+    atomic_file,
+    atomic_folder,
+    open_movie,
+    partial_path,
+    read_attrs,
+    staging_folder,
+    write_movie,
+    write_movies,
+)
 
 
 def _check(arr: da.Array, expected: np.ndarray) -> None:
@@ -177,6 +187,31 @@ def test_atomic_file(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SmlmdnError, match="cannot create output folder"), atomic_file(blocker / "sub" / "x.csv"):
         pass
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "report"
+    with pytest.raises(Boom), atomic_folder(target) as tmp:
+        (tmp / "half.json").write_text("{}")
+        raise Boom()
+    assert not target.exists() and not tmp.exists()
+    partial_path(target).mkdir()
+    (partial_path(target) / "stale").write_text("left by a killed run")
+    with atomic_folder(target) as tmp:
+        (tmp / "whole.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["whole.json"] and not tmp.exists()
+
+
+def test_staging_folder_is_fresh_and_removed(tmp_path: Path) -> None:
+    staging = tmp_path / "out" / ".partial"
+    staging.mkdir(parents=True)
+    (staging / "stale").write_text("")
+    with staging_folder(staging) as folder:
+        assert folder == staging and not any(folder.iterdir())
+        (folder / "kept").write_text("moved out")
+        os.replace(folder / "kept", tmp_path / "out" / "kept")
+        (folder / "left").write_text("")
+    assert not staging.exists() and (tmp_path / "out" / "kept").is_file()
 
 
 STREAM_SCRIPT = textwrap.dedent(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from ..batch import check_batch_folder, expand_inputs, output_for, stem
+from ..batch import DENOISED_SUFFIX, batch_outputs, estimate_output, expand_inputs, is_batch
 from ..camera import Camera, from_photons, movie_to_photons
 from ..errors import SmlmdnError
 from ..io import check_output, open_movie, write_movies
@@ -20,18 +20,6 @@ ESTIMATE_HELP = (
     "mean (posterior mean, default), map (posterior mode), std (posterior standard deviation: per-pixel uncertainty) "
     "or prior (the blind-spot prediction alone, like Noise2Void). Repeat for several; each gets its own output."
 )
-
-
-def estimate_output(output: Path, estimate: str, several: bool) -> Path:
-    """The output path of one estimate: OUT itself when only one is written, else ``NAME_<estimate>.ext``.
-
-    ``denoised.zarr`` -> ``denoised_mean.zarr``, ``denoised.ome.zarr`` -> ``denoised_std.ome.zarr``,
-    ``out.tif`` -> ``out_map.tif``.
-    """
-    if not several:
-        return output
-    base = stem(output)
-    return output.with_name(f"{base}_{estimate}{output.name[len(base) :]}")
 
 
 @command("denoise")
@@ -130,14 +118,12 @@ def denoise(
     if tile < 8:
         raise SmlmdnError(f"--tile must be >= 8 px, got {tile}", "use e.g. --tile 256")
     paths = expand_inputs(movies)
-    batch = len(paths) > 1 or output.is_dir() or not output.suffix
+    batch = is_batch(paths, [output])
     if batch:
-        if len(paths) > 1:
-            check_batch_folder(output, len(paths))
         fmt = movie_format.lower().lstrip(".")
         if fmt not in ("zarr", "ome.zarr", "tif"):
             raise SmlmdnError(f"unknown --format {movie_format!r}", "use zarr, ome.zarr or tif")
-        targets = {p: output_for(p, output, f"_denoised.{fmt}") for p in paths}
+        targets = {p: outs[0] for p, outs in batch_outputs(paths, output, [f"{DENOISED_SUFFIX}.{fmt}"]).items()}
     else:
         targets = {paths[0]: output}
     outputs = {p: {name: estimate_output(t, name, len(names) > 1) for name in names} for p, t in targets.items()}

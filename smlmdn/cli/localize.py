@@ -8,21 +8,20 @@ from typing import Annotated, Any
 import dask.array as da
 import typer
 
-from ..batch import check_batch_folder, expand_inputs, output_for, stem
+from ..batch import denoised_for, expand_inputs
 from ..camera import Camera, movie_to_photons, saturation_photons
 from ..errors import SmlmdnError
-from ..io import check_output, frame_offset, open_estimate, open_movie
-from ..localize import localize as run_localize
-from ..localize import write_localizations
-from ..localize.formats import output_format, side_files
+from ..io import frame_offset, open_estimate, open_movie
+from ..localize import localize_movie, write_localizations
 from ..localize.link import DEFAULT_MAX_DISTANCE_NM
-from ..localize.pipeline import DEFAULT_FDR, DEFAULT_POOL, block_frames
+from ..localize.outputs import plan_outputs
+from ..localize.pipeline import block_frames
+from ..localize.settings import DEFAULT_FDR, DEFAULT_POOL, MODES, LocalizeSettings, choose_mode
 from . import batching as b
 from . import options as o
 from .app import command
 
 LOC = "Localization (units: px for --box, nm for --psf-sigma)"
-MODES = ("raw", "denoised", "hybrid")
 
 # The acceptance and linking options, shared with `smlmdn compare`.
 Fdr = Annotated[
@@ -79,41 +78,6 @@ def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: s
     return denoise_lazy(photons, model_obj, estimates=("mean",), device=device)["mean"]
 
 
-def write_render(
-    locs: Any,
-    shape_yx: tuple[int, int],
-    pixel_size_nm: float,
-    render_pixel_nm: float,
-    png: Path | None,
-    tif: Path | None,
-    overwrite: bool,
-) -> list[Path]:
-    """Render a super-resolution image (Gaussian-blurred histogram) to PNG and/or TIFF; returns the paths written."""
-    from ..evaluate.render import render_image, save_render_png, save_render_tif
-
-    image = render_image(locs, shape_yx, pixel_size_nm, render_pixel_nm)
-    written = []
-    if png is not None:
-        written.append(save_render_png(image, png, overwrite=overwrite))
-    if tif is not None:
-        written.append(save_render_tif(image, tif, render_pixel_nm, overwrite=overwrite))
-    return written
-
-
-TABLE_FORMATS = ("csv", "hdf5", "parquet")
-
-
-def denoised_for(movie: Path, denoised: Path) -> Path:
-    """The denoised movie of ``movie`` in a folder written by a `smlmdn denoise` batch (``<stem>_denoised.*``)."""
-    found = sorted(p for p in denoised.glob(f"{stem(movie)}_denoised*") if not p.name.endswith(".partial"))
-    if len(found) != 1:
-        raise SmlmdnError(
-            f"{'no' if not found else 'several'} denoised movies named {stem(movie)}_denoised* in {denoised}",
-            "denoise the batch first: smlmdn denoise MOVIES --model model.pt -o " + str(denoised),
-        )
-    return found[0]
-
-
 @command("localize")
 def localize(
     movies: Annotated[
@@ -139,7 +103,8 @@ def localize(
         str | None,
         typer.Option(
             "--mode",
-            help="raw: detect+fit the raw movie; hybrid: detect on the denoised movie, fit the raw photons; denoised: detect+fit the denoised movie. Default: hybrid when --denoised/--model is given, else raw.",
+            help="; ".join(f"{m.name}: {m.summary}" for m in MODES.values())
+            + ". Default: hybrid when --denoised/--model is given, else raw.",
             rich_help_panel=LOC,
         ),
     ] = None,
@@ -218,69 +183,40 @@ def localize(
     batch into the folder given by -o: finished tables are skipped, a failing movie is reported and the
     rest go on.
     """
-    mode = (mode or ("hybrid" if (denoised or model) else "raw")).lower()
-    if mode not in MODES:
-        raise SmlmdnError(f"unknown --mode {mode!r}", "use --mode raw, denoised or hybrid")
-    if mode != "raw" and denoised is None and model is None:
-        raise SmlmdnError(
-            f"--mode {mode} needs a denoised movie",
-            "pass --denoised denoised.zarr (from `smlmdn denoise`) or --model model.pt",
-        )
     if denoised is not None and model is not None:
         raise SmlmdnError("both --denoised and --model were given", "pass only one of them")
-    if mode == "raw" and (denoised is not None or model is not None):
-        raise SmlmdnError("--mode raw ignores --denoised/--model", "drop them, or use --mode hybrid or denoised")
+    chosen = choose_mode(mode, denoised is not None or model is not None)
+    settings = LocalizeSettings(
+        box=box,
+        psf_sigma_nm=psf_sigma,
+        fit_sigma=fit_sigma,
+        threshold=threshold,
+        fdr=fdr,
+        pool=pool,
+        link_distance_nm=link_distance,
+        multi_emitter=multi_emitter,
+        keep_saturated=keep_saturated,
+    )
     if render_pixel <= 0:
         raise SmlmdnError(f"--render-pixel must be > 0 nm, got {render_pixel}", "use e.g. --render-pixel 10")
     paths = expand_inputs(movies)
-    # a batch: several movies, or one movie into a folder (-o names an existing folder or has no suffix)
-    batch = len(paths) > 1 or (len(output) == 1 and (output[0].is_dir() or not output[0].suffix))
-    if batch:
-        if len(output) != 1:
-            raise SmlmdnError("a batch writes into one folder", "give a single -o OUT_DIR")
-        if len(paths) > 1:
-            check_batch_folder(output[0], len(paths))
-        if render is not None or render_tif is not None:
-            raise SmlmdnError(
-                "--render/--render-tif take one movie",
-                "render each movie's table separately, or localize one movie at a time",
-            )
-        formats = [f.lower().lstrip(".") for f in (table_format or ["csv"])]
-        unknown = [f for f in formats if f not in TABLE_FORMATS]
-        if unknown:
-            raise SmlmdnError(f"unknown --format {', '.join(unknown)}", "use csv, hdf5 or parquet")
-        tables = {p: [output_for(p, output[0], f".{f}") for f in dict.fromkeys(formats)] for p in paths}
-        if denoised is not None and not denoised.is_dir():
-            raise SmlmdnError(
-                f"for a batch --denoised must be a folder, got {denoised}",
-                "pass the -o folder of `smlmdn denoise MOVIES ...`",
-            )
-    else:
-        if table_format:
-            raise SmlmdnError("--format is for batches", "name the outputs with -o locs.csv -o locs.hdf5 ...")
-        tables = {paths[0]: list(output)}
-        for path, suffix in ((render, ".png"), (render_tif, ".tif")):
-            if path is not None:
-                if not path.name.lower().endswith((suffix, ".tiff") if suffix == ".tif" else (suffix,)):
-                    raise SmlmdnError(f"unknown render format for {path}", f"end the name in {suffix}")
-                check_output(path, overwrite)
-    # check every output before any work
-    for outs in tables.values():
-        for path in outs:
-            output_format(path)
-            if not batch:
-                check_output(path, overwrite)
-                for extra in side_files(path):
-                    check_output(extra, overwrite)
-        if len({p.resolve() for p in outs}) != len(outs):
-            raise SmlmdnError("the same output is given twice", "give each -o once")
+    plan = plan_outputs(
+        paths,
+        output,
+        table_formats=table_format,
+        render_png=render,
+        render_tif=render_tif,
+        denoised=denoised,
+        overwrite=overwrite,
+    )
+    batch, tables = plan.batch, plan.tables
 
     def work(movie: Path, _marker: Path) -> str:
         raw = open_movie(movie)
         raw = raw.rechunk({0: block_frames(raw.shape[1:])})  # small blocks, read directly: flat, small memory
         photons = movie_to_photons(raw, camera, units=units)
         detect_on = None
-        source: dict[str, Any] = {"movie": str(movie), "mode": mode}
+        source: dict[str, Any] = {"movie": str(movie), "mode": chosen.name}
         if denoised is not None:
             den = denoised_for(movie, denoised) if batch else denoised
             _, detect_on = open_estimate(den, camera, photons.shape, photons.chunks[0][0])
@@ -288,21 +224,13 @@ def localize(
         elif model is not None:
             detect_on = denoise_on_the_fly(photons, model, camera, device)
             source["model"] = str(model)
-        locs = run_localize(
+        locs = localize_movie(
             photons,
             camera,
+            settings,
+            mode=chosen,
             detect_on=detect_on,
-            fit_on="detect" if mode == "denoised" else "raw",
-            box=box,
-            psf_sigma_nm=psf_sigma,
-            fit_sigma=fit_sigma,
-            threshold=threshold,
-            fdr=fdr,
-            pool=pool,
-            link_distance_nm=link_distance,
             saturation_photons=saturation_photons(raw.dtype, camera, units),
-            keep_saturated=keep_saturated,
-            multi_emitter=multi_emitter,
             progress=not quiet,
             device=device,
         )
@@ -312,8 +240,10 @@ def localize(
             for path in tables[movie]
         ]
         if render is not None or render_tif is not None:
+            from ..evaluate.render import write_render  # matplotlib only when rendering
+
             written += write_render(
-                locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite
+                locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite=overwrite
             )
         a = locs.attrs
         precision = ""
@@ -322,7 +252,7 @@ def localize(
                 f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
             )
         return (
-            f"{len(locs)} localizations in {photons.shape[0]} frames ({mode} mode; {a['n_candidates']} candidates, "
+            f"{len(locs)} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
             f"{a['n_dropped_outside']} outside their box, {a['n_saturated']} with saturated pixels {'kept' if a['saturated_kept'] else 'dropped'}; "
             f"{a['n_tracks']} blinks linked); "

@@ -112,3 +112,25 @@ def save_render_tif(image: np.ndarray, path: str | Path, render_pixel_nm: float,
     with atomic_file(path, overwrite) as tmp:
         tifffile.imwrite(tmp, image, imagej=True, resolution=(res, res), metadata={"unit": "nm"})
     return Path(path)
+
+
+def write_render(
+    locs: pd.DataFrame,
+    shape_yx: tuple[int, int],
+    pixel_size_nm: float,
+    render_pixel_nm: float,
+    png: str | Path | None,
+    tif: str | Path | None,
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Render a super-resolution image (Gaussian-blurred histogram, :func:`render_image`) of ``locs``
+    on frames of ``shape_yx`` px of ``pixel_size_nm`` to a PNG and/or a float32 TIFF (nm calibration)
+    with pixels of ``render_pixel_nm``; returns the paths written."""
+    image = render_image(locs, shape_yx, pixel_size_nm, render_pixel_nm)
+    written = []
+    if png is not None:
+        written.append(save_render_png(image, png, overwrite=overwrite))
+    if tif is not None:
+        written.append(save_render_tif(image, tif, render_pixel_nm, overwrite=overwrite))
+    return written

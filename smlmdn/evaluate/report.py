@@ -27,8 +27,6 @@ from .image import background_snr, psnr, signal_background_masks, ssim
 from .match import match_localizations
 from .precision import median_crlb_precision, nena_precision
 
-#: Localization modes, in report order.
-MODES = ("raw", "denoised", "hybrid")
 #: Keys of each ``report["denoise"][name]`` and ``report["localize"][mode]`` entry that need ground truth.
 DENOISE_CLEAN_KEYS = ("psnr", "ssim")
 LOCALIZE_TRUTH_KEYS = (

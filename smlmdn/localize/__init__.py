@@ -3,6 +3,7 @@
 Public API::
 
     locs = localize(photons, camera, detect_on=None, fit_on="raw", box=7, psf_sigma_nm=130.0)
+    locs = localize_movie(photons, camera, LocalizeSettings(box=7), mode=MODES["hybrid"], detect_on=denoised)
     write_localizations(locs, "locs.csv", camera)      # .csv / .hdf5 (Picasso) / .parquet
     locs = read_localizations("locs.hdf5")
 
@@ -10,6 +11,17 @@ Tables have the columns :data:`LOC_COLUMNS` (nm, detected photons, 0-based frame
 """
 
 from .formats import read_localizations, write_localizations
-from .pipeline import LOC_COLUMNS, empty_table, localize
+from .pipeline import LOC_COLUMNS, empty_table, localize, localize_movie
+from .settings import MODES, LocalizeMode, LocalizeSettings
 
-__all__ = ["LOC_COLUMNS", "empty_table", "localize", "read_localizations", "write_localizations"]
+__all__ = [
+    "LOC_COLUMNS",
+    "MODES",
+    "LocalizeMode",
+    "LocalizeSettings",
+    "empty_table",
+    "localize",
+    "localize_movie",
+    "read_localizations",
+    "write_localizations",
+]

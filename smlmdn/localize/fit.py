@@ -39,8 +39,38 @@ from numba import njit, prange
 #: Fit status codes returned per spot.
 CONVERGED, MAX_ITER, DIVERGED, OUTSIDE = 0, 1, 2, 3
 
+# The fitter's numbers, shared with the torch port (smlmdn.localize.fit_torch): change them here only.
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+#: Default iteration limit and position tolerance (px) of the convergence test.
+DEFAULT_MAX_ITER = 100
+DEFAULT_TOL_XY = 1e-3
+#: Start values: the background estimate (box-perimeter median) is at least this (photons/pixel),
+#: the photon estimate (sum of the excess over it) at least this (photons).
+MIN_START_BG = 1e-3
+MIN_START_PHOTONS = 1.0
+#: Levenberg-Marquardt damping: start value, factor up after a rejected step, factor down after an
+#: accepted one (not below LM_LAMBDA_MIN); a spot whose damping reaches LM_LAMBDA_MAX has converged.
+LM_LAMBDA_START = 1e-3
+LM_LAMBDA_UP = 10.0
+LM_LAMBDA_DOWN = 0.1
+LM_LAMBDA_MIN = 1e-7
+LM_LAMBDA_MAX = 1e10
+#: Step bounds: x and y move at most this many pixels per iteration (keeps the fit local) ...
+MAX_POSITION_STEP_PX = 1.0
+#: ... photons and background fall to at most this fraction per step, and stay above these floors ...
+MIN_STEP_FRACTION = 0.1
+MIN_PHOTONS = 1e-3
+MIN_BG = 1e-6
+#: ... sigma falls to at most this fraction per step and stays in [MIN_SIGMA_PX, MAX_SIGMA_BOXES x box].
+MIN_SIGMA_STEP_FRACTION = 0.5
+MIN_SIGMA_PX = 0.3
+MAX_SIGMA_BOXES = 2.0
+#: Converged: an accepted step raising the log-likelihood by less than this fraction of (1 + |loglik|)
+#: and moving x and y by less than ``tol_xy``.
+LL_REL_TOL = 1e-6
+#: Diverged: the centre is more than this many box sides from the box origin.
+DIVERGE_BOXES = 3
 
 
 @njit(cache=True)
@@ -240,8 +270,8 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
         per[q + 1] = ys[i, nb - 1]
         q += 2
     b0 = _median_inplace(per)
-    if b0 < 1e-3:
-        b0 = 1e-3
+    if b0 < MIN_START_BG:
+        b0 = MIN_START_BG
     tot = 0.0
     sx = 0.0
     sy = 0.0
@@ -258,7 +288,7 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
     else:
         theta[0] = 0.5 * nb
         theta[1] = 0.5 * nb
-    theta[2] = max(tot, 1.0)
+    theta[2] = max(tot, MIN_START_PHOTONS)
     theta[3] = b0
     theta[4] = sigma0
     # --- Levenberg-Marquardt with Fisher-scoring curvature
@@ -266,7 +296,7 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
         step[p] = 0.0
     _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
     ll = _loglik(d, m, nb)
-    lam = 1e-3
+    lam = LM_LAMBDA_START
     status = MAX_ITER
     it = 0
     while it < max_iter:
@@ -280,43 +310,45 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
             g[p] = acc
         improved = False
         small = False
-        while lam < 1e10:
+        while lam < LM_LAMBDA_MAX:
             for p in range(npar):
                 for c in range(npar):
                     a[p, c] = fi[p, c]
                 a[p, p] = fi[p, p] * (1.0 + lam)
             if not _solve(a, g, npar, step, work):
-                lam *= 10.0
+                lam *= LM_LAMBDA_UP
                 continue
             for p in range(5):
                 trial[p] = theta[p]
             # bound the position step to one pixel per iteration (keeps the fit local)
             for p in range(2):
                 st = step[p]
-                if st > 1.0:
-                    st = 1.0
-                elif st < -1.0:
-                    st = -1.0
+                if st > MAX_POSITION_STEP_PX:
+                    st = MAX_POSITION_STEP_PX
+                elif st < -MAX_POSITION_STEP_PX:
+                    st = -MAX_POSITION_STEP_PX
                 trial[p] = theta[p] + st
-            trial[2] = max(theta[2] + step[2], 0.1 * theta[2], 1e-3)
-            trial[3] = max(theta[3] + step[3], 0.1 * theta[3], 1e-6)
+            trial[2] = max(theta[2] + step[2], MIN_STEP_FRACTION * theta[2], MIN_PHOTONS)
+            trial[3] = max(theta[3] + step[3], MIN_STEP_FRACTION * theta[3], MIN_BG)
             if npar == 5:
-                trial[4] = min(max(theta[4] + step[4], 0.5 * theta[4], 0.3), 2.0 * nb)
+                trial[4] = min(
+                    max(theta[4] + step[4], MIN_SIGMA_STEP_FRACTION * theta[4], MIN_SIGMA_PX), MAX_SIGMA_BOXES * nb
+                )
             _model(trial, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
             ll_new = _loglik(d, m, nb)
             if ll_new >= ll:
                 small = (
                     abs(trial[0] - theta[0]) < tol_xy
                     and abs(trial[1] - theta[1]) < tol_xy
-                    and (ll_new - ll) < 1e-6 * (1.0 + abs(ll))
+                    and (ll_new - ll) < LL_REL_TOL * (1.0 + abs(ll))
                 )
                 for p in range(5):
                     theta[p] = trial[p]
                 ll = ll_new
-                lam = max(lam * 0.1, 1e-7)
+                lam = max(lam * LM_LAMBDA_DOWN, LM_LAMBDA_MIN)
                 improved = True
                 break
-            lam *= 10.0
+            lam *= LM_LAMBDA_UP
         if not improved:
             # no step increases the likelihood: we are at the (numerical) maximum
             _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
@@ -325,7 +357,7 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
         if small:
             status = CONVERGED
             break
-        if abs(theta[0]) > 3 * nb or abs(theta[1]) > 3 * nb or not np.isfinite(ll):
+        if abs(theta[0]) > DIVERGE_BOXES * nb or abs(theta[1]) > DIVERGE_BOXES * nb or not np.isfinite(ll):
             status = DIVERGED
             break
     # --- outputs at the estimate (m, dm already hold the model at theta: the last accepted step or the recompute)
@@ -389,8 +421,8 @@ def fit_spots(
     fit_sigma: bool = False,
     read_noise_photons: float = 0.0,
     excess_noise: float = 1.0,
-    max_iter: int = 100,
-    tol_xy: float = 1e-3,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol_xy: float = DEFAULT_TOL_XY,
     offset: np.ndarray | None = None,
 ) -> FitResult:
     """Fit every spot in ``spots`` (n, B, B) detected photons with an integrated Gaussian by Poisson MLE.

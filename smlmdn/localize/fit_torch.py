@@ -15,10 +15,33 @@ import math
 import numpy as np
 import torch
 
-from .fit import CONVERGED, DIVERGED, MAX_ITER, OUTSIDE, FitResult
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+from .fit import (
+    _INV_SQRT2PI,
+    _SQRT2,
+    CONVERGED,
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL_XY,
+    DIVERGE_BOXES,
+    DIVERGED,
+    LL_REL_TOL,
+    LM_LAMBDA_DOWN,
+    LM_LAMBDA_MAX,
+    LM_LAMBDA_MIN,
+    LM_LAMBDA_START,
+    LM_LAMBDA_UP,
+    MAX_ITER,
+    MAX_POSITION_STEP_PX,
+    MAX_SIGMA_BOXES,
+    MIN_BG,
+    MIN_PHOTONS,
+    MIN_SIGMA_PX,
+    MIN_SIGMA_STEP_FRACTION,
+    MIN_START_BG,
+    MIN_START_PHOTONS,
+    MIN_STEP_FRACTION,
+    OUTSIDE,
+    FitResult,
+)
 
 
 def _psf_1d(center: torch.Tensor, sigma: torch.Tensor, nb: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,13 +96,13 @@ def _fisher(dm: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def _start(y: torch.Tensor, sigma0: float) -> torch.Tensor:
-    """Start values (k, 5): bg = median of the box perimeter (>= 1e-3), centroid and sum of the excess."""
+    """Start values (k, 5): bg = median of the box perimeter (>= MIN_START_BG), centroid and sum of the excess."""
     k, nb, _ = y.shape
     per = torch.cat([y[:, 0, :], y[:, nb - 1, :], y[:, 1 : nb - 1, 0], y[:, 1 : nb - 1, nb - 1]], dim=1)
     srt = torch.sort(per, dim=1).values
     h = per.shape[1]
     b0 = srt[:, h // 2] if h % 2 else 0.5 * (srt[:, h // 2 - 1] + srt[:, h // 2])
-    b0 = torch.where(b0 < 1e-3, torch.full_like(b0, 1e-3), b0)
+    b0 = torch.where(b0 < MIN_START_BG, torch.full_like(b0, MIN_START_BG), b0)
     w = y - b0[:, None, None]
     w = torch.where(w > 0.0, w, torch.zeros_like(w))
     tot = w.sum(dim=(1, 2))
@@ -91,7 +114,7 @@ def _start(y: torch.Tensor, sigma0: float) -> torch.Tensor:
     theta = torch.empty((k, 5), dtype=y.dtype, device=y.device)
     theta[:, 0] = torch.where(pos, sx / safe, torch.full_like(tot, 0.5 * nb))
     theta[:, 1] = torch.where(pos, sy / safe, torch.full_like(tot, 0.5 * nb))
-    theta[:, 2] = torch.clamp(tot, min=1.0)
+    theta[:, 2] = torch.clamp(tot, min=MIN_START_PHOTONS)
     theta[:, 3] = b0
     theta[:, 4] = sigma0
     return theta
@@ -100,11 +123,15 @@ def _start(y: torch.Tensor, sigma0: float) -> torch.Tensor:
 def _trial(th: torch.Tensor, st: torch.Tensor, npar: int, nb: int) -> torch.Tensor:
     """Bounded LM step: position steps clipped to +-1 px, photons/bg/sigma kept positive as in fit.py."""
     trial = th.clone()
-    trial[:, 0:2] = th[:, 0:2] + st[:, 0:2].clamp(-1.0, 1.0)
-    trial[:, 2] = torch.maximum(th[:, 2] + st[:, 2], 0.1 * th[:, 2]).clamp(min=1e-3)
-    trial[:, 3] = torch.maximum(th[:, 3] + st[:, 3], 0.1 * th[:, 3]).clamp(min=1e-6)
+    trial[:, 0:2] = th[:, 0:2] + st[:, 0:2].clamp(-MAX_POSITION_STEP_PX, MAX_POSITION_STEP_PX)
+    trial[:, 2] = torch.maximum(th[:, 2] + st[:, 2], MIN_STEP_FRACTION * th[:, 2]).clamp(min=MIN_PHOTONS)
+    trial[:, 3] = torch.maximum(th[:, 3] + st[:, 3], MIN_STEP_FRACTION * th[:, 3]).clamp(min=MIN_BG)
     if npar == 5:
-        trial[:, 4] = torch.maximum(th[:, 4] + st[:, 4], 0.5 * th[:, 4]).clamp(min=0.3).clamp(max=2.0 * nb)
+        trial[:, 4] = (
+            torch.maximum(th[:, 4] + st[:, 4], MIN_SIGMA_STEP_FRACTION * th[:, 4])
+            .clamp(min=MIN_SIGMA_PX)
+            .clamp(max=MAX_SIGMA_BOXES * nb)
+        )
     return trial
 
 
@@ -121,7 +148,7 @@ def _fit_chunk(
     theta = _start(y - off, sigma0)
     m_all, dm_all = _model(theta, nb, npar, shift_all, scale)
     ll_all = _loglik(d_all, m_all)
-    lam_all = torch.full((n,), 1e-3, dtype=dt, device=dev)
+    lam_all = torch.full((n,), LM_LAMBDA_START, dtype=dt, device=dev)
     status = torch.full((n,), MAX_ITER, dtype=torch.int8, device=dev)
     iters = torch.zeros(n, dtype=torch.int32, device=dev)
     active = torch.arange(n, device=dev)
@@ -138,9 +165,9 @@ def _fit_chunk(
         improved = torch.zeros(k, dtype=torch.bool, device=dev)
         small = torch.zeros(k, dtype=torch.bool, device=dev)
         pend = torch.arange(k, device=dev)
-        # damping loop: every spot retries with 10x damping until a step raises its likelihood or lam >= 1e10
+        # damping loop: every spot retries with more damping until a step raises its likelihood or lam >= LM_LAMBDA_MAX
         while True:
-            pend = pend[lam[pend] < 1e10]
+            pend = pend[lam[pend] < LM_LAMBDA_MAX]
             if pend.numel() == 0:
                 break
             amat = fi[pend].clone()
@@ -148,7 +175,7 @@ def _fit_chunk(
             step, info = torch.linalg.solve_ex(amat, g[pend])
             solved = (info == 0) & torch.isfinite(step).all(dim=1)
             fail = pend[~solved]
-            lam[fail] *= 10.0
+            lam[fail] *= LM_LAMBDA_UP
             tp = pend[solved]
             st = torch.zeros((tp.numel(), 5), dtype=dt, device=dev)
             st[:, :npar] = step[solved]
@@ -162,21 +189,23 @@ def _fit_chunk(
             small[ai] = (
                 ((trial[acc, 0] - th_p[acc, 0]).abs() < tol_xy)
                 & ((trial[acc, 1] - th_p[acc, 1]).abs() < tol_xy)
-                & ((ll_t[acc] - ll_p[acc]) < 1e-6 * (1.0 + ll_p[acc].abs()))
+                & ((ll_t[acc] - ll_p[acc]) < LL_REL_TOL * (1.0 + ll_p[acc].abs()))
             )
             th[ai] = trial[acc]
             ll[ai] = ll_t[acc]
-            lam[ai] = torch.clamp(lam[ai] * 0.1, min=1e-7)
+            lam[ai] = torch.clamp(lam[ai] * LM_LAMBDA_DOWN, min=LM_LAMBDA_MIN)
             m[ai] = m_t[acc]
             dm[ai] = dm_t[acc]
             improved[ai] = True
             rej = tp[~acc]
-            lam[rej] *= 10.0
+            lam[rej] *= LM_LAMBDA_UP
             pend = torch.cat([fail, rej])
         theta[a], m_all[a], dm_all[a], ll_all[a], lam_all[a] = th, m, dm, ll, lam
         # no improving step: at the maximum (model cache already holds theta); or a small accepted step
         conv = ~improved | small
-        div = ~conv & ((th[:, 0].abs() > 3 * nb) | (th[:, 1].abs() > 3 * nb) | ~torch.isfinite(ll))
+        div = ~conv & (
+            (th[:, 0].abs() > DIVERGE_BOXES * nb) | (th[:, 1].abs() > DIVERGE_BOXES * nb) | ~torch.isfinite(ll)
+        )
         status[a[conv]] = CONVERGED
         status[a[div]] = DIVERGED
         active = a[~(conv | div)]
@@ -208,8 +237,8 @@ def fit_spots_torch(
     read_noise_photons: float = 0.0,
     excess_noise: float = 1.0,
     device: str | torch.device = "cpu",
-    max_iter: int = 100,
-    tol_xy: float = 1e-3,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol_xy: float = DEFAULT_TOL_XY,
     chunk: int = 262144,
     offset: np.ndarray | None = None,
 ) -> FitResult:

@@ -5,7 +5,8 @@ the raw photon counts (:mod:`smlmdn.localize.glrt`) and fitted (:mod:`smlmdn.loc
 whole movie, Benjamini-Hochberg keeps the candidates whose test rejects "background only" at the
 false-discovery rate asked for, and :mod:`smlmdn.localize.link` joins the frames of each blink.
 
-Modes (chosen by the caller through ``detect_on`` and ``fit_on``):
+Modes (the table :data:`smlmdn.localize.settings.MODES`; chosen through ``detect_on`` and ``fit_on`` of
+:func:`localize`, or given as a :class:`~smlmdn.localize.settings.LocalizeMode` to :func:`localize_movie`):
 
 - raw: ``detect_on=None`` -- propose on and fit the raw photons;
 - hybrid: ``detect_on=denoised, fit_on="raw"`` -- propose on the denoised movie, fit the raw photons
@@ -39,10 +40,12 @@ from ..device import resolve_device
 from ..errors import SmlmdnError
 from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
+from ..shapes import check_same_shape, check_tyx
 from .detect import detect
 from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
+from .settings import DEFAULT_FDR, DEFAULT_POOL, RAW, LocalizeMode, LocalizeSettings, mode_for
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -84,10 +87,6 @@ PROPOSAL_THRESHOLD = 3.0
 #: 200 photons: 49.0 -> 52.4 -> 52.6; sparse 300 photons: 64.9 -> 66.5 -> 67.0; high-SNR and dense
 #: (0.8 /um^2) movies within 0.2.
 TEST_BOX_SIGMAS = 4.0
-#: Default false-discovery rate of the acceptance test (chosen by benchmarks/localize_grid.py).
-DEFAULT_FDR = 0.05
-#: Default number of neighbouring frames on each side pooled into the acceptance test.
-DEFAULT_POOL = 0
 #: Bytes of float32 photons per frame block: a block's detection and test make several float copies
 #: of it, and a few blocks are in flight. Measured on 128 x 128 px x 2,000 frames, 2 threads: peak RSS
 #: 1.15 GB with 1,024-frame (64 MB) blocks, 446 MB with 128 frames (8 MB), 392 MB with 64, same speed.
@@ -104,62 +103,6 @@ def block_frames(frame_shape: tuple[int, ...]) -> int:
 def empty_table() -> pd.DataFrame:
     """A localization table with no rows and the right columns and dtypes."""
     return pd.DataFrame({c: np.zeros(0, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
-
-
-def check_settings(
-    frame_shape: tuple[int, int],
-    box: int,
-    psf_sigma_nm: float,
-    pixel_size_nm: float,
-    threshold: float | None,
-    fdr: float = DEFAULT_FDR,
-    pool: int = DEFAULT_POOL,
-    link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
-) -> None:
-    """Raise :class:`SmlmdnError` for a box, PSF sigma, threshold, FDR, pooling or link distance that cannot work on
-    frames of ``frame_shape``."""
-    if not isinstance(box, (int, np.integer)) or box < 3 or box % 2 == 0:
-        raise SmlmdnError(
-            f"box must be an odd number of pixels >= 3, got {box}",
-            "use e.g. --box 7 (odd, so the candidate pixel is the box centre)",
-        )
-    if box > min(frame_shape):
-        raise SmlmdnError(
-            f"box {box} px is larger than the frame ({frame_shape[0]} x {frame_shape[1]} px)",
-            f"use a --box of at most {min(frame_shape) - (1 - min(frame_shape) % 2)} px",
-        )
-    sigma_px = psf_sigma_nm / pixel_size_nm if pixel_size_nm > 0 else float("nan")
-    if not np.isfinite(psf_sigma_nm) or psf_sigma_nm <= 0:
-        raise SmlmdnError(
-            f"psf sigma must be > 0 nm, got {psf_sigma_nm}",
-            "give --psf-sigma in nm, e.g. 130 (about 0.21 x wavelength / NA)",
-        )
-    if sigma_px > box:
-        raise SmlmdnError(
-            f"psf sigma {psf_sigma_nm:g} nm is {sigma_px:.1f} px, wider than the {box} px box",
-            "check --psf-sigma is in nm and --pixel-size is right, or use a larger --box",
-        )
-    if sigma_px < 0.2:
-        raise SmlmdnError(
-            f"psf sigma {psf_sigma_nm:g} nm is only {sigma_px:.2f} px",
-            "check --psf-sigma is in nm (not um or px) and --pixel-size is right",
-        )
-    if threshold is not None and (not np.isfinite(threshold) or threshold <= 0):
-        raise SmlmdnError(
-            f"threshold must be > 0 (noise standard deviations), got {threshold}",
-            "omit --threshold for the calibrated default",
-        )
-    if not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
-        raise SmlmdnError(f"fdr must be a false-discovery rate in (0, 1), got {fdr}", f"use e.g. --fdr {DEFAULT_FDR:g}")
-    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or not 0 <= pool <= 5:
-        raise SmlmdnError(
-            f"pool must be a whole number of frames from 0 to 5, got {pool}", "use --pool 0 (single frames) or 1-2"
-        )
-    if not (math.isfinite(link_distance_nm) and link_distance_nm > 0):
-        raise SmlmdnError(
-            f"link distance must be > 0 nm, got {link_distance_nm}",
-            f"use e.g. --link-distance {DEFAULT_MAX_DISTANCE_NM:g}",
-        )
 
 
 def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
@@ -377,61 +320,161 @@ def localize(
     ``n_dropped_outside``, ``n_tracks``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
     are split), plus the fitted candidates until the FDR decision.
-    Raises :class:`SmlmdnError` for settings that cannot work (see :func:`check_settings`).
+    Raises :class:`SmlmdnError` for settings that cannot work (see
+    :class:`~smlmdn.localize.settings.LocalizeSettings`).
     """
-    if not isinstance(photons, da.Array):
-        photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
-    if photons.ndim != 3:
-        raise SmlmdnError(
-            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
-        )
-    if photons.shape[0] and max(photons.chunks[0]) > block_frames(photons.shape[1:]):  # bound memory per block
-        photons = photons.rechunk({0: block_frames(photons.shape[1:])})
-    if fit_on not in ("raw", "detect"):
-        raise SmlmdnError(
-            f"fit_on must be 'raw' or 'detect', got {fit_on!r}", "use fit_on='raw' (hybrid) or 'detect' (denoised)"
-        )
-    if detect_on is not None:
-        if not isinstance(detect_on, da.Array):
-            detect_on = da.from_array(np.asarray(detect_on), chunks=photons.chunks)
-        if tuple(detect_on.shape) != tuple(photons.shape):
-            raise SmlmdnError(
-                f"the denoised movie has shape {tuple(detect_on.shape)} but the raw movie has {tuple(photons.shape)}",
-                "denoise this same movie (same frames and size) or pass the matching --denoised file",
-            )
-        detect_on = detect_on.rechunk(photons.chunks)
+    settings = LocalizeSettings(
+        box=box,
+        psf_sigma_nm=psf_sigma_nm,
+        fit_sigma=fit_sigma,
+        threshold=threshold,
+        fdr=fdr,
+        pool=pool,
+        link_distance_nm=link_distance_nm,
+        multi_emitter=multi_emitter,
+        keep_saturated=keep_saturated,
+    )
+    return _localize_movie(
+        photons,
+        camera,
+        settings,
+        mode_for(detect_on is not None, fit_on),
+        detect_on,
+        saturation_photons,
+        progress,
+        device,
+    )
+
+
+def localize_movie(
+    photons: da.Array,
+    camera: Camera,
+    settings: LocalizeSettings,
+    *,
+    mode: LocalizeMode = RAW,
+    detect_on: da.Array | None = None,
+    saturation_photons: float | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """:func:`localize` with its choices already validated: ``settings`` and the ``mode`` (what is
+    proposed on and fitted, from :data:`smlmdn.localize.settings.MODES`).
+
+    ``photons`` (T, Y, X) raw detected photons; ``detect_on`` (T, Y, X) the denoised movie in
+    photons, given exactly when ``mode.needs_denoised``. Returns the table :func:`localize` returns;
+    raises :class:`SmlmdnError` for a movie that is not (T, Y, X), a ``detect_on`` of another shape
+    or missing/extra for the mode, and settings that cannot work on these frames
+    (:meth:`LocalizeSettings.check_frame`).
+    """
+    return _localize_movie(photons, camera, settings, mode, detect_on, saturation_photons, progress, device)
+
+
+def _localize_movie(
+    photons: da.Array,
+    camera: Camera,
+    settings: LocalizeSettings,
+    mode: LocalizeMode,
+    detect_on: da.Array | None,
+    saturation_photons: float | None,
+    progress: bool,
+    device: str,
+) -> pd.DataFrame:
+    """The body of :func:`localize` and :func:`localize_movie`: check, localize the blocks, accept, link, describe."""
+    photons, detect_on = _check_inputs(photons, mode, detect_on)
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
-    check_settings((ny, nx), box, psf_sigma_nm, pixel_size, threshold, fdr, pool, link_distance_nm)
-    sigma_px = psf_sigma_nm / pixel_size
-    calibrated = threshold is None
-    thr = PROPOSAL_THRESHOLD if threshold is None else float(threshold)
-    fitting_denoised = detect_on is not None and fit_on == "detect"
-    n_passes = TESTS_PER_PIXEL if multi_emitter and not fitting_denoised else 1
+    settings.check_frame((ny, nx), pixel_size)
+    thr = PROPOSAL_THRESHOLD if settings.threshold is None else float(settings.threshold)
+    n_passes = TESTS_PER_PIXEL if settings.multi_emitter and not mode.fit_on_denoised else 1
     n_tests = n_passes * t * ny * nx
-    tables: list[pd.DataFrame] = []
-    totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
-    found = 0
-    settings = dict(
+    block_settings = dict(
         fit_device=_fit_device(device),
-        box=box,
-        sigma_px=sigma_px,
-        fit_sigma=fit_sigma,
+        box=settings.box,
+        sigma_px=settings.sigma_px(pixel_size),
+        fit_sigma=settings.fit_sigma,
         threshold=thr,
         read_noise_photons=camera.read_noise_photons,
         excess_noise=camera.excess_noise,
         pixel_size_nm=pixel_size,
-        pool=pool,
-        fit_detect_frames=fitting_denoised,
-        max_p=fdr if calibrated else None,
+        pool=settings.pool,
+        fit_detect_frames=mode.fit_on_denoised,
+        max_p=settings.fdr if settings.calibrated else None,
         saturation_photons=saturation_photons,
-        multi_emitter=multi_emitter,
+        multi_emitter=settings.multi_emitter,
     )
+    locs, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, progress)
+    n_fitted = len(locs)
+    if settings.calibrated:
+        keep = benjamini_hochberg(locs["p_value"].to_numpy(), n_tests, settings.fdr) & (
+            locs["p_frame"].to_numpy() <= MEMBER_ALPHA
+        )
+        locs = locs[keep].reset_index(drop=True)
+        totals["n_rejected"] += n_fitted - len(locs)
+    n_saturated = int(locs["saturated"].sum())
+    if not settings.keep_saturated:
+        locs = locs[~locs["saturated"].to_numpy()].reset_index(drop=True)
+    locs = link(locs, max_distance_nm=settings.link_distance_nm)
+    acceptance = (
+        f"GLRT p-value, Benjamini-Hochberg FDR {settings.fdr:g} over {n_tests} tests ({n_passes} per pixel)"
+        if settings.calibrated
+        else f"band-pass threshold {thr:g}"
+    )
+    attrs: dict[str, Any] = {
+        **totals,
+        "mode": mode.name,
+        "movie_shape": [int(t), int(ny), int(nx)],
+        "pixel_size_nm": pixel_size,
+        **_settings_attrs(settings, thr, acceptance),
+        "n_tracks": int(locs["track"].nunique()),
+        "n_saturated": n_saturated,
+        "saturated_kept": bool(settings.keep_saturated),
+    }
+    locs.attrs.update(attrs)
+    if len(locs) == 0:
+        warnings.warn(  # stacklevel 3: the caller of localize() / localize_movie()
+            f"no molecules found in {t} frames ({totals['n_candidates']} candidates, {attrs['n_rejected']} rejected by the "
+            f"acceptance test, {attrs['acceptance']}): check the camera numbers and --psf-sigma",
+            stacklevel=3,
+        )
+    return locs
+
+
+def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.Array, da.Array | None]:
+    """The raw photons as a (T, Y, X) dask array in blocks of at most :func:`block_frames` frames, and
+    ``detect_on`` in the same blocks; raises :class:`SmlmdnError` for a wrong shape or a detection
+    movie the ``mode`` needs but lacks (or does not use)."""
+    if not isinstance(photons, da.Array):
+        photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
+    check_tyx(photons.shape)
+    if photons.shape[0] and max(photons.chunks[0]) > block_frames(photons.shape[1:]):  # bound memory per block
+        photons = photons.rechunk({0: block_frames(photons.shape[1:])})
+    if mode.needs_denoised != (detect_on is not None):
+        raise SmlmdnError(
+            f"the {mode.name} mode {'needs a' if mode.needs_denoised else 'takes no'} denoised movie (detect_on)",
+            "pass detect_on exactly for the denoised and hybrid modes",
+        )
+    if detect_on is not None:
+        if not isinstance(detect_on, da.Array):
+            detect_on = da.from_array(np.asarray(detect_on), chunks=photons.chunks)
+        check_same_shape(detect_on.shape, photons.shape, "denoised movie", "the raw movie")
+        detect_on = detect_on.rechunk(photons.chunks)
+    return photons, detect_on
+
+
+def _localize_blocks(
+    photons: da.Array, detect_on: da.Array | None, pool: int, block_settings: dict[str, Any], progress: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every fitted candidate of every frame block (before the movie-wide FDR decision) and the summed
+    block counts (:func:`localize_block`); ``pool`` frames of halo on each side feed the pooled test."""
+    t = photons.shape[0]
+    tables: list[pd.DataFrame] = []
+    totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
+    found = 0
 
     def task(i: int, b0: int, b1: int) -> Any:
         h0, h1 = max(0, b0 - pool), min(t, b1 + pool)
         det = None if detect_on is None else detect_on[b0:b1]
-        return dask.delayed(_localize_task)(photons[h0:h1], det, b0, b0 - h0, b1 - b0, settings)
+        return dask.delayed(_localize_task)(photons[h0:h1], det, b0, b0 - h0, b1 - b0, block_settings)
 
     # Blocks run in parallel on the active dask scheduler (threads, or dask.distributed workers);
     # a denoiser reading the raw movie shares those reads with the fit inside one task.
@@ -444,44 +487,19 @@ def localize(
                 tables.append(table)
             found += len(table)
             advance(b1 - b0, locs=found)
-    locs = pd.concat(tables, ignore_index=True) if tables else empty_table()
-    n_fitted = len(locs)
-    if calibrated:
-        keep = benjamini_hochberg(locs["p_value"].to_numpy(), n_tests, fdr) & (
-            locs["p_frame"].to_numpy() <= MEMBER_ALPHA
-        )
-        locs = locs[keep].reset_index(drop=True)
-        totals["n_rejected"] += n_fitted - len(locs)
-    n_saturated = int(locs["saturated"].sum())
-    if not keep_saturated:
-        locs = locs[~locs["saturated"].to_numpy()].reset_index(drop=True)
-    locs = link(locs, max_distance_nm=link_distance_nm)
-    mode = "raw" if detect_on is None else ("denoised" if fitting_denoised else "hybrid")
-    attrs: dict[str, Any] = {
-        **totals,
-        "mode": mode,
-        "movie_shape": [int(t), int(ny), int(nx)],
-        "pixel_size_nm": pixel_size,
-        "box": int(box),
-        "psf_sigma_nm": float(psf_sigma_nm),
-        "fit_sigma": bool(fit_sigma),
-        "acceptance": f"GLRT p-value, Benjamini-Hochberg FDR {fdr:g} over {n_tests} tests ({n_passes} per pixel)"
-        if calibrated
-        else f"band-pass threshold {thr:g}",
-        "fdr": float(fdr) if calibrated else None,
-        "pool": int(pool),
-        "multi_emitter": bool(multi_emitter),
-        "threshold": thr,
-        "link_distance_nm": float(link_distance_nm),
-        "n_tracks": int(locs["track"].nunique()),
-        "n_saturated": n_saturated,
-        "saturated_kept": bool(keep_saturated),
+    return (pd.concat(tables, ignore_index=True) if tables else empty_table()), totals
+
+
+def _settings_attrs(settings: LocalizeSettings, threshold: float, acceptance: str) -> dict[str, Any]:
+    """The settings a localization table's ``attrs`` record (``threshold``: the band-pass threshold used)."""
+    return {
+        "box": int(settings.box),
+        "psf_sigma_nm": float(settings.psf_sigma_nm),
+        "fit_sigma": bool(settings.fit_sigma),
+        "acceptance": acceptance,
+        "fdr": float(settings.fdr) if settings.calibrated else None,
+        "pool": int(settings.pool),
+        "multi_emitter": bool(settings.multi_emitter),
+        "threshold": threshold,
+        "link_distance_nm": float(settings.link_distance_nm),
     }
-    locs.attrs.update(attrs)
-    if len(locs) == 0:
-        warnings.warn(
-            f"no molecules found in {t} frames ({totals['n_candidates']} candidates, {attrs['n_rejected']} rejected by the "
-            f"acceptance test, {attrs['acceptance']}): check the camera numbers and --psf-sigma",
-            stacklevel=2,
-        )
-    return locs
