@@ -34,6 +34,7 @@ Prints a Markdown table (paste into benchmarks/RESULTS.md) and writes JSON with 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -214,6 +215,8 @@ def n2v_cached(movie_dir: Path, photons, args: argparse.Namespace) -> tuple[np.n
     if cache.exists():
         with np.load(cache) as z:
             return z["pred"], {**json.loads(str(z["info"])), "cached": str(cache)}
+    if args.n2v_cache_only:
+        return None, {}
     pred, info = run_n2v(
         Path(args.careamics_python),
         photons.compute(),
@@ -476,20 +479,6 @@ def curves(args: argparse.Namespace) -> dict:
         est = denoise_lazy(margin, model, estimates=names)
         return {n: v[2:-2] for n, v in zip(est, dask.compute(*est.values()), strict=True)}
 
-    if args.n2v_epochs:
-        t0 = time.perf_counter()
-        pred, info = n2v_cached(d, photons[: e1 + 2], args)
-        if pred is not None:
-            pred = pred[: args.eval_frames]
-            out["n2v"] = {
-                **info,
-                "psnr": round(psnr(pred, clean, dr), 2),
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "ghosts": ghost_stats(pred, clean, truth, e0, camera.pixel_size),
-            }
-        else:
-            out["n2v"] = info
-        print(f"  N2V: {json.dumps(out['n2v'])}", file=sys.stderr, flush=True)
     for spec in args.curve_runs:
         label, fit_kw, sup = _run_spec(spec)
         snaps: list = []
@@ -501,6 +490,13 @@ def curves(args: argparse.Namespace) -> dict:
         )
         sizes = {n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n) and spec != "default"}
         cfg = FitConfig(**stop, seed=args.seed, threads=args.threads, **{**sizes, **fit_kw})
+        # every setting of the run (defaults included) and the scored frames name its cached result
+        key = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), e0, e1, args.marks]).encode()).hexdigest()[:12]
+        cached = d / f"run_{spec.replace(':', '-')}_{key}.json"
+        if cached.exists():
+            out["runs"][label] = json.loads(cached.read_text())
+            print(f"  {label}: cached {cached}", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         model = fit_model(
             photons,
@@ -542,8 +538,27 @@ def curves(args: argparse.Namespace) -> dict:
             "best_val_loss": round(model.training["best_val_loss"], 4),
             "ghosts_mean": ghost_stats(est["mean"], clean, truth, e0, camera.pixel_size),
         }
-        out["runs"][label] = {"points": points, "final": final}
+        out["runs"][label] = {"points": points, "final": final, "ran": time.strftime("%Y-%m-%d %H:%M")}
+        cached.write_text(json.dumps(out["runs"][label]))
         print(f"  {label}: {json.dumps(out['runs'][label])}", file=sys.stderr, flush=True)
+    if args.n2v_epochs:
+        t0 = time.perf_counter()
+        pred, info = n2v_cached(d, photons[: e1 + 2], args)
+        if pred is None and args.n2v_cache_only:
+            info = {
+                "error": "no cached N2V prediction in the movie folder (run with --n2v-epochs, without --n2v-cache-only)"
+            }
+        if pred is not None:
+            pred = pred[: args.eval_frames]
+            out["n2v"] = {
+                **info,
+                "psnr": round(psnr(pred, clean, dr), 2),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "ghosts": ghost_stats(pred, clean, truth, e0, camera.pixel_size),
+            }
+        else:
+            out["n2v"] = info
+        print(f"  N2V: {json.dumps(out['n2v'])}", file=sys.stderr, flush=True)
     return out
 
 
@@ -806,6 +821,11 @@ def main() -> None:
         "its own epochs of the whole movie, batch --n2v-batch, beside the curves)",
     )
     p.add_argument("--n2v-batch", type=int, default=16, help="--curves: CAREamics batch size")
+    p.add_argument(
+        "--n2v-cache-only",
+        action="store_true",
+        help="--curves: use N2V predictions cached in the movie folder, never train N2V here",
+    )
     args = p.parse_args()
     if args.n2v_worker:
         args.batch = args.batch or 4

@@ -158,3 +158,15 @@ def test_fit_warns_when_camera_numbers_disagree_with_the_data(data):
         ],
     )
     assert res.exit_code == 0 and "disagrees" not in res.output
+
+
+def test_fit_command_defaults_are_the_library_defaults():
+    """The CLI's training defaults are FitConfig's (one set of defaults, chosen by the benchmarks)."""
+    import inspect
+
+    from smlmdn.cli.fit import fit
+    from smlmdn.denoise import FitConfig
+
+    params = inspect.signature(fit).parameters
+    for name in ("lr", "batch", "context", "width", "depth"):
+        assert params[name].default == getattr(FitConfig(), name), name

@@ -89,8 +89,13 @@ def fit(
     ] = None,
     batch: Annotated[int, typer.Option("--batch", help="Crops per step.", rich_help_panel=TRAIN)] = 4,
     lr: Annotated[
-        float, typer.Option("--lr", help="Peak Adam learning rate (warm-up then cosine decay).", rich_help_panel=TRAIN)
-    ] = 1e-3,
+        float,
+        typer.Option(
+            "--lr",
+            help="Peak Adam learning rate (warm-up then cosine decay); 6e-3 beat 1e-3 by 1.3 dB at equal steps.",
+            rich_help_panel=TRAIN,
+        ),
+    ] = 6e-3,
     seed: Annotated[
         int,
         typer.Option("--seed", help="Random seed (same seed + data + threads = same model).", rich_help_panel=TRAIN),
