@@ -488,7 +488,9 @@ def curves(args: argparse.Namespace) -> dict:
             if args.curve_steps
             else dict(steps=None, time_budget=args.budget)
         )
-        sizes = {n: getattr(args, n) for n in ("width", "depth", "batch") if getattr(args, n) and spec != "default"}
+        sizes = {
+            n: getattr(args, n) for n in ("width", "depth", "batch", "lr") if getattr(args, n) and spec != "default"
+        }
         cfg = FitConfig(**stop, seed=args.seed, threads=args.threads, **{**sizes, **fit_kw})
         # every setting of the run (defaults included) and the scored frames name its cached result
         key = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), e0, e1, args.marks]).encode()).hexdigest()[:12]
@@ -771,6 +773,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="--curves: peak learning rate of the K runs (default: fit's)")
     p.add_argument(
         "--context", type=int, default=None, help="K for the gaussian-head and supervised rows (default: fit's default)"
     )
