@@ -162,6 +162,8 @@ def test_denoise_lazy_refusals(movie):
         denoise_lazy(da.from_array(movie), _model(), estimates=("median",))
     with pytest.raises(SmlmdnError, match="needs at least 3"):
         denoise_lazy(da.from_array(movie[:2]), _model(context=2))
+    with pytest.raises(SmlmdnError, match=r"the movie must be \(T, Y, X\), got shape \(8, 8\)"):
+        denoise_lazy(da.from_array(movie[0, :8, :8]), _model())
 
 
 def test_loaded_models_are_a_bounded_cache():

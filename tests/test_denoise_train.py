@@ -125,6 +125,8 @@ def test_bad_movies_are_refused_with_the_minimum(sim):
         fit_model(photons, s.camera, FitConfig(steps=1, **{**TINY, "patch": 18}), progress=False)
     with pytest.raises(SmlmdnError, match="unknown head"):
         fit_model(photons, s.camera, FitConfig(steps=1, head="laplace", **TINY), progress=False)
+    with pytest.raises(SmlmdnError, match=r"the movie must be \(T, Y, X\), got shape \(1, 240, 32, 32\)"):
+        fit_model(photons[None], s.camera, FitConfig(steps=1, **TINY), progress=False)
 
 
 def test_time_budget_alone_trains_until_the_budget_not_a_default_step_count(sim, monkeypatch):
