@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smlmdn.camera import Camera
-from smlmdn.denoise import DenoiseModel, NetConfig, denoise_lazy, load_model, receptive_halo
+from smlmdn.denoise import DenoiseModel, NetConfig, denoise_lazy, denoise_on_the_fly, load_model, receptive_halo
 from smlmdn.denoise import likelihood as L
 from smlmdn.denoise.model_file import FORMAT_VERSION
 from smlmdn.denoise.network import BlindSpotNet
@@ -115,6 +115,18 @@ def test_model_file_round_trip(tmp_path, movie):
     # worker thread that runs the network, so compare to float32 precision rather than bit for bit
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_on_the_fly_denoising_is_the_posterior_mean_of_a_model_file_for_this_camera(tmp_path, movie):
+    path = _model().save(tmp_path / "model.pt")
+
+    mean = denoise_on_the_fly(da.from_array(movie[:4]), path, CAM, device="cpu")
+
+    np.testing.assert_allclose(
+        mean.compute(), denoise_lazy(da.from_array(movie[:4]), path)["mean"].compute(), rtol=1e-6
+    )
+    with pytest.raises(SmlmdnError, match="read noise"):
+        denoise_on_the_fly(da.from_array(movie[:4]), path, replace(CAM, read_noise=6.0))
 
 
 def test_model_files_from_before_context_mode_load_as_the_branch_design(tmp_path, movie):

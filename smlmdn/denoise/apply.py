@@ -31,6 +31,7 @@ import dask.array as da
 import numpy as np
 import torch
 
+from ..camera import Camera
 from ..errors import SmlmdnError
 from ..parallel import tune_worker_allocator
 from ..shapes import check_tyx
@@ -234,6 +235,19 @@ def denoise_lazy(
         name=f"smlmdn-denoise-{_token(model_ref, names, tile, k)}",
     )
     return {name: stacked[i] for i, name in enumerate(names)}
+
+
+def denoise_on_the_fly(
+    photons: da.Array, model: str | Path, camera: Camera, device: str = "auto", tile: int = DEFAULT_TILE
+) -> da.Array:
+    """Lazy posterior-mean photons (T, Y, X) float32 of ``photons`` (T, Y, X) detected photons from a model file.
+
+    For localizing on a denoised movie without writing it: each frame block is denoised when the
+    localizer reads it. Raises :class:`SmlmdnError` when the model file cannot be read or was trained
+    for another camera (:func:`~smlmdn.denoise.model_file.load_model`), and as :func:`denoise_lazy`.
+    """
+    checked = load_model(model, camera)  # refuses a model trained for another camera
+    return denoise_lazy(photons, checked, estimates=("mean",), device=device, tile=tile)["mean"]
 
 
 def _token(*parts: Any) -> str:
