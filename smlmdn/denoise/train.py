@@ -1,10 +1,8 @@
-"""Training the blind-spot denoiser on a movie: lazy patch sampling, schedule, checkpoints, safety nets.
+"""Training the blind-spot denoiser on a movie: settings, schedule, losses, checkpoints, safety nets.
 
-Data: random square crops (``patch`` px, random dihedral flips) of random frames, drawn from a pool
-of frames read from the dask movie a few blocks at a time (the pool is refreshed every
-``refresh_every`` steps, so memory is bounded whatever the movie length). Validation uses fixed
-crops (up to 64 px, larger than training crops) of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
-over the whole acquisition). With temporal context ``K`` the centre frames are ``K..T-K-1``.
+Data: random crops of a pool of frames and fixed validation crops of held-out frames
+(:mod:`smlmdn.denoise.crops`); the pool is refreshed every ``refresh_every`` steps, so memory is
+bounded whatever the movie length.
 
 Stopping rule: ``steps`` and/or ``time_budget`` (seconds). With only a time budget (``steps=None``)
 training runs until the budget is spent, however many steps that is: a busy CPU gives fewer steps,
@@ -13,7 +11,8 @@ the same schedule. With neither, ``DEFAULT_STEPS``. With both, whichever comes f
 Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is the
 fraction of the stopping rule done, ``max(step / steps, elapsed / time_budget)`` (elapsed time alone
 when the budget is the only rule); gradient-norm clipping at 1; loss = exact
-negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head). Every
+negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head; with clean targets,
+the squared error of the prior mean: the supervised bound). Every
 ``val_every`` steps the validation loss is measured; a new best is kept (and checkpointed
 atomically when a checkpoint path is given). A non-finite training loss, or a validation loss that
 jumps above the best by more than ``max(0.25, 10 %)`` nats/pixel, restores the last good weights,
@@ -34,7 +33,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -46,6 +44,7 @@ from ..errors import SmlmdnError
 from ..io import atomic_file, provenance
 from ..shapes import check_tyx
 from . import likelihood as L
+from .crops import Sampler, Windows, normalisation, pool_size, split_frames, validation_crops
 from .model_file import DenoiseModel
 from .network import CONTEXT_MODES, BlindSpotNet, NetConfig
 
@@ -153,79 +152,6 @@ def check_movie(shape: tuple[int, int, int], config: FitConfig) -> None:
             f"(2 x {config.context} neighbours + one training and one validation frame)",
             "use a smaller --context (0 uses single frames) or a longer movie",
         )
-
-
-def split_frames(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation centre frames: every tenth group of consecutive frames is held out."""
-    centres = np.arange(context, t - context)
-    n = len(centres)
-    group = max(1, n // 100)
-    groups = (centres - context) // group
-    val = centres[groups % 10 == 5] if n >= 10 else centres[-1:]
-    train = np.setdiff1d(centres, val)
-    if len(train) == 0:
-        train, val = centres[:-1], centres[-1:]
-    return train, val
-
-
-def _read_windows(photons: da.Array, centres: np.ndarray, k: int, shift: float, factor: float) -> np.ndarray:
-    """Frames ``c-k..c+k`` for each centre as model counts (n, 2k+1, Y, X) float32, read in one pass."""
-    parts = [photons[c - k : c + k + 1] for c in centres]
-    blocks = dask.compute(*parts) if isinstance(photons, da.Array) else [np.asarray(p) for p in parts]
-    return np.stack([L.to_model_counts(b, shift, factor) for b in blocks])
-
-
-def normalisation(photons: da.Array, shift: float, factor: float, n_frames: int = 64) -> dict[str, float]:
-    """Per-movie input normalisation in model counts: ``level`` = median, ``scale`` = max(1.48 MAD, 1)."""
-    t = photons.shape[0]
-    idx = np.unique(np.linspace(0, t - 1, min(n_frames, t)).astype(int))
-    sample = L.to_model_counts(
-        np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx]), shift, factor
-    )
-    level = float(np.median(sample))
-    mad = float(np.median(np.abs(sample - level)))
-    return {"level": level, "scale": max(1.4826 * mad, 1.0)}
-
-
-class _Sampler:
-    """Random crops (with dihedral augmentation) from a pool of frame windows in model counts."""
-
-    def __init__(self, rng: np.random.Generator, patch: int) -> None:
-        self.rng = rng
-        self.patch = patch
-        self.pool: np.ndarray | None = None
-        self.clean: np.ndarray | None = None
-
-    def crops(
-        self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        pool = self.pool if pool is None else pool
-        clean = self.clean if clean is None else clean
-        assert pool is not None, "set the crop pool first"
-        rng, p = self.rng, self.patch
-        _, _, hgt, wid = pool.shape
-        fi = rng.integers(0, pool.shape[0], n)
-        ys = rng.integers(0, hgt - p + 1, n)
-        xs = rng.integers(0, wid - p + 1, n)
-        flips = rng.integers(0, 2, (n, 3))
-        out = np.empty((n, pool.shape[1], p, p), np.float32)
-        out_clean = np.empty((n, p, p), np.float32) if clean is not None else None
-        for i in range(n):
-            c = pool[fi[i], :, ys[i] : ys[i] + p, xs[i] : xs[i] + p]
-            cc = clean[fi[i], ys[i] : ys[i] + p, xs[i] : xs[i] + p] if clean is not None else None
-            if flips[i, 0]:
-                c = c[:, ::-1]
-                cc = cc[::-1] if cc is not None else None
-            if flips[i, 1]:
-                c = c[:, :, ::-1]
-                cc = cc[:, ::-1] if cc is not None else None
-            if flips[i, 2]:
-                c = c.transpose(0, 2, 1)
-                cc = cc.T if cc is not None else None
-            out[i] = c
-            if out_clean is not None:
-                out_clean[i] = cc
-        return out, out_clean
 
 
 def _lr_factor(frac: float, warm: float = 0.05, floor: float = 0.02) -> float:
@@ -350,45 +276,6 @@ def _console_log(progress: bool) -> Callable[[str], None]:
     return lambda msg: err.print(msg, highlight=False)
 
 
-class _Windows:
-    """Frame windows of the movie (and clean centre frames, when supervised) in model counts."""
-
-    def __init__(self, photons: da.Array, clean: da.Array | None, context: int, shift: float, factor: float) -> None:
-        self.photons, self.clean, self.context = photons, clean, context
-        self.shift, self.factor = shift, factor
-
-    def read(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Windows (n, 2K+1, Y, X) float32 and clean frames (n, Y, X) float32 or None, for ``centres``."""
-        windows = _read_windows(self.photons, centres, self.context, self.shift, self.factor)
-        if self.clean is None:
-            return windows, None
-        return windows, _read_clean(self.clean, centres, self.shift, self.factor)
-
-
-def _validation_crops(
-    windows: _Windows, val_frames: np.ndarray, config: FitConfig, frame_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fixed validation crops (n, 2K+1, V, V) (+ clean (n, V, V)) of held-out frames, ``V`` up to 64 px.
-
-    Own generator (seed + 1): independent of the training stream and of resuming. The crops are
-    larger than training crops (up to 64 px or the frame): inference runs on whole frames, and a net
-    that only works on small crops (e.g. relying on borders) must show up here.
-    """
-    vrng = np.random.default_rng(config.seed + 1)
-    vsel = np.sort(vrng.choice(val_frames, size=min(len(val_frames), 64), replace=False))
-    vpool, vclean = windows.read(vsel)
-    patch, mult = int(config.resolved_patch(frame_shape)), 2**config.depth
-    vpatch = max(patch, min(max(2 * patch, 64), (min(frame_shape) // mult) * mult))
-    n_vcrops = max(8, int(config.val_crops * (patch / vpatch) ** 2))
-    return _Sampler(vrng, vpatch).crops(n_vcrops, vpool, vclean)
-
-
-def _pool_size(n_train: int, config: FitConfig, frame_shape: tuple[int, int]) -> int:
-    """Training frames held in memory at once: at most ``pool_frames`` and about 128 MiB of windows."""
-    window_bytes = 4 * frame_shape[0] * frame_shape[1] * (2 * config.context + 1)
-    return int(min(n_train, config.pool_frames, max(8, (128 * 2**20) // window_bytes)))
-
-
 class _Trainer:
     """One training run: network, optimiser, crops and :class:`TrainState`; one method per event.
 
@@ -425,10 +312,13 @@ class _Trainer:
         self.ckpt_path = Path(checkpoint) if checkpoint else None
         if resume:
             self.resume()
-        self.windows = _Windows(photons, clean, config.context, self.shift, self.factor)
-        self.vx, self.vc = _validation_crops(self.windows, val_frames, config, frame_shape)
-        self.sampler = _Sampler(self.rng, int(config.resolved_patch(frame_shape)))
-        self.pool_n = _pool_size(len(self.train_frames), config, frame_shape)
+        patch = int(config.resolved_patch(frame_shape))
+        self.windows = Windows(photons, clean, config.context, self.shift, self.factor)
+        self.vx, self.vc = validation_crops(
+            self.windows, val_frames, frame_shape, config.seed, patch, config.depth, config.val_crops
+        )
+        self.sampler = Sampler(self.rng, patch)
+        self.pool_n = pool_size(len(self.train_frames), config.pool_frames, config.context, frame_shape)
         self.supervised = clean is not None
         self.loss = (
             clean_target_loss(self.norm["scale"]) if self.supervised else likelihood_loss(config.head, config.context)
@@ -708,12 +598,6 @@ def fit_model(
     trainer.run(progress, snapshot, snapshot_at)
     trainer.finish(snapshot)
     return trainer.model(camera)
-
-
-def _read_clean(clean: da.Array, centres: np.ndarray, shift: float, factor: float) -> np.ndarray:
-    """Clean centre frames (n, Y, X) float32 in model counts."""
-    blocks = dask.compute(*[clean[c] for c in centres]) if isinstance(clean, da.Array) else [clean[c] for c in centres]
-    return np.stack([(np.asarray(b, np.float32) + np.float32(shift)) / np.float32(factor) for b in blocks])
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
