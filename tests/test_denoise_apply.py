@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smlmdn.camera import Camera
-from smlmdn.denoise import DenoiseModel, NetConfig, denoise_lazy, load_model, receptive_halo
+from smlmdn.denoise import DenoiseModel, NetConfig, denoise_lazy, denoise_on_the_fly, load_model, receptive_halo
 from smlmdn.denoise import likelihood as L
 from smlmdn.denoise.model_file import FORMAT_VERSION
 from smlmdn.denoise.network import BlindSpotNet
@@ -117,6 +117,18 @@ def test_model_file_round_trip(tmp_path, movie):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_on_the_fly_denoising_is_the_posterior_mean_of_a_model_file_for_this_camera(tmp_path, movie):
+    path = _model().save(tmp_path / "model.pt")
+
+    mean = denoise_on_the_fly(da.from_array(movie[:4]), path, CAM, device="cpu")
+
+    np.testing.assert_allclose(
+        mean.compute(), denoise_lazy(da.from_array(movie[:4]), path)["mean"].compute(), rtol=1e-6
+    )
+    with pytest.raises(SmlmdnError, match="read noise"):
+        denoise_on_the_fly(da.from_array(movie[:4]), path, replace(CAM, read_noise=6.0))
+
+
 def test_model_files_from_before_context_mode_load_as_the_branch_design(tmp_path, movie):
     model = _model(context=1, mode="branch")
     d = model.to_dict()
@@ -162,6 +174,8 @@ def test_denoise_lazy_refusals(movie):
         denoise_lazy(da.from_array(movie), _model(), estimates=("median",))
     with pytest.raises(SmlmdnError, match="needs at least 3"):
         denoise_lazy(da.from_array(movie[:2]), _model(context=2))
+    with pytest.raises(SmlmdnError, match=r"the movie must be \(T, Y, X\), got shape \(8, 8\)"):
+        denoise_lazy(da.from_array(movie[0, :8, :8]), _model())
 
 
 def test_loaded_models_are_a_bounded_cache():

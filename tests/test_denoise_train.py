@@ -125,6 +125,8 @@ def test_bad_movies_are_refused_with_the_minimum(sim):
         fit_model(photons, s.camera, FitConfig(steps=1, **{**TINY, "patch": 18}), progress=False)
     with pytest.raises(SmlmdnError, match="unknown head"):
         fit_model(photons, s.camera, FitConfig(steps=1, head="laplace", **TINY), progress=False)
+    with pytest.raises(SmlmdnError, match=r"the movie must be \(T, Y, X\), got shape \(1, 240, 32, 32\)"):
+        fit_model(photons[None], s.camera, FitConfig(steps=1, **TINY), progress=False)
 
 
 def test_time_budget_alone_trains_until_the_budget_not_a_default_step_count(sim, monkeypatch):
@@ -180,3 +182,39 @@ def test_non_blind_supervised_bound_needs_clean_targets_and_learns_from_them(sim
     prior = denoise_lazy(photons[0:62], model, estimates=("prior",))["prior"].compute()[1:-1]
     dr = float(s.clean.max() - s.clean.min())
     assert psnr(prior, s.clean[frames], dr) > psnr(photons[frames].compute(), s.clean[frames], dr) + 1.0
+
+
+def test_checkpoint_state_stays_a_plain_dict_and_reads_old_checkpoints() -> None:
+    """Checkpoints store the training state as a plain dict: one written before TrainState reads back."""
+    from dataclasses import asdict
+
+    from smlmdn.denoise.train import TrainState
+
+    old = {
+        "step": 33,
+        "elapsed": 1.5,
+        "best_val": 4.2,
+        "best_step": 20,
+        "lr_mult": 0.5,
+        "restores": 1,
+        "since_best": 0,
+        "history": [[20, 3.6, 4.2, 0.5]],
+        "stopped": "",
+    }
+
+    state = TrainState.from_dict(old)
+
+    assert asdict(state) == old and list(asdict(TrainState())) == list(old)
+
+
+def test_losses_are_the_likelihood_or_the_clean_target_mse() -> None:
+    from smlmdn.denoise.train import clean_target_loss, likelihood_loss
+
+    x = torch.full((2, 3, 4, 4), 5.0)
+    p0, p1 = torch.full((2, 4, 4), 4.0), torch.full((2, 4, 4), 2.0)
+
+    nll = likelihood_loss("gamma-poisson", 1)(x, p0, p1, None)
+    mse = clean_target_loss(2.0)(x, p0, p1, torch.full((2, 4, 4), 3.0))
+
+    assert torch.equal(nll, L.nll("gamma-poisson", x[:, 1], p0, p1).mean())
+    assert float(mse) == 0.25 and mse.dtype == torch.float64

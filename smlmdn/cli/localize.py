@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import dask.array as da
 import typer
 
 from ..batch import denoised_for, expand_inputs
@@ -64,18 +63,6 @@ Threshold = Annotated[
         rich_help_panel=LOC,
     ),
 ]
-
-
-def denoise_on_the_fly(photons: da.Array, model: Path, camera: Camera, device: str) -> da.Array:
-    """Lazy posterior-mean photons of ``photons`` from a model file (denoised block by block while localizing)."""
-    try:
-        from ..denoise import denoise_lazy, load_model
-    except ImportError as exc:  # the denoiser is an optional part of a partial install
-        raise SmlmdnError(
-            f"the denoiser is not available ({exc})", "denoise first with `smlmdn denoise` and pass --denoised"
-        ) from exc
-    model_obj = load_model(model, camera)  # refuses a model trained for another camera
-    return denoise_lazy(photons, model_obj, estimates=("mean",), device=device)["mean"]
 
 
 @command("localize")
@@ -222,6 +209,8 @@ def localize(
             _, detect_on = open_estimate(den, camera, photons.shape, photons.chunks[0][0])
             source["denoised"] = str(den)
         elif model is not None:
+            from ..denoise import denoise_on_the_fly  # torch only when denoising
+
             detect_on = denoise_on_the_fly(photons, model, camera, device)
             source["model"] = str(model)
         locs = localize_movie(

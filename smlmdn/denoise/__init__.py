@@ -26,7 +26,7 @@ simulated 64 x 64 x 2000 low-SNR movies on this 2-core CPU (benchmarks/RESULTS.m
   fraction of the budget, so a busy CPU gives fewer steps, not a truncated schedule.
 """
 
-from .apply import denoise_lazy
+from .apply import denoise_lazy, denoise_on_the_fly
 from .likelihood import ESTIMATES, HEADS
 from .model_file import DenoiseModel, load_model
 from .network import BlindSpotNet, NetConfig, receptive_halo
@@ -40,6 +40,7 @@ __all__ = [
     "FitConfig",
     "NetConfig",
     "denoise_lazy",
+    "denoise_on_the_fly",
     "fit_model",
     "load_model",
     "receptive_halo",

@@ -31,8 +31,10 @@ import dask.array as da
 import numpy as np
 import torch
 
+from ..camera import Camera
 from ..errors import SmlmdnError
 from ..parallel import tune_worker_allocator
+from ..shapes import check_tyx
 from . import likelihood as L
 from .model_file import DenoiseModel, load_model, model_from_bytes
 from .network import receptive_halo
@@ -183,21 +185,21 @@ def denoise_lazy(
     block when computed together. ``tile`` (px) bounds the spatial size of one network call;
     ``block_frames`` sets frames per block (default: the input's blocks; open the movie with
     ``open_movie(path, block_frames=DEFAULT_BLOCK_FRAMES)`` to keep memory small and flat).
+
+    Raises :class:`SmlmdnError` on an unknown estimate, a movie that is not (T, Y, X) or shorter than
+    the model's context, or a model file that cannot be read.
     """
     names = tuple(estimates)
     bad = [e for e in names if e not in L.ESTIMATES]
     if not names or bad:
         raise SmlmdnError(f"unknown estimate(s) {bad or names}", f"use --estimate {' / '.join(L.ESTIMATES)}")
+    check_tyx(photons.shape)
     if isinstance(model, DenoiseModel):
         mobj = model
         model_ref: Any = model.to_bytes()
     else:
         mobj = load_model(model)
         model_ref = str(Path(model).resolve())
-    if photons.ndim != 3:
-        raise SmlmdnError(
-            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
-        )
     k = mobj.net.context
     t = photons.shape[0]
     if t < k + 1:
@@ -233,6 +235,19 @@ def denoise_lazy(
         name=f"smlmdn-denoise-{_token(model_ref, names, tile, k)}",
     )
     return {name: stacked[i] for i, name in enumerate(names)}
+
+
+def denoise_on_the_fly(
+    photons: da.Array, model: str | Path, camera: Camera, device: str = "auto", tile: int = DEFAULT_TILE
+) -> da.Array:
+    """Lazy posterior-mean photons (T, Y, X) float32 of ``photons`` (T, Y, X) detected photons from a model file.
+
+    For localizing on a denoised movie without writing it: each frame block is denoised when the
+    localizer reads it. Raises :class:`SmlmdnError` when the model file cannot be read or was trained
+    for another camera (:func:`~smlmdn.denoise.model_file.load_model`), and as :func:`denoise_lazy`.
+    """
+    checked = load_model(model, camera)  # refuses a model trained for another camera
+    return denoise_lazy(photons, checked, estimates=("mean",), device=device, tile=tile)["mean"]
 
 
 def _token(*parts: Any) -> str:

@@ -1,10 +1,8 @@
-"""Training the blind-spot denoiser on a movie: lazy patch sampling, schedule, checkpoints, safety nets.
+"""Training the blind-spot denoiser on a movie: settings, schedule, losses, checkpoints, safety nets.
 
-Data: random square crops (``patch`` px, random dihedral flips) of random frames, drawn from a pool
-of frames read from the dask movie a few blocks at a time (the pool is refreshed every
-``refresh_every`` steps, so memory is bounded whatever the movie length). Validation uses fixed
-crops (up to 64 px, larger than training crops) of held-out frames (every tenth group of consecutive frames, so held-out frames are spread
-over the whole acquisition). With temporal context ``K`` the centre frames are ``K..T-K-1``.
+Data: random crops of a pool of frames and fixed validation crops of held-out frames
+(:mod:`smlmdn.denoise.crops`); the pool is refreshed every ``refresh_every`` steps, so memory is
+bounded whatever the movie length.
 
 Stopping rule: ``steps`` and/or ``time_budget`` (seconds). With only a time budget (``steps=None``)
 training runs until the budget is spent, however many steps that is: a busy CPU gives fewer steps,
@@ -13,7 +11,8 @@ the same schedule. With neither, ``DEFAULT_STEPS``. With both, whichever comes f
 Optimisation: Adam, linear warm-up (5 %) then cosine decay to 2 % of ``lr``, where progress is the
 fraction of the stopping rule done, ``max(step / steps, elapsed / time_budget)`` (elapsed time alone
 when the budget is the only rule); gradient-norm clipping at 1; loss = exact
-negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head). Every
+negative-binomial NLL in float64 (or the Gaussian NLL for the comparison head; with clean targets,
+the squared error of the prior mean: the supervised bound). Every
 ``val_every`` steps the validation loss is measured; a new best is kept (and checkpointed
 atomically when a checkpoint path is given). A non-finite training loss, or a validation loss that
 jumps above the best by more than ``max(0.25, 10 %)`` nats/pixel, restores the last good weights,
@@ -30,11 +29,10 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -44,7 +42,9 @@ from .. import device as device_rule
 from ..camera import Camera
 from ..errors import SmlmdnError
 from ..io import atomic_file, provenance
+from ..shapes import check_tyx
 from . import likelihood as L
+from .crops import Sampler, Windows, normalisation, pool_size, split_frames, validation_crops
 from .model_file import DenoiseModel
 from .network import CONTEXT_MODES, BlindSpotNet, NetConfig
 
@@ -154,95 +154,46 @@ def check_movie(shape: tuple[int, int, int], config: FitConfig) -> None:
         )
 
 
-def split_frames(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation centre frames: every tenth group of consecutive frames is held out."""
-    centres = np.arange(context, t - context)
-    n = len(centres)
-    group = max(1, n // 100)
-    groups = (centres - context) // group
-    val = centres[groups % 10 == 5] if n >= 10 else centres[-1:]
-    train = np.setdiff1d(centres, val)
-    if len(train) == 0:
-        train, val = centres[:-1], centres[-1:]
-    return train, val
-
-
-def _read_windows(photons: da.Array, centres: np.ndarray, k: int, shift: float, factor: float) -> np.ndarray:
-    """Frames ``c-k..c+k`` for each centre as model counts (n, 2k+1, Y, X) float32, read in one pass."""
-    parts = [photons[c - k : c + k + 1] for c in centres]
-    blocks = dask.compute(*parts) if isinstance(photons, da.Array) else [np.asarray(p) for p in parts]
-    return np.stack([L.to_model_counts(b, shift, factor) for b in blocks])
-
-
-def normalisation(photons: da.Array, shift: float, factor: float, n_frames: int = 64) -> dict[str, float]:
-    """Per-movie input normalisation in model counts: ``level`` = median, ``scale`` = max(1.48 MAD, 1)."""
-    t = photons.shape[0]
-    idx = np.unique(np.linspace(0, t - 1, min(n_frames, t)).astype(int))
-    sample = L.to_model_counts(
-        np.asarray(photons[idx].compute() if isinstance(photons, da.Array) else photons[idx]), shift, factor
-    )
-    level = float(np.median(sample))
-    mad = float(np.median(np.abs(sample - level)))
-    return {"level": level, "scale": max(1.4826 * mad, 1.0)}
-
-
-class _Sampler:
-    """Random crops (with dihedral augmentation) from a pool of frame windows in model counts."""
-
-    def __init__(self, rng: np.random.Generator, patch: int) -> None:
-        self.rng = rng
-        self.patch = patch
-        self.pool: np.ndarray | None = None
-        self.clean: np.ndarray | None = None
-
-    def crops(
-        self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        pool = self.pool if pool is None else pool
-        clean = self.clean if clean is None else clean
-        assert pool is not None, "set the crop pool first"
-        rng, p = self.rng, self.patch
-        _, _, hgt, wid = pool.shape
-        fi = rng.integers(0, pool.shape[0], n)
-        ys = rng.integers(0, hgt - p + 1, n)
-        xs = rng.integers(0, wid - p + 1, n)
-        flips = rng.integers(0, 2, (n, 3))
-        out = np.empty((n, pool.shape[1], p, p), np.float32)
-        out_clean = np.empty((n, p, p), np.float32) if clean is not None else None
-        for i in range(n):
-            c = pool[fi[i], :, ys[i] : ys[i] + p, xs[i] : xs[i] + p]
-            cc = clean[fi[i], ys[i] : ys[i] + p, xs[i] : xs[i] + p] if clean is not None else None
-            if flips[i, 0]:
-                c = c[:, ::-1]
-                cc = cc[::-1] if cc is not None else None
-            if flips[i, 1]:
-                c = c[:, :, ::-1]
-                cc = cc[:, ::-1] if cc is not None else None
-            if flips[i, 2]:
-                c = c.transpose(0, 2, 1)
-                cc = cc.T if cc is not None else None
-            out[i] = c
-            if out_clean is not None:
-                out_clean[i] = cc
-        return out, out_clean
-
-
 def _lr_factor(frac: float, warm: float = 0.05, floor: float = 0.02) -> float:
+    """Learning-rate multiplier at ``frac`` (0..1) of the stopping rule: linear warm-up, then cosine decay to ``floor``."""
     if frac < warm:
         return max(frac / warm, 0.01)
     f = min(1.0, (frac - warm) / (1 - warm))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f))
 
 
-def _loss(
-    net: BlindSpotNet,
-    head: str,
-    x: torch.Tensor,
-    norm: dict[str, float],
-    k: int,
-    clean: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor:
+#: A training loss: ``(inputs, p0, p1, clean) -> scalar``; inputs (n, 2K+1, P, P) in model counts, the
+#: prior parameters ``p0, p1`` (n, P, P) in model counts, clean targets (n, P, P) or None.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+#: ``snapshot(step, elapsed_s, weights)``: called with a copy of the current weights
+Snapshot = Callable[[int, float, dict[str, torch.Tensor]], None]
+
+
+def likelihood_loss(head: str, context: int) -> LossFn:
+    """The self-supervised loss: mean NLL (nats/pixel) of each centre frame under the ``head`` prior."""
+
+    def loss(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
+        return L.nll(head, x[:, context], p0, p1).mean()
+
+    return loss
+
+
+def clean_target_loss(scale: float) -> LossFn:
+    """The supervised upper bound: mean squared error of the prior mean against clean counts, in units of ``scale``."""
+
+    def loss(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
+        assert clean is not None, "the clean-target loss needs clean targets"
+        return (((p0.double() - clean.double()) / scale) ** 2).mean()
+
+    return loss
+
+
+def _prior(
+    net: BlindSpotNet, x: torch.Tensor, norm: dict[str, float], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prior parameters (n, P, P) x 2 in model counts for windows ``x`` (n, 2K+1, P, P) of model counts."""
     level, scale = norm["level"], norm["scale"]
     xin = (x - level) / scale
     if device.type == "cuda":
@@ -250,10 +201,362 @@ def _loss(
             raw = net(xin)
     else:
         raw = net(xin)
-    p0, p1 = net.params(raw, level, scale)
-    if clean is not None:  # supervised upper bound: the prior mean regressed on clean counts
-        return (((p0.double() - clean.double()) / scale) ** 2).mean()
-    return L.nll(head, x[:, k], p0, p1).mean()
+    return net.params(raw, level, scale)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in checkpoints as a plain dict (:func:`dataclasses.asdict`).
+
+    ``elapsed`` in seconds of training; ``history`` rows are ``[step, train loss, validation loss,
+    seconds]``; ``lr_mult`` is the learning-rate factor left by restores (halved by each);
+    ``stopped`` says why training ended ("steps", "time budget", "early stopping", "diverged").
+    """
+
+    step: int = 0
+    elapsed: float = 0.0
+    best_val: float = math.inf
+    best_step: int = 0
+    lr_mult: float = 1.0
+    restores: int = 0
+    since_best: int = 0
+    history: list[list[float]] = field(default_factory=list)
+    stopped: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The state saved in a checkpoint (keys it lacks keep their defaults)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def _with_overrides(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
+    """A copy of ``config`` (default :class:`FitConfig`) with ``overrides``; raises TypeError on an unknown field."""
+    config = copy.deepcopy(config) if config is not None else FitConfig()
+    names = {f.name for f in fields(FitConfig)}
+    for key, value in overrides.items():
+        if key not in names:
+            raise TypeError(f"unknown fit option {key}")
+        setattr(config, key, value)
+    return config
+
+
+def validate(config: FitConfig, movie_shape: tuple[int, ...], supervised: bool = False) -> None:
+    """Raise :class:`SmlmdnError` unless ``config`` can train on a movie of ``movie_shape`` (T, Y, X).
+
+    ``supervised``: clean targets are given (a non-blind network needs them).
+    """
+    if config.head not in L.HEADS:
+        raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
+    for name in ("steps", "batch", "width", "depth", "val_every"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {value}", f"give a positive --{name}")
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {config.time_budget}", "e.g. --time-budget 300")
+    if config.context_mode not in CONTEXT_MODES:
+        raise SmlmdnError(f"unknown context mode {config.context_mode!r}", f"use {' or '.join(CONTEXT_MODES)}")
+    if config.context < 0:
+        raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
+    if not config.blind and not supervised:
+        raise SmlmdnError("a non-blind network sees the pixel it predicts", "train it on clean targets (clean=...)")
+    check_tyx(movie_shape)
+    check_movie((movie_shape[0], movie_shape[1], movie_shape[2]), config)
+
+
+def _console_log(progress: bool) -> Callable[[str], None]:
+    """One-line messages to the stderr console when ``progress``, else nowhere."""
+    if not progress:
+        return lambda msg: None
+    from ..progress import console
+
+    err = console()
+    return lambda msg: err.print(msg, highlight=False)
+
+
+class _Trainer:
+    """One training run: network, optimiser, crops and :class:`TrainState`; one method per event.
+
+    Construction seeds the generators, builds the network, resumes from ``checkpoint`` when
+    ``resume``, draws the validation crops and chooses the loss (``clean`` given: the clean-target
+    MSE, else the likelihood), in that order (the order fixes the random streams).
+    """
+
+    def __init__(
+        self,
+        photons: da.Array,
+        camera: Camera,
+        config: FitConfig,
+        device: torch.device,
+        log: Callable[[str], None],
+        clean: da.Array | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config, self.device, self.log = config, device, log
+        self.movie_shape = tuple(photons.shape)
+        frame_shape = (int(photons.shape[1]), int(photons.shape[2]))
+        self.shift, self.factor = L.count_transform(camera.excess_noise, camera.read_noise_photons)
+        self.norm = normalisation(photons, self.shift, self.factor)
+        self.dhash = data_hash(photons)
+        self.net_cfg = config.net_config()
+        self.train_frames, val_frames = split_frames(photons.shape[0], config.context)
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.net = BlindSpotNet(self.net_cfg).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.state = TrainState()
+        self.best_weights = copy.deepcopy(self.net.state_dict())
+        self.ckpt_path = Path(checkpoint) if checkpoint else None
+        if resume:
+            self.resume()
+        patch = int(config.resolved_patch(frame_shape))
+        self.windows = Windows(photons, clean, config.context, self.shift, self.factor)
+        self.vx, self.vc = validation_crops(
+            self.windows, val_frames, frame_shape, config.seed, patch, config.depth, config.val_crops
+        )
+        self.sampler = Sampler(self.rng, patch)
+        self.pool_n = pool_size(len(self.train_frames), config.pool_frames, config.context, frame_shape)
+        self.supervised = clean is not None
+        self.loss = (
+            clean_target_loss(self.norm["scale"]) if self.supervised else likelihood_loss(config.head, config.context)
+        )
+        self.max_steps = config.max_steps
+        self.last_loss = float("nan")
+        self.start = time.perf_counter()
+
+    def resume(self) -> None:
+        """Continue from the checkpoint: weights, optimiser, state, random streams, normalisation."""
+        path = self.ckpt_path
+        if path is None or not path.is_file():
+            raise SmlmdnError(f"no checkpoint to resume from ({path})", "run without --resume to start training")
+        ck = _load_checkpoint(path)
+        if ck["net"] != self.net_cfg.to_dict() or ck["data_hash"] != self.dhash:
+            raise SmlmdnError(
+                f"checkpoint {path} was made for another movie or network settings",
+                "rerun with the same movie and options, or without --resume (with --overwrite) to start again",
+            )
+        self.net.load_state_dict(ck["weights"])
+        self.best_weights = ck["best_weights"]
+        self.opt.load_state_dict(ck["optimizer"])
+        self.state = TrainState.from_dict(ck["state"])
+        self.rng.bit_generator.state = ck["numpy_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        self.norm = ck["norm"]
+        self.log(f"resuming from {path} at step {self.state.step} (best validation loss {self.state.best_val:.4f})")
+
+    def save_checkpoint(self) -> None:
+        """Write the training state atomically to the checkpoint path (if any); ``state`` as a plain dict."""
+        if self.ckpt_path is None:
+            return
+        data = {
+            "format": CHECKPOINT_FORMAT,
+            "smlmdn_version": __version__,
+            "net": self.net_cfg.to_dict(),
+            "data_hash": self.dhash,
+            "weights": self.net.state_dict(),
+            "best_weights": self.best_weights,
+            "optimizer": self.opt.state_dict(),
+            "state": asdict(self.state),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "norm": self.norm,
+        }
+        with atomic_file(self.ckpt_path, overwrite=True) as tmp:
+            torch.save(data, tmp)
+
+    def refresh(self) -> None:
+        """Draw a new pool of training frames for the sampler."""
+        sel = np.sort(self.rng.choice(self.train_frames, size=self.pool_n, replace=False))
+        self.sampler.pool, self.sampler.clean = self.windows.read(sel)
+
+    def loss_on(self, x: np.ndarray, clean: np.ndarray | None) -> torch.Tensor:
+        """The loss of the network on crops ``x`` (n, 2K+1, P, P) (and clean crops (n, P, P))."""
+        xt = torch.from_numpy(x).to(self.device)
+        ct = torch.from_numpy(clean).to(self.device) if clean is not None else None
+        p0, p1 = _prior(self.net, xt, self.norm, self.device)
+        return self.loss(xt, p0, p1, ct)
+
+    def validation_loss(self) -> float:
+        """Mean loss over the fixed validation crops (nats/pixel for the likelihood)."""
+        self.net.eval()
+        total, n = 0.0, self.config.batch * 2
+        with torch.no_grad():
+            for i in range(0, len(self.vx), n):
+                cb = self.vc[i : i + n] if self.vc is not None else None
+                total += float(self.loss_on(self.vx[i : i + n], cb)) * len(self.vx[i : i + n])
+        self.net.train()
+        return total / len(self.vx)
+
+    def restore(self, reason: str) -> bool:
+        """Go back to the last good weights with half the learning rate; True when that was one time too many."""
+        s = self.state
+        self.net.load_state_dict(self.best_weights)
+        s.restores += 1
+        s.lr_mult *= 0.5
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * s.lr_mult)
+        self.log(
+            f"[yellow]warning:[/yellow] {reason} at step {s.step}: went back to the last good weights "
+            f"(step {s.best_step}) and halved the learning rate"
+        )
+        if s.restores > self.config.max_restores:
+            s.stopped = "diverged"
+            return True
+        return False
+
+    def fraction(self) -> float:
+        """Progress through the stopping rule (0..1): ``max(step / steps, elapsed / time_budget)``."""
+        s, budget = self.state, self.config.time_budget
+        frac = s.step / self.max_steps if self.max_steps else 0.0
+        return max(frac, s.elapsed / budget) if budget else frac
+
+    def finished(self, frac: float) -> bool:
+        """True (and ``stopped`` set) when the step limit or the time budget is reached."""
+        s = self.state
+        hit_steps = bool(self.max_steps) and s.step >= (self.max_steps or 0)
+        if hit_steps or frac >= 1.0:
+            s.stopped = s.stopped or ("steps" if hit_steps else "time budget")
+            return True
+        return False
+
+    def step(self, frac: float) -> tuple[dict[str, float] | None, bool]:
+        """One optimiser step at ``frac`` of the schedule, and a validation when due.
+
+        Returns the progress fields (None: the step did not count) and whether training stops.
+        """
+        s, cfg = self.state, self.config
+        if s.step and s.step % cfg.refresh_every == 0 and self.pool_n < len(self.train_frames):
+            self.refresh()
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * s.lr_mult * _lr_factor(frac)
+        loss = self.loss_on(*self.sampler.crops(cfg.batch))
+        s.step += 1
+        if not torch.isfinite(loss):
+            return None, self.restore("the training loss became NaN/Inf")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
+        self.opt.step()
+        self.last_loss = float(loss.detach())
+        if s.step % cfg.val_every == 0 or (self.max_steps and s.step >= self.max_steps):
+            return self.validation_step()
+        return {"loss": self.last_loss}, False
+
+    def validation_step(self) -> tuple[dict[str, float] | None, bool]:
+        """Validate, keep a new best, restore on a jump, checkpoint, stop early; as :meth:`step` returns."""
+        s = self.state
+        val = self.record_validation()
+        jump = max(0.25, 0.1 * abs(s.best_val)) if math.isfinite(s.best_val) else math.inf
+        if not math.isfinite(val) or val > s.best_val + jump:
+            if self.restore(f"the validation loss jumped to {val:.4g} (best {s.best_val:.4g})"):
+                return None, True
+        elif val < s.best_val:
+            self.keep_best(val)
+            s.since_best = 0
+        else:
+            s.since_best += 1
+        self.save_checkpoint()
+        stop = bool(self.max_steps) and not self.config.time_budget and s.since_best >= self.config.patience
+        if stop:
+            s.stopped = "early stopping"
+        return {"loss": self.last_loss, "val": val}, stop
+
+    def record_validation(self) -> float:
+        """Measure the validation loss and append ``[step, train loss, validation loss, seconds]`` to the history."""
+        val = self.validation_loss()
+        self.state.history.append([self.state.step, self.last_loss, val, round(time.perf_counter() - self.start, 2)])
+        return val
+
+    def keep_best(self, val: float) -> None:
+        """The current weights are the best so far, with validation loss ``val``."""
+        self.state.best_val, self.state.best_step = val, self.state.step
+        self.best_weights = copy.deepcopy(self.net.state_dict())
+
+    def run(self, progress: bool, snapshot: Snapshot | None, snapshot_at: tuple[float, ...]) -> None:
+        """Train until the stopping rule; on Ctrl-C checkpoint and re-raise."""
+        s = self.state
+        marks = sorted(float(m) for m in snapshot_at)
+        self.refresh()
+        self.start = time.perf_counter() - s.elapsed
+        self.net.train()
+        try:
+            with _track(self.config, s.step, s.elapsed, progress) as advance:
+                while True:
+                    s.elapsed = time.perf_counter() - self.start
+                    frac = self.fraction()
+                    while snapshot is not None and marks and s.elapsed >= marks[0]:
+                        marks.pop(0)
+                        snapshot(s.step, s.elapsed, copy.deepcopy(self.net.state_dict()))
+                    if self.finished(frac):
+                        break
+                    shown, stop = self.step(frac)
+                    if shown is not None:
+                        advance(1 if self.max_steps else time.perf_counter() - self.start - s.elapsed, **shown)
+                    if stop:
+                        break
+        except KeyboardInterrupt:
+            s.elapsed = time.perf_counter() - self.start
+            self.save_checkpoint()
+            raise
+
+    def finish(self, snapshot: Snapshot | None) -> None:
+        """Validate the last weights unless just done, hand the last snapshot, log the outcome.
+
+        Raises :class:`SmlmdnError` when no validation was ever finite.
+        """
+        s = self.state
+        if not math.isfinite(s.best_val) or s.history == [] or s.history[-1][0] != s.step:
+            val = self.record_validation()
+            if math.isfinite(val) and val < s.best_val:
+                self.keep_best(val)
+        if snapshot is not None:
+            snapshot(s.step, time.perf_counter() - self.start, copy.deepcopy(self.net.state_dict()))
+        if not math.isfinite(s.best_val):
+            raise SmlmdnError(
+                "training diverged before any good validation",
+                "lower --lr (e.g. --lr 3e-4) and check the camera numbers",
+            )
+        if s.stopped == "diverged":
+            self.log(
+                "[yellow]warning:[/yellow] training kept diverging; stopped and kept the last good weights "
+                f"(step {s.best_step})"
+            )
+
+    def model(self, camera: Camera) -> DenoiseModel:
+        """The trained model (best weights on the CPU) with its training record; logs the summary line."""
+        s = self.state
+        elapsed = time.perf_counter() - self.start
+        self.log(
+            f"trained {s.step} steps in {elapsed:.0f} s ({s.stopped}); best validation loss "
+            f"{s.best_val:.4f} at step {s.best_step}"
+        )
+        training = {
+            "steps": s.step,
+            "best_step": s.best_step,
+            "best_val_loss": s.best_val,
+            "final_train_loss": self.last_loss,
+            "stopped": s.stopped,
+            "seconds": round(elapsed, 2),
+            "steps_per_second": round(s.step / max(elapsed, 1e-9), 3),
+            "history": s.history,
+            "data_hash": self.dhash,
+            "movie_shape": list(self.movie_shape),
+            "device": str(self.device),
+            "restores": s.restores,
+            "supervised": self.supervised,
+            "config": asdict(self.config),
+            **provenance(),
+        }
+        return DenoiseModel(
+            net=self.net_cfg,
+            state_dict={name: v.detach().cpu().clone() for name, v in self.best_weights.items()},
+            camera=camera,
+            transform={"shift": self.shift, "factor": self.factor},
+            norm=self.norm,
+            training=training,
+        )
 
 
 def fit_model(
@@ -265,7 +568,7 @@ def fit_model(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     clean: da.Array | None = None,
-    snapshot: Callable[[int, float, dict[str, torch.Tensor]], None] | None = None,
+    snapshot: Snapshot | None = None,
     snapshot_at: tuple[float, ...] = (),
     **overrides: Any,
 ) -> DenoiseModel:
@@ -279,285 +582,26 @@ def fit_model(
     called with a copy of the current weights the first time the elapsed training time passes each
     of ``snapshot_at`` (seconds), and at the end (for PSNR-vs-seconds curves; copying is cheap).
     Saving the model is separate (:meth:`DenoiseModel.save`).
-    """
-    config = copy.deepcopy(config) if config is not None else FitConfig()
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise TypeError(f"unknown fit option {key}")
-        setattr(config, key, value)
-    if config.head not in L.HEADS:
-        raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
-    for name in ("steps", "batch", "width", "depth", "val_every"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise SmlmdnError(
-                f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}", f"give a positive --{name}"
-            )
-    if config.time_budget is not None and not config.time_budget > 0:
-        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {config.time_budget}", "e.g. --time-budget 300")
-    if config.context_mode not in CONTEXT_MODES:
-        raise SmlmdnError(f"unknown context mode {config.context_mode!r}", f"use {' or '.join(CONTEXT_MODES)}")
-    if config.context < 0:
-        raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
-    if not config.blind and clean is None:
-        raise SmlmdnError("a non-blind network sees the pixel it predicts", "train it on clean targets (clean=...)")
-    if photons.ndim != 3:
-        raise SmlmdnError(
-            f"the movie must be (T, Y, X), got shape {photons.shape}", "give a single-channel time series"
-        )
-    check_movie(tuple(photons.shape), config)
-    config.patch = config.resolved_patch(tuple(photons.shape[1:]))
-    if log is None:
-        if progress:
-            from ..progress import console
 
-            err = console()
-            log = lambda msg: err.print(msg, highlight=False)  # noqa: E731
-        else:
-            log = lambda msg: None  # noqa: E731
+    Raises TypeError on an unknown override, :class:`SmlmdnError` on bad settings or movies
+    (:func:`validate`), a checkpoint that does not fit, or a training that never validated finite.
+    """
+    config = _with_overrides(config, overrides)
+    validate(config, tuple(photons.shape), supervised=clean is not None)
+    config.patch = config.resolved_patch((photons.shape[1], photons.shape[2]))
+    log = log if log is not None else _console_log(progress)
     if config.threads:
         torch.set_num_threads(int(config.threads))
     device, message = resolve_device(config.device)
     log(message)
-
-    k = config.context
-    shift, factor = L.count_transform(camera.excess_noise, camera.read_noise_photons)
-    norm = normalisation(photons, shift, factor)
-    dhash = data_hash(photons)
-    net_cfg = config.net_config()
-    t = photons.shape[0]
-    train_frames, val_frames = split_frames(t, k)
-
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    net = BlindSpotNet(net_cfg).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    state: dict[str, Any] = {
-        "step": 0,
-        "elapsed": 0.0,
-        "best_val": math.inf,
-        "best_step": 0,
-        "lr_mult": 1.0,
-        "restores": 0,
-        "since_best": 0,
-        "history": [],
-        "stopped": "",
-    }
-    best_weights = copy.deepcopy(net.state_dict())
-    ckpt_path = Path(checkpoint) if checkpoint else None
-    if resume:
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise SmlmdnError(f"no checkpoint to resume from ({ckpt_path})", "run without --resume to start training")
-        ck = _load_checkpoint(ckpt_path)
-        if ck["net"] != net_cfg.to_dict() or ck["data_hash"] != dhash:
-            raise SmlmdnError(
-                f"checkpoint {ckpt_path} was made for another movie or network settings",
-                "rerun with the same movie and options, or without --resume (with --overwrite) to start again",
-            )
-        net.load_state_dict(ck["weights"])
-        best_weights = ck["best_weights"]
-        opt.load_state_dict(ck["optimizer"])
-        state.update(ck["state"])
-        rng.bit_generator.state = ck["numpy_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        norm = ck["norm"]
-        log(f"resuming from {ckpt_path} at step {state['step']} (best validation loss {state['best_val']:.4f})")
-
-    # Fixed validation crops (own generator: independent of the training stream and of resuming).
-    vrng = np.random.default_rng(config.seed + 1)
-    vsel = np.sort(vrng.choice(val_frames, size=min(len(val_frames), 64), replace=False))
-    vpool = _read_windows(photons, vsel, k, shift, factor)
-    vclean = _read_clean(clean, vsel, shift, factor) if clean is not None else None
-    # Validation crops are larger than training crops (up to 64 px or the frame): inference runs on whole
-    # frames, and a net that only works on small crops (e.g. relying on borders) must show up here.
-    mult = 2**config.depth
-    vpatch = max(config.patch, min(max(2 * config.patch, 64), (min(photons.shape[1:]) // mult) * mult))
-    n_vcrops = max(8, int(config.val_crops * (config.patch / vpatch) ** 2))
-    vx, vc = _Sampler(vrng, vpatch).crops(n_vcrops, vpool, vclean)
-    del vpool, vclean
-
-    sampler = _Sampler(rng, config.patch)
-    pool_n = int(
-        min(
-            len(train_frames),
-            config.pool_frames,
-            max(8, (128 * 2**20) // (4 * photons.shape[1] * photons.shape[2] * (2 * k + 1))),
-        )
-    )
-
-    def refresh() -> None:
-        sel = np.sort(rng.choice(train_frames, size=pool_n, replace=False))
-        sampler.pool = _read_windows(photons, sel, k, shift, factor)
-        sampler.clean = _read_clean(clean, sel, shift, factor) if clean is not None else None
-
-    def validate() -> float:
-        net.eval()
-        total = 0.0
-        with torch.no_grad():
-            for i in range(0, len(vx), config.batch * 2):
-                xb = torch.from_numpy(vx[i : i + config.batch * 2]).to(device)
-                cb = torch.from_numpy(vc[i : i + config.batch * 2]).to(device) if vc is not None else None
-                total += float(_loss(net, config.head, xb, norm, k, cb, device)) * len(xb)
-        net.train()
-        return total / len(vx)
-
-    def save_checkpoint() -> None:
-        if ckpt_path is None:
-            return
-        data = {
-            "format": CHECKPOINT_FORMAT,
-            "smlmdn_version": __version__,
-            "net": net_cfg.to_dict(),
-            "data_hash": dhash,
-            "weights": net.state_dict(),
-            "best_weights": best_weights,
-            "optimizer": opt.state_dict(),
-            "state": state,
-            "numpy_rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "norm": norm,
-        }
-        with atomic_file(ckpt_path, overwrite=True) as tmp:
-            torch.save(data, tmp)
-
-    def restore(reason: str) -> None:
-        nonlocal opt
-        net.load_state_dict(best_weights)
-        state["restores"] += 1
-        state["lr_mult"] *= 0.5
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr * state["lr_mult"])
-        log(
-            f"[yellow]warning:[/yellow] {reason} at step {state['step']}: went back to the last good weights "
-            f"(step {state['best_step']}) and halved the learning rate"
-        )
-
-    max_steps = config.max_steps
-    budget = config.time_budget
-    marks = sorted(float(m) for m in snapshot_at)
-
-    def fraction(step: int, elapsed: float) -> float:
-        frac = step / max_steps if max_steps else 0.0
-        return max(frac, elapsed / budget) if budget else frac
-
-    refresh()
-    start = time.perf_counter() - state["elapsed"]
-    net.train()
-    last_loss = float("nan")
-    try:
-        with _track(config, state["step"], state["elapsed"], progress) as advance:
-            while True:
-                step = state["step"]
-                state["elapsed"] = time.perf_counter() - start
-                frac = fraction(step, state["elapsed"])
-                while snapshot is not None and marks and state["elapsed"] >= marks[0]:
-                    marks.pop(0)
-                    snapshot(step, state["elapsed"], copy.deepcopy(net.state_dict()))
-                if (max_steps and step >= max_steps) or frac >= 1.0:
-                    hit_steps = bool(max_steps) and step >= max_steps
-                    state["stopped"] = state["stopped"] or ("steps" if hit_steps else "time budget")
-                    break
-                if step and step % config.refresh_every == 0 and pool_n < len(train_frames):
-                    refresh()
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * state["lr_mult"] * _lr_factor(frac)
-                xb, cb = sampler.crops(config.batch)
-                xt = torch.from_numpy(xb).to(device)
-                ct = torch.from_numpy(cb).to(device) if cb is not None else None
-                loss = _loss(net, config.head, xt, norm, k, ct, device)
-                state["step"] = step + 1
-                if not torch.isfinite(loss):
-                    restore("the training loss became NaN/Inf")
-                    if state["restores"] > config.max_restores:
-                        state["stopped"] = "diverged"
-                        break
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip)
-                opt.step()
-                last_loss = float(loss.detach())
-                fields: dict[str, Any] = {"loss": last_loss}
-                if state["step"] % config.val_every == 0 or (max_steps and state["step"] >= max_steps):
-                    val = validate()
-                    state["history"].append([state["step"], last_loss, val, round(time.perf_counter() - start, 2)])
-                    jump = max(0.25, 0.1 * abs(state["best_val"])) if math.isfinite(state["best_val"]) else math.inf
-                    if not math.isfinite(val) or val > state["best_val"] + jump:
-                        restore(f"the validation loss jumped to {val:.4g} (best {state['best_val']:.4g})")
-                        if state["restores"] > config.max_restores:
-                            state["stopped"] = "diverged"
-                            break
-                    elif val < state["best_val"]:
-                        state.update(best_val=val, best_step=state["step"], since_best=0)
-                        best_weights = copy.deepcopy(net.state_dict())
-                    else:
-                        state["since_best"] += 1
-                    save_checkpoint()
-                    fields["val"] = val
-                    if max_steps and not budget and state["since_best"] >= config.patience:
-                        state["stopped"] = "early stopping"
-                        advance(1, **fields)
-                        break
-                advance(1, **fields) if max_steps else advance(time.perf_counter() - start - state["elapsed"], **fields)
-    except KeyboardInterrupt:
-        state["elapsed"] = time.perf_counter() - start
-        save_checkpoint()
-        raise
-
-    if not math.isfinite(state["best_val"]) or state["history"] == [] or state["history"][-1][0] != state["step"]:
-        val = validate()
-        state["history"].append([state["step"], last_loss, val, round(time.perf_counter() - start, 2)])
-        if math.isfinite(val) and val < state["best_val"]:
-            state.update(best_val=val, best_step=state["step"])
-            best_weights = copy.deepcopy(net.state_dict())
-    if snapshot is not None:
-        snapshot(state["step"], time.perf_counter() - start, copy.deepcopy(net.state_dict()))
-    if not math.isfinite(state["best_val"]):
-        raise SmlmdnError(
-            "training diverged before any good validation", "lower --lr (e.g. --lr 3e-4) and check the camera numbers"
-        )
-    if state["stopped"] == "diverged":
-        log(
-            f"[yellow]warning:[/yellow] training kept diverging; stopped and kept the last good weights (step {state['best_step']})"
-        )
-    elapsed = time.perf_counter() - start
-    log(
-        f"trained {state['step']} steps in {elapsed:.0f} s ({state['stopped']}); best validation loss "
-        f"{state['best_val']:.4f} at step {state['best_step']}"
-    )
-    training = {
-        "steps": state["step"],
-        "best_step": state["best_step"],
-        "best_val_loss": state["best_val"],
-        "final_train_loss": last_loss,
-        "stopped": state["stopped"],
-        "seconds": round(elapsed, 2),
-        "steps_per_second": round(state["step"] / max(elapsed, 1e-9), 3),
-        "history": state["history"],
-        "data_hash": dhash,
-        "movie_shape": list(photons.shape),
-        "device": str(device),
-        "restores": state["restores"],
-        "supervised": clean is not None,
-        "config": asdict(config),
-        **provenance(),
-    }
-    return DenoiseModel(
-        net=net_cfg,
-        state_dict={k2: v.detach().cpu().clone() for k2, v in best_weights.items()},
-        camera=camera,
-        transform={"shift": shift, "factor": factor},
-        norm=norm,
-        training=training,
-    )
-
-
-def _read_clean(clean: da.Array, centres: np.ndarray, shift: float, factor: float) -> np.ndarray:
-    blocks = dask.compute(*[clean[c] for c in centres]) if isinstance(clean, da.Array) else [clean[c] for c in centres]
-    return np.stack([(np.asarray(b, np.float32) + np.float32(shift)) / np.float32(factor) for b in blocks])
+    trainer = _Trainer(photons, camera, config, device, log, clean=clean, checkpoint=checkpoint, resume=resume)
+    trainer.run(progress, snapshot, snapshot_at)
+    trainer.finish(snapshot)
+    return trainer.model(camera)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint's contents; raises :class:`SmlmdnError` when unreadable or not a checkpoint."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
