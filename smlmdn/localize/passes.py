@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..psf import render_spots
@@ -29,6 +28,7 @@ from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, FitResult, fit_spots
 from .glrt import benjamini_hochberg, psf_templates
 from .glrt_numba import glrt
+from .neighbours import Molecules
 
 #: With pooling, a localization's own frame must still reach this single-frame p-value.
 MEMBER_ALPHA = 0.01
@@ -148,15 +148,16 @@ class Spots:
         """Fitted positions (x, y) (n,) in frame pixel coordinates (pixel (0, 0) covers [0, 1)^2)."""
         return self.res.theta[:, 0] + self.ox, self.res.theta[:, 1] + self.oy
 
-    def psf_in(self, oy: np.ndarray, ox: np.ndarray, sigma_px: float, box: int) -> np.ndarray:
-        """Each spot's own fitted PSF (n, box, box), photons per pixel, in the window with corners (``oy``, ``ox``)."""
-        x, y = self.xy_px()
-        return self.res.theta[:, 2, None, None] * psf_templates(x - ox, y - oy, sigma_px, box)
-
     def render(self, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
         """The fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots`)."""
         x, y = self.xy_px()
         return render_spots(x, y, self.res.theta[:, 2], sigma_px, shape, frame=self.cand.frame)
+
+    def molecules(self, shape: tuple[int, ...], sigma_px: float) -> Molecules:
+        """The fitted molecules, for their photons in windows of a block of ``shape`` (T, Y, X) (:meth:`render`, cut
+        into windows by :mod:`smlmdn.localize.neighbours`)."""
+        x, y = self.xy_px()
+        return Molecules.of(self.cand.frame, x, y, self.res.theta[:, 2], shape, sigma_px)
 
 
 @dataclass
@@ -230,19 +231,19 @@ class BlockPasses:
         )
         return p, p_frame
 
-    def test_and_fit(self, cand: Candidates, known: np.ndarray | None = None) -> Spots:
-        """Test ``cand`` (with the ``known`` molecules' photons (T, Y, X) as offset), drop the hopeless, fit the rest."""
+    def test_and_fit(self, cand: Candidates, known: Molecules | None = None) -> Spots:
+        """Test ``cand`` (with the ``known`` molecules' photons as offset), drop the hopeless, fit the rest."""
         ty, tx = corners(cand, self.tb, self.own.shape[1:])
         if known is None:
             p_value, p_frame = self.p_values(cand, ty, tx, self.pooled, None)
         else:
-            p_value, p_frame = self.p_values(cand, ty, tx, None, boxes(known, cand.frame, ty, tx, self.tb))
+            p_value, p_frame = self.p_values(cand, ty, tx, None, known.boxes(cand.frame, ty, tx, self.tb))
         if self.max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
             hopeful = (p_value <= self.max_p) & (p_frame <= MEMBER_ALPHA)
             self.counts["n_rejected"] += int(np.sum(~hopeful))
             cand, p_value, p_frame = cand.subset(hopeful), p_value[hopeful], p_frame[hopeful]
         oy, ox = corners(cand, self.box, self.own.shape[1:])
-        offset = None if known is None else boxes(known, cand.frame, oy, ox, self.box)
+        offset = None if known is None else known.boxes(cand.frame, oy, ox, self.box)
         res = self.fit(boxes(self.fit_frames, cand.frame, oy, ox, self.box), offset)
         return self.good(Spots(cand, oy, ox, res, p_value, p_frame))
 
@@ -271,9 +272,8 @@ class BlockPasses:
 
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
-        known = spots.render(self.own.shape, self.sigma_px)
         more = detect(
-            self.own - known.astype(np.float32),
+            self.own - spots.render(self.own.shape, self.sigma_px).astype(np.float32),
             self.sigma_px,
             self.box,
             self.threshold,
@@ -283,10 +283,11 @@ class BlockPasses:
         )
         # where the known molecules put (almost) no photons into the test window, the residual is the raw
         # frame: the first pass already tested those candidates
-        near = self.window_sums(known)
+        known = spots.molecules(self.own.shape, self.sigma_px)
+        near = self.window_sums(known, more)
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist(), strict=True))
         fresh = [k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist(), strict=True)]
-        more = more.subset(np.array(fresh, dtype=bool) & (near[more.frame, more.row, more.col] > NEIGHBOUR_PHOTONS))
+        more = more.subset(np.array(fresh, dtype=bool) & (near > NEIGHBOUR_PHOTONS))
         self.counts["n_candidates"] += len(more)
         return self.test_and_fit(more, known)
 
@@ -314,37 +315,31 @@ class BlockPasses:
         self.counts["n_merged"] += int(np.sum(~keep))
         return sp.subset(keep)
 
-    def window_sums(self, known: np.ndarray) -> np.ndarray:
-        """Photons of ``known`` (T, Y, X) in the test window centred on each pixel (T, Y, X)."""
-        return ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
-
-    def neighbours(self, known: np.ndarray, sp: Spots, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-        """Photons (n, box, box) of the other molecules in ``known`` within each spot's window at (``oy``, ``ox``):
-        the rendered model less the spot's own PSF."""
-        return np.maximum(boxes(known, sp.cand.frame, oy, ox, box) - sp.psf_in(oy, ox, self.sigma_px, box), 0.0)
+    def window_sums(self, known: Molecules, cand: Candidates) -> np.ndarray:
+        """Photons (n,) of the ``known`` molecules in the test window centred on each candidate's pixel."""
+        r = self.tb // 2
+        return known.sums(cand.frame, cand.row - r, cand.col - r, self.tb)
 
     def refine(self, sp: Spots, test: bool) -> Spots:
         """One Jacobi sweep: refit (and with ``test`` re-test) every spot with neighbours in its window, the others held fixed.
 
-        The offset of spot k is the rendered model of all spots less its own PSF. Spots with less
+        The offset of spot k is the photons of all the other spots in its window (:mod:`smlmdn.localize.neighbours`). Spots with less
         than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in the test window around their pixel
         keep their fit and p-value (they would not change).
         """
-        known = sp.render(self.own.shape, self.sigma_px)
-        crowded = (
-            self.window_sums(known)[sp.cand.frame, sp.cand.row, sp.cand.col] - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
-        )
+        known = sp.molecules(self.own.shape, self.sigma_px)
+        crowded = self.window_sums(known, sp.cand) - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
         if not crowded.any():
             return sp
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
-        offset = self.neighbours(known, few, few.oy, few.ox, self.box)
+        offset = known.boxes(few.cand.frame, few.oy, few.ox, self.box, exclude=idx)
         res = self.fit(boxes(self.fit_frames, few.cand.frame, few.oy, few.ox, self.box), offset)
         new = sp.subset(np.ones(len(sp), dtype=bool))
         for f in _FIT_FIELDS:
             getattr(new.res, f)[idx] = getattr(res, f)
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
-            test_offset = self.neighbours(known, few, ty, tx, self.tb)
+            test_offset = known.boxes(few.cand.frame, ty, tx, self.tb, exclude=idx)
             new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, ty, tx, self.pooled, test_offset)
         return self.good(new)
