@@ -81,3 +81,28 @@ def test_no_molecules_and_no_windows() -> None:
     empty = Molecules.of(np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0), SHAPE, SIGMA_PX)
     assert np.all(empty.boxes(np.array([1]), np.array([0]), np.array([0]), 5) == 0)
     assert empty.sums(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), 5).shape == (0,)
+
+
+def _brightest_apart_reference(frame: np.ndarray, x: np.ndarray, y: np.ndarray, photons: np.ndarray, d: float):
+    """Brightest first, each kept molecule drops the others of its frame within ``d`` (k-d tree, as written first)."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(x), dtype=bool)
+    tree = cKDTree(np.column_stack([x, y, frame * 1e6]))
+    for i in np.argsort(-photons, kind="stable"):
+        if keep[i]:
+            for j in tree.query_ball_point([x[i], y[i], frame[i] * 1e6], d):
+                keep[j] = keep[j] and j == i
+    return keep
+
+
+def test_brightest_apart_equals_the_greedy_reference() -> None:
+    rng = np.random.default_rng(6)
+    frame, x, y, photons = _molecules(rng, 400)  # about 130 per frame: many close pairs and chains
+    photons[::7] = photons[3]  # ties
+    mol = Molecules.of(frame, x, y, photons, SHAPE, SIGMA_PX)
+
+    keep = mol.brightest_apart(1.5 * SIGMA_PX)
+
+    np.testing.assert_array_equal(keep, _brightest_apart_reference(frame, x, y, photons, 1.5 * SIGMA_PX))
+    assert 0 < keep.sum() < len(keep)

@@ -105,6 +105,16 @@ class Molecules:
             # fmt: on
         return out
 
+    def brightest_apart(self, distance_px: float) -> np.ndarray:
+        """Which molecules (bool (n,), in the order given to :meth:`of`) remain when, brightest first, every
+        molecule drops the dimmer ones of its frame within ``distance_px`` (ties: the one given first stays)."""
+        rank = np.lexsort((self.index, -self.photons, self.frame))  # per frame, brightest first
+        keep = np.ones(len(self.frame), dtype=bool)
+        _brightest_apart(self.start, rank, self.x, self.y, float(distance_px) ** 2, keep)
+        out = np.empty_like(keep)
+        out[self.index] = keep
+        return out
+
     @property
     def radius(self) -> int:
         """:func:`patch_radius` of these molecules."""
@@ -193,3 +203,18 @@ def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius,
             sy = _axis_sum(y[j], sigma, radius, q_y0[k], size, ny)
             total += photons[j] * sy * sx
         out[k] = total
+
+
+@njit(parallel=True, cache=True)
+def _brightest_apart(start, rank, x, y, distance2, keep):  # pragma: no cover
+    """Per frame ``t`` (molecules ``rank[start[t]:start[t + 1]]``, brightest first): each molecule still kept
+    drops every other one closer than ``sqrt(distance2)`` from ``keep``."""
+    for t in prange(start.shape[0] - 1):
+        for a in range(start[t], start[t + 1]):
+            i = rank[a]
+            if not keep[i]:
+                continue
+            for b in range(start[t], start[t + 1]):
+                j = rank[b]
+                if j != i and (x[j] - x[i]) ** 2 + (y[j] - y[i]) ** 2 <= distance2:
+                    keep[j] = False

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..psf import render_spots
 from .detect import Candidates, detect
@@ -305,13 +304,7 @@ class BlockPasses:
 
     def merge_close(self, sp: Spots) -> Spots:
         """Drop the dimmer of every two spots of one frame closer than :data:`MERGE_SIGMAS` PSF sigmas."""
-        x, y = sp.xy_px()
-        keep = np.ones(len(sp), dtype=bool)
-        tree = cKDTree(np.column_stack([x, y, sp.cand.frame * 1e6]))  # frames far apart: no pairs across frames
-        for i in np.argsort(-sp.res.theta[:, 2], kind="stable"):  # brightest first: it absorbs the dimmer duplicate
-            if keep[i]:
-                for j in tree.query_ball_point([x[i], y[i], sp.cand.frame[i] * 1e6], MERGE_SIGMAS * self.sigma_px):
-                    keep[j] = keep[j] and j == i
+        keep = sp.molecules(self.own.shape, self.sigma_px).brightest_apart(MERGE_SIGMAS * self.sigma_px)
         self.counts["n_merged"] += int(np.sum(~keep))
         return sp.subset(keep)
 
