@@ -46,6 +46,7 @@ MERGE_SIGMAS = 1.5
 #: Benjamini-Hochberg decision (in the block and over the movie) counts two.
 TESTS_PER_PIXEL = 2
 _FIT_FIELDS = ("theta", "crlb", "loglik", "llr", "iterations", "status")
+_SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held")
 
 
 def boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
@@ -109,7 +110,8 @@ class Spots:
     """Fitted candidates of one block: where they were proposed and what the fit found.
 
     ``cand``: the candidates; ``oy``/``ox`` (n,): corners of their fit boxes; ``res``: the fit (box
-    coordinates, pixels); ``p_value``/``p_frame`` (n,): acceptance p-values (:func:`acceptance_p_values`).
+    coordinates, pixels); ``p_value``/``p_frame`` (n,): acceptance p-values (:func:`acceptance_p_values`);
+    ``held`` (n, B, B): the photons of known neighbours the fit held fixed in the fit box (0 without).
     """
 
     cand: Candidates
@@ -118,6 +120,7 @@ class Spots:
     res: FitResult
     p_value: np.ndarray
     p_frame: np.ndarray
+    held: np.ndarray
 
     def __len__(self) -> int:
         return len(self.cand)
@@ -125,7 +128,7 @@ class Spots:
     def subset(self, keep: np.ndarray) -> Spots:
         """The spots where the boolean (n,) ``keep`` is True (copies)."""
         res = FitResult(*(getattr(self.res, f)[keep] for f in _FIT_FIELDS))
-        return Spots(self.cand.subset(keep), self.oy[keep], self.ox[keep], res, self.p_value[keep], self.p_frame[keep])
+        return Spots(self.cand.subset(keep), res=res, **{f: getattr(self, f)[keep] for f in _SPOT_ARRAYS})
 
     def join(self, other: Spots) -> Spots:
         """These spots followed by ``other``'s."""
@@ -134,14 +137,7 @@ class Spots:
         cand = Candidates(
             *(cat([getattr(self.cand, f), getattr(other.cand, f)]) for f in ("frame", "row", "col", "significance"))
         )
-        return Spots(
-            cand,
-            cat([self.oy, other.oy]),
-            cat([self.ox, other.ox]),
-            res,
-            cat([self.p_value, other.p_value]),
-            cat([self.p_frame, other.p_frame]),
-        )
+        return Spots(cand, res=res, **{f: cat([getattr(self, f), getattr(other, f)]) for f in _SPOT_ARRAYS})
 
     def xy_px(self) -> tuple[np.ndarray, np.ndarray]:
         """Fitted positions (x, y) (n,) in frame pixel coordinates (pixel (0, 0) covers [0, 1)^2)."""
@@ -244,7 +240,8 @@ class BlockPasses:
         oy, ox = corners(cand, self.box, self.own.shape[1:])
         offset = None if known is None else known.boxes(cand.frame, oy, ox, self.box)
         res = self.fit(boxes(self.fit_frames, cand.frame, oy, ox, self.box), offset)
-        return self.good(Spots(cand, oy, ox, res, p_value, p_frame))
+        held = np.zeros((len(cand), self.box, self.box)) if offset is None else offset
+        return self.good(Spots(cand, oy, ox, res, p_value, p_frame, held))
 
     def good(self, sp: Spots) -> Spots:
         """The spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
@@ -327,10 +324,16 @@ class BlockPasses:
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
         offset = known.boxes(few.cand.frame, few.oy, few.ox, self.box, exclude=idx)
-        res = self.fit(boxes(self.fit_frames, few.cand.frame, few.oy, few.ox, self.box), offset)
+        # a fit is a function of its box and offset: refitting a spot whose offset has not changed would repeat its fit
+        moved = np.any(offset != few.held, axis=(1, 2))
+        refit = idx[moved]
+        res = self.fit(
+            boxes(self.fit_frames, few.cand.frame[moved], few.oy[moved], few.ox[moved], self.box), offset[moved]
+        )
         new = sp.subset(np.ones(len(sp), dtype=bool))
         for f in _FIT_FIELDS:
-            getattr(new.res, f)[idx] = getattr(res, f)
+            getattr(new.res, f)[refit] = getattr(res, f)
+        new.held[refit] = offset[moved]
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
             test_offset = known.boxes(few.cand.frame, ty, tx, self.tb, exclude=idx)
