@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from ..psf import render_spots
 from .detect import Candidates, detect
@@ -50,9 +51,23 @@ _SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held")
 
 
 def boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-    """The ``box x box`` windows (n, B, B) of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)."""
-    ar = np.arange(box)
-    return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+    """The ``box x box`` windows (n, B, B) float64 of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)
+    (n,), all inside the frames."""
+    out = np.empty((len(t), box, box))
+    if len(t):
+        idx = [np.ascontiguousarray(a, dtype=np.int64) for a in (t, oy, ox)]
+        _gather(np.ascontiguousarray(frames), idx[0], idx[1], idx[2], out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gather(frames, t, oy, ox, out):  # pragma: no cover
+    """``out[k] = frames[t[k], oy[k]:oy[k] + B, ox[k]:ox[k] + B]`` for ``out`` (n, B, B)."""
+    box = out.shape[1]
+    for k in range(t.shape[0]):
+        for i in range(box):
+            for j in range(box):
+                out[k, i, j] = frames[t[k], oy[k] + i, ox[k] + j]
 
 
 def corners(cand: Candidates, box: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
