@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..psf import RENDER_TRUNCATE
 
@@ -166,13 +166,13 @@ def _reaches(centre: float, radius: int, lo: int, size: int) -> bool:
     return c0 + radius >= lo and c0 - radius <= lo + size - 1
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def _window_boxes(
     q_frame, q_y0, q_x0, q_skip, size, start, x, y, photons, index, sigma, radius, ny, nx, out
 ):  # pragma: no cover
     """``out[k] = sum_j N_j Ey(y_j) Ex(x_j)`` over the window of query ``k``, for the molecules ``j`` of its frame
     other than ``q_skip[k]``."""
-    for k in prange(q_frame.shape[0]):
+    for k in range(q_frame.shape[0]):
         wx = np.empty(size)
         wy = np.empty(size)
         t = q_frame[k]
@@ -189,11 +189,11 @@ def _window_boxes(
                     out[k, r, c] += a * wx[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius, ny, nx, out):  # pragma: no cover
     """``out[k] = sum_j N_j (sum_r Ey_r(y_j)) (sum_c Ex_c(x_j))`` over the window of query ``k`` (separable, and
     each sum telescopes to two erfs), for every molecule ``j`` of its frame."""
-    for k in prange(q_frame.shape[0]):
+    for k in range(q_frame.shape[0]):
         t = q_frame[k]
         total = 0.0
         for j in range(start[t], start[t + 1]):
@@ -205,11 +205,11 @@ def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius,
         out[k] = total
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def _brightest_apart(start, rank, x, y, distance2, keep):  # pragma: no cover
     """Per frame ``t`` (molecules ``rank[start[t]:start[t + 1]]``, brightest first): each molecule still kept
     drops every other one closer than ``sqrt(distance2)`` from ``keep``."""
-    for t in prange(start.shape[0] - 1):
+    for t in range(start.shape[0] - 1):
         for a in range(start[t], start[t + 1]):
             i = rank[a]
             if not keep[i]:
