@@ -33,7 +33,9 @@ then ``--rounds`` interleaved rounds; per process the wall time, CPU time (user 
 ``wait4``) and peak RSS (``ru_maxrss`` of that process), medians reported. Picasso's minimum net gradient
 is tuned for the best Jaccard on a separate movie (seed 2). It also times the fit kernels alone on the
 same spots (smlmdn's candidates): fits/s of ``fit_spots`` (sigma fixed / fitted) and Picasso's
-``fit_spots_gauss`` MLE (sx, sy and spherical)::
+``fit_spots_gauss`` MLE (sx, sy and spherical). Rows: the default with HDF5 and CSV output, ``--single-emitter``
+with HDF5 output, and with ``--baseline TREE`` the HDF5 default run with another source tree's code (a
+before/after comparison in the same run)::
 
     .benchvenv/bin/python benchmarks/localize.py --process [--movie movie.tif --camera camera.json --truth truth.csv]
 
@@ -425,24 +427,22 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     py = args.smlmdn_python or sys.executable
     commands: dict[str, tuple[list[str], Path]] = {}
+    envs: dict[str, dict[str, str]] = {}
+
+    def smlmdn_command(name: str, out: Path, *options: str) -> None:
+        cmd = [py, "-m", "smlmdn", "localize", str(movie), "--camera", str(camera_file), "-o", str(out)]
+        commands[name] = ([*cmd, *options, "--overwrite", "-q"], out)
+
     for suffix in ("hdf5", "csv"):
-        out = work / f"smlmdn.{suffix}"
-        commands[f"smlmdn localize -o {suffix}"] = (
-            [
-                py,
-                "-m",
-                "smlmdn",
-                "localize",
-                str(movie),
-                "--camera",
-                str(camera_file),
-                "-o",
-                str(out),
-                "--overwrite",
-                "-q",
-            ],
-            out,
-        )
+        smlmdn_command(f"smlmdn localize -o {suffix}", work / f"smlmdn.{suffix}")
+    smlmdn_command("smlmdn localize --single-emitter -o hdf5", work / "single.hdf5", "--single-emitter")
+    if args.baseline is not None:  # the same command with another checkout's code, e.g. before a change
+        name = f"smlmdn localize -o hdf5 ({args.baseline_label or args.baseline})"
+        smlmdn_command(name, work / "baseline.hdf5")
+        envs[name] = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(args.baseline), os.environ.get("PYTHONPATH", "")]),
+        }
     min_ng = None
     if pversion:
         if args.picasso_min_ng is not None:
@@ -469,7 +469,7 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
     for r in range(args.rounds + 1):  # round 0: warm-up, not counted
         for name, (cmd, _) in commands.items():
-            res = run_process(cmd, env)
+            res = run_process(cmd, envs.get(name, env))
             if r:
                 runs[name].append(res)
     rows = []
@@ -559,6 +559,13 @@ def main() -> None:
         "--picasso-min-ng", type=float, default=None, help="--process: Picasso's minimum net gradient (default: tuned)"
     )
     ap.add_argument("--smlmdn-python", default=None, help="--process: interpreter for smlmdn (default: this one)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="--process: also run smlmdn -o hdf5 with the code of this source tree (e.g. `git archive` of an older commit)",
+    )
+    ap.add_argument("--baseline-label", default=None, help="--process: the baseline row's name (default: its path)")
     args = ap.parse_args()
     if args.process:
         result = process_benchmark(args)

@@ -15,6 +15,8 @@ from numpy.typing import ArrayLike
 from scipy.special import erf
 
 _SQRT2 = np.sqrt(2.0)
+#: :func:`render_spots` draws each spot out to this many sigma (plus one pixel) from its centre pixel.
+RENDER_TRUNCATE = 6.0
 
 
 def integrated_gaussian_1d(centre_px: ArrayLike, sigma_px: ArrayLike, n: int) -> np.ndarray:
@@ -56,7 +58,7 @@ def render_spots(
     photons: np.ndarray,
     sigma_px: float,
     shape: tuple[int, ...],
-    truncate: float = 6.0,
+    truncate: float = RENDER_TRUNCATE,
     frame: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sum of integrated-Gaussian spots into one image (Y, X) float64, expected photons per pixel.

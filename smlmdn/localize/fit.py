@@ -79,14 +79,18 @@ def _psf_1d(center: float, sigma: float, n: int, e: np.ndarray, de_dc: np.ndarra
     inv = 1.0 / (_SQRT2 * sigma)
     norm = _INV_SQRT2PI / sigma
     half_inv_var = 0.5 / (sigma * sigma)
+    # pixel k spans edges a = k - center and c = k + 1 - center; c is the next pixel's a: evaluate each edge once
+    a = -center
+    ea = math.exp(-a * a * half_inv_var)
+    erf_a = math.erf(a * inv)
     for k in range(n):
-        a = k - center
         c = k + 1.0 - center
-        ea = math.exp(-a * a * half_inv_var)
         ec = math.exp(-c * c * half_inv_var)
-        e[k] = 0.5 * (math.erf(c * inv) - math.erf(a * inv))
+        erf_c = math.erf(c * inv)
+        e[k] = 0.5 * (erf_c - erf_a)
         de_dc[k] = norm * (ea - ec)
         de_ds[k] = norm / sigma * (a * ea - c * ec)
+        a, ea, erf_a = c, ec, erf_c
 
 
 @njit(cache=True)

@@ -21,14 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
+from numba import njit
 
 from ..psf import render_spots
 from .detect import Candidates, detect
 from .fit import CONVERGED, OUTSIDE, FitResult, fit_spots
 from .glrt import benjamini_hochberg, psf_templates
 from .glrt_numba import glrt
+from .neighbours import Molecules
 
 #: With pooling, a localization's own frame must still reach this single-frame p-value.
 MEMBER_ALPHA = 0.01
@@ -47,12 +47,27 @@ MERGE_SIGMAS = 1.5
 #: Benjamini-Hochberg decision (in the block and over the movie) counts two.
 TESTS_PER_PIXEL = 2
 _FIT_FIELDS = ("theta", "crlb", "loglik", "llr", "iterations", "status")
+_SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held")
 
 
 def boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-    """The ``box x box`` windows (n, B, B) of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)."""
-    ar = np.arange(box)
-    return frames[t[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+    """The ``box x box`` windows (n, B, B) float64 of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)
+    (n,), all inside the frames."""
+    out = np.empty((len(t), box, box))
+    if len(t):
+        idx = [np.ascontiguousarray(a, dtype=np.int64) for a in (t, oy, ox)]
+        _gather(np.ascontiguousarray(frames), idx[0], idx[1], idx[2], out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gather(frames, t, oy, ox, out):  # pragma: no cover
+    """``out[k] = frames[t[k], oy[k]:oy[k] + B, ox[k]:ox[k] + B]`` for ``out`` (n, B, B)."""
+    box = out.shape[1]
+    for k in range(t.shape[0]):
+        for i in range(box):
+            for j in range(box):
+                out[k, i, j] = frames[t[k], oy[k] + i, ox[k] + j]
 
 
 def corners(cand: Candidates, box: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +125,8 @@ class Spots:
     """Fitted candidates of one block: where they were proposed and what the fit found.
 
     ``cand``: the candidates; ``oy``/``ox`` (n,): corners of their fit boxes; ``res``: the fit (box
-    coordinates, pixels); ``p_value``/``p_frame`` (n,): acceptance p-values (:func:`acceptance_p_values`).
+    coordinates, pixels); ``p_value``/``p_frame`` (n,): acceptance p-values (:func:`acceptance_p_values`);
+    ``held`` (n, B, B): the photons of known neighbours the fit held fixed in the fit box (0 without).
     """
 
     cand: Candidates
@@ -119,6 +135,7 @@ class Spots:
     res: FitResult
     p_value: np.ndarray
     p_frame: np.ndarray
+    held: np.ndarray
 
     def __len__(self) -> int:
         return len(self.cand)
@@ -126,7 +143,7 @@ class Spots:
     def subset(self, keep: np.ndarray) -> Spots:
         """The spots where the boolean (n,) ``keep`` is True (copies)."""
         res = FitResult(*(getattr(self.res, f)[keep] for f in _FIT_FIELDS))
-        return Spots(self.cand.subset(keep), self.oy[keep], self.ox[keep], res, self.p_value[keep], self.p_frame[keep])
+        return Spots(self.cand.subset(keep), res=res, **{f: getattr(self, f)[keep] for f in _SPOT_ARRAYS})
 
     def join(self, other: Spots) -> Spots:
         """These spots followed by ``other``'s."""
@@ -135,28 +152,22 @@ class Spots:
         cand = Candidates(
             *(cat([getattr(self.cand, f), getattr(other.cand, f)]) for f in ("frame", "row", "col", "significance"))
         )
-        return Spots(
-            cand,
-            cat([self.oy, other.oy]),
-            cat([self.ox, other.ox]),
-            res,
-            cat([self.p_value, other.p_value]),
-            cat([self.p_frame, other.p_frame]),
-        )
+        return Spots(cand, res=res, **{f: cat([getattr(self, f), getattr(other, f)]) for f in _SPOT_ARRAYS})
 
     def xy_px(self) -> tuple[np.ndarray, np.ndarray]:
         """Fitted positions (x, y) (n,) in frame pixel coordinates (pixel (0, 0) covers [0, 1)^2)."""
         return self.res.theta[:, 0] + self.ox, self.res.theta[:, 1] + self.oy
 
-    def psf_in(self, oy: np.ndarray, ox: np.ndarray, sigma_px: float, box: int) -> np.ndarray:
-        """Each spot's own fitted PSF (n, box, box), photons per pixel, in the window with corners (``oy``, ``ox``)."""
-        x, y = self.xy_px()
-        return self.res.theta[:, 2, None, None] * psf_templates(x - ox, y - oy, sigma_px, box)
-
     def render(self, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
         """The fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots`)."""
         x, y = self.xy_px()
         return render_spots(x, y, self.res.theta[:, 2], sigma_px, shape, frame=self.cand.frame)
+
+    def molecules(self, shape: tuple[int, ...], sigma_px: float) -> Molecules:
+        """The fitted molecules, for their photons in windows of a block of ``shape`` (T, Y, X) (:meth:`render`, cut
+        into windows by :mod:`smlmdn.localize.neighbours`)."""
+        x, y = self.xy_px()
+        return Molecules.of(self.cand.frame, x, y, self.res.theta[:, 2], shape, sigma_px)
 
 
 @dataclass
@@ -230,21 +241,22 @@ class BlockPasses:
         )
         return p, p_frame
 
-    def test_and_fit(self, cand: Candidates, known: np.ndarray | None = None) -> Spots:
-        """Test ``cand`` (with the ``known`` molecules' photons (T, Y, X) as offset), drop the hopeless, fit the rest."""
+    def test_and_fit(self, cand: Candidates, known: Molecules | None = None) -> Spots:
+        """Test ``cand`` (with the ``known`` molecules' photons as offset), drop the hopeless, fit the rest."""
         ty, tx = corners(cand, self.tb, self.own.shape[1:])
         if known is None:
             p_value, p_frame = self.p_values(cand, ty, tx, self.pooled, None)
         else:
-            p_value, p_frame = self.p_values(cand, ty, tx, None, boxes(known, cand.frame, ty, tx, self.tb))
+            p_value, p_frame = self.p_values(cand, ty, tx, None, known.boxes(cand.frame, ty, tx, self.tb))
         if self.max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
             hopeful = (p_value <= self.max_p) & (p_frame <= MEMBER_ALPHA)
             self.counts["n_rejected"] += int(np.sum(~hopeful))
             cand, p_value, p_frame = cand.subset(hopeful), p_value[hopeful], p_frame[hopeful]
         oy, ox = corners(cand, self.box, self.own.shape[1:])
-        offset = None if known is None else boxes(known, cand.frame, oy, ox, self.box)
+        offset = None if known is None else known.boxes(cand.frame, oy, ox, self.box)
         res = self.fit(boxes(self.fit_frames, cand.frame, oy, ox, self.box), offset)
-        return self.good(Spots(cand, oy, ox, res, p_value, p_frame))
+        held = np.zeros((len(cand), self.box, self.box)) if offset is None else offset
+        return self.good(Spots(cand, oy, ox, res, p_value, p_frame, held))
 
     def good(self, sp: Spots) -> Spots:
         """The spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
@@ -271,9 +283,8 @@ class BlockPasses:
 
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
-        known = spots.render(self.own.shape, self.sigma_px)
         more = detect(
-            self.own - known.astype(np.float32),
+            self.own - spots.render(self.own.shape, self.sigma_px).astype(np.float32),
             self.sigma_px,
             self.box,
             self.threshold,
@@ -283,10 +294,11 @@ class BlockPasses:
         )
         # where the known molecules put (almost) no photons into the test window, the residual is the raw
         # frame: the first pass already tested those candidates
-        near = self.window_sums(known)
+        known = spots.molecules(self.own.shape, self.sigma_px)
+        near = self.window_sums(known, more)
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist(), strict=True))
         fresh = [k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist(), strict=True)]
-        more = more.subset(np.array(fresh, dtype=bool) & (near[more.frame, more.row, more.col] > NEIGHBOUR_PHOTONS))
+        more = more.subset(np.array(fresh, dtype=bool) & (near > NEIGHBOUR_PHOTONS))
         self.counts["n_candidates"] += len(more)
         return self.test_and_fit(more, known)
 
@@ -304,47 +316,41 @@ class BlockPasses:
 
     def merge_close(self, sp: Spots) -> Spots:
         """Drop the dimmer of every two spots of one frame closer than :data:`MERGE_SIGMAS` PSF sigmas."""
-        x, y = sp.xy_px()
-        keep = np.ones(len(sp), dtype=bool)
-        tree = cKDTree(np.column_stack([x, y, sp.cand.frame * 1e6]))  # frames far apart: no pairs across frames
-        for i in np.argsort(-sp.res.theta[:, 2], kind="stable"):  # brightest first: it absorbs the dimmer duplicate
-            if keep[i]:
-                for j in tree.query_ball_point([x[i], y[i], sp.cand.frame[i] * 1e6], MERGE_SIGMAS * self.sigma_px):
-                    keep[j] = keep[j] and j == i
+        keep = sp.molecules(self.own.shape, self.sigma_px).brightest_apart(MERGE_SIGMAS * self.sigma_px)
         self.counts["n_merged"] += int(np.sum(~keep))
         return sp.subset(keep)
 
-    def window_sums(self, known: np.ndarray) -> np.ndarray:
-        """Photons of ``known`` (T, Y, X) in the test window centred on each pixel (T, Y, X)."""
-        return ndimage.uniform_filter(known, size=(1, self.tb, self.tb), mode="constant") * self.tb**2
-
-    def neighbours(self, known: np.ndarray, sp: Spots, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-        """Photons (n, box, box) of the other molecules in ``known`` within each spot's window at (``oy``, ``ox``):
-        the rendered model less the spot's own PSF."""
-        return np.maximum(boxes(known, sp.cand.frame, oy, ox, box) - sp.psf_in(oy, ox, self.sigma_px, box), 0.0)
+    def window_sums(self, known: Molecules, cand: Candidates) -> np.ndarray:
+        """Photons (n,) of the ``known`` molecules in the test window centred on each candidate's pixel."""
+        r = self.tb // 2
+        return known.sums(cand.frame, cand.row - r, cand.col - r, self.tb)
 
     def refine(self, sp: Spots, test: bool) -> Spots:
         """One Jacobi sweep: refit (and with ``test`` re-test) every spot with neighbours in its window, the others held fixed.
 
-        The offset of spot k is the rendered model of all spots less its own PSF. Spots with less
+        The offset of spot k is the photons of all the other spots in its window (:mod:`smlmdn.localize.neighbours`). Spots with less
         than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in the test window around their pixel
         keep their fit and p-value (they would not change).
         """
-        known = sp.render(self.own.shape, self.sigma_px)
-        crowded = (
-            self.window_sums(known)[sp.cand.frame, sp.cand.row, sp.cand.col] - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
-        )
+        known = sp.molecules(self.own.shape, self.sigma_px)
+        crowded = self.window_sums(known, sp.cand) - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
         if not crowded.any():
             return sp
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
-        offset = self.neighbours(known, few, few.oy, few.ox, self.box)
-        res = self.fit(boxes(self.fit_frames, few.cand.frame, few.oy, few.ox, self.box), offset)
+        offset = known.boxes(few.cand.frame, few.oy, few.ox, self.box, exclude=idx)
+        # a fit is a function of its box and offset: refitting a spot whose offset has not changed would repeat its fit
+        moved = np.any(offset != few.held, axis=(1, 2))
+        refit = idx[moved]
+        res = self.fit(
+            boxes(self.fit_frames, few.cand.frame[moved], few.oy[moved], few.ox[moved], self.box), offset[moved]
+        )
         new = sp.subset(np.ones(len(sp), dtype=bool))
         for f in _FIT_FIELDS:
-            getattr(new.res, f)[idx] = getattr(res, f)
+            getattr(new.res, f)[refit] = getattr(res, f)
+        new.held[refit] = offset[moved]
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
-            test_offset = self.neighbours(known, few, ty, tx, self.tb)
+            test_offset = known.boxes(few.cand.frame, ty, tx, self.tb, exclude=idx)
             new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, ty, tx, self.pooled, test_offset)
         return self.good(new)

@@ -1,0 +1,220 @@
+"""Photons of known molecules in the windows of other spots, compiled: what the multi-emitter pass holds fixed.
+
+A known molecule ``j`` (frame ``t_j``, centre ``(x_j, y_j)`` px, ``N_j`` photons) puts
+
+    ``N_j Ey_r(y_j) Ex_c(x_j)``,  ``Ex_c(x) = (erf((c + 1 - x) / (sqrt(2) s)) - erf((c - x) / (sqrt(2) s))) / 2``
+
+photons into pixel ``(r, c)`` of its frame, for pixels of the frame within :func:`patch_radius` of
+its centre pixel and none elsewhere: exactly what :func:`smlmdn.psf.render_spots` draws into a movie.
+The passes of :mod:`smlmdn.localize.passes` need that rendered movie only in small windows (the fit
+and test boxes of the spots): :func:`window_boxes` and :func:`window_sums` sum the molecules of the
+window's frame that reach it, instead of rendering every frame and cutting boxes out of it (or
+filtering it for the sums). They equal boxes cut from the rendered movie, and its ``size x size``
+moving sums, to float round-off (tested against both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..psf import RENDER_TRUNCATE
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def patch_radius(sigma_px: float, truncate: float = RENDER_TRUNCATE) -> int:
+    """Half-side (px) of the square around a molecule's centre pixel that :func:`smlmdn.psf.render_spots` draws."""
+    return int(np.ceil(truncate * float(sigma_px))) + 1
+
+
+@dataclass(frozen=True)
+class Molecules:
+    """Known molecules of one block, sorted by frame so those of frame ``t`` are ``start[t]:start[t + 1]``.
+
+    ``frame`` (n,) int64 block frame; ``x``, ``y`` (n,) centres in frame pixel coordinates (pixel (0, 0)
+    covers [0, 1)^2); ``photons`` (n,); ``index`` (n,): each molecule's position in the arrays given to
+    :meth:`of`; ``start`` (T + 1,); ``shape`` (T, Y, X) of the block; ``sigma_px`` the PSF sigma.
+    """
+
+    frame: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    photons: np.ndarray
+    index: np.ndarray
+    start: np.ndarray
+    shape: tuple[int, int, int]
+    sigma_px: float
+
+    @classmethod
+    def of(
+        cls,
+        frame: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        photons: np.ndarray,
+        shape: tuple[int, ...],
+        sigma_px: float,
+    ) -> Molecules:
+        """Molecules at block frames ``frame`` (n,), centres (``x``, ``y``) px, ``photons`` (n,), in a block of ``shape`` (T, Y, X)."""
+        order = np.argsort(frame, kind="stable")
+        f = np.ascontiguousarray(frame, dtype=np.int64)[order]
+        start = np.searchsorted(f, np.arange(int(shape[0]) + 1)).astype(np.int64)
+        return cls(
+            f,
+            np.ascontiguousarray(x, dtype=np.float64)[order],
+            np.ascontiguousarray(y, dtype=np.float64)[order],
+            np.ascontiguousarray(photons, dtype=np.float64)[order],
+            order.astype(np.int64),
+            start,
+            (int(shape[0]), int(shape[1]), int(shape[2])),
+            float(sigma_px),
+        )
+
+    def boxes(
+        self, frame: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Photons (n, size, size) float64 of the molecules in the windows at frames ``frame`` (n,) with corners
+        (``y0``, ``x0``) (n,) px; molecule ``exclude[k]`` (an index into the arrays given to :meth:`of`, -1 for
+        none) is left out of window ``k``."""
+        n = len(frame)
+        skip = np.full(n, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+        out = np.zeros((n, size, size))
+        if n:
+            t, qy, qx = _queries(frame, y0, x0)
+            # fmt: off
+            _window_boxes(t, qy, qx, skip, size,  # the windows
+                          self.start, self.x, self.y, self.photons, self.index, self.sigma_px, self.radius,  # molecules
+                          self.shape[1], self.shape[2], out)
+            # fmt: on
+        return out
+
+    def sums(self, frame: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int) -> np.ndarray:
+        """Photons (n,) float64 of all the molecules in the ``size x size`` windows at frames ``frame`` with
+        corners (``y0``, ``x0``) (windows may reach beyond the frame, which holds no photons there)."""
+        out = np.zeros(len(frame))
+        if len(frame):
+            t, qy, qx = _queries(frame, y0, x0)
+            # fmt: off
+            _window_sums(t, qy, qx, size,  # the windows
+                         self.start, self.x, self.y, self.photons, self.sigma_px, self.radius,  # the molecules
+                         self.shape[1], self.shape[2], out)
+            # fmt: on
+        return out
+
+    def brightest_apart(self, distance_px: float) -> np.ndarray:
+        """Which molecules (bool (n,), in the order given to :meth:`of`) remain when, brightest first, every
+        molecule drops the dimmer ones of its frame within ``distance_px`` (ties: the one given first stays)."""
+        rank = np.lexsort((self.index, -self.photons, self.frame))  # per frame, brightest first
+        keep = np.ones(len(self.frame), dtype=bool)
+        _brightest_apart(self.start, rank, self.x, self.y, float(distance_px) ** 2, keep)
+        out = np.empty_like(keep)
+        out[self.index] = keep
+        return out
+
+    @property
+    def radius(self) -> int:
+        """:func:`patch_radius` of these molecules."""
+        return patch_radius(self.sigma_px)
+
+
+def _queries(frame: np.ndarray, y0: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window frames and corners as contiguous int64 arrays for the kernels."""
+    return tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (frame, y0, x0))  # type: ignore[return-value]
+
+
+@njit(cache=True)
+def _axis_weights(centre: float, sigma: float, radius: int, lo: int, size: int, n_frame: int, w: np.ndarray) -> None:
+    """``w[k] = E_{lo + k}(centre)`` (module docstring) for the ``size`` pixels from ``lo`` on that are inside the
+    frame (``[0, n_frame)``) and within ``radius`` of the centre pixel, 0 for the others."""
+    inv = 1.0 / (_SQRT2 * sigma)
+    c0 = math.floor(centre)
+    first, last = _drawn(c0, radius, lo, size, n_frame)
+    for k in range(size):
+        w[k] = 0.0
+    below = math.erf((first - centre) * inv)
+    for p in range(first, last + 1):  # each pixel edge's erf once: the upper edge of p is the lower edge of p + 1
+        above = math.erf((p + 1.0 - centre) * inv)
+        w[p - lo] = 0.5 * (above - below)
+        below = above
+
+
+@njit(cache=True)
+def _axis_sum(centre: float, sigma: float, radius: int, lo: int, size: int, n_frame: int) -> float:
+    """The sum of the weights :func:`_axis_weights` returns: the integral over the pixels drawn, two erfs."""
+    inv = 1.0 / (_SQRT2 * sigma)
+    first, last = _drawn(math.floor(centre), radius, lo, size, n_frame)
+    if last < first:
+        return 0.0
+    return 0.5 * (math.erf((last + 1.0 - centre) * inv) - math.erf((first - centre) * inv))
+
+
+@njit(cache=True)
+def _drawn(c0: int, radius: int, lo: int, size: int, n_frame: int) -> tuple[int, int]:
+    """The first and last pixel of ``lo .. lo + size - 1`` inside the frame and within ``radius`` of pixel ``c0``
+    (last < first: none)."""
+    return max(lo, 0, c0 - radius), min(lo + size - 1, n_frame - 1, c0 + radius)
+
+
+@njit(cache=True)
+def _reaches(centre: float, radius: int, lo: int, size: int) -> bool:
+    """Whether the patch of a molecule centred at ``centre`` overlaps the pixels ``lo .. lo + size - 1`` of one axis."""
+    c0 = math.floor(centre)
+    return c0 + radius >= lo and c0 - radius <= lo + size - 1
+
+
+@njit(cache=True, nogil=True)
+def _window_boxes(
+    q_frame, q_y0, q_x0, q_skip, size, start, x, y, photons, index, sigma, radius, ny, nx, out
+):  # pragma: no cover
+    """``out[k] = sum_j N_j Ey(y_j) Ex(x_j)`` over the window of query ``k``, for the molecules ``j`` of its frame
+    other than ``q_skip[k]``."""
+    for k in range(q_frame.shape[0]):
+        wx = np.empty(size)
+        wy = np.empty(size)
+        t = q_frame[k]
+        for j in range(start[t], start[t + 1]):
+            if index[j] == q_skip[k]:
+                continue
+            if not (_reaches(x[j], radius, q_x0[k], size) and _reaches(y[j], radius, q_y0[k], size)):
+                continue
+            _axis_weights(x[j], sigma, radius, q_x0[k], size, nx, wx)
+            _axis_weights(y[j], sigma, radius, q_y0[k], size, ny, wy)
+            for r in range(size):
+                a = photons[j] * wy[r]
+                for c in range(size):
+                    out[k, r, c] += a * wx[c]
+
+
+@njit(cache=True, nogil=True)
+def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius, ny, nx, out):  # pragma: no cover
+    """``out[k] = sum_j N_j (sum_r Ey_r(y_j)) (sum_c Ex_c(x_j))`` over the window of query ``k`` (separable, and
+    each sum telescopes to two erfs), for every molecule ``j`` of its frame."""
+    for k in range(q_frame.shape[0]):
+        t = q_frame[k]
+        total = 0.0
+        for j in range(start[t], start[t + 1]):
+            if not (_reaches(x[j], radius, q_x0[k], size) and _reaches(y[j], radius, q_y0[k], size)):
+                continue
+            sx = _axis_sum(x[j], sigma, radius, q_x0[k], size, nx)
+            sy = _axis_sum(y[j], sigma, radius, q_y0[k], size, ny)
+            total += photons[j] * sy * sx
+        out[k] = total
+
+
+@njit(cache=True, nogil=True)
+def _brightest_apart(start, rank, x, y, distance2, keep):  # pragma: no cover
+    """Per frame ``t`` (molecules ``rank[start[t]:start[t + 1]]``, brightest first): each molecule still kept
+    drops every other one closer than ``sqrt(distance2)`` from ``keep``."""
+    for t in range(start.shape[0] - 1):
+        for a in range(start[t], start[t + 1]):
+            i = rank[a]
+            if not keep[i]:
+                continue
+            for b in range(start[t], start[t + 1]):
+                j = rank[b]
+                if j != i and (x[j] - x[i]) ** 2 + (y[j] - y[i]) ** 2 <= distance2:
+                    keep[j] = False
