@@ -50,8 +50,10 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def check_batch_folder(output: Path, n_movies: int) -> None:
-    """Refuse a file-like ``-o`` (``out.csv``, ``den.zarr``) for a batch, which writes one output per
-    movie into a folder; raises SmlmdnError naming both ways out."""
+    """Refuse a file-like ``-o`` (``out.csv``, ``den.zarr``) for a batch.
+
+    A batch writes one output per movie into a folder; raises SmlmdnError naming both ways out.
+    """
     if output.name.lower().endswith(OUTPUT_FILE_SUFFIXES):
         raise SmlmdnError(
             f"{n_movies} movies are a batch, written into an output folder, but -o {output} names a file",
@@ -60,7 +62,7 @@ def check_batch_folder(output: Path, n_movies: int) -> None:
 
 
 def stem(path: Path) -> str:
-    """A movie's name without its movie suffix: ``cell1.ome.tif`` -> ``cell1``."""
+    """Return a movie's name without its movie suffix: ``cell1.ome.tif`` -> ``cell1``."""
     name = path.name
     for suffix in MOVIE_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -69,20 +71,26 @@ def stem(path: Path) -> str:
 
 
 def output_for(movie: Path, out_dir: Path, suffix: str) -> Path:
-    """The output of ``movie`` in ``out_dir``: ``OUT_DIR/<stem><suffix>`` (e.g. suffix ``_denoised.zarr``)."""
+    """Return the output of ``movie`` in ``out_dir``: ``OUT_DIR/<stem><suffix>`` (e.g. suffix ``_denoised.zarr``)."""
     return out_dir / f"{stem(movie)}{suffix}"
 
 
 def is_batch(movies: Sequence[Path], outputs: Sequence[Path]) -> bool:
-    """The rule every command shares: a batch is several movies, or one movie written into a folder
-    (a single output that is an existing folder or has no suffix). A batch writes one output per
-    movie into that folder (:func:`batch_outputs`) and goes on past a failing movie."""
+    """Tell whether the movies and outputs make a batch, by the rule every command shares.
+
+    A batch is several movies, or one movie written into a folder (a single output that is an
+    existing folder or has no suffix). A batch writes one output per movie into that folder
+    (:func:`batch_outputs`) and goes on past a failing movie.
+    """
     return len(movies) > 1 or (len(outputs) == 1 and (outputs[0].is_dir() or not outputs[0].suffix))
 
 
 def batch_outputs(movies: Sequence[Path], out_dir: Path, suffixes: Iterable[str]) -> dict[Path, list[Path]]:
-    """Each movie's outputs in a batch: ``OUT_DIR/<stem><suffix>`` for each of ``suffixes`` (duplicates
-    dropped). Raises :class:`SmlmdnError` for several movies and an ``out_dir`` that names a file."""
+    """Return each movie's outputs in a batch.
+
+    ``OUT_DIR/<stem><suffix>`` for each of ``suffixes`` (duplicates dropped). Raises
+    :class:`SmlmdnError` for several movies and an ``out_dir`` that names a file.
+    """
     if len(movies) > 1:
         check_batch_folder(out_dir, len(movies))
     unique = list(dict.fromkeys(suffixes))
@@ -94,7 +102,7 @@ DENOISED_SUFFIX = "_denoised"
 
 
 def denoised_for(movie: Path, denoised: Path) -> Path:
-    """The denoised movie of ``movie`` in a folder written by a `smlmdn denoise` batch (``<stem>_denoised.*``).
+    """Return the denoised movie of ``movie`` in a folder written by a `smlmdn denoise` batch (``<stem>_denoised.*``).
 
     Raises :class:`SmlmdnError` when there is none, or several.
     """
@@ -109,7 +117,7 @@ def denoised_for(movie: Path, denoised: Path) -> Path:
 
 
 def estimate_output(output: Path, estimate: str, several: bool) -> Path:
-    """The output path of one denoiser estimate: OUT itself when only one is written, else ``NAME_<estimate>.ext``.
+    """Return the output path of one denoiser estimate: OUT itself when only one is written, else ``NAME_<estimate>.ext``.
 
     ``denoised.zarr`` -> ``denoised_mean.zarr``, ``denoised.ome.zarr`` -> ``denoised_std.ome.zarr``,
     ``out.tif`` -> ``out_map.tif``.
@@ -138,9 +146,12 @@ def run_batch(
     overwrite: bool = False,
     report: Callable[[BatchItem], None] | None = None,
 ) -> list[BatchItem]:
-    """Run ``work(movie, output) -> message`` for each pair; existing outputs are skipped unless
-    ``overwrite``; an SmlmdnError (or any other error) marks that item failed and the batch goes on.
-    KeyboardInterrupt stops the batch. ``report`` is called after each item."""
+    """Run ``work(movie, output) -> message`` for each pair.
+
+    Existing outputs are skipped unless ``overwrite``; an SmlmdnError (or any other error) marks
+    that item failed and the batch goes on. KeyboardInterrupt stops the batch. ``report`` is called
+    after each item.
+    """
     items = []
     for movie, output in zip(movies, outputs, strict=True):
         start = time.perf_counter()
@@ -166,4 +177,5 @@ def json_line(event: str, **fields: object) -> str:
 
 
 def item_json(item: BatchItem) -> str:
+    """Return one batch item as a JSON line (event ``item``)."""
     return json_line("item", **asdict(item))

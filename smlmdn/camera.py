@@ -35,8 +35,11 @@ _GIVEN_KEYS: ContextVar[frozenset[str] | None] = ContextVar("smlmdn_given_camera
 
 @contextmanager
 def camera_keys_given(keys: Iterable[str]) -> Iterator[None]:
-    """While active, checks against the data (:func:`check_camera`) only judge these camera keys:
-    the others are defaults the user never gave (the CLI sets this from the options it received)."""
+    """Make checks against the data judge only these camera keys while active.
+
+    While active, checks against the data (:func:`check_camera`) only judge these camera keys:
+    the others are defaults the user never gave (the CLI sets this from the options it received).
+    """
     token = _GIVEN_KEYS.set(frozenset(keys))
     try:
         yield
@@ -45,7 +48,7 @@ def camera_keys_given(keys: Iterable[str]) -> Iterator[None]:
 
 
 def given_camera_keys() -> frozenset[str] | None:
-    """The camera keys given in the running command (None outside the CLI: every key counts as given)."""
+    """Return the camera keys given in the running command (None outside the CLI: every key counts as given)."""
     return _GIVEN_KEYS.get()
 
 
@@ -61,6 +64,7 @@ class Camera:
     pixel_size: float = 100.0
 
     def __post_init__(self) -> None:
+        """Check the camera numbers; raise :class:`SmlmdnError` for a non-finite or out-of-range one."""
         for key in CAMERA_KEYS:
             value = getattr(self, key)
             if not np.isfinite(value):
@@ -94,7 +98,7 @@ class Camera:
         return self.read_noise / self.em_gain
 
     def to_dict(self) -> dict[str, float]:
-        """The six camera keys as a plain dict (for JSON and provenance)."""
+        """Return the six camera keys as a plain dict (for JSON and provenance)."""
         return {k: float(v) for k, v in asdict(self).items()}
 
 
@@ -113,8 +117,10 @@ def load_camera(path: str | Path | None = None, **overrides: float | None) -> Ca
 
 
 def read_camera_file(path: str | Path) -> dict[str, Any]:
-    """The camera keys given in a JSON/YAML camera file (only those it names); SmlmdnError if it is
-    missing, unparsable or has unknown keys."""
+    """Return the camera keys given in a JSON/YAML camera file (only those it names).
+
+    Raises SmlmdnError if it is missing, unparsable or has unknown keys.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -187,8 +193,11 @@ class CameraEstimate:
 def _camera_from_line(
     slope: float, intercept: float, cov: np.ndarray, em_gain: float, read_noise: float
 ) -> tuple[float, float, float, float]:
-    """(e_per_adu, offset, their standard errors) from a photon-transfer line ``var = slope * mean + intercept``
-    (ADU^2 vs ADU) with covariance ``cov`` of (slope, intercept); read noise in electrons is taken as given."""
+    """Compute (e_per_adu, offset, their standard errors) from a photon-transfer line.
+
+    The line is ``var = slope * mean + intercept`` (ADU^2 vs ADU) with covariance ``cov`` of
+    (slope, intercept); read noise in electrons is taken as given.
+    """
     excess = 2.0 if em_gain > 1 else 1.0
     e_per_adu = excess * em_gain / slope
     read_var_adu = (read_noise / e_per_adu) ** 2
@@ -470,9 +479,11 @@ def check_camera(
 
 
 def check_camera_against_data(movie: da.Array, camera: Camera, tolerance: float = 0.25) -> list[str]:
-    """Estimate offset and gain from a raw ADU movie and warn (see :func:`check_camera`) where
-    ``camera`` disagrees; returns the warnings. Silent when the data cannot pin the gain (e.g. a flat
-    background): that is not evidence against the given numbers."""
+    """Estimate offset and gain from a raw ADU movie and warn where ``camera`` disagrees.
+
+    Warns as :func:`check_camera` does; returns the warnings. Silent when the data cannot pin the
+    gain (e.g. a flat background): that is not evidence against the given numbers.
+    """
     try:
         estimate = estimate_camera(movie, em_gain=camera.em_gain, read_noise=camera.read_noise)
     except SmlmdnError:
@@ -523,16 +534,20 @@ def movie_to_photons(movie: da.Array, camera: Camera, units: str = "adu", sample
 
 
 def saturation_level(dtype: Any) -> float | None:
-    """The ADU value a clipped pixel holds: the largest value of an integer dtype (65535 for uint16);
-    None for float movies (no fixed level)."""
+    """Return the ADU value a clipped pixel holds.
+
+    The largest value of an integer dtype (65535 for uint16); None for float movies (no fixed level).
+    """
     dtype = np.dtype(dtype)
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
 
 
 def saturation_photons(dtype: Any, camera: Camera, units: str = "adu") -> float | None:
-    """The photon value at or above which a pixel of a movie of ``dtype`` was clipped by the camera
-    (half an ADU below :func:`saturation_level`, converted with ``camera``); None for float movies or
-    ``units="photons"`` (no fixed level)."""
+    """Return the photon value at or above which a pixel of a movie of ``dtype`` was clipped by the camera.
+
+    Half an ADU below :func:`saturation_level`, converted with ``camera``; None for float movies or
+    ``units="photons"`` (no fixed level).
+    """
     level = saturation_level(dtype)
     if level is None or units != "adu":
         return None

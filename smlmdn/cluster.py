@@ -1,6 +1,8 @@
-"""Choose where dask computes: local threads/processes, an existing dask.distributed scheduler, or a
-SLURM/PBS cluster through dask-jobqueue. Creating the client is all this module does: smlmdn never
-schedules work itself, it builds dask graphs and lets the active scheduler run them.
+"""Choose where dask computes.
+
+Local threads/processes, an existing dask.distributed scheduler, or a SLURM/PBS cluster through
+dask-jobqueue. Creating the client is all this module does: smlmdn never schedules work itself,
+it builds dask graphs and lets the active scheduler run them.
 """
 
 from __future__ import annotations

@@ -108,8 +108,11 @@ def _as_movie(data: MovieInput, block_frames: int | None, what: str) -> tuple[da
 
 
 def open_denoised(data: MovieInput, camera: Camera, shape: tuple[int, ...], block_frames: int) -> tuple[str, da.Array]:
-    """(estimate name, lazy photons) of a denoised movie: a path written by ``smlmdn denoise`` (see
-    :func:`smlmdn.io.open_estimate`) or an array (taken as the posterior mean in photons)."""
+    """Return (estimate name, lazy photons) of a denoised movie.
+
+    The movie is a path written by ``smlmdn denoise`` (see :func:`smlmdn.io.open_estimate`) or an
+    array (taken as the posterior mean in photons).
+    """
     if isinstance(data, (str, Path)):
         return open_estimate(data, camera, shape, block_frames)
     arr, _ = _as_movie(data, block_frames, "denoised movie")
@@ -150,7 +153,7 @@ PSNR_PEAK = (
 
 
 def clean_to_detected(clean: da.Array, units: str, camera: Camera) -> da.Array:
-    """A clean reference (T, Y, X) in ``units`` as expected *detected* photons (photoelectrons), lazily.
+    """Return a clean reference (T, Y, X) in ``units`` as expected *detected* photons (photoelectrons), lazily.
 
     ``detected``: unchanged (smlmdn's estimates and ``smlmdn simulate``'s clean.tif are in these);
     ``emitted``: photons reaching the camera before QE (other simulators), times ``camera.qe``;
@@ -189,6 +192,7 @@ class CompareSettings:
     localization: LocalizeSettings = field(default_factory=LocalizeSettings)
 
     def __post_init__(self) -> None:
+        """Normalise the estimate names and check tolerance and render pixel sizes (raises :class:`SmlmdnError`)."""
         object.__setattr__(self, "estimates", tuple(e.lower() for e in self.estimates))
         if not (math.isfinite(self.tolerance_nm) and self.tolerance_nm > 0):
             raise SmlmdnError(
@@ -247,9 +251,12 @@ class CompareInputs:
 
 @dataclass(frozen=True)
 class Estimates:
-    """The denoised movies scored and localized on: ``arrays`` estimate name -> lazy photons (T, Y, X);
-    ``localize_estimate``: the one the ``denoised`` and ``hybrid`` modes detect on; ``denoiser``: where
-    they came from (model file, hash and training summary, or the denoised files), for the report."""
+    """The denoised movies scored and localized on.
+
+    ``arrays``: estimate name -> lazy photons (T, Y, X); ``localize_estimate``: the one the
+    ``denoised`` and ``hybrid`` modes detect on; ``denoiser``: where they came from (model file, hash
+    and training summary, or the denoised files), for the report.
+    """
 
     arrays: dict[str, da.Array]
     localize_estimate: str
@@ -258,9 +265,12 @@ class Estimates:
 
 @dataclass(frozen=True)
 class ImageScores:
-    """Question 1: ``metrics`` image name (``raw`` and each estimate) -> :func:`smlmdn.evaluate.report.denoise_metrics`;
+    """Question 1: the denoising scores.
+
+    ``metrics``: image name (``raw`` and each estimate) -> :func:`smlmdn.evaluate.report.denoise_metrics`;
     how the signal/background masks were made (``mask_source``) and the fraction of pixels in each;
-    ``data_range``: the PSNR peak (photons) or None without a clean reference."""
+    ``data_range``: the PSNR peak (photons) or None without a clean reference.
+    """
 
     metrics: dict[str, dict[str, Any]]
     mask_source: str
@@ -271,9 +281,12 @@ class ImageScores:
 
 @dataclass(frozen=True)
 class LocalizationScores:
-    """Question 2: ``tables`` mode name -> localization table; ``metrics`` row name (each mode and
+    """Question 2: the localization tables and scores.
+
+    ``tables``: mode name -> localization table; ``metrics``: row name (each mode and
     ``"<mode> linked"``) -> :func:`smlmdn.evaluate.report.localize_metrics` plus the table's counts;
-    ``curves``: the FRC curve of each row."""
+    ``curves``: the FRC curve of each row.
+    """
 
     tables: dict[str, pd.DataFrame]
     metrics: dict[str, dict[str, Any]]
@@ -411,8 +424,11 @@ def compare(
 
 
 def check_report_folder(final: Path, overwrite: bool) -> None:
-    """Raise :class:`SmlmdnError` unless ``final`` may become the report folder: new, or (with
-    ``overwrite``) an earlier report; never a file or a folder holding anything else."""
+    """Raise :class:`SmlmdnError` unless ``final`` may become the report folder.
+
+    It may be new, or (with ``overwrite``) an earlier report; never a file or a folder holding
+    anything else.
+    """
     if final.exists() and not overwrite:
         raise SmlmdnError(
             f"report folder {final} already exists", "pass --overwrite to replace it, or choose another -o"
@@ -436,9 +452,12 @@ def open_inputs(
     truth: str | Path | pd.DataFrame | None,
     truth_df: pd.DataFrame | None,
 ) -> CompareInputs:
-    """Open the movie (in ``units``), the noise-free reference (in ``clean_units``) and check the
-    ground truth (``truth_df``, read from ``truth``) against them, lazily in frame blocks of at most
-    :data:`MAX_BLOCK_FRAMES`. Raises :class:`SmlmdnError` for a wrong shape or truth outside the movie."""
+    """Open the movie and the noise-free reference and check the ground truth against them.
+
+    The movie is read in ``units``, the reference in ``clean_units``, and the ground truth
+    (``truth_df``, read from ``truth``) is checked against them, lazily in frame blocks of at most
+    :data:`MAX_BLOCK_FRAMES`. Raises :class:`SmlmdnError` for a wrong shape or truth outside the movie.
+    """
     probe, _ = _as_movie(movie, None, "movie")
     block = max(1, min(MAX_BLOCK_FRAMES, frames_per_block(probe.shape[1:], 4), probe.shape[0]))
     raw, movie_path = _as_movie(movie, block, "movie")
@@ -473,8 +492,11 @@ def denoise_estimates(
     progress: bool,
     log: Callable[[str], None],
 ) -> Estimates:
-    """Compute every estimate of ``settings`` (and the localization one) with ``model`` in one network
-    pass per frame block into ``work/<estimate>.zarr``; returns them reopened lazily."""
+    """Compute every estimate of ``settings`` (and the localization one) with ``model``.
+
+    One network pass per frame block writes them into ``work/<estimate>.zarr``; returns them
+    reopened lazily.
+    """
     from .denoise import denoise_lazy, load_model
     from .denoise.model_file import DenoiseModel
 
@@ -499,9 +521,12 @@ def denoise_estimates(
 def open_estimates(
     denoised: DenoisedInput, camera: Camera, shape: tuple[int, ...], block: int, localize_estimate: str
 ) -> Estimates:
-    """Open denoised movies given as one path/array, a list of them (named by their ``estimate``
-    attribute) or a dict name -> path/array; ``localize_estimate`` falls back to the first one given
-    when it is not among them. Raises :class:`SmlmdnError` for one estimate given twice or a wrong shape."""
+    """Open denoised movies given as one path/array, a list of them or a dict name -> path/array.
+
+    Movies in a list are named by their ``estimate`` attribute. ``localize_estimate`` falls back to
+    the first one given when it is not among them. Raises :class:`SmlmdnError` for one estimate given
+    twice or a wrong shape.
+    """
     if isinstance(denoised, Mapping):
         items: list[tuple[str | None, MovieInput]] = list(denoised.items())
     elif isinstance(denoised, (list, tuple)):
@@ -528,9 +553,12 @@ def open_estimates(
 def score_images(
     inputs: CompareInputs, est: Estimates, camera: Camera, settings: CompareSettings, work: Path, progress: bool
 ) -> ImageScores:
-    """Question 1: PSNR / SSIM against the clean reference (when given) and background SNR of the raw
-    photons and every estimate, in signal/background regions made once from the raw movie and the
-    truth (stored in ``work``)."""
+    """Answer question 1: score the raw photons and every estimate.
+
+    PSNR / SSIM against the clean reference (when given) and background SNR of the raw photons and
+    every estimate, in signal/background regions made once from the raw movie and the truth (stored
+    in ``work``).
+    """
     truth = inputs.truth
     mask_source = (
         "the ground truth (true emitter positions)"
@@ -561,8 +589,11 @@ def localize_modes(
     progress: bool,
     log: Callable[[str], None],
 ) -> dict[str, pd.DataFrame]:
-    """Question 2's tables: the movie localized in every mode of :data:`~smlmdn.localize.MODES` with
-    the same ``settings``, detecting on the ``localize_estimate`` where the mode uses a denoised movie."""
+    """Make question 2's tables: the movie localized in every mode of :data:`~smlmdn.localize.MODES`.
+
+    Every mode uses the same ``settings``, detecting on the ``localize_estimate`` where the mode uses
+    a denoised movie.
+    """
     det = est.arrays[est.localize_estimate]
     clipped = saturation_photons(inputs.raw.dtype, camera, inputs.units)
     tables: dict[str, pd.DataFrame] = {}
@@ -587,9 +618,12 @@ TABLE_COUNTS = ("n_candidates", "n_rejected", "n_dropped_nonconverged", "n_dropp
 def score_localizations(
     tables: dict[str, pd.DataFrame], inputs: CompareInputs, camera: Camera, settings: CompareSettings
 ) -> LocalizationScores:
-    """Score every mode's table with each localization's own position and with its blink's pooled
-    position (``"<mode> linked"``): matching against the truth (``tolerance_nm``), count, CRLB, NeNA
-    (not for linked rows: a blink's members share one position) and FRC."""
+    """Score every mode's table with each localization's own position and with its blink's pooled position.
+
+    The pooled rows are named ``"<mode> linked"``. Scores: matching against the truth
+    (``tolerance_nm``), count, CRLB, NeNA (not for linked rows: a blink's members share one
+    position) and FRC.
+    """
     metrics: dict[str, dict[str, Any]] = {}
     curves = {}
     for mode, locs in tables.items():
@@ -615,7 +649,7 @@ def report_dict(
     camera: Camera,
     settings: CompareSettings,
 ) -> dict[str, Any]:
-    """The report (``report.json`` without ``figures`` and ``timing_s``) from the stages' results."""
+    """Build the report (``report.json`` without ``figures`` and ``timing_s``) from the stages' results."""
     loc = settings.localization
     has_clean = inputs.clean is not None
     return {

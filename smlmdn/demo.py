@@ -24,11 +24,14 @@ from .simulate import SimulationParams, simulate_to_dir
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo. Defaults: 64 x 64 px, 1000 frames, medium SNR, a small network (16 channels,
-    depth 2, one neighbouring frame each side) trained for at most ``time_budget`` seconds.
+    """Sizes of the demo.
+
+    Defaults: 64 x 64 px, 1000 frames, medium SNR, a small network (16 channels, depth 2, one
+    neighbouring frame each side) trained for at most ``time_budget`` seconds.
 
     A 60 s budget on 2 shared CPU cores gave 480 steps and +9.7 dB PSNR over raw on this movie; the
-    whole demo takes about 2.5 minutes there (see the report of ``smlmdn demo``)."""
+    whole demo takes about 2.5 minutes there (see the report of ``smlmdn demo``).
+    """
 
     size: int = 64
     frames: int = 1000

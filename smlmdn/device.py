@@ -22,8 +22,12 @@ GPU_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/d
 
 
 def gpu_driver_present() -> bool:
-    """False when this machine certainly has no GPU driver torch could use (Linux without NVIDIA/ROCm/WSL
-    GPU device nodes, or macOS); True when it has one or when that cannot be told without torch."""
+    """Tell whether this machine may have a GPU driver torch could use.
+
+    False when this machine certainly has no GPU driver torch could use (Linux without
+    NVIDIA/ROCm/WSL GPU device nodes, or macOS); True when it has one or when that cannot be told
+    without torch.
+    """
     if sys.platform == "darwin":
         return False  # torch on macOS has no CUDA
     if sys.platform.startswith("linux"):

@@ -10,6 +10,6 @@ class SmlmdnError(Exception):
         super().__init__(f"{problem} (fix: {fix})" if fix else problem)
 
     def one_line(self) -> str:
-        """The message as printed by the CLI: ``problem; fix``."""
+        """Return the message as printed by the CLI: ``problem; fix``."""
         text = self.problem.rstrip(".")
         return f"{text}. Fix: {self.fix}" if self.fix else text

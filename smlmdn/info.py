@@ -1,5 +1,8 @@
-"""Describe a movie: layout and files, shape, storage, frame statistics, data problems (NaN/Inf,
-saturation, truncation) and camera numbers from the data."""
+"""Describe a movie.
+
+Layout and files, shape, storage, frame statistics, data problems (NaN/Inf, saturation,
+truncation) and camera numbers from the data.
+"""
 
 from __future__ import annotations
 
@@ -59,8 +62,10 @@ def movie_info(
     source: Any = None,
     psf_sigma_px: float = 1.3,
 ) -> dict[str, Any]:
-    """Summary of a raw movie (T, Y, X): storage facts, checks of every frame, sampled frame statistics
-    (ADU) and a camera estimate.
+    """Summarize a raw movie (T, Y, X).
+
+    The summary holds storage facts, checks of every frame, sampled frame statistics (ADU) and a
+    camera estimate.
 
     ``frame_stats`` lists ``frame, min, median, mean, max, std`` (NaN-aware) for ``n_sample`` frames
     spread over the movie. ``finite`` and the saturation counts cover *all* frames (see

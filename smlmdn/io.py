@@ -104,8 +104,10 @@ def frame_range(frames: slice | None, inputs: Iterable[str | Path]) -> Iterator[
 
 
 def frame_offset() -> int:
-    """First frame of the active ``--frames`` range (0 when none): add it to frame numbers in outputs
-    so that they count frames of the whole movie."""
+    """Return the first frame of the active ``--frames`` range (0 when none).
+
+    Add it to frame numbers in outputs so that they count frames of the whole movie.
+    """
     active = _FRAMES.get()
     return int(active[0].start or 0) if active else 0
 
@@ -275,9 +277,11 @@ def _is_zarr(p: Path) -> bool:
 
 
 class FileArray:
-    """A picklable stand-in for an array in a file: it carries only the path, and each process opens
-    the file itself on first access (cached), so dask graphs can be shipped to dask.distributed
-    workers without open file handles or memory-mapped data inside them.
+    """A picklable stand-in for an array in a file.
+
+    It carries only the path, and each process opens the file itself on first access (cached), so
+    dask graphs can be shipped to dask.distributed workers without open file handles or
+    memory-mapped data inside them.
 
     ``kind`` is ``npy``, ``tiff`` (``series`` of a TIFF via tifffile's Zarr store), ``pages``
     (the first ``layout[0]`` pages of a TIFF) or ``raw`` (headerless pixels: ``layout`` =
@@ -292,6 +296,7 @@ class FileArray:
         self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """Read the pixels at ``key``; raise :class:`SmlmdnError` when the file cannot be read."""
         try:
             return np.asarray(_open_source(self.kind, self.path, self.series, self.stamp, self.layout)[key])
         except SmlmdnError:
@@ -305,6 +310,7 @@ class FileArray:
             ) from None
 
     def __reduce__(self) -> tuple:
+        """Pickle as the path and layout only (the file is reopened where it is unpickled)."""
         return FileArray, (self.kind, self.path, self.series, self.layout)
 
 
@@ -312,7 +318,7 @@ class FileArray:
 def _open_source(
     kind: str, path: str, series: int, stamp: tuple[int, int], layout: tuple | None = None
 ) -> Any:  # stamp keys the cache
-    """The array behind a :class:`FileArray`, opened once per process (and per file version)."""
+    """Return the array behind a :class:`FileArray`, opened once per process (and per file version)."""
     if kind == "npy":
         return np.load(path, mmap_mode="r")
     if kind == "raw":
@@ -354,8 +360,10 @@ class _TiffPages:
 
 
 class _TiffLog(logging.Handler):
-    """Keeps tifffile's log messages (about broken files) for our error messages instead of
-    letting them leak onto stderr."""
+    """Keeps tifffile's log messages (about broken files) for our error messages.
+
+    Without it they would leak onto stderr.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -383,7 +391,7 @@ def _tiff_error(p: Path, exc: BaseException) -> SmlmdnError:
 
 
 def _ome_binary_only(tif: Any, p: Path) -> Path | None:
-    """The metadata file named by a Micro-Manager/OME ``BinaryOnly`` member, if it exists beside ``p``."""
+    """Return the metadata file named by a Micro-Manager/OME ``BinaryOnly`` member, if it exists beside ``p``."""
     desc = tif.pages.first.description if len(tif.pages) else ""
     match = re.search(r"<BinaryOnly[^>]*MetadataFile=\"([^\"]+)\"", desc or "")
     if not match:
@@ -393,8 +401,11 @@ def _ome_binary_only(tif: Any, p: Path) -> Path | None:
 
 
 def tiff_members(path: str | Path) -> set[str]:
-    """Real paths of the files the movie in the TIFF ``path`` reads (itself, plus the other members of
-    a multi-file OME-TIFF series); an unreadable file gives just itself."""
+    """Return the real paths of the files the movie in the TIFF ``path`` reads.
+
+    That is itself, plus the other members of a multi-file OME-TIFF series; an unreadable file gives
+    just itself.
+    """
     import tifffile
 
     p = Path(path)
@@ -417,8 +428,11 @@ def tiff_members(path: str | Path) -> set[str]:
 
 
 def movie_groups(paths: Iterable[str | Path]) -> list[Path]:
-    """The movies among ``paths`` (natural order): a file that belongs to another listed file's
-    multi-file OME-TIFF series is dropped, since opening that file reads it already."""
+    """Return the movies among ``paths`` (natural order).
+
+    A file that belongs to another listed file's multi-file OME-TIFF series is dropped, since
+    opening that file reads it already.
+    """
     files = natural_sorted(dict.fromkeys(os.fspath(p) for p in paths))
     tiffs = [f for f in files if f.is_file() and f.name.lower().endswith(TIFF_SUFFIXES)]
     members = {f: tiff_members(f) for f in tiffs}
@@ -434,8 +448,11 @@ def movie_groups(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _movie_series(tif: Any, p: Path) -> tuple[int, list[str]]:
-    """Which series of a TIFF is the movie, by rule: the largest series; the others must be small
-    side images (thumbnails, previews: another frame size and at most 1 frame), else refuse."""
+    """Choose which series of a TIFF is the movie, by rule: the largest series.
+
+    The others must be small side images (thumbnails, previews: another frame size and at most 1
+    frame), else refuse.
+    """
     series = list(tif.series)
     sizes = [s.size for s in series]
     index = int(np.argmax(sizes))
@@ -579,8 +596,11 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
 
 
 def _open_tiff_folder(folder: Path, files: list[Path], block_frames: int | None) -> MovieSource:
-    """A folder of TIFFs as one movie: the members of a multi-file OME-TIFF are read once through
-    their master file; otherwise the files are concatenated along T in natural name order."""
+    """Open a folder of TIFFs as one movie.
+
+    The members of a multi-file OME-TIFF are read once through their master file; otherwise the
+    files are concatenated along T in natural name order.
+    """
     movies = movie_groups(files)
     sources = [_open_tiff(f, block_frames) for f in movies]
     multi = [s for s in sources if s.layout == "multi-file OME-TIFF"]
@@ -678,8 +698,11 @@ def _open_picasso_raw(p: Path, block_frames: int | None) -> MovieSource:
 
 
 def movie_camera(path: str | Path) -> dict[str, float]:
-    """Camera numbers recorded with a movie (Picasso ``.yaml``: Baseline, Sensitivity, Gain, Qe,
-    Pixelsize), as smlmdn camera keys; {} when the movie records none or cannot be read."""
+    """Return the camera numbers recorded with a movie, as smlmdn camera keys.
+
+    Picasso ``.yaml``: Baseline, Sensitivity, Gain, Qe, Pixelsize; {} when the movie records none or
+    cannot be read.
+    """
     p = Path(path)
     if p.suffix.lower() != ".raw" or not p.with_suffix(".yaml").is_file():
         return {}
@@ -690,7 +713,7 @@ def movie_camera(path: str | Path) -> dict[str, float]:
 
 
 def _open_zarr(p: Path) -> tuple[da.Array, list[str]]:
-    """A Zarr array, or an OME-Zarr image (read by ome-zarr-py, level 0), lazily; plus notes on what was taken."""
+    """Open a Zarr array, or an OME-Zarr image (read by ome-zarr-py, level 0), lazily; plus notes on what was taken."""
     import zarr
 
     from . import omezarr
@@ -767,7 +790,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
 
 
 def partial_path(path: str | Path) -> Path:
-    """The temporary sibling an output is written to before it is renamed into place."""
+    """Return the temporary sibling an output is written to before it is renamed into place."""
     path = Path(path)
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
@@ -971,7 +994,7 @@ def write_movies(
 
 
 def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, description, resume, pyramid=None) -> list[Path]:
-    """The body of :func:`write_movies`, run while holding the outputs' locks."""
+    """Run the body of :func:`write_movies`, while holding the outputs' locks."""
     arrs = list(arrays.values())
     for final, arr in zip(finals, arrs, strict=True):
         check_tyx(arr.shape, f"array written to {final.name}", "report this as a bug")
@@ -1037,9 +1060,11 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
 
 
 def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume: bool, levels: int = 1) -> Path:
-    """Create (or, when ``resume`` and it was started for the same array and attributes, reopen) the
-    temporary store of one Zarr output, with arrays ``0`` .. ``levels-1`` (resolution levels, see
-    :mod:`smlmdn.omezarr`); returns its folder of done-block markers."""
+    """Create or reopen the temporary store of one Zarr output; return its folder of done-block markers.
+
+    It is reopened when ``resume`` and it was started for the same array and attributes, else
+    created, with arrays ``0`` .. ``levels-1`` (resolution levels, see :mod:`smlmdn.omezarr`).
+    """
     import zarr
 
     from .omezarr import level_shape
@@ -1076,8 +1101,10 @@ def _open_partial_zarr(tmp: Path, array: da.Array, meta: dict[str, Any], resume:
 
 
 def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float | None, levels: int = 1) -> None:
-    """Write the group attributes: provenance, and for ``.ome.zarr`` the OME-Zarr 0.5 multiscales
-    metadata (written by ome-zarr-py, see :func:`smlmdn.omezarr.write_metadata`)."""
+    """Write the group attributes: provenance, and for ``.ome.zarr`` the OME-Zarr 0.5 multiscales metadata.
+
+    The metadata is written by ome-zarr-py, see :func:`smlmdn.omezarr.write_metadata`.
+    """
     import zarr
 
     root = zarr.open_group(str(tmp), mode="r+")
@@ -1093,8 +1120,11 @@ def _finish_zarr(tmp: Path, final: Path, meta: dict[str, Any], pixel_size: float
 def _store_blocks(
     blocks: list[np.ndarray], group_paths: list[str], t0: int, done_markers: list[str], levels: list[int] | None = None
 ) -> int:
-    """Write computed frame blocks into the Zarr groups at ``group_paths`` (array ``0`` and, for a
-    pyramid, the binned levels ``1``, ``2``, ...) and mark them done (runs on workers)."""
+    """Write computed frame blocks into the Zarr groups at ``group_paths`` and mark them done.
+
+    The groups hold array ``0`` and, for a pyramid, the binned levels ``1``, ``2``, ...; runs on
+    workers.
+    """
     import zarr
 
     from .omezarr import downsample
@@ -1252,7 +1282,7 @@ def open_estimate(
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
-    """The smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none).
+    """Return the smlmdn provenance attributes of an output written by :func:`write_movie` ({} if none).
 
     Zarr/OME-Zarr: the group's ``smlmdn`` attribute; ImageJ TIFF: the ImageJ ``Info`` JSON; OME-TIFF:
     the image ``Description`` JSON; older smlmdn TIFFs: ``smlmdn`` in tifffile's shaped description.

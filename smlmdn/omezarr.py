@@ -28,7 +28,7 @@ NGFF_WRITE_VERSION = "0.5"  # Zarr v3
 
 
 def pyramid_levels(frame_shape: tuple[int, int], pyramid: bool | None = None) -> int:
-    """Number of resolution levels (>= 1) for frames of ``frame_shape`` (Y, X) px.
+    """Return the number of resolution levels (>= 1) for frames of ``frame_shape`` (Y, X) px.
 
     ``pyramid`` None (auto): level 0 alone below :data:`PYRAMID_MIN_PX`, else halve until both
     sides are below it (2048 px -> 2048, 1024, 512: 3 levels); True: as auto but at least two levels;
@@ -69,7 +69,7 @@ def downsample(block: np.ndarray, level: int) -> np.ndarray:
 
 
 def datasets(levels: int, pixel_size_nm: float | None) -> list[dict[str, Any]]:
-    """The NGFF ``datasets`` list (paths ``0``, ``1``, ...; scale and translation per level, t scale 1)."""
+    """Return the NGFF ``datasets`` list (paths ``0``, ``1``, ...; scale and translation per level, t scale 1)."""
     ps = float(pixel_size_nm or 1.0)
     out = []
     for k in range(levels):
@@ -120,13 +120,13 @@ def _quiet() -> Any:
 
 
 def is_image(group: Any) -> bool:
-    """True when the Zarr group carries NGFF ``multiscales`` metadata (0.4 on Zarr v2 or 0.5 on v3)."""
+    """Return True when the Zarr group carries NGFF ``multiscales`` metadata (0.4 on Zarr v2 or 0.5 on v3)."""
     attrs = dict(group.attrs)
     return bool(attrs.get("ome", attrs).get("multiscales"))
 
 
 def find_image(node: Any, p: Path) -> tuple[Any, Path]:
-    """The OME-Zarr image group inside ``node`` (a Zarr group at ``p``) and its path.
+    """Return the OME-Zarr image group inside ``node`` (a Zarr group at ``p``) and its path.
 
     ``node`` itself when it is an image; else its one child image (a container such as
     bioformats2raw's ``0/``, ``1/``, ... with an ``OME/`` metadata group, or any group holding

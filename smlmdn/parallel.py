@@ -25,8 +25,11 @@ def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
 
 
 def parallelism() -> int:
-    """Blocks to keep in flight: the distributed cluster's thread count if a client is active, else
-    the local core count (at least 2, at most 8)."""
+    """Return the number of blocks to keep in flight.
+
+    The distributed cluster's thread count if a client is active, else the local core count (at
+    least 2, at most 8).
+    """
     if "distributed" not in sys.modules:  # no client can be active; importing distributed costs ~1 s
         return max(2, min(8, os.cpu_count() or 2))
     try:
@@ -40,8 +43,11 @@ def parallelism() -> int:
 def compute_blocks(
     make_task: Callable[[int, int, int], Any], blocks: Sequence[tuple[int, int, int]], in_flight: int | None = None
 ) -> Iterator[tuple[tuple[int, int, int], Any]]:
-    """Yield ``((index, t0, t1), result)`` in block order, where ``make_task(index, t0, t1)`` returns a
-    dask.delayed task for the frames ``[t0, t1)``; groups of ``in_flight`` tasks are computed together."""
+    """Yield ``((index, t0, t1), result)`` in block order.
+
+    ``make_task(index, t0, t1)`` returns a dask.delayed task for the frames ``[t0, t1)``; groups of
+    ``in_flight`` tasks are computed together.
+    """
     size = in_flight or parallelism()
     for start in range(0, len(blocks), size):
         group = blocks[start : start + size]

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def console() -> Console:
-    """The stderr console used for progress, warnings and errors."""
+    """Return the stderr console used for progress, warnings and errors."""
     return Console(stderr=True)
 
 

@@ -34,7 +34,7 @@ def integrated_gaussian_1d(centre_px: ArrayLike, sigma_px: ArrayLike, n: int) ->
 
 
 def integrated_gaussian(x_px: ArrayLike, y_px: ArrayLike, sigma_px: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
-    """Expected photons per pixel of a unit-intensity Gaussian spot integrated over each pixel.
+    """Compute the expected photons per pixel of a unit-intensity Gaussian spot integrated over each pixel.
 
     ``x_px``, ``y_px``: spot centres in pixel units (scalars or arrays of shape (N,)), with pixel
     (0, 0) covering [0, 1) x [0, 1). ``sigma_px``: PSF standard deviation in pixels (scalar or (N,)).

@@ -138,6 +138,8 @@ class SimulationParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Check the parameters; raise :class:`SmlmdnError` for a value of the wrong type or out of range."""
+
         def bad(name: str, rule: str, fix: str) -> SmlmdnError:
             return SmlmdnError(f"{name} must be {rule}, got {getattr(self, name)!r}", fix)
 
@@ -218,7 +220,7 @@ class SimulationParams:
         return self.density * (self.on_time + 1.0) / (self.on_time + self.off_time)
 
     def get_camera(self) -> Camera:
-        """The camera used: ``camera`` if given (with this pixel size), else the default of ``camera_type``."""
+        """Return the camera used: ``camera`` if given (with this pixel size), else the default of ``camera_type``."""
         if self.camera is not None:
             return replace(self.camera, pixel_size=float(self.pixel_size))
         return default_camera(self.camera_type, float(self.pixel_size))
@@ -232,9 +234,12 @@ class SimulationParams:
 
 @dataclass
 class Simulation:
-    """An in-memory simulated movie: ``movie`` uint16 ADU (T, Y, X), ``clean`` float32 expected
-    photons incl. background (T, Y, X), ``truth`` DataFrame (frame, x_nm, y_nm, photons), ``camera``,
-    ``background`` float32 (Y, X) expected background photons per pixel per frame, and ``params``."""
+    """An in-memory simulated movie.
+
+    ``movie`` uint16 ADU (T, Y, X), ``clean`` float32 expected photons incl. background (T, Y, X),
+    ``truth`` DataFrame (frame, x_nm, y_nm, photons), ``camera``, ``background`` float32 (Y, X)
+    expected background photons per pixel per frame, and ``params``.
+    """
 
     movie: np.ndarray
     clean: np.ndarray
@@ -307,8 +312,10 @@ TRUTH_WINDOW = 1024
 
 @dataclass
 class _BlinkState:
-    """Per-emitter telegraph state at a time ``t``: ``on`` now, ``t_end`` (frames) when the current
-    dwell ends, ``alive`` False once bleached."""
+    """Per-emitter telegraph state at a time ``t``.
+
+    ``on`` now, ``t_end`` (frames) when the current dwell ends, ``alive`` False once bleached.
+    """
 
     on: np.ndarray
     t_end: np.ndarray
@@ -330,8 +337,10 @@ def _initial_state(params: SimulationParams, n: int, rng: np.random.Generator) -
 def _window_periods(
     params: SimulationParams, state: _BlinkState, w0: float, w1: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Advance ``state`` (in place) from ``w0`` to ``w1``; return the on-periods ``(emitter, start, end)``
-    inside ``[w0, w1)`` (times in frames)."""
+    """Advance ``state`` (in place) from ``w0`` to ``w1``.
+
+    Returns the on-periods ``(emitter, start, end)`` inside ``[w0, w1)`` (times in frames).
+    """
     on, t_end, alive = state.on, state.t_end, state.alive
     on_start = np.full(len(on), float(w0))
     p_bleach = 1.0 / params.bleach_cycles if params.bleach_cycles else 0.0
@@ -449,7 +458,7 @@ class GroundTruth:
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
 
     def table(self) -> pd.DataFrame:
-        """The whole truth table (in memory: for small movies and tests)."""
+        """Return the whole truth table (in memory: for small movies and tests)."""
         return pd.concat([self.window(k) for k in range(self.n_windows)], ignore_index=True)
 
 
@@ -465,7 +474,7 @@ def make_truth(params: SimulationParams) -> pd.DataFrame:
 
 
 def background_map(params: SimulationParams) -> np.ndarray:
-    """Expected background photons per pixel per frame (Y, X) float64 with mean ``background``."""
+    """Return the expected background photons per pixel per frame (Y, X) float64 with mean ``background``."""
     n = params.size
     if params.flat_background:
         return np.full((n, n), float(params.background))
@@ -487,7 +496,7 @@ class _Renderer:
         self.sigma_px = params.psf_sigma / params.pixel_size
 
     def clean(self, f0: int, f1: int) -> np.ndarray:
-        """Expected photons per pixel (f1 - f0, Y, X) float32 for frames [f0, f1)."""
+        """Render the expected photons per pixel (f1 - f0, Y, X) float32 for frames [f0, f1)."""
         n = self.params.size
         rows = self.truth.frames(f0, f1)
         frame = rows["frame"].to_numpy()
@@ -559,8 +568,11 @@ def _lazy(render, shape: tuple[int, int, int], dtype: Any, block: int) -> da.Arr
 def lazy_simulation(
     params: SimulationParams, block_frames: int | None = None
 ) -> tuple[da.Array, da.Array, GroundTruth, Camera]:
-    """The movie (uint16 ADU) and clean (float32 photons) as lazy dask arrays (T, Y, X), the ground
-    truth (generated lazily, window by window) and the camera. Pixels are rendered when computed."""
+    """Build the movie (uint16 ADU) and clean (float32 photons) as lazy dask arrays (T, Y, X).
+
+    Also returns the ground truth (generated lazily, window by window) and the camera. Pixels are
+    rendered when computed.
+    """
     truth = GroundTruth(params)
     renderer = _Renderer(params, truth)
     block = block_frames or frames_per_block((params.size, params.size), 4)

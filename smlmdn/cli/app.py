@@ -28,8 +28,10 @@ from .options import CAMERA_OPTIONS, FRAME_OPTIONS, camera_from_options
 
 
 def _build_camera(default: Any, values: dict[str, Any], movie_numbers: dict[str, float]) -> Any:
-    """The Camera from the camera options over the numbers recorded in the movie (Picasso YAML);
-    None when none was given and the parameter defaults to None."""
+    """Build the Camera from the camera options over the numbers recorded in the movie (Picasso YAML).
+
+    Returns None when none was given and the parameter defaults to None.
+    """
     given = any(v is not None for v in values.values()) or bool(movie_numbers)
     if not (given or default is not None):
         return None

@@ -1,5 +1,8 @@
-"""What `denoise` and `localize` share for runs over many acquisitions: dask scheduler options,
-input expansion, skipping finished outputs, a per-file report and a summary (table or JSON lines)."""
+"""What `denoise` and `localize` share for runs over many acquisitions.
+
+Dask scheduler options, input expansion, skipping finished outputs, a per-file report and a
+summary (table or JSON lines).
+"""
 
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ class DaskSpec:
     worker_gpus: int = 0
 
     def scheduler_context(self):  # a context manager yielding a Client or None
+        """Return a context manager yielding the dask.distributed Client these options ask for, or None."""
         return dask_scheduler(
             self.scheduler,
             cluster=self.cluster,

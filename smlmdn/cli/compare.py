@@ -151,7 +151,7 @@ def compare(
     Scores the raw photons and each denoised estimate (PSNR/SSIM against --clean, background SNR always),
     localizes in raw, denoised and hybrid modes with the same settings (matching against --truth; count,
     CRLB, NeNA and FRC always), and writes report.json, report.md and PNG figures into the report folder.
-    """
+    """  # noqa: D400 -- `smlmdn compare --help` text: its summary is the question the command answers
     if not denoised:
         denoised = None
     if model is None and denoised is None:

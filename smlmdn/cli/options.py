@@ -90,7 +90,7 @@ def camera_from_options(
     default: Camera | None = None,
     movie_numbers: dict[str, float] | None = None,
 ) -> Camera:
-    """The camera from ``--camera FILE`` (or ``default``) with individual flags overriding it.
+    """Return the camera from ``--camera FILE`` (or ``default``) with individual flags overriding it.
 
     ``movie_numbers`` (camera keys recorded in the movie, e.g. Picasso's YAML) sit between the
     defaults and the file: the file and the flags override them.

@@ -131,8 +131,11 @@ _RUNNERS_LOCK = threading.Lock()
 
 
 def _runner(model_ref: str | bytes, device: str) -> _Runner:
-    """The runner for a model path or model bytes, loaded once per process and kept in a bounded LRU cache
-    (:data:`RUNNER_CACHE_SIZE` models; a changed file on disk is a new model)."""
+    """Return the runner for a model path or model bytes.
+
+    It is loaded once per process and kept in a bounded LRU cache (:data:`RUNNER_CACHE_SIZE`
+    models; a changed file on disk is a new model).
+    """
     if isinstance(model_ref, bytes):
         key: tuple[Any, ...] = ("bytes", hashlib.sha256(model_ref).hexdigest(), device)
     else:

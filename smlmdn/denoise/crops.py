@@ -67,6 +67,10 @@ class Sampler:
     def crops(
         self, n: int, pool: np.ndarray | None = None, clean: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Draw ``n`` random ``patch`` px crops (with dihedral augmentation) and the matching clean crops (or None).
+
+        ``pool`` and ``clean`` default to the pools set on the sampler.
+        """
         pool = self.pool if pool is None else pool
         clean = self.clean if clean is None else clean
         assert pool is not None, "set the crop pool first"
@@ -120,7 +124,7 @@ def validation_crops(
     depth: int,
     val_crops: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fixed validation crops (n, 2K+1, V, V) (+ clean (n, V, V)) of held-out frames, ``V`` up to 64 px.
+    """Return fixed validation crops (n, 2K+1, V, V) (+ clean (n, V, V)) of held-out frames, ``V`` up to 64 px.
 
     Own generator (``seed + 1``): independent of the training stream and of resuming. The crops are
     larger than the ``patch`` px training crops (up to 64 px or the frame, a multiple of ``2**depth``):

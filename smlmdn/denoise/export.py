@@ -49,8 +49,10 @@ SEED_PROPOSAL = (
 
 
 def architecture_source() -> str:
-    """One self-contained Python source (torch only): network.py + posterior_module.py, without
-    the relative import and with one ``from __future__`` line at the top."""
+    """Return one self-contained Python source (torch only): network.py + posterior_module.py.
+
+    The relative import is left out and one ``from __future__`` line stands at the top.
+    """
     from . import network, posterior_module
 
     parts = []
@@ -62,8 +64,11 @@ def architecture_source() -> str:
 
 
 def _test_input(model: Any, movie: str | Path | None, frames: int, size: int) -> np.ndarray:
-    """(T, Y, X) float32 detected photons: the first ``frames`` frames / top-left ``size`` px of
-    ``movie`` (ADU converted with the model's camera), or a small simulated movie with that camera."""
+    """Return (T, Y, X) float32 detected photons for an export example.
+
+    The first ``frames`` frames / top-left ``size`` px of ``movie`` (ADU converted with the model's
+    camera), or a small simulated movie with that camera.
+    """
     from ..camera import to_photons
 
     if movie is not None:

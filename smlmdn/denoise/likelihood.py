@@ -40,7 +40,7 @@ def count_transform(excess_noise: float, read_noise_photons: float) -> tuple[flo
 
 
 def to_model_counts(photons: np.ndarray, shift: float, factor: float) -> np.ndarray:
-    """Detected photons -> model counts ``z = max(y + shift, 0) / factor`` (float32, same shape)."""
+    """Convert detected photons to model counts ``z = max(y + shift, 0) / factor`` (float32, same shape)."""
     return (np.maximum(np.asarray(photons, dtype=np.float32) + np.float32(shift), 0) / np.float32(factor)).astype(
         np.float32
     )

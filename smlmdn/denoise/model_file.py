@@ -48,6 +48,7 @@ class DenoiseModel:
     path: Path | None = None  # the file it was loaded from / saved to, if any
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the model as the plain dict saved in a model file (tensors on the CPU)."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -61,6 +62,7 @@ class DenoiseModel:
         }
 
     def to_bytes(self) -> bytes:
+        """Return the model file's bytes (the :meth:`to_dict` dict saved by ``torch.save``)."""
         buf = io.BytesIO()
         torch.save(self.to_dict(), buf)
         return buf.getvalue()
@@ -74,7 +76,7 @@ class DenoiseModel:
         return path
 
     def network(self, device: str | torch.device = "cpu") -> BlindSpotNet:
-        """The network with these weights, in eval mode on ``device``."""
+        """Return the network with these weights, in eval mode on ``device``."""
         net = BlindSpotNet(self.net)
         net.load_state_dict(self.state_dict)
         return net.to(device).eval()

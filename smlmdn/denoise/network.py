@@ -65,6 +65,7 @@ class NetConfig:
     a_max: float = 1e5
 
     def to_dict(self) -> dict:
+        """Return the configuration as a plain dict (field name -> value)."""
         return asdict(self)
 
     @property
@@ -74,6 +75,7 @@ class NetConfig:
 
     @property
     def in_frames(self) -> int:
+        """Return the number of input frames: the centre frame and ``context`` on each side."""
         return 2 * self.context + 1
 
 
@@ -102,6 +104,7 @@ class ShiftConv(nn.Module):
         self.pad = (1, 1, 2, 0) if blind else (1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the 3x3 convolution to ``x`` padded by ``pad`` (two rows on top and none below when ``blind``)."""
         return self.conv(F.pad(x, self.pad))
 
 
@@ -234,7 +237,7 @@ class BlindSpotNet(nn.Module):
 
 
 def receptive_halo(config: NetConfig) -> int:
-    """A bound on how far (pixels) an output pixel's receptive field reaches, rounded up to ``2 ** depth``.
+    """Return a bound on how far (pixels) an output pixel's receptive field reaches, rounded up to ``2 ** depth``.
 
     Sums every layer's reach at its scale ``s``: a shifted 3x3 conv reaches 2 s rows up and s
     sideways, the shift-before-pool s, the pool s, the nearest upsampling s, the final shift 1,

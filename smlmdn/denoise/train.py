@@ -83,13 +83,14 @@ class FitConfig:
     max_restores: int = 3
 
     def resolved_patch(self, frame_shape: tuple[int, int]) -> int:
-        """The training crop side: ``patch``, or by default 64 px shrunk to fit the frame (a multiple of 2**depth)."""
+        """Return the training crop side: ``patch``, or by default 64 px shrunk to fit the frame (a multiple of 2**depth)."""
         if self.patch is not None:
             return int(self.patch)
         mult = 2**self.depth
         return max(2 * mult, min(64, (min(frame_shape) // mult) * mult))
 
     def net_config(self) -> NetConfig:
+        """Return the network configuration these settings train."""
         return NetConfig(
             width=self.width,
             depth=self.depth,
@@ -108,8 +109,10 @@ class FitConfig:
 
 
 def resolve_device(device: str = "auto") -> tuple[torch.device, str]:
-    """``auto|cpu|cuda`` -> a torch device and a sentence saying which one and why (the rule of
-    :func:`smlmdn.device.resolve_device`; raises its :class:`SmlmdnError`)."""
+    """Resolve ``auto|cpu|cuda`` to a torch device and a sentence saying which one and why.
+
+    Follows the rule of :func:`smlmdn.device.resolve_device` (and raises its :class:`SmlmdnError`).
+    """
     if device_rule.resolve_device(device) == "cuda":
         return torch.device("cuda"), f"running on GPU: {torch.cuda.get_device_name(0)}"
     why = "asked for" if (device or "auto").lower() == "cpu" else "no CUDA device found"
@@ -172,7 +175,7 @@ Snapshot = Callable[[int, float, dict[str, torch.Tensor]], None]
 
 
 def likelihood_loss(head: str, context: int) -> LossFn:
-    """The self-supervised loss: mean NLL (nats/pixel) of each centre frame under the ``head`` prior."""
+    """Compute the self-supervised loss: mean NLL (nats/pixel) of each centre frame under the ``head`` prior."""
 
     def loss(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
         return L.nll(head, x[:, context], p0, p1).mean()
@@ -181,7 +184,7 @@ def likelihood_loss(head: str, context: int) -> LossFn:
 
 
 def clean_target_loss(scale: float) -> LossFn:
-    """The supervised upper bound: mean squared error of the prior mean against clean counts, in units of ``scale``."""
+    """Compute the supervised upper bound: mean squared error of the prior mean against clean counts, in units of ``scale``."""
 
     def loss(x: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
         assert clean is not None, "the clean-target loss needs clean targets"
@@ -225,13 +228,13 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        """The state saved in a checkpoint (keys it lacks keep their defaults)."""
+        """Return the state saved in a checkpoint (keys it lacks keep their defaults)."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
 
 def _with_overrides(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
-    """A copy of ``config`` (default :class:`FitConfig`) with ``overrides``; raises TypeError on an unknown field."""
+    """Return a copy of ``config`` (default :class:`FitConfig`) with ``overrides``; raises TypeError on an unknown field."""
     config = copy.deepcopy(config) if config is not None else FitConfig()
     names = {f.name for f in fields(FitConfig)}
     for key, value in overrides.items():
@@ -373,7 +376,7 @@ class _Trainer:
         self.sampler.pool, self.sampler.clean = self.windows.read(sel)
 
     def loss_on(self, x: np.ndarray, clean: np.ndarray | None) -> torch.Tensor:
-        """The loss of the network on crops ``x`` (n, 2K+1, P, P) (and clean crops (n, P, P))."""
+        """Compute the loss of the network on crops ``x`` (n, 2K+1, P, P) (and clean crops (n, P, P))."""
         xt = torch.from_numpy(x).to(self.device)
         ct = torch.from_numpy(clean).to(self.device) if clean is not None else None
         p0, p1 = _prior(self.net, xt, self.norm, self.device)
@@ -413,7 +416,7 @@ class _Trainer:
         return max(frac, s.elapsed / budget) if budget else frac
 
     def finished(self, frac: float) -> bool:
-        """True (and ``stopped`` set) when the step limit or the time budget is reached."""
+        """Return True (and set ``stopped``) when the step limit or the time budget is reached."""
         s = self.state
         hit_steps = bool(self.max_steps) and s.step >= (self.max_steps or 0)
         if hit_steps or frac >= 1.0:
@@ -470,7 +473,7 @@ class _Trainer:
         return val
 
     def keep_best(self, val: float) -> None:
-        """The current weights are the best so far, with validation loss ``val``."""
+        """Record the current weights as the best so far, with validation loss ``val``."""
         self.state.best_val, self.state.best_step = val, self.state.step
         self.best_weights = copy.deepcopy(self.net.state_dict())
 
@@ -525,7 +528,7 @@ class _Trainer:
             )
 
     def model(self, camera: Camera) -> DenoiseModel:
-        """The trained model (best weights on the CPU) with its training record; logs the summary line."""
+        """Return the trained model (best weights on the CPU) with its training record; logs the summary line."""
         s = self.state
         elapsed = time.perf_counter() - self.start
         self.log(
@@ -601,7 +604,7 @@ def fit_model(
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint's contents; raises :class:`SmlmdnError` when unreadable or not a checkpoint."""
+    """Read a training checkpoint's contents; raises :class:`SmlmdnError` when unreadable or not a checkpoint."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

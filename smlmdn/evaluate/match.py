@@ -64,7 +64,7 @@ class MatchResult:
     pairs: pd.DataFrame = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The scalar scores as a JSON-safe dict (nan/inf -> None); ``pairs`` is left out."""
+        """Return the scalar scores as a JSON-safe dict (nan/inf -> None); ``pairs`` is left out."""
         return {
             "tp": int(self.tp),
             "fp": int(self.fp),

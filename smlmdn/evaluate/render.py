@@ -28,7 +28,7 @@ def render_shape(shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_n
 def histogram_image(
     locs: pd.DataFrame, shape_px: tuple[int, int], pixel_size_nm: float, render_pixel_nm: float
 ) -> np.ndarray:
-    """Counts of localizations per render pixel, float32 (Ys, Xs); localizations outside are dropped."""
+    """Count localizations per render pixel, float32 (Ys, Xs); localizations outside are dropped."""
     if pixel_size_nm <= 0 or render_pixel_nm <= 0:
         raise SmlmdnError("pixel sizes must be positive", "pass pixel_size_nm and render_pixel_nm in nm")
     for c in ("x_nm", "y_nm"):
@@ -124,9 +124,12 @@ def write_render(
     *,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Render a super-resolution image (Gaussian-blurred histogram, :func:`render_image`) of ``locs``
-    on frames of ``shape_yx`` px of ``pixel_size_nm`` to a PNG and/or a float32 TIFF (nm calibration)
-    with pixels of ``render_pixel_nm``; returns the paths written."""
+    """Render a super-resolution image of ``locs`` to a PNG and/or a float32 TIFF; return the paths written.
+
+    The image is a Gaussian-blurred histogram (:func:`render_image`) of ``locs`` on frames of
+    ``shape_yx`` px of ``pixel_size_nm``, with pixels of ``render_pixel_nm``; the TIFF carries the
+    nm calibration.
+    """
     image = render_image(locs, shape_yx, pixel_size_nm, render_pixel_nm)
     written = []
     if png is not None:

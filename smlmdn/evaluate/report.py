@@ -175,7 +175,7 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
 
 
 def best_estimate(denoise: dict[str, dict[str, Any]]) -> tuple[str | None, str]:
-    """The best denoised estimate (not raw) and the metric that decided: PSNR if known, else background SNR."""
+    """Return the best denoised estimate (not raw) and the metric that decided: PSNR if known, else background SNR."""
     names = [n for n in denoise if n != "raw"]
     for key in ("psnr", "bg_snr"):
         scored = [(denoise[n][key], n) for n in names if denoise[n].get(key) is not None]
@@ -363,7 +363,7 @@ def _acceptance_text(s: dict[str, Any]) -> str:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: the answers, both tables, the figures and how the numbers were made."""
+    """Return the report as Markdown: the answers, both tables, the figures and how the numbers were made."""
     s = report.get("settings", {})
     inputs = report.get("inputs", {})
     lines = ["# smlmdn compare report", ""]
@@ -438,7 +438,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def rich_tables(report: dict[str, Any]) -> list[Any]:
-    """The two summary tables as ``rich.table.Table`` objects (for printing by the CLI)."""
+    """Return the two summary tables as ``rich.table.Table`` objects (for printing by the CLI)."""
     from rich.table import Table
 
     out = []
@@ -491,7 +491,7 @@ def pick_frames(raw_photons: Any, truth: pd.DataFrame | None, n: int = 3) -> lis
 
 
 def crop_window(shape_yx: tuple[int, int], frame_images: np.ndarray, size: int = 48) -> tuple[slice, slice]:
-    """A ``size`` px square (whole frame if smaller) centred on the brightest pixel of the summed frames."""
+    """Return a ``size`` px square (whole frame if smaller) centred on the brightest pixel of the summed frames."""
     ny, nx = shape_yx
     if ny <= size and nx <= size:
         return slice(0, ny), slice(0, nx)

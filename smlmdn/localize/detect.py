@@ -58,15 +58,16 @@ class Candidates:
     significance: np.ndarray  # float32 (n,), filtered value / robust noise std
 
     def __len__(self) -> int:
+        """Return the number of candidates."""
         return len(self.frame)
 
     def subset(self, keep: np.ndarray) -> Candidates:
-        """The candidates where the boolean (n,) ``keep`` is True."""
+        """Return the candidates where the boolean (n,) ``keep`` is True."""
         return Candidates(self.frame[keep], self.row[keep], self.col[keep], self.significance[keep])
 
 
 def default_threshold(sigma_px: float) -> float:
-    """The default threshold (robust noise standard deviations of the band-passed frame) for a PSF of ``sigma_px``."""
+    """Return the default threshold (robust noise standard deviations of the band-passed frame) for a PSF of ``sigma_px``."""
     lam = 1.0 / (2.0 * sigma_px**2)
     scale = lam / (2.0 * np.pi) ** 1.5
 
@@ -89,13 +90,13 @@ def stabilise(frames: np.ndarray, read_noise_photons: float = 0.0, excess_noise:
 
 
 def _filter_matrix(n: int, sigma: float) -> np.ndarray:
-    """The (n, n) matrix of a 1D Gaussian filter with 'nearest' edges (row i: weights of output i)."""
+    """Return the (n, n) matrix of a 1D Gaussian filter with 'nearest' edges (row i: weights of output i)."""
     return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="nearest")
 
 
 @lru_cache(maxsize=8)
 def noise_gain(shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Standard deviation (Y, X) of the band-pass output for unit white noise input.
+    """Return the standard deviation (Y, X) of the band-pass output for unit white noise input.
 
     Exact for the separable filters used: at the frame edge the 'nearest' padding reuses pixels,
     which raises the output noise by ~25 %; dividing by this map keeps the false-positive rate of
@@ -112,8 +113,10 @@ def noise_gain(shape: tuple[int, int], sigma_px: float) -> np.ndarray:
 
 
 def band_pass(frames: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Difference-of-Gaussians band-pass of ``frames`` (T, Y, X) -> float32 (T, Y, X), in units of
-    the output noise for unit white noise input (see :func:`noise_gain`)."""
+    """Band-pass ``frames`` (T, Y, X) with a difference of Gaussians -> float32 (T, Y, X).
+
+    The output is in units of the output noise for unit white noise input (see :func:`noise_gain`).
+    """
     frames = np.asarray(frames, dtype=np.float32)
     small = ndimage.gaussian_filter(frames, (0, sigma_px, sigma_px), mode="nearest")
     big = ndimage.gaussian_filter(

@@ -95,8 +95,10 @@ def _psf_1d(center: float, sigma: float, n: int, e: np.ndarray, de_dc: np.ndarra
 
 @njit(cache=True)
 def _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm) -> None:
-    """Transformed model ``m`` (B, B) and its derivatives ``dm`` (npar, B, B) at ``theta``; ``shift`` (B, B)
-    is the camera shift ``r^2`` plus the known photons of neighbours."""
+    """Compute the transformed model ``m`` (B, B) and its derivatives ``dm`` (npar, B, B) at ``theta``.
+
+    ``shift`` (B, B) is the camera shift ``r^2`` plus the known photons of neighbours.
+    """
     x, y, n, b, s = theta[0], theta[1], theta[2], theta[3], theta[4]
     _psf_1d(x, s, nb, ex, dex, dsx)
     _psf_1d(y, s, nb, ey, dey, dsy)
@@ -176,7 +178,7 @@ def _median_inplace(v) -> float:
 
 @njit(cache=True)
 def _fisher(dm, m, nb, npar, fi) -> None:
-    """Expected Fisher information of the Poisson model: sum over pixels of dm_k dm_l / m."""
+    """Compute the expected Fisher information of the Poisson model: sum over pixels of dm_k dm_l / m."""
     for k in range(npar):
         for l in range(k, npar):
             fi[k, l] = 0.0
@@ -257,8 +259,11 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
              d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g, step, trial, inv_col, e, work,  # workspace
              theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):  # outputs
     # fmt: on
-    """Fit one spot (see :func:`fit_spots`): ``y_raw`` (B, B) photons, ``ys`` the same less the known neighbours
-    (for the start values), ``shift`` the model's fixed part; all arrays after ``tol_xy`` are preallocated workspace."""
+    """Fit one spot (see :func:`fit_spots`).
+
+    ``y_raw`` (B, B) photons, ``ys`` the same less the known neighbours (for the start values),
+    ``shift`` the model's fixed part; all arrays after ``tol_xy`` are preallocated workspace.
+    """
     for i in range(nb):
         for j in range(nb):
             v = y_raw[i, j] + r2

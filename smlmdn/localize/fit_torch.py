@@ -64,8 +64,10 @@ def _psf_1d(center: torch.Tensor, sigma: torch.Tensor, nb: int) -> tuple[torch.T
 def _model(
     theta: torch.Tensor, nb: int, npar: int, shift: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transformed model ``m`` (k, B, B) and derivatives ``dm`` (k, npar, B, B) at ``theta`` (k, 5); ``shift``
-    (k, B, B): camera shift ``r^2`` plus the known photons of neighbouring molecules."""
+    """Compute the transformed model ``m`` (k, B, B) and derivatives ``dm`` (k, npar, B, B) at ``theta`` (k, 5).
+
+    ``shift`` (k, B, B): camera shift ``r^2`` plus the known photons of neighbouring molecules.
+    """
     x, y, n, b, s = theta.unbind(1)
     ex, dex, dsx = _psf_1d(x, s, nb)
     ey, dey, dsy = _psf_1d(y, s, nb)
@@ -91,7 +93,7 @@ def _loglik(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def _fisher(dm: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Expected Fisher information (k, npar, npar) = sum over pixels of dm_k dm_l / m."""
+    """Compute the expected Fisher information (k, npar, npar) = sum over pixels of dm_k dm_l / m."""
     return torch.einsum("kpij,kqij->kpq", dm / m[:, None], dm)
 
 
@@ -138,8 +140,10 @@ def _trial(th: torch.Tensor, st: torch.Tensor, npar: int, nb: int) -> torch.Tens
 def _fit_chunk(
     y: torch.Tensor, off: torch.Tensor, sigma0: float, npar: int, r2: float, scale: float, max_iter: int, tol_xy: float
 ):
-    """Fit one chunk of spots ``y`` (k, B, B) float64 photons with known neighbour photons ``off`` (k, B, B);
-    returns torch tensors on y.device."""
+    """Fit one chunk of spots ``y`` (k, B, B) float64 photons; return torch tensors on y.device.
+
+    The known neighbour photons are ``off`` (k, B, B).
+    """
     n, nb, _ = y.shape
     dev, dt = y.device, y.dtype
     v = y + r2

@@ -148,14 +148,14 @@ PICASSO_SHIFT_PX = 0.5
 
 
 def _to_picasso(values: np.ndarray, kind: str, px: float) -> np.ndarray:
-    """An smlmdn column (nm, or unitless) as a Picasso field of ``kind`` (see :data:`_PICASSO_EXTRA`)."""
+    """Convert an smlmdn column (nm, or unitless) to a Picasso field of ``kind`` (see :data:`_PICASSO_EXTRA`)."""
     if kind == "position":
         return values / px - PICASSO_SHIFT_PX
     return values / px if kind == "length" else values
 
 
 def _from_picasso(values: np.ndarray, kind: str, px: float) -> np.ndarray:
-    """The inverse of :func:`_to_picasso`."""
+    """Invert :func:`_to_picasso`."""
     if kind == "position":
         return (values.astype(np.float64) + PICASSO_SHIFT_PX) * px
     return values.astype(np.float64) * px if kind == "length" else values

@@ -110,8 +110,11 @@ def glrt(
 
 
 def _background_mle(d: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """MLE (n,) of ``a`` in ``d ~ Poisson(a + o)`` per row of ``d``, ``o`` (n, P): the box mean of ``d`` when
-    ``o`` is zero, else Newton's method on the score ``sum(d / (a + o) - 1)`` (concave, so it converges)."""
+    """Estimate ``a`` (n,) by MLE in ``d ~ Poisson(a + o)`` per row of ``d``, ``o`` (n, P).
+
+    The estimate is the box mean of ``d`` when ``o`` is zero, else Newton's method on the score
+    ``sum(d / (a + o) - 1)`` (concave, so it converges).
+    """
     a = np.maximum(d.mean(axis=1) - o.mean(axis=1), 1e-6)
     if not o.any():
         return a

@@ -1,5 +1,6 @@
-"""The acceptance test of :mod:`smlmdn.localize.glrt`, compiled: one pass over each box instead of numpy
-temporaries of every box for every Fisher-scoring step.
+"""The acceptance test of :mod:`smlmdn.localize.glrt`, compiled.
+
+One pass over each box instead of numpy temporaries of every box for every Fisher-scoring step.
 
 :func:`glrt` takes the same arguments and returns the same ``(z, p)`` as :func:`smlmdn.localize.glrt.glrt`
 (to float round-off: the sums run in another order; tested), the reference it is written from. Options
@@ -23,12 +24,15 @@ from .glrt import _NEWTON_STEPS
 
 @njit(parallel=True, cache=True)
 def _signed_root(d: np.ndarray, g: np.ndarray, o: np.ndarray, steps: int, z: np.ndarray) -> None:  # pragma: no cover
-    """Signed-root LR statistic per row of ``d`` (n, P) transformed counts, unit PSF ``g`` (n, P) and known
-    neighbours' transformed photons ``o`` (n, P) or (1, P) of zeros -> ``z`` (n,).
+    """Compute the signed-root LR statistic ``z`` (n,) per row of ``d``.
+
+    ``d`` (n, P) transformed counts, unit PSF ``g`` (n, P) and known neighbours' transformed photons
+    ``o`` (n, P) or (1, P) of zeros -> ``z`` (n,).
 
     Line by line the algorithm of :func:`smlmdn.localize.glrt.glrt`: H0 box mean (Newton steps with an
     offset); H1 (N, b) from the least-squares start by ``steps`` Fisher-scoring steps, each halved (at
-    most 30 times) until the model is positive at every pixel."""
+    most 30 times) until the model is positive at every pixel.
+    """
     n, npx = d.shape
     for i in prange(n):
         oi = o[i] if o.shape[0] > 1 else o[0]
@@ -110,7 +114,8 @@ def glrt(
     """:func:`smlmdn.localize.glrt.glrt`, compiled: ``spots`` and ``templates`` (n, B, B) -> ``(z, p)`` float64 (n,).
 
     Same arguments and meaning (``offset``: known neighbours' photons, see the reference); any further
-    keyword option goes, with the rest, to the reference."""
+    keyword option goes, with the rest, to the reference.
+    """
     if other:
         return reference.glrt(
             spots,

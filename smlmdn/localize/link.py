@@ -118,7 +118,7 @@ def _closest_first(left: np.ndarray, right: np.ndarray, dist: np.ndarray) -> lis
 
 
 def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
-    """A copy of a linked table (see :func:`link`) whose ``x_nm``/``y_nm`` and CRLB columns are the blink's pooled ones."""
+    """Return a copy of a linked table (see :func:`link`) whose ``x_nm``/``y_nm`` and CRLB columns are the blink's pooled ones."""
     return locs.assign(
         x_nm=locs["x_linked_nm"],
         y_nm=locs["y_linked_nm"],

@@ -77,9 +77,11 @@ class Molecules:
     def boxes(
         self, frame: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int, exclude: np.ndarray | None = None
     ) -> np.ndarray:
-        """Photons (n, size, size) float64 of the molecules in the windows at frames ``frame`` (n,) with corners
-        (``y0``, ``x0``) (n,) px; molecule ``exclude[k]`` (an index into the arrays given to :meth:`of`, -1 for
-        none) is left out of window ``k``."""
+        """Return the photons (n, size, size) float64 of the molecules in the windows at frames ``frame`` (n,).
+
+        The windows have corners (``y0``, ``x0``) (n,) px; molecule ``exclude[k]`` (an index into the
+        arrays given to :meth:`of`, -1 for none) is left out of window ``k``.
+        """
         n = len(frame)
         skip = np.full(n, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
         out = np.zeros((n, size, size))
@@ -93,8 +95,11 @@ class Molecules:
         return out
 
     def sums(self, frame: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int) -> np.ndarray:
-        """Photons (n,) float64 of all the molecules in the ``size x size`` windows at frames ``frame`` with
-        corners (``y0``, ``x0``) (windows may reach beyond the frame, which holds no photons there)."""
+        """Return the photons (n,) float64 of all the molecules in the ``size x size`` windows at frames ``frame``.
+
+        The windows have corners (``y0``, ``x0``) (windows may reach beyond the frame, which holds no
+        photons there).
+        """
         out = np.zeros(len(frame))
         if len(frame):
             t, qy, qx = _queries(frame, y0, x0)
@@ -106,8 +111,11 @@ class Molecules:
         return out
 
     def brightest_apart(self, distance_px: float) -> np.ndarray:
-        """Which molecules (bool (n,), in the order given to :meth:`of`) remain when, brightest first, every
-        molecule drops the dimmer ones of its frame within ``distance_px`` (ties: the one given first stays)."""
+        """Return which molecules (bool (n,), in the order given to :meth:`of`) remain after thinning.
+
+        Brightest first, every molecule drops the dimmer ones of its frame within ``distance_px`` (ties:
+        the one given first stays).
+        """
         rank = np.lexsort((self.index, -self.photons, self.frame))  # per frame, brightest first
         keep = np.ones(len(self.frame), dtype=bool)
         _brightest_apart(self.start, rank, self.x, self.y, float(distance_px) ** 2, keep)
@@ -128,8 +136,11 @@ def _queries(frame: np.ndarray, y0: np.ndarray, x0: np.ndarray) -> tuple[np.ndar
 
 @njit(cache=True)
 def _axis_weights(centre: float, sigma: float, radius: int, lo: int, size: int, n_frame: int, w: np.ndarray) -> None:
-    """``w[k] = E_{lo + k}(centre)`` (module docstring) for the ``size`` pixels from ``lo`` on that are inside the
-    frame (``[0, n_frame)``) and within ``radius`` of the centre pixel, 0 for the others."""
+    """Compute the axis weights ``w[k] = E_{lo + k}(centre)`` (module docstring).
+
+    For the ``size`` pixels from ``lo`` on that are inside the frame (``[0, n_frame)``) and within
+    ``radius`` of the centre pixel, 0 for the others.
+    """
     inv = 1.0 / (_SQRT2 * sigma)
     c0 = math.floor(centre)
     first, last = _drawn(c0, radius, lo, size, n_frame)
@@ -144,7 +155,7 @@ def _axis_weights(centre: float, sigma: float, radius: int, lo: int, size: int, 
 
 @njit(cache=True)
 def _axis_sum(centre: float, sigma: float, radius: int, lo: int, size: int, n_frame: int) -> float:
-    """The sum of the weights :func:`_axis_weights` returns: the integral over the pixels drawn, two erfs."""
+    """Return the sum of the weights :func:`_axis_weights` returns: the integral over the pixels drawn, two erfs."""
     inv = 1.0 / (_SQRT2 * sigma)
     first, last = _drawn(math.floor(centre), radius, lo, size, n_frame)
     if last < first:
@@ -154,8 +165,10 @@ def _axis_sum(centre: float, sigma: float, radius: int, lo: int, size: int, n_fr
 
 @njit(cache=True)
 def _drawn(c0: int, radius: int, lo: int, size: int, n_frame: int) -> tuple[int, int]:
-    """The first and last pixel of ``lo .. lo + size - 1`` inside the frame and within ``radius`` of pixel ``c0``
-    (last < first: none)."""
+    """Return the first and last pixel of ``lo .. lo + size - 1`` inside the frame and within ``radius`` of pixel ``c0``.
+
+    Last < first: none.
+    """
     return max(lo, 0, c0 - radius), min(lo + size - 1, n_frame - 1, c0 + radius)
 
 
@@ -170,8 +183,10 @@ def _reaches(centre: float, radius: int, lo: int, size: int) -> bool:
 def _window_boxes(
     q_frame, q_y0, q_x0, q_skip, size, start, x, y, photons, index, sigma, radius, ny, nx, out
 ):  # pragma: no cover
-    """``out[k] = sum_j N_j Ey(y_j) Ex(x_j)`` over the window of query ``k``, for the molecules ``j`` of its frame
-    other than ``q_skip[k]``."""
+    """Compute ``out[k] = sum_j N_j Ey(y_j) Ex(x_j)`` over the window of query ``k``.
+
+    The sum runs over the molecules ``j`` of its frame other than ``q_skip[k]``.
+    """
     for k in range(q_frame.shape[0]):
         wx = np.empty(size)
         wy = np.empty(size)
@@ -191,8 +206,11 @@ def _window_boxes(
 
 @njit(cache=True, nogil=True)
 def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius, ny, nx, out):  # pragma: no cover
-    """``out[k] = sum_j N_j (sum_r Ey_r(y_j)) (sum_c Ex_c(x_j))`` over the window of query ``k`` (separable, and
-    each sum telescopes to two erfs), for every molecule ``j`` of its frame."""
+    """Compute ``out[k] = sum_j N_j (sum_r Ey_r(y_j)) (sum_c Ex_c(x_j))`` over the window of query ``k``.
+
+    Separable, and each sum telescopes to two erfs; the sum runs over every molecule ``j`` of its
+    frame.
+    """
     for k in range(q_frame.shape[0]):
         t = q_frame[k]
         total = 0.0
@@ -207,8 +225,11 @@ def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius,
 
 @njit(cache=True, nogil=True)
 def _brightest_apart(start, rank, x, y, distance2, keep):  # pragma: no cover
-    """Per frame ``t`` (molecules ``rank[start[t]:start[t + 1]]``, brightest first): each molecule still kept
-    drops every other one closer than ``sqrt(distance2)`` from ``keep``."""
+    """Thin the molecules of each frame, brightest first.
+
+    Per frame ``t`` (molecules ``rank[start[t]:start[t + 1]]``, brightest first): each molecule still
+    kept drops every other one closer than ``sqrt(distance2)`` from ``keep``.
+    """
     for t in range(start.shape[0] - 1):
         for a in range(start[t], start[t + 1]):
             i = rank[a]

@@ -24,8 +24,11 @@ RENDER_SUFFIXES = {"png": (".png",), "tif": (".tif", ".tiff")}
 
 @dataclass(frozen=True)
 class LocalizeOutputs:
-    """The files of a localize run: ``tables`` movie -> its table paths (the last one marks the movie
-    as finished); ``render_png`` / ``render_tif``: the rendered image (one movie only) or None."""
+    """The files of a localize run.
+
+    ``tables``: movie -> its table paths (the last one marks the movie as finished);
+    ``render_png`` / ``render_tif``: the rendered image (one movie only) or None.
+    """
 
     batch: bool
     tables: dict[Path, list[Path]]
@@ -83,7 +86,7 @@ def _batch_tables(
     render_tif: Path | None,
     denoised: Path | None,
 ) -> dict[Path, list[Path]]:
-    """A batch's tables: ``OUT_DIR/<movie>.<format>`` for each movie and format."""
+    """Return a batch's tables: ``OUT_DIR/<movie>.<format>`` for each movie and format."""
     if len(outputs) != 1:
         raise SmlmdnError("a batch writes into one folder", "give a single -o OUT_DIR")
     if render_png is not None or render_tif is not None:

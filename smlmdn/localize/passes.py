@@ -51,8 +51,10 @@ _SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held")
 
 
 def boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
-    """The ``box x box`` windows (n, B, B) float64 of ``frames`` (T, Y, X) at frames ``t`` and corners (``oy``, ``ox``)
-    (n,), all inside the frames."""
+    """Cut the ``box x box`` windows (n, B, B) float64 out of ``frames`` (T, Y, X).
+
+    The windows are at frames ``t`` and corners (``oy``, ``ox``) (n,), all inside the frames.
+    """
     out = np.empty((len(t), box, box))
     if len(t):
         idx = [np.ascontiguousarray(a, dtype=np.int64) for a in (t, oy, ox)]
@@ -138,15 +140,16 @@ class Spots:
     held: np.ndarray
 
     def __len__(self) -> int:
+        """Return the number of spots."""
         return len(self.cand)
 
     def subset(self, keep: np.ndarray) -> Spots:
-        """The spots where the boolean (n,) ``keep`` is True (copies)."""
+        """Return the spots where the boolean (n,) ``keep`` is True (copies)."""
         res = FitResult(*(getattr(self.res, f)[keep] for f in _FIT_FIELDS))
         return Spots(self.cand.subset(keep), res=res, **{f: getattr(self, f)[keep] for f in _SPOT_ARRAYS})
 
     def join(self, other: Spots) -> Spots:
-        """These spots followed by ``other``'s."""
+        """Return these spots followed by ``other``'s."""
         cat = np.concatenate
         res = FitResult(*(cat([getattr(self.res, f), getattr(other.res, f)]) for f in _FIT_FIELDS))
         cand = Candidates(
@@ -159,13 +162,15 @@ class Spots:
         return self.res.theta[:, 0] + self.ox, self.res.theta[:, 1] + self.oy
 
     def render(self, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
-        """The fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots`)."""
+        """Render the fitted molecules as expected photons (T, Y, X) float64 (:func:`smlmdn.psf.render_spots`)."""
         x, y = self.xy_px()
         return render_spots(x, y, self.res.theta[:, 2], sigma_px, shape, frame=self.cand.frame)
 
     def molecules(self, shape: tuple[int, ...], sigma_px: float) -> Molecules:
-        """The fitted molecules, for their photons in windows of a block of ``shape`` (T, Y, X) (:meth:`render`, cut
-        into windows by :mod:`smlmdn.localize.neighbours`)."""
+        """Return the fitted molecules, for their photons in windows of a block of ``shape`` (T, Y, X).
+
+        The photons are those of :meth:`render`, cut into windows by :mod:`smlmdn.localize.neighbours`.
+        """
         x, y = self.xy_px()
         return Molecules.of(self.cand.frame, x, y, self.res.theta[:, 2], shape, sigma_px)
 
@@ -224,8 +229,10 @@ class BlockPasses:
         pooled: tuple[np.ndarray, np.ndarray] | None,
         offset: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Acceptance p-values of ``cand`` at their pixels, test windows at corners (``ty``, ``tx``) -> ``(p_value,
-        p_frame)``, each (n,)."""
+        """Compute the acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame)``, each (n,).
+
+        The test windows are at corners (``ty``, ``tx``).
+        """
         templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, self.sigma_px, self.tb)
         p, p_frame = acceptance_p_values(
             self.own,
@@ -259,7 +266,7 @@ class BlockPasses:
         return self.good(Spots(cand, oy, ox, res, p_value, p_frame, held))
 
     def good(self, sp: Spots) -> Spots:
-        """The spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
+        """Return the spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
         res = sp.res
         good = (
             (res.status == CONVERGED)
@@ -273,8 +280,11 @@ class BlockPasses:
         return sp.subset(good)
 
     def confident(self, sp: Spots) -> np.ndarray:
-        """Spots (bool (n,)) that Benjamini-Hochberg accepts within this block (:data:`TESTS_PER_PIXEL`, as the movie-wide
-        decision with the residual pass): only these count as known molecules."""
+        """Return the spots (bool (n,)) that Benjamini-Hochberg accepts within this block.
+
+        Accepted at :data:`TESTS_PER_PIXEL`, as the movie-wide decision with the residual pass: only
+        these count as known molecules.
+        """
         if self.max_p is None:
             return np.ones(len(sp), dtype=bool)
         return benjamini_hochberg(sp.p_value, TESTS_PER_PIXEL * self.own.size, self.max_p) & (
@@ -303,7 +313,7 @@ class BlockPasses:
         return self.test_and_fit(more, known)
 
     def multi_emitter(self, spots: Spots) -> Spots:
-        """The multi-emitter pass (module docstring) on the first pass's ``spots``; returns all spots."""
+        """Run the multi-emitter pass (module docstring) on the first pass's ``spots``; return all spots."""
         sure = self.confident(spots)
         rest, core = spots.subset(~sure), spots.subset(sure)
         new = self.residual_pass(core)

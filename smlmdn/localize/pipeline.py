@@ -94,14 +94,17 @@ BLOCK_BYTES = 8 * 2**20
 
 
 def block_frames(frame_shape: tuple[int, ...]) -> int:
-    """Frames per localization block: as many float32 frames of ``frame_shape`` (Y, X) as fit in
-    :data:`BLOCK_BYTES`, at least 1. Rechunk a raw movie to this *before* converting it to photons
-    (``raw.rechunk({0: block_frames(raw.shape[1:])})``): dask then reads only each block's frames."""
+    """Return the frames per localization block.
+
+    As many float32 frames of ``frame_shape`` (Y, X) as fit in :data:`BLOCK_BYTES`, at least 1.
+    Rechunk a raw movie to this *before* converting it to photons
+    (``raw.rechunk({0: block_frames(raw.shape[1:])})``): dask then reads only each block's frames.
+    """
     return max(1, BLOCK_BYTES // (4 * max(1, math.prod(int(n) for n in frame_shape))))
 
 
 def empty_table() -> pd.DataFrame:
-    """A localization table with no rows and the right columns and dtypes."""
+    """Return a localization table with no rows and the right columns and dtypes."""
     return pd.DataFrame({c: np.zeros(0, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
 
 
@@ -111,7 +114,7 @@ def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
 
 
 def pooled_frames(raw: np.ndarray, halo_before: int, n_block: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of the raw frames ``t - pool .. t + pool`` for each of the block's frames -> ``(sums, n_frames)``.
+    """Sum the raw frames ``t - pool .. t + pool`` for each of the block's frames -> ``(sums, n_frames)``.
 
     ``raw`` (T_halo, Y, X) photons holds the block's ``n_block`` frames after ``halo_before`` frames of
     halo (and up to ``pool`` after). Returns float32 sums (n_block, Y, X) and the number of frames in
@@ -216,7 +219,7 @@ def localize_block(
 def _table(
     sp: Spots, own: np.ndarray, frame_offset: int, pixel_size_nm: float, box: int, saturation_photons: float | None
 ) -> pd.DataFrame:
-    """The localization table (:data:`LOC_COLUMNS` without the linking columns) of the fitted spots."""
+    """Return the localization table (:data:`LOC_COLUMNS` without the linking columns) of the fitted spots."""
     if len(sp) == 0:
         return empty_table()
     th, cr, res, cand = sp.res.theta, sp.res.crlb, sp.res, sp.cand
@@ -252,9 +255,11 @@ def _fit_device(device: str) -> str | None:
 def _localize_task(
     raw: np.ndarray, det: np.ndarray | None, frame_offset: int, halo_before: int, n_block: int, settings: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One block of ``n_block`` frames: check the pixels, propose (on ``det`` if given, else the raw
-    block), test and fit; runs on a worker. ``raw`` holds the block plus ``halo_before`` frames before
-    it and the pooling halo after it."""
+    """Localize one block of ``n_block`` frames; runs on a worker.
+
+    Checks the pixels, proposes (on ``det`` if given, else the raw block), tests and fits. ``raw``
+    holds the block plus ``halo_before`` frames before it and the pooling halo after it.
+    """
     tune_worker_allocator()
     where = f"frames {frame_offset - halo_before}-{frame_offset - halo_before + len(raw) - 1}"
     raw = check_finite(np.asarray(raw, dtype=np.float32), where)
@@ -357,8 +362,10 @@ def localize_movie(
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """:func:`localize` with its choices already validated: ``settings`` and the ``mode`` (what is
-    proposed on and fitted, from :data:`smlmdn.localize.settings.MODES`).
+    """Run :func:`localize` with its choices already validated.
+
+    The choices are ``settings`` and the ``mode`` (what is proposed on and fitted, from
+    :data:`smlmdn.localize.settings.MODES`).
 
     ``photons`` (T, Y, X) raw detected photons; ``detect_on`` (T, Y, X) the denoised movie in
     photons, given exactly when ``mode.needs_denoised``. Returns the table :func:`localize` returns;
@@ -379,7 +386,7 @@ def _localize_movie(
     progress: bool,
     device: str,
 ) -> pd.DataFrame:
-    """The body of :func:`localize` and :func:`localize_movie`: check, localize the blocks, accept, link, describe."""
+    """Run the body of :func:`localize` and :func:`localize_movie`: check, localize the blocks, accept, link, describe."""
     photons, detect_on = _check_inputs(photons, mode, detect_on)
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
@@ -440,9 +447,11 @@ def _localize_movie(
 
 
 def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.Array, da.Array | None]:
-    """The raw photons as a (T, Y, X) dask array in blocks of at most :func:`block_frames` frames, and
-    ``detect_on`` in the same blocks; raises :class:`SmlmdnError` for a wrong shape or a detection
-    movie the ``mode`` needs but lacks (or does not use)."""
+    """Return the raw photons as a (T, Y, X) dask array in blocks of at most :func:`block_frames` frames.
+
+    ``detect_on`` comes back in the same blocks; raises :class:`SmlmdnError` for a wrong shape or a
+    detection movie the ``mode`` needs but lacks (or does not use).
+    """
     if not isinstance(photons, da.Array):
         photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
     check_tyx(photons.shape)
@@ -464,8 +473,11 @@ def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.
 def _localize_blocks(
     photons: da.Array, detect_on: da.Array | None, pool: int, block_settings: dict[str, Any], progress: bool
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Every fitted candidate of every frame block (before the movie-wide FDR decision) and the summed
-    block counts (:func:`localize_block`); ``pool`` frames of halo on each side feed the pooled test."""
+    """Fit every candidate of every frame block, before the movie-wide FDR decision.
+
+    Returns the fitted candidates and the summed block counts (:func:`localize_block`); ``pool``
+    frames of halo on each side feed the pooled test.
+    """
     t = photons.shape[0]
     tables: list[pd.DataFrame] = []
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
@@ -491,7 +503,7 @@ def _localize_blocks(
 
 
 def _settings_attrs(settings: LocalizeSettings, threshold: float, acceptance: str) -> dict[str, Any]:
-    """The settings a localization table's ``attrs`` record (``threshold``: the band-pass threshold used)."""
+    """Return the settings a localization table's ``attrs`` record (``threshold``: the band-pass threshold used)."""
     return {
         "box": int(settings.box),
         "psf_sigma_nm": float(settings.psf_sigma_nm),

@@ -71,7 +71,7 @@ MODES: Mapping[str, LocalizeMode] = MappingProxyType({m.name: m for m in (RAW, D
 
 
 def get_mode(name: str) -> LocalizeMode:
-    """The mode called ``name`` (case-insensitive); raises :class:`SmlmdnError` for an unknown name."""
+    """Return the mode called ``name`` (case-insensitive); raises :class:`SmlmdnError` for an unknown name."""
     mode = MODES.get(str(name).lower())
     if mode is None:
         raise SmlmdnError(f"unknown --mode {name!r}", f"use --mode {', '.join(list(MODES)[:-1])} or {list(MODES)[-1]}")
@@ -79,7 +79,7 @@ def get_mode(name: str) -> LocalizeMode:
 
 
 def choose_mode(name: str | None, have_denoised: bool) -> LocalizeMode:
-    """The mode asked for by name, or the default: hybrid with a denoised movie, raw without.
+    """Return the mode asked for by name, or the default: hybrid with a denoised movie, raw without.
 
     ``have_denoised``: a denoised movie (or a model to make one) was given. Raises
     :class:`SmlmdnError` for an unknown name, a mode that needs a denoised movie without one, and a
@@ -97,7 +97,7 @@ def choose_mode(name: str | None, have_denoised: bool) -> LocalizeMode:
 
 
 def mode_for(detect_on_given: bool, fit_on: str) -> LocalizeMode:
-    """The mode of :func:`smlmdn.localize.localize`'s ``detect_on`` / ``fit_on`` arguments.
+    """Return the mode of :func:`smlmdn.localize.localize`'s ``detect_on`` / ``fit_on`` arguments.
 
     Without a detection movie the raw photons are both proposed on and fitted (``fit_on`` is then
     irrelevant: raw mode). Raises :class:`SmlmdnError` for a ``fit_on`` other than ``raw``/``detect``.
@@ -135,6 +135,7 @@ class LocalizeSettings:
     keep_saturated: bool = False
 
     def __post_init__(self) -> None:
+        """Check the settings; raise :class:`SmlmdnError` for a value that cannot work."""
         box, pool = self.box, self.pool
         if isinstance(box, bool) or not isinstance(box, (int, np.integer)) or box < 3 or box % 2 == 0:
             raise SmlmdnError(
@@ -172,12 +173,15 @@ class LocalizeSettings:
         return self.threshold is None
 
     def sigma_px(self, pixel_size_nm: float) -> float:
-        """The PSF standard deviation in pixels of ``pixel_size_nm``."""
+        """Return the PSF standard deviation in pixels of ``pixel_size_nm``."""
         return self.psf_sigma_nm / pixel_size_nm
 
     def check_frame(self, frame_shape: tuple[int, int], pixel_size_nm: float) -> None:
-        """Raise :class:`SmlmdnError` when the box or PSF width cannot work on frames of ``frame_shape`` (Y, X) px
-        of ``pixel_size_nm``: a box larger than the frame, a PSF wider than the box or narrower than 0.2 px."""
+        """Raise :class:`SmlmdnError` when the box or PSF width cannot work on the frames.
+
+        The frames are ``frame_shape`` (Y, X) px of ``pixel_size_nm``; failures: a box larger than the
+        frame, a PSF wider than the box or narrower than 0.2 px.
+        """
         box = self.box
         if box > min(frame_shape):
             raise SmlmdnError(
@@ -197,5 +201,5 @@ class LocalizeSettings:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict (field name -> value), e.g. for a report."""
+        """Return the settings as a plain dict (field name -> value), e.g. for a report."""
         return asdict(self)
