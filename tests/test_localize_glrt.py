@@ -75,6 +75,7 @@ def _noise_movie(rng: np.random.Generator, frames: int = 40, size: int = 32, bg:
     ).astype(np.float32)
 
 
+@pytest.mark.filterwarnings("ignore:no molecules found")  # expected on pure noise: the user-facing warning
 @pytest.mark.parametrize("pool", [0, 1])
 def test_pure_noise_movies_respect_the_false_discovery_rate(pool: int) -> None:
     # With no molecule at all every discovery is false, so FDR = P(any discovery): at most fdr per movie.
