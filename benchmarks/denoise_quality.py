@@ -216,7 +216,9 @@ def n2v_cached(movie_dir: Path, photons, args: argparse.Namespace) -> tuple[np.n
         with np.load(cache) as z:
             return z["pred"], {**json.loads(str(z["info"])), "cached": str(cache)}
     if args.n2v_cache_only:
-        return None, {}
+        return None, {
+            "error": f"no cached N2V prediction {cache.name} (run with --n2v-epochs, without --n2v-cache-only)"
+        }
     pred, info = run_n2v(
         Path(args.careamics_python),
         photons.compute(),
@@ -546,10 +548,6 @@ def curves(args: argparse.Namespace) -> dict:
     if args.n2v_epochs:
         t0 = time.perf_counter()
         pred, info = n2v_cached(d, photons[: e1 + 2], args)
-        if pred is None and args.n2v_cache_only:
-            info = {
-                "error": "no cached N2V prediction in the movie folder (run with --n2v-epochs, without --n2v-cache-only)"
-            }
         if pred is not None:
             pred = pred[: args.eval_frames]
             out["n2v"] = {
