@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -491,12 +492,14 @@ def curves(args: argparse.Namespace) -> dict:
             else dict(steps=None, time_budget=args.budget)
         )
         sizes = {
-            n: getattr(args, n) for n in ("width", "depth", "batch", "lr") if getattr(args, n) and spec != "default"
+            n: getattr(args, n)
+            for n in ("width", "depth", "batch", "lr")
+            if getattr(args, n) and not spec.startswith("default")
         }
         cfg = FitConfig(**stop, seed=args.seed, threads=args.threads, **{**sizes, **fit_kw})
         # every setting of the run (defaults included) and the scored frames name its cached result
         key = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), e0, e1, args.marks]).encode()).hexdigest()[:12]
-        cached = d / f"run_{spec.replace(':', '-')}_{key}.json"
+        cached = d / f"run_{re.sub(r'[^A-Za-z0-9_.]', '-', spec)}_{key}.json"
         if cached.exists():
             out["runs"][label] = json.loads(cached.read_text())
             print(f"  {label}: cached {cached}", file=sys.stderr, flush=True)
@@ -567,10 +570,19 @@ def _run_spec(spec: str) -> tuple[str, dict, bool]:
 
     ``default``: ``smlmdn fit``'s defaults; ``K`` or ``K:stem|branch``: context K in that design;
     ``K:sup``: the supervised bound, the same-size *non-blind* network (all 2K+1 frames, sees the
-    pixel) trained on the clean movie.
+    pixel) trained on the clean movie; ``default@FIELD=VALUE,...``: the defaults with FitConfig fields
+    changed (e.g. ``default@patch=32,batch=16``: same pixels per step as the default's 64 px x 4).
     """
+
     if spec == "default":
         return "default", {}, False
+    if spec.startswith("default@"):  # e.g. default@patch=32,batch=16: the defaults with some fields changed
+        fields = dict(kv.split("=") for kv in spec.removeprefix("default@").split(","))
+        return (
+            f"default, {', '.join(f'{k} {v}' for k, v in fields.items())}",
+            {k: json.loads(v) if v[0].isdigit() or v[0] == "-" else v for k, v in fields.items()},
+            False,
+        )
     k_str, _, mode = spec.partition(":")
     k = int(k_str)
     if mode == "sup":
@@ -793,7 +805,12 @@ def main() -> None:
         default=None,
         help="folder written by `smlmdn simulate` (movie.tif, clean.tif, truth.csv, camera.json)",
     )
-    p.add_argument("--curve-runs", nargs="*", default=["0", "1", "2"], help="K[:stem|branch] per run (default: 0 1 2)")
+    p.add_argument(
+        "--curve-runs",
+        nargs="*",
+        default=["0", "1", "2"],
+        help="runs: default, default@FIELD=V,..., K, K:stem|branch, K:sup (default: 0 1 2)",
+    )
     p.add_argument("--budget", type=float, default=300.0, help="--curves: training seconds per run")
     p.add_argument(
         "--curve-steps",

@@ -190,7 +190,8 @@ def denoise_lazy(
     ``open_movie(path, block_frames=DEFAULT_BLOCK_FRAMES)`` to keep memory small and flat).
 
     Raises :class:`SmlmdnError` on an unknown estimate, a movie that is not (T, Y, X) or shorter than
-    the model's context, or a model file that cannot be read.
+    the model's context, a model file that cannot be read, or a posterior estimate asked of a
+    non-blind model (``NetConfig.blind=False``, the supervised bound: only ``prior`` is its output).
     """
     names = tuple(estimates)
     bad = [e for e in names if e not in L.ESTIMATES]
@@ -203,6 +204,14 @@ def denoise_lazy(
     else:
         mobj = load_model(model)
         model_ref = str(Path(model).resolve())
+    if not mobj.net.blind and names != ("prior",):
+        # the posterior combines a prior that never saw the pixel with the pixel's own count; a
+        # non-blind network has already used that count, so the posterior would count it twice
+        raise SmlmdnError(
+            "this model is a non-blind network (the supervised bound of the benchmarks): its output already "
+            "uses each pixel's own count, so posterior estimates would count it twice",
+            "use --estimate prior with it, or fit a denoiser with `smlmdn fit` (blind spot)",
+        )
     k = mobj.net.context
     t = photons.shape[0]
     if t < k + 1:
