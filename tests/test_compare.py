@@ -103,6 +103,74 @@ def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[di
     assert on_disk["answers"]["denoising"] in md and on_disk["answers"]["localization"] in md
 
 
+#: report.json's keys, in order: the file's format (pinned so refactoring the report cannot change it).
+REPORT_KEYS = (
+    "denoise",
+    "localize",
+    "answers",
+    "inputs",
+    "settings",
+    "masks",
+    "camera",
+    "provenance",
+    "figures",
+    "timing_s",
+)
+ROW_KEYS = {
+    "denoise": ("psnr", "ssim", "bg_snr"),
+    "localize": (
+        *("jaccard", "rmse_nm", "efficiency", "recall", "precision", "tp", "fp", "fn", "median_error_nm"),
+        *("error_over_crlb", "n", "median_crlb_nm", "nena_nm", "frc_nm", "frc_block_frames", "n_candidates"),
+        *("n_rejected", "n_dropped_nonconverged", "n_dropped_outside", "n_saturated", "n_tracks"),
+    ),
+}
+SECTION_KEYS = {
+    "answers": ("denoising", "localization"),
+    "settings": (
+        *("estimates", "localize_estimate", "tolerance_nm", "box", "psf_sigma_nm", "fit_sigma", "threshold"),
+        *("acceptance", "fdr", "pool", "link_distance_nm", "render_pixel_nm", "frc_render_pixel_nm", "frc_split"),
+        *("data_range", "psnr_peak"),
+    ),
+    "masks": ("source", "signal_fraction", "background_fraction"),
+    "timing_s": ("denoise", "image_metrics", "localize", "localization_metrics", "figures"),
+}
+INPUT_KEYS = ("movie", "shape", "units", "truth", "clean", "clean_units", "denoiser")
+MODEL_KEYS = ("model", "model_hash", "training")
+TRAINING_KEYS = ("steps", "seconds", "best_val_loss", "stopped", "device")
+FIGURE_KEYS = ("crops", "renders", "metrics", "frc", "render_raw", "render_denoised", "render_hybrid")
+ROWS = ("raw", "raw linked", "denoised", "denoised linked", "hybrid", "hybrid linked")
+
+
+def assert_report_keys(report: dict, model: bool, truth: bool, estimates: tuple[str, ...]) -> None:
+    """``report`` (report.json) has exactly the pinned keys, in the pinned order."""
+    from smlmdn.camera import Camera
+    from smlmdn.io import provenance
+
+    assert tuple(report) == REPORT_KEYS
+    assert tuple(report["denoise"]) == ("raw", *estimates)
+    assert tuple(report["localize"]) == ROWS
+    for section, keys in ROW_KEYS.items():
+        for name, row in report[section].items():
+            assert tuple(row) == keys, (section, name)
+    for section, keys in SECTION_KEYS.items():
+        assert tuple(report[section]) == keys, section
+    assert tuple(report["inputs"]) == INPUT_KEYS + (MODEL_KEYS if model else ("denoised",))
+    if model:
+        assert tuple(report["inputs"]["training"]) == TRAINING_KEYS
+    assert tuple(report["camera"]) == tuple(Camera().to_dict())
+    assert tuple(report["provenance"]) == tuple(provenance())
+    assert tuple(report["figures"]) == FIGURE_KEYS + (("render_truth",) if truth else ())
+
+
+@pytest.mark.slow
+def test_report_json_keys_are_pinned(with_truth: tuple[dict, Path]) -> None:
+    _, out = with_truth
+    on_disk = json.loads((out / "report.json").read_text())
+    assert_report_keys(on_disk, model=True, truth=True, estimates=("mean", "map", "prior"))
+    assert on_disk["inputs"]["denoiser"] == on_disk["inputs"]["model"]
+    assert on_disk["settings"]["frc_split"] == "blocks" and on_disk["settings"]["estimates"] == ["mean", "map", "prior"]
+
+
 @pytest.mark.slow
 def test_compare_numbers_agree_with_the_evaluate_functions(
     data: dict[str, Path], with_truth: tuple[dict, Path]
@@ -146,6 +214,8 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(
     report = compare(data["movie"], camera, out_dir=out, denoised=den, progress=False)
     on_disk = json.loads((out / "report.json").read_text())
     assert set(on_disk["denoise"]) == {"raw", "mean"}
+    assert_report_keys(on_disk, model=False, truth=False, estimates=("mean",))
+    assert on_disk["inputs"]["denoiser"] == "a denoised movie" and on_disk["inputs"]["denoised"] == {"mean": str(den)}
     for values in on_disk["denoise"].values():
         assert values["psnr"] is None and values["ssim"] is None
         assert math.isfinite(values["bg_snr"])
