@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -31,6 +31,15 @@ import pandas as pd
 from .camera import Camera, movie_to_photons, saturation_photons
 from .errors import SmlmdnError
 from .evaluate import report as R
+from .evaluate.compare_report import (
+    Answers,
+    CompareReport,
+    ImageScore,
+    LocalizationScore,
+    MaskRegions,
+    ReportInputs,
+    ReportSettings,
+)
 from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
 from .io import atomic_folder, frames_per_block, open_estimate, open_movie, provenance, write_movies
@@ -335,8 +344,8 @@ def compare(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Score denoising and localization of ``movie`` and write a report folder; returns the report dict.
+) -> CompareReport:
+    """Score denoising and localization of ``movie`` and write a report folder; returns the report.
 
     ``movie``: path or (T, Y, X) array in ``units`` (``adu`` converted with ``camera``, or ``photons``).
     Exactly one of ``model`` (model file path or :class:`~smlmdn.denoise.DenoiseModel`: the
@@ -354,6 +363,8 @@ def compare(
     (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
     ``frc.png``, ``render_<mode>.png``, ``locs_<mode>.csv`` and, with ``keep_denoised``,
     ``denoised/<estimate>.zarr``. ``log`` receives one-line progress messages.
+    Returns the :class:`~smlmdn.evaluate.compare_report.CompareReport` (its ``to_dict()`` is
+    ``report.json``; its ``report_dir`` is ``out_dir``).
     Raises :class:`SmlmdnError` for inputs or settings that cannot work, before any work.
     """
     log = log or (lambda msg: None)
@@ -405,18 +416,17 @@ def compare(
         laps("localize")
         scores = score_localizations(tables, inputs, camera, settings)
         laps("localization_metrics")
-        report = report_dict(inputs, est, images, scores, camera, settings)
+        report = build_report(inputs, est, images, scores, camera, settings)
         log("drawing figures")
-        report["figures"] = _write_figures(report, tmp, inputs, est, scores, camera, settings.render_pixel_nm)
+        figures = _write_figures(report, tmp, inputs, est, scores, camera, settings.render_pixel_nm)
         write_tables(tables, tmp, camera, inputs.movie_path, est.denoiser)
         laps("figures")
-        report["timing_s"] = laps.seconds
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        report = replace(report, figures=figures, timing_s=laps.seconds, report_dir=final)
+        (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
         (tmp / "report.md").write_text(R.report_markdown(report))
         shutil.rmtree(tmp / "_work", ignore_errors=True)
         if not keep_denoised or model is None:
             shutil.rmtree(work, ignore_errors=True)
-    report["report_dir"] = str(final)
     return report
 
 
@@ -641,60 +651,64 @@ def score_localizations(
     return LocalizationScores(tables, metrics, curves)
 
 
-def report_dict(
+def build_report(
     inputs: CompareInputs,
     est: Estimates,
     images: ImageScores,
     scores: LocalizationScores,
     camera: Camera,
     settings: CompareSettings,
-) -> dict[str, Any]:
-    """Build the report (``report.json`` without ``figures`` and ``timing_s``) from the stages' results."""
+) -> CompareReport:
+    """Build the report (without ``figures`` and ``timing_s``) from the stages' results."""
     loc = settings.localization
     has_clean = inputs.clean is not None
-    return {
-        "denoise": images.metrics,
-        "localize": scores.metrics,
-        "answers": {
-            "denoising": R.answer_denoising(images.metrics),
-            "localization": R.answer_localization(scores.metrics, inputs.truth is not None),
-        },
-        "inputs": {
-            "movie": inputs.movie_path or "(array)",
-            "shape": list(inputs.shape),
-            "units": inputs.units,
-            "truth": inputs.truth_label,
-            "clean": inputs.clean_path or ("(array)" if has_clean else None),
-            "clean_units": settings.clean_units if has_clean else None,
-            "denoiser": est.denoiser.get("model", "a denoised movie"),
-            **est.denoiser,
-        },
-        "settings": {
-            "estimates": list(est.arrays),
-            "localize_estimate": est.localize_estimate,
-            "tolerance_nm": settings.tolerance_nm,
-            "box": loc.box,
-            "psf_sigma_nm": loc.psf_sigma_nm,
-            "fit_sigma": loc.fit_sigma,
-            "threshold": loc.threshold,
-            "acceptance": scores.tables["raw"].attrs.get("acceptance"),
-            "fdr": loc.fdr,
-            "pool": loc.pool,
-            "link_distance_nm": loc.link_distance_nm,
-            "render_pixel_nm": settings.render_pixel_nm,
-            "frc_render_pixel_nm": settings.frc_render_pixel_nm,
-            "frc_split": "blocks",
-            "data_range": R.json_number(images.data_range),
-            "psnr_peak": PSNR_PEAK if has_clean else None,
-        },
-        "masks": {
-            "source": images.mask_source,
-            "signal_fraction": R.json_number(images.signal_fraction),
-            "background_fraction": R.json_number(images.background_fraction),
-        },
-        "camera": camera.to_dict(),
-        "provenance": provenance(),
-    }
+    denoiser = est.denoiser
+    return CompareReport(
+        denoise={name: ImageScore(**m) for name, m in images.metrics.items()},
+        localize={name: LocalizationScore(**m) for name, m in scores.metrics.items()},
+        answers=Answers(
+            denoising=R.answer_denoising(images.metrics),
+            localization=R.answer_localization(scores.metrics, inputs.truth is not None),
+        ),
+        inputs=ReportInputs(
+            movie=inputs.movie_path or "(array)",
+            shape=inputs.shape,
+            units=inputs.units,
+            truth=inputs.truth_label,
+            clean=inputs.clean_path or ("(array)" if has_clean else None),
+            clean_units=settings.clean_units if has_clean else None,
+            denoiser=denoiser.get("model", "a denoised movie"),
+            model=denoiser.get("model"),
+            model_hash=denoiser.get("model_hash"),
+            training=denoiser.get("training"),
+            denoised=denoiser.get("denoised"),
+        ),
+        settings=ReportSettings(
+            estimates=tuple(est.arrays),
+            localize_estimate=est.localize_estimate,
+            tolerance_nm=settings.tolerance_nm,
+            box=loc.box,
+            psf_sigma_nm=loc.psf_sigma_nm,
+            fit_sigma=loc.fit_sigma,
+            threshold=loc.threshold,
+            acceptance=scores.tables["raw"].attrs.get("acceptance"),
+            fdr=loc.fdr,
+            pool=loc.pool,
+            link_distance_nm=loc.link_distance_nm,
+            render_pixel_nm=settings.render_pixel_nm,
+            frc_render_pixel_nm=settings.frc_render_pixel_nm,
+            frc_split="blocks",
+            data_range=R.json_number(images.data_range),
+            psnr_peak=PSNR_PEAK if has_clean else None,
+        ),
+        masks=MaskRegions(
+            source=images.mask_source,
+            signal_fraction=R.json_number(images.signal_fraction),
+            background_fraction=R.json_number(images.background_fraction),
+        ),
+        camera=camera.to_dict(),
+        provenance=provenance(),
+    )
 
 
 def write_tables(
@@ -716,7 +730,7 @@ def write_tables(
 
 
 def _write_figures(
-    report: dict[str, Any],
+    report: CompareReport,
     folder: Path,
     inputs: CompareInputs,
     estimates: Estimates,
@@ -741,7 +755,7 @@ def _write_figures(
         "crops": R.figure_crops(frames, crops, folder / "crops.png", pixel_size_nm=camera.pixel_size).name,
         "renders": R.figure_renders(renders, folder / "renders.png", render_pixel_nm).name,
         "metrics": R.figure_metrics(report, folder / "metrics.png").name,
-        "frc": R.figure_frc(curves, {m: report["localize"][m]["frc_nm"] for m in curves}, folder / "frc.png").name,
+        "frc": R.figure_frc(curves, {m: report.localize[m].frc_nm for m in curves}, folder / "frc.png").name,
     }
     for mode, image in renders.items():
         figures[f"render_{mode}"] = save_render_png(image, folder / f"render_{mode}.png").name

@@ -18,6 +18,7 @@ from .camera import movie_to_photons
 from .compare import compare
 from .denoise import FitConfig, fit_model
 from .errors import SmlmdnError
+from .evaluate.compare_report import CompareReport
 from .io import open_movie
 from .simulate import SimulationParams, simulate_to_dir
 
@@ -53,19 +54,37 @@ class DemoConfig:
         return replace(tiny, **{k: v for k, v in overrides.items() if v is not None})
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """What :func:`run_demo` made.
+
+    ``report``: the compare report; ``out_dir``, ``data`` (movie, clean, truth, camera paths),
+    ``model`` and ``report_dir``: where things are; ``config``: the sizes used; ``seconds``: wall
+    seconds of each step (simulate, fit, compare, total); ``training_steps``: steps trained.
+    """
+
+    report: CompareReport
+    out_dir: Path
+    data: dict[str, Path]
+    model: Path
+    report_dir: Path
+    config: DemoConfig
+    seconds: dict[str, float]
+    training_steps: int | None
+
+
 def run_demo(
     out_dir: str | Path = "smlmdn_demo",
     config: DemoConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run the whole pipeline on a simulated movie in ``out_dir``; returns the compare report dict.
+) -> DemoRun:
+    """Run the whole pipeline on a simulated movie in ``out_dir``; returns the report, paths and seconds.
 
     Writes ``out_dir/data/`` (movie.tif, clean.tif, truth.csv, camera.json), ``out_dir/model.pt`` and
     ``out_dir/report/`` (see :func:`smlmdn.compare.compare`; the denoised movies are kept in
-    ``report/denoised/``). Refuses an existing ``out_dir`` unless ``overwrite``. The report dict has
-    an extra ``"demo"`` entry with the paths, the settings and the seconds each step took.
+    ``report/denoised/``). Refuses an existing ``out_dir`` unless ``overwrite``. Returns a :class:`DemoRun`.
     """
     config = config or DemoConfig()
     log = log or (lambda msg: None)
@@ -121,13 +140,13 @@ def run_demo(
     )
     seconds["compare"] = round(time.perf_counter() - t2, 1)
     seconds["total"] = round(time.perf_counter() - t0, 1)
-    report["demo"] = {
-        "out_dir": str(out),
-        "data": {k: str(v) for k, v in paths.items()},
-        "model": str(model_path),
-        "report_dir": str(report_dir),
-        "config": vars(config).copy(),
-        "seconds": seconds,
-        "training_steps": model.training.get("steps"),
-    }
-    return report
+    return DemoRun(
+        report=report,
+        out_dir=out,
+        data={k: Path(v) for k, v in paths.items()},
+        model=model_path,
+        report_dir=report_dir,
+        config=config,
+        seconds=seconds,
+        training_steps=model.training.get("steps"),
+    )

@@ -19,6 +19,7 @@ from smlmdn.compare import compare, read_truth
 from smlmdn.denoise import fit_model
 from smlmdn.errors import SmlmdnError
 from smlmdn.evaluate import background_snr, match_localizations, nena_precision, psnr, signal_background_masks, ssim
+from smlmdn.evaluate.compare_report import CompareReport
 from smlmdn.io import open_movie, write_movie
 from smlmdn.localize import localize
 from smlmdn.simulate import SimulationParams, simulate_to_dir
@@ -74,7 +75,7 @@ def read_camera(data: dict[str, Path]):
 
 
 @pytest.mark.slow
-def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[dict, Path]) -> None:
+def test_compare_writes_every_file_with_the_issue_structure(with_truth: tuple[CompareReport, Path]) -> None:
     _, out = with_truth
     for name in (
         "report.json",
@@ -163,9 +164,12 @@ def assert_report_keys(report: dict, model: bool, truth: bool, estimates: tuple[
 
 
 @pytest.mark.slow
-def test_report_json_keys_are_pinned(with_truth: tuple[dict, Path]) -> None:
-    _, out = with_truth
+def test_report_json_keys_are_pinned(with_truth: tuple[CompareReport, Path]) -> None:
+    report, out = with_truth
     on_disk = json.loads((out / "report.json").read_text())
+    # the returned report is what was written, and reads back from it unchanged
+    assert report.report_dir == out and report.to_dict() == on_disk
+    assert CompareReport.from_dict(on_disk, report_dir=out) == report
     assert_report_keys(on_disk, model=True, truth=True, estimates=("mean", "map", "prior"))
     assert on_disk["inputs"]["denoiser"] == on_disk["inputs"]["model"]
     assert on_disk["settings"]["frc_split"] == "blocks" and on_disk["settings"]["estimates"] == ["mean", "map", "prior"]
@@ -173,7 +177,7 @@ def test_report_json_keys_are_pinned(with_truth: tuple[dict, Path]) -> None:
 
 @pytest.mark.slow
 def test_compare_numbers_agree_with_the_evaluate_functions(
-    data: dict[str, Path], with_truth: tuple[dict, Path]
+    data: dict[str, Path], with_truth: tuple[CompareReport, Path]
 ) -> None:
     report, out = with_truth
     camera = read_camera(data)
@@ -185,20 +189,20 @@ def test_compare_numbers_agree_with_the_evaluate_functions(
     masks = signal_background_masks(photons.compute(), truth=truth, pixel_size_nm=camera.pixel_size, psf_sigma_nm=130.0)
     for name, img in (("raw", photons), ("mean", mean)):
         img = np.asarray(img.compute())
-        assert report["denoise"][name]["psnr"] == pytest.approx(psnr(img, clean.compute()), rel=1e-9)
-        assert report["denoise"][name]["ssim"] == pytest.approx(ssim(img, clean.compute()), rel=1e-9)
-        assert report["denoise"][name]["bg_snr"] == pytest.approx(background_snr(img, masks), rel=1e-9)
+        assert report.denoise[name].psnr == pytest.approx(psnr(img, clean.compute()), rel=1e-9)
+        assert report.denoise[name].ssim == pytest.approx(ssim(img, clean.compute()), rel=1e-9)
+        assert report.denoise[name].bg_snr == pytest.approx(background_snr(img, masks), rel=1e-9)
     # Q2: localize raw and hybrid directly with the same settings and match
     for mode, detect_on in (("raw", None), ("hybrid", mean)):
         locs = localize(photons, camera, detect_on=detect_on, fit_on="raw", progress=False)
         m = match_localizations(locs, truth, tolerance_nm=250.0)
-        got = report["localize"][mode]
-        assert got["n"] == len(locs) == m.n
-        assert got["jaccard"] == pytest.approx(m.jaccard) and got["rmse_nm"] == pytest.approx(m.rmse_nm)
-        assert got["efficiency"] == pytest.approx(m.efficiency)
-        assert got["recall"] == pytest.approx(m.recall) and got["precision"] == pytest.approx(m.precision)
+        got = report.localize[mode]
+        assert got.n == len(locs) == m.n
+        assert got.jaccard == pytest.approx(m.jaccard) and got.rmse_nm == pytest.approx(m.rmse_nm)
+        assert got.efficiency == pytest.approx(m.efficiency)
+        assert got.recall == pytest.approx(m.recall) and got.precision == pytest.approx(m.precision)
     # the denoised data must differ from raw, or the test would pass for a no-op denoiser
-    assert report["denoise"]["mean"]["psnr"] != report["denoise"]["raw"]["psnr"]
+    assert report.denoise["mean"].psnr != report.denoise["raw"].psnr
 
 
 @pytest.mark.slow
@@ -228,7 +232,7 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(
     # NeNA straight from the written table agrees (CSV keeps nm to sub-nm precision)
     photons = movie_to_photons(open_movie(data["movie"]), camera)
     locs = localize(photons, camera, progress=False)
-    assert report["localize"]["raw"]["nena_nm"] == pytest.approx(nena_precision(locs, pixel_size_nm=camera.pixel_size))
+    assert report.localize["raw"].nena_nm == pytest.approx(nena_precision(locs, pixel_size_nm=camera.pixel_size))
     assert "Without ground truth" in on_disk["answers"]["localization"]
     assert "Without a noise-free reference" in on_disk["answers"]["denoising"]
     for name in FIGURES:
@@ -284,8 +288,8 @@ def test_cli_compare_on_smlmdn_denoise_outputs_and_refuses_an_existing_report(
     assert set(on_disk["denoise"]) == {"raw", "mean", "map"} and on_disk["settings"]["localize_estimate"] == "mean"
     # the same model and movie give the same numbers through `smlmdn denoise` files as on the fly
     for name in ("raw", "mean", "map"):
-        assert on_disk["denoise"][name]["psnr"] == pytest.approx(report["denoise"][name]["psnr"], rel=1e-5)
-    assert on_disk["localize"]["hybrid"]["jaccard"] == pytest.approx(report["localize"]["hybrid"]["jaccard"])
+        assert on_disk["denoise"][name]["psnr"] == pytest.approx(report.denoise[name].psnr, rel=1e-5)
+    assert on_disk["localize"]["hybrid"]["jaccard"] == pytest.approx(report.localize["hybrid"].jaccard)
     before = (out / "report.json").read_text()
     again = runner.invoke(app, args)
     _one_line_error(again, "already exists", "--overwrite")
@@ -391,14 +395,14 @@ def test_clean_reference_in_emitted_photons_or_adu_gives_the_same_psnr(
     assert res.exit_code == 0, res.output
     again = json.loads((out / "report.json").read_text())
     for name in ("raw", "mean"):
-        assert again["denoise"][name]["psnr"] == pytest.approx(report["denoise"][name]["psnr"], abs=1e-3), name
+        assert again["denoise"][name]["psnr"] == pytest.approx(report.denoise[name].psnr, abs=1e-3), name
     assert again["inputs"]["clean_units"] == "emitted" and "peak = max - min" in again["settings"]["psnr_peak"]
     md = (out / "report.md").read_text()
     assert "given in emitted photons, converted to detected photons" in md and "peak = max - min" in md
     # the same reference left in emitted photons would be scored as detected: a visibly different PSNR
     raw = movie_to_photons(open_movie(data["movie"]), camera)
     wrong = psnr(raw.compute(), open_movie(emitted).compute())
-    assert abs(wrong - report["denoise"]["raw"]["psnr"]) > 0.5
+    assert abs(wrong - report.denoise["raw"].psnr) > 0.5
 
     from smlmdn.compare import clean_to_detected
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from smlmdn.evaluate import report as R
+from smlmdn.evaluate.compare_report import CompareReport, ReportSettings
 
 
 def _loc(eff: float | None, jac: float = 70.0, rmse: float = 20.0, n: int = 100) -> dict:
@@ -82,17 +84,31 @@ def test_json_number_and_frc_blocks() -> None:
     assert R.frc_block_frames(100) == 10 and R.frc_block_frames(1000) == 50 and R.frc_block_frames(10**6) == 100
 
 
+def _report() -> CompareReport:
+    settings = dict.fromkeys(f.name for f in fields(ReportSettings))
+    inputs = dict(movie="m.tif", shape=(10, 20, 20), units="adu", truth=None, clean="c.tif", clean_units="detected")
+    return CompareReport.from_dict(
+        {
+            "denoise": _den(30.0, 33.0),
+            "localize": {"raw": _loc(50.0), "denoised": _loc(None), "hybrid": _loc(55.0)},
+            "answers": {"denoising": "A1.", "localization": "A2."},
+            "inputs": {**inputs, "denoiser": "a denoised movie", "denoised": {"mean": "d.zarr"}},
+            "settings": {**settings, "estimates": ["mean"], "data_range": 100.0},
+            "masks": {"source": "the ground truth", "signal_fraction": 0.1, "background_fraction": 0.6},
+            "camera": {},
+            "provenance": {},
+            "figures": {"crops": "crops.png"},
+        }
+    )
+
+
 def test_markdown_tables_and_figures(tmp_path: Path) -> None:
-    report = {
-        "denoise": _den(30.0, 33.0),
-        "localize": {"raw": _loc(50.0), "denoised": _loc(None), "hybrid": _loc(55.0)},
-        "answers": {"denoising": "A1.", "localization": "A2."},
-        "settings": {"data_range": 100.0},
-        "figures": {"crops": "crops.png"},
-    }
+    report = _report()
     md = R.report_markdown(report)
     assert "| mean | 33.00 | 0.800 | 6.00 |" in md and "| denoised | 100 |" in md and "n/a" in md and "A1." in md
-    json.dumps(report, allow_nan=False)
+    assert "![crops](crops.png)" in md and "data range 100.00 detected photons" in md
+    json.dumps(report.to_dict(), allow_nan=False)
+    assert CompareReport.from_dict(report.to_dict()) == report
     frames = [0, 5]
     imgs = {
         "raw": np.random.default_rng(0).poisson(5, (2, 20, 20)).astype(np.float32),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,11 +23,14 @@ from .localize import (
     Threshold,
 )
 
+if TYPE_CHECKING:
+    from ..evaluate.compare_report import CompareReport
+
 GT = "Ground truth (simulations)"
 LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-sigma)"
 
 
-def print_summary(report: dict, where: Path) -> None:
+def print_summary(report: CompareReport, where: Path) -> None:
     """Print the two summary tables, both answers and where the report and pictures are (stdout)."""
     from rich.console import Console
 
@@ -38,11 +41,11 @@ def print_summary(report: dict, where: Path) -> None:
         out = Console(width=120)
     for table in rich_tables(report):
         out.print(table)
-    out.print(f"[bold]1. How well does denoising work?[/bold] {report['answers']['denoising']}", highlight=False)
+    out.print(f"[bold]1. How well does denoising work?[/bold] {report.answers.denoising}", highlight=False)
     out.print(
-        f"[bold]2. Does denoising before localization help?[/bold] {report['answers']['localization']}", highlight=False
+        f"[bold]2. Does denoising before localization help?[/bold] {report.answers.localization}", highlight=False
     )
-    figures = ", ".join(report.get("figures", {}).values())
+    figures = ", ".join(report.figures.values())
     out.print(
         f"report: {where / 'report.md'} and {where / 'report.json'}; pictures in {where}/: {figures}",
         highlight=False,

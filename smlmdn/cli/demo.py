@@ -61,11 +61,11 @@ def demo(
         config = replace(DemoConfig(), **{k: v for k, v in overrides.items() if v is not None})
     err = console()
     log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
-    report = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)
-    print_summary(report, Path(report["demo"]["report_dir"]))
-    s = report["demo"]["seconds"]
+    run = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)
+    print_summary(run.report, run.report_dir)
+    s = run.seconds
     typer.echo(
         f"demo finished in {s['total']:.0f} s (simulate {s['simulate']:.0f} s, fit {s['fit']:.0f} s, "
-        f"denoise + localize + compare {s['compare']:.0f} s); data in {report['demo']['out_dir']}/data, "
-        f"model {report['demo']['model']}; open {report['demo']['report_dir']}/report.md"
+        f"denoise + localize + compare {s['compare']:.0f} s); data in {run.out_dir}/data, "
+        f"model {run.model}; open {run.report_dir}/report.md"
     )

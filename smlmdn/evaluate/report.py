@@ -6,17 +6,18 @@
    for the ``raw``, ``denoised`` and ``hybrid`` localization modes (matching scores with ground truth;
    count, CRLB precision, NeNA and FRC resolution always).
 
-Functions here compute numbers from arrays / tables, turn a report dict into Markdown text or rich
-tables, and draw figures to a given path (matplotlib, Agg backend, written atomically). None of them
-prints. Numbers that cannot be computed (no ground truth, empty table) are ``None`` in the dict, so it
-is valid JSON.
+Functions here compute numbers from arrays / tables (metric dicts), turn a typed
+:class:`~smlmdn.evaluate.compare_report.CompareReport` into Markdown text or rich tables, and draw
+figures to a given path (matplotlib, Agg backend, written atomically). None of them prints. Numbers
+that cannot be computed (no ground truth, empty table) are ``None``, so the report is valid JSON.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from .frc import FRC_THRESHOLD, frc_curve, frc_resolution
 from .image import background_snr, psnr, signal_background_masks, ssim
 from .match import match_localizations
 from .precision import median_crlb_precision, nena_precision
+
+if TYPE_CHECKING:
+    from .compare_report import CompareReport
 
 #: Keys of each ``report["denoise"][name]`` and ``report["localize"][mode]`` entry that need ground truth.
 DENOISE_CLEAN_KEYS = ("psnr", "ssim")
@@ -338,12 +342,18 @@ SHORT_HEADERS = {
 }
 
 
-def table_rows(report: dict[str, Any], section: str, short: bool = False) -> tuple[list[str], list[list[str]]]:
+def _section(report: CompareReport, section: str) -> dict[str, dict[str, Any]]:
+    """Return the ``"denoise"`` or ``"localize"`` rows of ``report`` as name -> {metric: value}."""
+    rows = report.denoise if section == "denoise" else report.localize
+    return {name: asdict(row) for name, row in rows.items()}
+
+
+def table_rows(report: CompareReport, section: str, short: bool = False) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the ``"denoise"`` or ``"localize"`` section as formatted strings (``short`` headers for terminals)."""
     cols = DENOISE_COLUMNS if section == "denoise" else LOCALIZE_COLUMNS
     first = "estimate" if section == "denoise" else "mode"
     header = [first] + [SHORT_HEADERS.get(c[1], c[1]) if short else c[1] for c in cols]
-    rows = [[name] + [_fmt(v.get(k), d) for k, _, d in cols] for name, v in report[section].items()]
+    rows = [[name] + [_fmt(v.get(k), d) for k, _, d in cols] for name, v in _section(report, section).items()]
     return header, rows
 
 
@@ -362,10 +372,11 @@ def _acceptance_text(s: dict[str, Any]) -> str:
     )
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: CompareReport) -> str:
     """Return the report as Markdown: the answers, both tables, the figures and how the numbers were made."""
-    s = report.get("settings", {})
-    inputs = report.get("inputs", {})
+    whole = report.to_dict()
+    s = whole["settings"]
+    inputs = whole["inputs"]
     lines = ["# smlmdn compare report", ""]
     t, ny, nx = (list(inputs.get("shape", [])) + ["?"] * 3)[:3]
     lines += [
@@ -377,14 +388,14 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Answers",
         "",
-        f"**1. How well does denoising work?** {report['answers']['denoising']}",
+        f"**1. How well does denoising work?** {report.answers.denoising}",
         "",
-        f"**2. Does denoising before localization help?** {report['answers']['localization']}",
+        f"**2. Does denoising before localization help?** {report.answers.localization}",
         "",
     ]
     header, rows = table_rows(report, "denoise")
     lines += ["## Denoising", "", _md_table(rows, header), ""]
-    masks = report.get("masks", {})
+    masks = whole["masks"]
     psnr_note = (
         (
             f"PSNR and SSIM are against the noise-free movie (given in {inputs.get('clean_units') or 'detected'} photons"
@@ -415,10 +426,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"CRLB = median Cramer-Rao bound; NeNA = nearest-neighbour-in-adjacent-frames precision (optimistic for the denoised "
         f"mode when the denoiser uses neighbouring frames, which makes adjacent frames share data); FRC = Fourier ring "
         f"correlation resolution (1/7 threshold) of histogram renders ({s.get('frc_render_pixel_nm')} nm pixels) of two halves made "
-        f"of random blocks of {report['localize'].get('raw', {}).get('frc_block_frames', '?')} consecutive frames.",
+        f"of random blocks of {whole['localize'].get('raw', {}).get('frc_block_frames', '?')} consecutive frames.",
         "",
     ]
-    figs = report.get("figures", {})
+    figs = report.figures
     if figs:
         lines += ["## Figures", ""]
         for key, name in figs.items():
@@ -427,17 +438,17 @@ def report_markdown(report: dict[str, Any]) -> str:
         singles = [name for key, name in figs.items() if key.startswith("render_")]
         if singles:
             lines += ["Full-size renders: " + ", ".join(f"[{n}]({n})" for n in singles) + ".", ""]
-    prov = report.get("provenance", {})
+    prov = report.provenance
     lines += [
         "## Provenance",
         "",
-        f"smlmdn {prov.get('smlmdn_version')}; command: `{prov.get('command')}`; camera: {report.get('camera')}",
+        f"smlmdn {prov.get('smlmdn_version')}; command: `{prov.get('command')}`; camera: {report.camera}",
         "",
     ]
     return "\n".join(lines)
 
 
-def rich_tables(report: dict[str, Any]) -> list[Any]:
+def rich_tables(report: CompareReport) -> list[Any]:
     """Return the two summary tables as ``rich.table.Table`` objects (for printing by the CLI)."""
     from rich.table import Table
 
@@ -559,10 +570,10 @@ def figure_renders(
     return _save(fig, path, overwrite)
 
 
-def figure_metrics(report: dict[str, Any], path: str | Path, overwrite: bool = False) -> Path:
+def figure_metrics(report: CompareReport, path: str | Path, overwrite: bool = False) -> Path:
     """Bar charts of the report's numbers: denoising metrics per estimate and localization metrics per mode."""
     plt = _pyplot()
-    den, loc = report["denoise"], report["localize"]
+    den, loc = _section(report, "denoise"), _section(report, "localize")
     panels: list[tuple[str, dict[str, Any], str]] = []
     for key, label, _ in DENOISE_COLUMNS:
         if any(v.get(key) is not None for v in den.values()):
