@@ -50,15 +50,28 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+#: The names ``--device`` takes (any case).
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+
+def check_device_name(device: str | None) -> str:
+    """Return ``device`` (None = ``auto``) lower-cased; raises :class:`SmlmdnError` unless it is one of :data:`DEVICE_NAMES`.
+
+    Only the name: whether a CUDA device exists is :func:`resolve_device`'s question.
+    """
+    name = (device or "auto").lower()
+    if name not in DEVICE_NAMES:
+        raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+    return name
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """``auto|cpu|cuda`` (any case; None = auto) -> ``"cpu"`` or ``"cuda"``.
 
     ``auto`` takes CUDA when torch sees a device, else the CPU. Raises :class:`SmlmdnError` for an
     unknown name, or for ``cuda`` when torch sees no CUDA device.
     """
-    name = (device or "auto").lower()
-    if name not in ("auto", "cpu", "cuda"):
-        raise SmlmdnError(f"unknown device {device!r}", "use --device auto, cpu or cuda")
+    name = check_device_name(device)
     if name == "cpu":
         return "cpu"
     if cuda_available():

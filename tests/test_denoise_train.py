@@ -221,3 +221,35 @@ def test_losses_are_the_likelihood_or_the_clean_target_mse() -> None:
 
     assert torch.equal(nll, L.nll("gamma-poisson", x[:, 1], p0, p1).mean())
     assert float(mse) == 0.25 and mse.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("head", "laplace", "unknown head 'laplace'"),
+        ("steps", 0, "--steps must be >= 1, got 0"),
+        ("time_budget", 0.0, "--time-budget must be > 0 seconds"),
+        ("context_mode", "sideways", "unknown context mode"),
+        ("context", -1, "--context must be >= 0"),
+        ("lr", float("nan"), "--lr must be a positive number"),
+        ("threads", 0, "--threads must be >= 1"),
+        ("device", "tpu", "unknown device 'tpu'"),
+        ("refresh_every", 0, "refresh_every must be >= 1"),
+        ("clip", 0.0, "clip must be a positive gradient norm"),
+    ],
+)
+def test_fit_config_is_checked_once_where_it_is_made(field: str, value: object, message: str) -> None:
+    with pytest.raises(SmlmdnError, match=message) as err:
+        FitConfig(**{field: value})
+    assert err.value.fix and "\n" not in err.value.one_line()
+    # fit_model's keyword overrides make a FitConfig too: the same check, before any training
+    with pytest.raises(SmlmdnError, match=message):
+        fit_model(da.zeros((8, 16, 16), dtype=np.float32), SimulationParams().get_camera(), **{field: value})
+
+
+def test_fit_config_is_frozen() -> None:
+    from dataclasses import FrozenInstanceError
+
+    config = FitConfig()
+    with pytest.raises(FrozenInstanceError):
+        config.steps = 3  # type: ignore[misc]

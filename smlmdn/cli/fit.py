@@ -125,24 +125,7 @@ def fit(
     """
     from ..denoise import FitConfig, fit_model
 
-    ckpt = checkpoint_path(output)
-    if not resume:
-        check_output(output, overwrite)
-        if ckpt.exists() and not overwrite:
-            raise SmlmdnError(
-                f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again"
-            )
-    elif output.exists() and not overwrite:
-        raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
-    if time_budget is not None and not time_budget > 0:
-        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {time_budget}", "e.g. --time-budget 300")
-    if threads is not None and threads < 1:
-        raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
-    raw = open_movie(movie)
-    if units == "adu":  # the likelihood is only right in photons: say so if the camera numbers look wrong
-        check_camera_against_data(raw, camera)
-    photons = movie_to_photons(raw, camera, units=units)
-    config = FitConfig(
+    config = FitConfig(  # the training settings, checked here, before any file is touched
         steps=steps,
         time_budget=time_budget,
         context=context,
@@ -157,6 +140,19 @@ def fit(
         device=device,
         threads=threads,
     )
+    ckpt = checkpoint_path(output)
+    if not resume:
+        check_output(output, overwrite)
+        if ckpt.exists() and not overwrite:
+            raise SmlmdnError(
+                f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again"
+            )
+    elif output.exists() and not overwrite:
+        raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
+    raw = open_movie(movie)
+    if units == "adu":  # the likelihood is only right in photons: say so if the camera numbers look wrong
+        check_camera_against_data(raw, camera)
+    photons = movie_to_photons(raw, camera, units=units)
     err = console()
     try:
         model = fit_model(

@@ -29,7 +29,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,20 @@ CHECKPOINT_FORMAT = "smlmdn-checkpoint"
 DEFAULT_STEPS = 2000
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
-    """Training settings; see the module docstring. ``time_budget`` in seconds (None: no limit).
+    """Training settings, validated on construction; see the module docstring.
 
-    ``steps=None``: train until ``time_budget`` when one is given, else :data:`DEFAULT_STEPS`.
+    ``time_budget`` in seconds (None: no limit); ``steps=None``: train until ``time_budget`` when one
+    is given, else :data:`DEFAULT_STEPS`. ``patch``: training crop side in px (None: see
+    :meth:`resolved_patch`); ``threads``: torch CPU threads (None: torch's choice). Checks that need
+    the movie (crop vs frame size, frames vs context) are :func:`validate`'s.
+
+    Raises
+    ------
+    SmlmdnError
+        A setting that cannot train (unknown head or context mode, a count < 1, a time budget or
+        learning rate that is not a positive number, ...), with the option to change.
     """
 
     steps: int | None = None
@@ -81,6 +90,36 @@ class FitConfig:
     refresh_every: int = 200
     clip: float = 1.0
     max_restores: int = 3
+
+    def __post_init__(self) -> None:
+        """Check every setting that does not depend on the movie (raises :class:`SmlmdnError`)."""
+        if self.head not in L.HEADS:
+            raise SmlmdnError(f"unknown head {self.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
+        for name in ("steps", "batch", "width", "depth", "val_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {value}", f"give a positive --{name}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise SmlmdnError(f"--time-budget must be > 0 seconds, got {self.time_budget}", "e.g. --time-budget 300")
+        if self.context_mode not in CONTEXT_MODES:
+            raise SmlmdnError(f"unknown context mode {self.context_mode!r}", f"use {' or '.join(CONTEXT_MODES)}")
+        if self.context < 0:
+            raise SmlmdnError(f"--context must be >= 0, got {self.context}", "use --context 0 (single frames) or more")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SmlmdnError(f"--lr must be a positive number, got {self.lr}", "use e.g. --lr 1e-3")
+        device_rule.check_device_name(self.device)
+        if self.threads is not None and self.threads < 1:
+            raise SmlmdnError(f"--threads must be >= 1, got {self.threads}", "e.g. --threads 2")
+        for name in ("val_crops", "pool_frames", "refresh_every"):
+            if getattr(self, name) < 1:
+                raise SmlmdnError(f"{name} must be >= 1, got {getattr(self, name)}", f"give a positive {name}")
+        if self.patience < 0 or self.max_restores < 0:
+            raise SmlmdnError(
+                f"patience and max_restores must be >= 0, got {self.patience} and {self.max_restores}",
+                "give 0 or more",
+            )
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise SmlmdnError(f"clip must be a positive gradient norm, got {self.clip}", "use e.g. clip=1.0")
 
     def resolved_patch(self, frame_shape: tuple[int, int]) -> int:
         """Return the training crop side: ``patch``, or by default 64 px shrunk to fit the frame (a multiple of 2**depth)."""
@@ -234,35 +273,22 @@ class TrainState:
 
 
 def _with_overrides(config: FitConfig | None, overrides: dict[str, Any]) -> FitConfig:
-    """Return a copy of ``config`` (default :class:`FitConfig`) with ``overrides``; raises TypeError on an unknown field."""
-    config = copy.deepcopy(config) if config is not None else FitConfig()
+    """Return ``config`` (default :class:`FitConfig`) with ``overrides``, validated; raises TypeError on an unknown field."""
+    config = config if config is not None else FitConfig()
     names = {f.name for f in fields(FitConfig)}
-    for key, value in overrides.items():
-        if key not in names:
-            raise TypeError(f"unknown fit option {key}")
-        setattr(config, key, value)
-    return config
+    unknown = [key for key in overrides if key not in names]
+    if unknown:
+        raise TypeError(f"unknown fit option {unknown[0]}")
+    return replace(config, **overrides) if overrides else config
 
 
 def validate(config: FitConfig, movie_shape: tuple[int, ...], supervised: bool = False) -> None:
     """Raise :class:`SmlmdnError` unless ``config`` can train on a movie of ``movie_shape`` (T, Y, X).
 
-    ``supervised``: clean targets are given (a non-blind network needs them).
+    ``config`` checked its own settings when it was made; this checks them against the movie (shape,
+    frame size vs crop, frames vs context). ``supervised``: clean targets are given (a non-blind
+    network needs them).
     """
-    if config.head not in L.HEADS:
-        raise SmlmdnError(f"unknown head {config.head!r}", f"use --head {' or --head '.join(L.HEADS)}")
-    for name in ("steps", "batch", "width", "depth", "val_every"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise SmlmdnError(f"--{name.replace('_', '-')} must be >= 1, got {value}", f"give a positive --{name}")
-    if config.time_budget is not None and not config.time_budget > 0:
-        raise SmlmdnError(f"--time-budget must be > 0 seconds, got {config.time_budget}", "e.g. --time-budget 300")
-    if config.context_mode not in CONTEXT_MODES:
-        raise SmlmdnError(f"unknown context mode {config.context_mode!r}", f"use {' or '.join(CONTEXT_MODES)}")
-    if config.context < 0:
-        raise SmlmdnError(f"--context must be >= 0, got {config.context}", "use --context 0 (single frames) or more")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise SmlmdnError(f"--lr must be a positive number, got {config.lr}", "use e.g. --lr 1e-3")
     if not config.blind and not supervised:
         raise SmlmdnError("a non-blind network sees the pixel it predicts", "train it on clean targets (clean=...)")
     check_tyx(movie_shape)
@@ -591,7 +617,7 @@ def fit_model(
     """
     config = _with_overrides(config, overrides)
     validate(config, tuple(photons.shape), supervised=clean is not None)
-    config.patch = config.resolved_patch((photons.shape[1], photons.shape[2]))
+    config = replace(config, patch=config.resolved_patch((photons.shape[1], photons.shape[2])))
     log = log if log is not None else _console_log(progress)
     if config.threads:
         torch.set_num_threads(int(config.threads))
