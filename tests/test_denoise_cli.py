@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from smlmdn.camera import save_camera
 from smlmdn.cli import app
+from smlmdn.errors import SmlmdnError
 from smlmdn.io import read_attrs
 from smlmdn.simulate import SimulationParams, simulate
 
@@ -104,7 +105,7 @@ def test_cli_bad_inputs(data, tmp_path):
 
 
 def test_several_estimates_get_suffixed_names():
-    from smlmdn.cli.denoise import estimate_output
+    from smlmdn.batch import estimate_output
 
     assert estimate_output(Path("d.zarr"), "mean", False) == Path("d.zarr")
     assert estimate_output(Path("out/d.ome.zarr"), "std", True) == Path("out/d_std.ome.zarr")
@@ -170,3 +171,51 @@ def test_fit_command_defaults_are_the_library_defaults():
     params = inspect.signature(fit).parameters
     for name in ("lr", "batch", "context", "width", "depth"):
         assert params[name].default == getattr(FitConfig(), name), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"estimates": ("mean", "median")}, "unknown --estimate median"),
+        ({"out_units": "counts"}, "unknown --out-units 'counts'"),
+        ({"estimates": ("std",), "out_units": "adu"}, "cannot be written as ADU"),
+        ({"units": "volts"}, "unknown units 'volts'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"threads": 0}, "--threads must be >= 1"),
+        ({"block_frames": 0}, "--block-frames must be >= 1"),
+        ({"tile": 4}, "--tile must be >= 8 px"),
+        ({"batch_format": "png"}, "unknown --format 'png'"),
+    ],
+)
+def test_denoise_settings_are_checked_once_where_they_are_made(kwargs, message):
+    from smlmdn.denoise.movies import DenoiseSettings
+
+    with pytest.raises(SmlmdnError, match=message) as err:
+        DenoiseSettings(**kwargs)
+    assert err.value.fix and "\n" not in err.value.one_line()
+
+
+def test_denoise_settings_normalise_names_and_are_frozen():
+    from dataclasses import FrozenInstanceError
+
+    from smlmdn.denoise.movies import DenoiseSettings
+
+    s = DenoiseSettings(estimates=("MEAN", "map", "mean"), out_units="ADU", batch_format=".OME.ZARR")
+    assert (s.estimates, s.out_units, s.batch_format) == (("mean", "map"), "adu", "ome.zarr")
+    assert DenoiseSettings(estimates=()).estimates == ("mean",)
+    with pytest.raises(FrozenInstanceError):
+        s.tile = 64  # type: ignore[misc]
+
+
+def test_plan_outputs_names_one_output_per_estimate(tmp_path):
+    from smlmdn.denoise.movies import DenoiseSettings, plan_outputs
+
+    one = plan_outputs([tmp_path / "a.tif"], tmp_path / "d.zarr", DenoiseSettings(estimates=("mean", "std")), False)
+    assert not one.batch and one.outputs == {
+        tmp_path / "a.tif": {"mean": tmp_path / "d_mean.zarr", "std": tmp_path / "d_std.zarr"}
+    }
+    movies = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    batch = plan_outputs(movies, tmp_path / "out", DenoiseSettings(batch_format="tif"), False)
+    assert batch.batch and batch.finished_marker(movies[1]) == tmp_path / "out" / "b_denoised.tif"
+    with pytest.raises(SmlmdnError, match="unknown output format"):
+        plan_outputs([tmp_path / "a.tif"], tmp_path / "d.png", DenoiseSettings(), False)

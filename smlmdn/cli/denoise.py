@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 import typer
 
-from ..batch import DENOISED_SUFFIX, batch_outputs, estimate_output, expand_inputs, is_batch
-from ..camera import Camera, from_photons, movie_to_photons
-from ..errors import SmlmdnError
-from ..io import check_output, open_movie, write_movies
+from ..batch import expand_inputs
+from ..camera import Camera
 from . import batching as b
 from . import options as o
 from .app import command
@@ -90,98 +87,45 @@ def denoise(
     (or globs) run as a batch into the folder given by -o: finished outputs are skipped, a failing
     movie is reported and the rest go on; --scheduler/--cluster spread the blocks over dask workers.
     """
-    import torch
-
-    from ..denoise import ESTIMATES, denoise_lazy, load_model
-    from ..denoise.apply import DEFAULT_BLOCK_FRAMES
+    from ..denoise import load_model
+    from ..denoise.movies import DenoiseSettings, denoise_movie, plan_outputs
     from ..denoise.train import resolve_device
 
-    names = [e.lower() for e in (estimate or ["mean"])]
-    bad = [e for e in names if e not in ESTIMATES]
-    if bad:
-        raise SmlmdnError(f"unknown --estimate {', '.join(bad)}", f"use one or more of {', '.join(ESTIMATES)}")
-    names = list(dict.fromkeys(names))
-    out_units = out_units.lower()
-    if out_units not in ("photons", "adu"):
-        raise SmlmdnError(f"unknown --out-units {out_units!r}", "use --out-units photons or --out-units adu")
-    if out_units == "adu" and "std" in names:
-        raise SmlmdnError(
-            "--estimate std is a spread, not an intensity: it cannot be written as ADU",
-            "write std with --out-units photons",
-        )
-    if threads is not None:
-        if threads < 1:
-            raise SmlmdnError(f"--threads must be >= 1, got {threads}", "e.g. --threads 2")
-        torch.set_num_threads(threads)
-    if block_frames is not None and block_frames < 1:
-        raise SmlmdnError(f"--block-frames must be >= 1, got {block_frames}", "e.g. --block-frames 64")
-    if tile < 8:
-        raise SmlmdnError(f"--tile must be >= 8 px, got {tile}", "use e.g. --tile 256")
+    settings = DenoiseSettings(
+        estimates=tuple(estimate or ("mean",)),
+        out_units=out_units,
+        units=units,
+        device=device,
+        tile=tile,
+        block_frames=block_frames,
+        threads=threads,
+        pyramid=pyramid,
+        batch_format=movie_format,
+    )
     paths = expand_inputs(movies)
-    batch = is_batch(paths, [output])
-    if batch:
-        fmt = movie_format.lower().lstrip(".")
-        if fmt not in ("zarr", "ome.zarr", "tif"):
-            raise SmlmdnError(f"unknown --format {movie_format!r}", "use zarr, ome.zarr or tif")
-        targets = {p: outs[0] for p, outs in batch_outputs(paths, output, [f"{DENOISED_SUFFIX}.{fmt}"]).items()}
-    else:
-        targets = {paths[0]: output}
-    outputs = {p: {name: estimate_output(t, name, len(names) > 1) for name in names} for p, t in targets.items()}
-    for outs in outputs.values():
-        for path in outs.values():
-            if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
-                raise SmlmdnError(
-                    f"unknown output format for {path}", "end the output name in .zarr, .ome.zarr or .tif"
-                )
-            if not batch:
-                check_output(path, overwrite)
+    plan = plan_outputs(paths, output, settings, overwrite)
     mdl = load_model(model, camera)
-    _, message = resolve_device(device)
+    _, message = resolve_device(settings.device)
     if not quiet:
         from ..progress import console
 
         console().print(message, highlight=False)
 
     def work(movie: Path, _marker: Path) -> str:
-        frames = block_frames or min(open_movie(movie).chunks[0][0], DEFAULT_BLOCK_FRAMES)  # small blocks: flat memory
-        photons = movie_to_photons(open_movie(movie, block_frames=frames), camera, units=units)
-        lazy = denoise_lazy(photons, model, estimates=tuple(names), device=device, tile=tile)
-        arrays: dict[str | Path, Any] = {}  # dask arrays
-        attrs: dict[str | Path, dict[str, Any]] = {}
-        for name, path in outputs[movie].items():
-            arr = lazy[name]
-            if out_units == "adu":
-                tiff = not path.name.lower().endswith(".zarr")
-                arr = from_photons(arr, camera, np.uint16 if tiff else np.float32)
-            arrays[path] = arr
-            attrs[path] = {
-                "units": out_units,
-                "estimate": name,
-                "model": str(model),
-                "model_hash": mdl.hash(),
-                "camera": camera.to_dict(),
-                "source": str(movie),
-            }
-        # one network pass per block feeds every estimate's output
-        written = write_movies(
-            arrays,
-            overwrite=overwrite,
-            attrs=attrs,
-            pixel_size=camera.pixel_size,
-            progress=not quiet,
-            description="denoise",
-            pyramid=pyramid,
+        done = denoise_movie(
+            movie, model, mdl.hash(), camera, plan.outputs[movie], settings, overwrite=overwrite, progress=not quiet
         )
         return (
-            f"wrote {', '.join(str(w) for w in written)} ({', '.join(names)}, {out_units}, {photons.shape[0]} frames)"
+            f"wrote {', '.join(str(w) for w in done.outputs)} ({', '.join(settings.estimates)}, {settings.out_units}, "
+            f"{done.frames} frames)"
         )
 
     # the last estimate written marks a movie as finished
     b.run_movies(
         paths,
-        [list(outputs[p].values())[-1] for p in paths],
+        [plan.finished_marker(p) for p in paths],
         work,
-        batch=batch,
+        batch=plan.batch,
         overwrite=overwrite,
         as_json=as_json,
         quiet=quiet,

@@ -7,20 +7,13 @@ from typing import Annotated
 
 import typer
 
-from ..camera import Camera, check_camera_against_data, movie_to_photons
-from ..errors import SmlmdnError
-from ..io import check_output, open_movie
+from ..camera import Camera
 from ..progress import console
 from . import options as o
 from .app import command
 
 TRAIN = "Training"
 NET = "Network"
-
-
-def checkpoint_path(output: Path) -> Path:
-    """Where `smlmdn fit -o OUTPUT` keeps its resumable training state (removed on success)."""
-    return output.with_name(output.name + ".ckpt")
 
 
 @command("fit")
@@ -123,9 +116,9 @@ def fit(
     it stops there or when the validation loss stops improving; with neither, after 2000 steps. A checkpoint (OUTPUT.ckpt) is saved at each validation;
     after Ctrl-C, rerun with --resume to continue.
     """
-    from ..denoise import FitConfig, fit_model
+    from ..denoise.train import FitConfig, checkpoint_path, fit_file
 
-    config = FitConfig(  # the training settings, checked here, before any file is touched
+    config = FitConfig(
         steps=steps,
         time_budget=time_budget,
         context=context,
@@ -140,31 +133,21 @@ def fit(
         device=device,
         threads=threads,
     )
-    ckpt = checkpoint_path(output)
-    if not resume:
-        check_output(output, overwrite)
-        if ckpt.exists() and not overwrite:
-            raise SmlmdnError(
-                f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again"
-            )
-    elif output.exists() and not overwrite:
-        raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
-    raw = open_movie(movie)
-    if units == "adu":  # the likelihood is only right in photons: say so if the camera numbers look wrong
-        check_camera_against_data(raw, camera)
-    photons = movie_to_photons(raw, camera, units=units)
     err = console()
     try:
-        model = fit_model(
-            photons,
+        model = fit_file(
+            movie,
+            output,
             camera,
             config,
-            progress=not quiet,
-            checkpoint=ckpt,
+            units=units,
             resume=resume,
+            overwrite=overwrite,
+            progress=not quiet,
             log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False)),
         )
     except KeyboardInterrupt:
+        ckpt = checkpoint_path(output)
         if ckpt.exists():
             err.print(
                 f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
@@ -174,10 +157,6 @@ def fit(
         else:
             err.print("[red]interrupted[/red] before the first checkpoint; nothing was kept", highlight=False)
         raise typer.Exit(130) from None
-    model.training["movie"] = str(movie)
-    model.save(output, overwrite=True)
-    if ckpt.exists():
-        ckpt.unlink()
     tr = model.training
     typer.echo(
         f"wrote {output}: {tr['steps']} steps in {tr['seconds']:.0f} s ({tr['stopped']}), best validation loss "

@@ -39,9 +39,9 @@ import torch
 
 from .. import __version__
 from .. import device as device_rule
-from ..camera import Camera
+from ..camera import Camera, check_camera_against_data, movie_to_photons
 from ..errors import SmlmdnError
-from ..io import atomic_file, provenance
+from ..io import atomic_file, check_output, open_movie, provenance
 from ..shapes import check_tyx
 from . import likelihood as L
 from .crops import Sampler, Windows, normalisation, pool_size, split_frames, validation_crops
@@ -627,6 +627,58 @@ def fit_model(
     trainer.run(progress, snapshot, snapshot_at)
     trainer.finish(snapshot)
     return trainer.model(camera)
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    """Where :func:`fit_file` (``smlmdn fit -o OUTPUT``) keeps its resumable training state (removed on success)."""
+    output = Path(output)
+    return output.with_name(output.name + ".ckpt")
+
+
+def fit_file(
+    movie: str | Path,
+    output: str | Path,
+    camera: Camera,
+    config: FitConfig,
+    units: str = "adu",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> DenoiseModel:
+    """Train on the movie file ``movie`` (T, Y, X, in ``units``) and save the model to ``output``; return it.
+
+    What ``smlmdn fit`` runs. The movie is read lazily and converted to detected photons with
+    ``camera`` (in ``adu``, the camera numbers are first checked against the data, with a warning
+    when they disagree). The training state is checkpointed to :func:`checkpoint_path` at each
+    validation and on Ctrl-C (KeyboardInterrupt is re-raised); ``resume`` continues from it. The
+    checkpoint is removed once the model is saved. ``log`` receives one-line messages (see
+    :func:`fit_model`).
+
+    Raises :class:`SmlmdnError` for an ``output`` that exists (without ``overwrite``), a checkpoint
+    left by an interrupted fit (without ``resume`` or ``overwrite``), and everything
+    :func:`fit_model` refuses.
+    """
+    output = Path(output)
+    ckpt = checkpoint_path(output)
+    if not resume:
+        check_output(output, overwrite)
+        if ckpt.exists() and not overwrite:
+            raise SmlmdnError(
+                f"an interrupted fit left {ckpt}", "rerun with --resume to continue it, or --overwrite to start again"
+            )
+    elif output.exists() and not overwrite:
+        raise SmlmdnError(f"output {output} already exists", "pass --overwrite to replace it, or choose another name")
+    raw = open_movie(movie)
+    if units == "adu":  # the likelihood is only right in photons: say so if the camera numbers look wrong
+        check_camera_against_data(raw, camera)
+    photons = movie_to_photons(raw, camera, units=units)
+    model = fit_model(photons, camera, config, progress=progress, checkpoint=ckpt, resume=resume, log=log)
+    model.training["movie"] = str(movie)
+    model.save(output, overwrite=True)
+    if ckpt.exists():
+        ckpt.unlink()
+    return model
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
