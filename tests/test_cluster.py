@@ -46,6 +46,7 @@ def _allocator_state() -> tuple[bool, str | None]:
     return tune_worker_allocator(), os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
+@pytest.mark.slow  # starts a dask worker process: ~4 s
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_worker_allocator_is_tuned_in_dask_workers_only() -> None:
     # dask's nanny sets MALLOC_TRIM_THRESHOLD_ in every worker, which makes glibc map every large buffer anew

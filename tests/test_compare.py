@@ -52,6 +52,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 12-frame 32 x 32 px simulated movie and a 1-step model: for the errors raised before any work."""
+    d = tmp_path_factory.mktemp("cmp_small")
+    params = SimulationParams.preset("medium", frames=12, size=32, seed=5)
+    paths = simulate_to_dir(params, d / "sim", progress=False)
+    camera = params.get_camera()
+    photons = movie_to_photons(open_movie(paths["movie"]), camera)
+    model = fit_model(photons, camera, steps=1, width=4, depth=2, patch=16, batch=1, val_crops=1, progress=False)
+    model.save(d / "model.pt")
+    return {**paths, "dir": d, "model": d / "model.pt"}
+
+
+@pytest.fixture(scope="module")
 def with_truth(data: dict[str, Path]) -> tuple[dict, Path]:
     camera = read_camera(data)
     out = data["dir"] / "report"
@@ -304,17 +317,17 @@ def _one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def test_cli_compare_needs_exactly_one_denoiser_output(data: dict[str, Path], tmp_path: Path) -> None:
-    base = ["compare", str(data["movie"]), "--camera", str(data["camera"]), "-o", str(tmp_path / "r"), "-q"]
+def test_cli_compare_needs_exactly_one_denoiser_output(small: dict[str, Path], tmp_path: Path) -> None:
+    base = ["compare", str(small["movie"]), "--camera", str(small["camera"]), "-o", str(tmp_path / "r"), "-q"]
     _one_line_error(runner.invoke(app, base), "--model", "--denoised")
-    both = runner.invoke(app, [*base, "--model", str(data["model"]), "--denoised", str(data["clean"])])
+    both = runner.invoke(app, [*base, "--model", str(small["model"]), "--denoised", str(small["clean"])])
     _one_line_error(both, "both --model and --denoised")
-    std = runner.invoke(app, [*base, "--model", str(data["model"]), "--estimate", "std"])
+    std = runner.invoke(app, [*base, "--model", str(small["model"]), "--estimate", "std"])
     _one_line_error(std, "cannot score estimate(s) std", "--estimate mean")
     assert not (tmp_path / "r").exists()
 
 
-def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Path], tmp_path: Path) -> None:
+def test_truth_with_wrong_columns_is_refused_before_any_work(small: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad_truth.csv"
     pd.DataFrame({"frame": [0], "x [nm]": [1.0], "y [nm]": [2.0]}).to_csv(bad, index=False)
     with pytest.raises(SmlmdnError, match="lacks column"):
@@ -324,11 +337,11 @@ def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Pat
         app,
         [
             "compare",
-            str(data["movie"]),
+            str(small["movie"]),
             "--camera",
-            str(data["camera"]),
+            str(small["camera"]),
             "--model",
-            str(data["model"]),
+            str(small["model"]),
             "-o",
             str(out),
             "--truth",
@@ -340,24 +353,24 @@ def test_truth_with_wrong_columns_is_refused_before_any_work(data: dict[str, Pat
     assert not out.exists() and not out.with_name("r.partial").exists()
 
 
-def test_overwrite_never_deletes_a_folder_that_is_not_a_report(data: dict[str, Path], tmp_path: Path) -> None:
+def test_overwrite_never_deletes_a_folder_that_is_not_a_report(small: dict[str, Path], tmp_path: Path) -> None:
     keep = tmp_path / "precious"
     keep.mkdir()
-    (keep / "movie.tif").write_bytes(b"data")
+    (keep / "movie.tif").write_bytes(b"small")
     with pytest.raises(SmlmdnError, match="not an smlmdn report"):
-        compare(data["movie"], read_camera(data), out_dir=keep, model=data["model"], overwrite=True, progress=False)
-    assert (keep / "movie.tif").read_bytes() == b"data"
+        compare(small["movie"], read_camera(small), out_dir=keep, model=small["model"], overwrite=True, progress=False)
+    assert (keep / "movie.tif").read_bytes() == b"small"
 
 
-def test_failed_compare_leaves_no_partial_folder(data: dict[str, Path], tmp_path: Path) -> None:
-    camera = read_camera(data)
+def test_failed_compare_leaves_no_partial_folder(small: dict[str, Path], tmp_path: Path) -> None:
+    camera = read_camera(small)
     wrong = tmp_path / "wrong.zarr"
     write_movie(
-        da.zeros((80, 32, 30), dtype=np.float32, chunks=(40, 32, 30)), wrong, attrs={"units": "photons"}, progress=False
+        da.zeros((12, 32, 30), dtype=np.float32, chunks=(6, 32, 30)), wrong, attrs={"units": "photons"}, progress=False
     )
     out = tmp_path / "r"
     with pytest.raises(SmlmdnError, match="shape"):
-        compare(data["movie"], camera, out_dir=out, denoised=wrong, progress=False)
+        compare(small["movie"], camera, out_dir=out, denoised=wrong, progress=False)
     assert not out.exists() and not out.with_name("r.partial").exists()
 
 

@@ -44,8 +44,16 @@ def movie():
     return rng.poisson(20.0, size=(11, 37, 45)).astype(np.float32) + rng.normal(0, 1.5, (11, 37, 45)).astype(np.float32)
 
 
+# ~2 s each: the edit loop keeps one (temporal context, depth 2, stem), CI runs all
 @pytest.mark.parametrize(
-    "context,depth,mode", [(0, 2, "stem"), (1, 2, "stem"), (2, 2, "stem"), (1, 3, "stem"), (1, 2, "branch")]
+    "context,depth,mode",
+    [
+        pytest.param(0, 2, "stem", marks=pytest.mark.slow),
+        (1, 2, "stem"),
+        pytest.param(2, 2, "stem", marks=pytest.mark.slow),
+        pytest.param(1, 3, "stem", marks=pytest.mark.slow),
+        pytest.param(1, 2, "branch", marks=pytest.mark.slow),
+    ],
 )
 def test_tiled_and_streamed_equal_whole_frame(movie, context, depth, mode):
     model = _model(context=context, depth=depth, width=4 if depth == 3 else 6, mode=mode)

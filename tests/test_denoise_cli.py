@@ -173,6 +173,7 @@ def test_fit_command_defaults_are_the_library_defaults():
         assert params[name].default == getattr(FitConfig(), name), name
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -195,6 +196,7 @@ def test_denoise_settings_are_checked_once_where_they_are_made(kwargs, message):
     assert err.value.fix and "\n" not in err.value.one_line()
 
 
+@pytest.mark.unit
 def test_denoise_settings_normalise_names_and_are_frozen():
     from dataclasses import FrozenInstanceError
 
@@ -207,6 +209,7 @@ def test_denoise_settings_normalise_names_and_are_frozen():
         s.tile = 64  # type: ignore[misc]
 
 
+@pytest.mark.unit
 def test_plan_outputs_names_one_output_per_estimate(tmp_path):
     from smlmdn.denoise.movies import DenoiseSettings, plan_outputs
 

@@ -129,6 +129,7 @@ def test_bad_movies_are_refused_with_the_minimum(sim):
         fit_model(photons[None], s.camera, FitConfig(steps=1, **TINY), progress=False)
 
 
+@pytest.mark.slow  # trains for a 1.5 s budget by design, then fits again: ~3 s
 def test_time_budget_alone_trains_until_the_budget_not_a_default_step_count(sim, monkeypatch):
     from smlmdn.denoise import train as T
 
@@ -169,6 +170,7 @@ def test_cuda_mixed_precision_fit_and_denoise(sim):
     assert np.median(np.abs(est - cpu) / (np.abs(cpu) + 1)) < 0.05
 
 
+@pytest.mark.slow  # 60 training steps until it beats raw: ~2.5 s
 def test_non_blind_supervised_bound_needs_clean_targets_and_learns_from_them(sim):
     """The benchmark's upper bound: the non-blind network refuses to train without clean targets
     (it would learn the identity), and on clean targets it beats the raw photons."""
@@ -223,6 +225,7 @@ def test_losses_are_the_likelihood_or_the_clean_target_mse() -> None:
     assert float(mse) == 0.25 and mse.dtype == torch.float64
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -247,6 +250,7 @@ def test_fit_config_is_checked_once_where_it_is_made(field: str, value: object, 
         fit_model(da.zeros((8, 16, 16), dtype=np.float32), SimulationParams().get_camera(), **{field: value})
 
 
+@pytest.mark.unit
 def test_fit_config_is_frozen() -> None:
     from dataclasses import FrozenInstanceError
 

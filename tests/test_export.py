@@ -137,13 +137,14 @@ def test_export_validates_runs_offline_and_equals_smlmdn_denoise(data, offline) 
 
 
 def test_export_without_zip_suffix_is_a_one_line_error(data) -> None:
-    pytest.importorskip("bioimageio.spec")
+    # told before bioimageio is imported (or found missing)
     res = runner.invoke(app, ["export", str(data["root"] / "model.pt"), "-o", str(data["root"] / "den.bioimageio")])
     assert res.exit_code == 1 and "NAME.bioimageio.zip" in res.output and len(res.output.strip().splitlines()) == 1, (
         res.output
     )
 
 
+@pytest.mark.slow  # the first import of bioimageio.spec costs ~2.5 s
 def test_export_default_test_input_is_a_simulation_with_the_model_camera(data, tmp_path: Path) -> None:
     pytest.importorskip("bioimageio.spec")
     from smlmdn.denoise.export import export_bioimageio

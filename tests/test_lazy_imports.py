@@ -19,6 +19,8 @@ from smlmdn.psf import render_spots
 
 ROOT = Path(smlmdn.__file__).resolve().parent.parent
 HEAVY = ("torch", "distributed", "matplotlib", "skimage")
+# each test starts a fresh interpreter (3-6 s on 2 cores): CI runs them, the edit loop does not
+pytestmark = pytest.mark.slow
 
 
 def _modules_after(code: str) -> dict[str, bool]:

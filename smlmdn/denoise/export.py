@@ -111,6 +111,9 @@ def export_bioimageio(
     Raises SmlmdnError when bioimageio.spec is missing, the output exists (without ``overwrite``),
     or the description does not validate. Returns the output path.
     """
+    out = Path(output)
+    if not out.name.endswith(".zip"):  # before the imports: a wrong name is told at once
+        raise SmlmdnError(f"the package name {out.name} does not end in .zip", "name it NAME.bioimageio.zip")
     try:
         from bioimageio.spec import ValidationContext, save_bioimageio_package
         from bioimageio.spec.model import v0_5 as spec
@@ -126,9 +129,6 @@ def export_bioimageio(
     from .apply import denoise_lazy
     from .model_file import load_model
 
-    out = Path(output)
-    if not out.name.endswith(".zip"):
-        raise SmlmdnError(f"the package name {out.name} does not end in .zip", "name it NAME.bioimageio.zip")
     model = load_model(model_path)
     k = model.net.context
     frames = max(int(frames), k + 1)
