@@ -123,7 +123,7 @@ def run_one(snr: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         device=args.device,
         overwrite=True,
         progress=False,
-    )
+    ).to_dict()
     report["bench"] = {
         "fit_s": round(fit_s, 1),
         "compare_s": round(time.perf_counter() - t1, 1),
