@@ -67,7 +67,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,7 @@ class Case:
     sim: Any  # SimulationParams
     movie: np.ndarray  # uint16 ADU (T, Y, X)
     quick: bool = False
+    memo: dict[str, pd.DataFrame] = field(default_factory=dict)  # tables shared by variants of this point
 
     @property
     def psf_sigma_nm(self) -> float:
@@ -269,10 +270,39 @@ def _accepted_by(locs: pd.DataFrame) -> dict[str, Any]:
     return {"threshold": locs.attrs.get("threshold", float("nan"))}
 
 
-def raw_default(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
-    locs = smlmdn_localize(photons, camera, case)
+def raw_default_table(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+    """The default table, extended frames included (computed once per point, shared by the variants)."""
+    if "raw default" not in case.memo:
+        case.memo["raw default"] = smlmdn_localize(photons, camera, case)
+    locs = case.memo["raw default"].copy()
+    locs.attrs = dict(case.memo["raw default"].attrs)
     locs.attrs["chosen"] = _accepted_by(locs)
     return locs
+
+
+def raw_default(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+    """The default's per-frame rows: each frame's own fits (the linked variants add the extended frames)."""
+    return _own_frames(raw_default_table(photons, camera, case, truth))
+
+
+def _own_frames(locs: pd.DataFrame) -> pd.DataFrame:
+    own = locs[~locs["extended"].to_numpy(bool)] if "extended" in locs.columns else locs
+    own.attrs = dict(locs.attrs)
+    return own
+
+
+def relinked(n_sigma: float, max_gap: int) -> Callable[..., pd.DataFrame]:
+    """The default's own-frame rows linked again with other linking settings, scored at the linked positions."""
+
+    def run(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+        from smlmdn.localize.link import LINK_COLUMNS, link, linked_positions
+
+        locs = raw_default(photons, camera, case, truth).drop(columns=list(LINK_COLUMNS))
+        out = linked_positions(link(locs, n_sigma=n_sigma, max_gap=max_gap))
+        out.attrs = {**locs.attrs, "chosen": {"n_sigma": n_sigma, "max_gap": max_gap}}
+        return out
+
+    return run
 
 
 def _chosen_as(locs: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -293,7 +323,8 @@ def raw_fdr_oracle(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataF
     if "fdr" not in inspect.signature(_localize()).parameters:
         raise Skip("localize() has no fdr argument in this version")
     values = [1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5] if not case.quick else [1e-4, 0.01, 0.05, 0.3]
-    return sweep(lambda q: smlmdn_localize(photons, camera, case, fdr=q), values, truth, "fdr")
+    # per-frame rows: the extension only adds rows next to blinks, so without it the own-frame rows are the same
+    return sweep(lambda q: smlmdn_localize(photons, camera, case, fdr=q, extend=False), values, truth, "fdr")
 
 
 def raw_pool(pool: int) -> Callable[..., pd.DataFrame]:
@@ -302,7 +333,7 @@ def raw_pool(pool: int) -> Callable[..., pd.DataFrame]:
     def run(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
         if "pool" not in inspect.signature(_localize()).parameters:
             raise Skip("localize() has no pool argument in this version")
-        locs = smlmdn_localize(photons, camera, case, pool=pool)
+        locs = smlmdn_localize(photons, camera, case, pool=pool, extend=False)  # own-frame rows (linked: no extension)
         locs.attrs["chosen"] = {**_accepted_by(locs), "pool": pool}
         return locs
 
@@ -385,10 +416,26 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "raw oracle": raw_oracle,
     "raw fdr oracle": raw_fdr_oracle,
     "raw pool 1": raw_pool(1),
-    "raw linked": linked(raw_default),
+    "raw linked": linked(raw_default_table),
+    "raw linked no extension": linked(raw_default),
     "raw pool 1 linked": linked(raw_pool(1)),
+    **{  # linking-settings study (without the extension); the default is n_sigma 5, max_gap 1
+        f"raw linked nsig {ns:g} gap {g}": relinked(ns, g)
+        for ns, g in [
+            (3.0, 0),
+            (4.0, 0),
+            (4.0, 1),
+            (5.0, 0),
+            (5.0, 1),
+            (6.0, 0),
+            (6.0, 1),
+            (8.0, 1),
+            (5.0, 2),
+            (6.0, 2),
+        ]
+    },
     "raw single-emitter": lambda ph, cam, case, truth: _chosen_as(
-        smlmdn_localize(ph, cam, case, multi_emitter=False), "single-emitter"
+        smlmdn_localize(ph, cam, case, multi_emitter=False, extend=False), "single-emitter"
     ),
     "picasso oracle": picasso_oracle,
     # ablations (run them with --variants): the design choices of the default, one at a time
@@ -399,7 +446,7 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "ablation: pool 1, member p 0.05": ablation(raw_pool(1), "smlmdn.localize.pipeline", "MEMBER_ALPHA", 0.05),
 }
 #: Variants run when --variants is not given (the ablations only on request).
-DEFAULT_VARIANTS = [n for n in VARIANTS if not n.startswith("ablation")]
+DEFAULT_VARIANTS = [n for n in VARIANTS if not n.startswith(("ablation", "raw linked nsig"))]
 
 
 # ---------------------------------------------------------------------------------------- run

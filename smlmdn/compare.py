@@ -44,6 +44,7 @@ from .evaluate.image import data_range_of
 from .evaluate.render import render_image, save_render_png
 from .io import atomic_folder, frames_per_block, open_estimate, open_movie, provenance, write_movies
 from .localize import MODES, LocalizeSettings, localize_movie, write_localizations
+from .localize.extend import own_frames
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
 from .localize.settings import DEFAULT_FDR, DEFAULT_POOL
 from .progress import track
@@ -337,6 +338,7 @@ def compare(
     pool: int = DEFAULT_POOL,
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
     multi_emitter: bool = True,
+    extend: bool = True,
     render_pixel_nm: float = 10.0,
     frc_render_pixel_nm: float = 5.0,
     device: str = "auto",
@@ -357,7 +359,7 @@ def compare(
     ``clean_units`` (see :func:`clean_to_detected`: ``detected`` photons, default; ``emitted`` photons
     before QE; or ``adu``), converted to detected photons before PSNR/SSIM.
     Localization settings (``box`` px, ``psf_sigma_nm``, ``fit_sigma``, ``threshold``, ``fdr``,
-    ``pool``, ``link_distance_nm``, ``multi_emitter``: see :func:`smlmdn.localize.localize`) are the same in every mode;
+    ``pool``, ``link_distance_nm``, ``multi_emitter``, ``extend``: see :func:`smlmdn.localize.localize`) are the same in every mode;
     each mode is scored twice, with every localization's own position and with its linked blink's
     pooled position (``"<mode> linked"``); matching uses ``tolerance_nm``. Writes into ``out_dir``
     (refused if it exists unless ``overwrite``): ``report.json``, ``report.md``, ``crops.png``, ``renders.png``, ``metrics.png``,
@@ -393,6 +395,7 @@ def compare(
             pool=pool,
             link_distance_nm=link_distance_nm,
             multi_emitter=multi_emitter,
+            extend=extend,
         ),
     )
     if model is not None:
@@ -622,7 +625,15 @@ def localize_modes(
 
 
 #: Counts of a localization table's ``attrs`` repeated in its report rows.
-TABLE_COUNTS = ("n_candidates", "n_rejected", "n_dropped_nonconverged", "n_dropped_outside", "n_saturated", "n_tracks")
+TABLE_COUNTS = (
+    "n_candidates",
+    "n_rejected",
+    "n_dropped_nonconverged",
+    "n_dropped_outside",
+    "n_saturated",
+    "n_tracks",
+    "n_extended",
+)
 
 
 def score_localizations(
@@ -630,14 +641,16 @@ def score_localizations(
 ) -> LocalizationScores:
     """Score every mode's table with each localization's own position and with its blink's pooled position.
 
-    The pooled rows are named ``"<mode> linked"``. Scores: matching against the truth
+    The pooled rows are named ``"<mode> linked"`` and include the frames the known-position test added
+    next to each blink (:mod:`smlmdn.localize.extend`); the per-frame rows are the own-frame fits. Scores: matching against the truth
     (``tolerance_nm``), count, CRLB, NeNA (not for linked rows: a blink's members share one
     position) and FRC.
     """
     metrics: dict[str, dict[str, Any]] = {}
     curves = {}
     for mode, locs in tables.items():
-        for name, table in ((mode, locs), (f"{mode} linked", linked_positions(locs))):
+        # per frame: what each frame alone supports; linked: blink positions, frames added by the extension included
+        for name, table in ((mode, own_frames(locs)), (f"{mode} linked", linked_positions(locs))):
             metrics[name], curves[name] = R.localize_metrics(
                 table,
                 inputs.truth,

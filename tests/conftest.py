@@ -33,6 +33,7 @@ KINDS = {
     "test_evaluate_report.py": "unit",
     "test_localize_detect.py": "unit",
     "test_localize_fit.py": "unit",
+    "test_localize_extend.py": "unit",
     "test_localize_fit_torch.py": "unit",
     "test_localize_glrt.py": "unit",
     "test_localize_link.py": "unit",

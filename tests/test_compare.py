@@ -22,6 +22,7 @@ from smlmdn.evaluate import background_snr, match_localizations, nena_precision,
 from smlmdn.evaluate.compare_report import CompareReport
 from smlmdn.io import open_movie, write_movie
 from smlmdn.localize import localize
+from smlmdn.localize.extend import own_frames
 from smlmdn.simulate import SimulationParams, simulate_to_dir
 
 runner = CliRunner()
@@ -135,7 +136,7 @@ ROW_KEYS = {
     "localize": (
         *("jaccard", "rmse_nm", "efficiency", "recall", "precision", "tp", "fp", "fn", "median_error_nm"),
         *("error_over_crlb", "n", "median_crlb_nm", "nena_nm", "frc_nm", "frc_block_frames", "n_candidates"),
-        *("n_rejected", "n_dropped_nonconverged", "n_dropped_outside", "n_saturated", "n_tracks"),
+        *("n_rejected", "n_dropped_nonconverged", "n_dropped_outside", "n_saturated", "n_tracks", "n_extended"),
     ),
 }
 SECTION_KEYS = {
@@ -207,7 +208,7 @@ def test_compare_numbers_agree_with_the_evaluate_functions(
         assert report.denoise[name].bg_snr == pytest.approx(background_snr(img, masks), rel=1e-9)
     # Q2: localize raw and hybrid directly with the same settings and match
     for mode, detect_on in (("raw", None), ("hybrid", mean)):
-        locs = localize(photons, camera, detect_on=detect_on, fit_on="raw", progress=False)
+        locs = own_frames(localize(photons, camera, detect_on=detect_on, fit_on="raw", progress=False))
         m = match_localizations(locs, truth, tolerance_nm=250.0)
         got = report.localize[mode]
         assert got.n == len(locs) == m.n
@@ -244,7 +245,7 @@ def test_compare_without_truth_gives_null_truth_keys_and_finite_n_nena(
         assert (values["nena_nm"] is None) if mode.endswith("linked") else math.isfinite(values["nena_nm"])
     # NeNA straight from the written table agrees (CSV keeps nm to sub-nm precision)
     photons = movie_to_photons(open_movie(data["movie"]), camera)
-    locs = localize(photons, camera, progress=False)
+    locs = own_frames(localize(photons, camera, progress=False))  # per-frame rows: own-frame fits
     assert report.localize["raw"].nena_nm == pytest.approx(nena_precision(locs, pixel_size_nm=camera.pixel_size))
     assert "Without ground truth" in on_disk["answers"]["localization"]
     assert "Without a noise-free reference" in on_disk["answers"]["denoising"]

@@ -16,6 +16,7 @@ from .localize import (
     DEFAULT_FDR,
     DEFAULT_MAX_DISTANCE_NM,
     DEFAULT_POOL,
+    Extend,
     Fdr,
     LinkDistance,
     MultiEmitter,
@@ -132,6 +133,7 @@ def compare(
     fdr: Fdr = DEFAULT_FDR,
     pool: Pool = DEFAULT_POOL,
     multi_emitter: MultiEmitter = True,
+    extend: Extend = True,
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
     render_pixel: Annotated[
@@ -194,6 +196,7 @@ def compare(
         pool=pool,
         link_distance_nm=link_distance,
         multi_emitter=multi_emitter,
+        extend=extend,
         render_pixel_nm=render_pixel,
         device=device,
         keep_denoised=keep_denoised,

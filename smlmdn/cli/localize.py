@@ -47,6 +47,14 @@ LinkDistance = Annotated[
         rich_help_panel=LOC,
     ),
 ]
+Extend = Annotated[
+    bool,
+    typer.Option(
+        "--extend/--no-extend",
+        help="Test the frame before and after each linked blink, and frames inside it without a localization, at the blink's known position (a likelihood-ratio test on the raw photons with the same FDR); accepted frames are added with the blink's pooled position and extended=True (dim first/last frames of a blink). Calibrated test only; measured in benchmarks/RESULTS.md.",
+        rich_help_panel=LOC,
+    ),
+]
 MultiEmitter = Annotated[
     bool,
     typer.Option(
@@ -134,6 +142,7 @@ def localize(
     link_distance: LinkDistance = DEFAULT_MAX_DISTANCE_NM,
     threshold: Threshold = None,
     multi_emitter: MultiEmitter = True,
+    extend: Extend = True,
     keep_saturated: Annotated[
         bool,
         typer.Option(
@@ -182,6 +191,7 @@ def localize(
         pool=pool,
         link_distance_nm=link_distance,
         multi_emitter=multi_emitter,
+        extend=extend,
         keep_saturated=keep_saturated,
     )
     if render_pixel <= 0:
@@ -244,7 +254,7 @@ def localize(
             f"{len(locs)} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
             f"{a['n_dropped_outside']} outside their box, {a['n_saturated']} with saturated pixels {'kept' if a['saturated_kept'] else 'dropped'}; "
-            f"{a['n_tracks']} blinks linked); "
+            f"{a['n_tracks']} blinks linked, {a['n_extended']} frames added next to blinks); "
             f"{precision}wrote {', '.join(str(p) for p in written)}"
         )
 

@@ -35,7 +35,7 @@ class LocalizationScore:
     ``median_error_nm`` (nm), ``tp``/``fp``/``fn`` (counts) and ``error_over_crlb`` (1 = honest
     precision); None without truth. Always: ``n`` localizations, ``median_crlb_nm``, ``nena_nm``
     (None for linked rows), ``frc_nm`` (nm; None when undetermined) and ``frc_block_frames``; the
-    localization table's counts (``n_candidates`` ... ``n_tracks``), None when the table lacks them.
+    localization table's counts (``n_candidates`` ... ``n_tracks``, ``n_extended``), None when the table lacks them.
     """
 
     jaccard: float | None = None
@@ -59,6 +59,7 @@ class LocalizationScore:
     n_dropped_outside: int | None = None
     n_saturated: int | None = None
     n_tracks: int | None = None
+    n_extended: int | None = None
 
 
 @dataclass(frozen=True)

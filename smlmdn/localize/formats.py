@@ -20,7 +20,8 @@ Foreign conventions, checked against each program's source and converted on writ
   ``frame`` (uint32, 0-based), ``x, y, photons, sx, sy, bg, lpx, lpy`` (float32, pixels and
   photons) plus ``likelihood``, ``iterations`` (Picasso's names), ``llr``, the detection test's
   ``p_value``/``p_frame`` (float64), ``saturated`` and the linked blink (``track``, ``n_track``,
-  ``x_linked``, ``y_linked``, ``lp_linked`` in Picasso's pixel convention). Picasso's fitters
+  ``x_linked``, ``y_linked``, ``lp_linked`` in Picasso's pixel convention) and ``extended`` (found by
+  the known-position test next to a blink, :mod:`smlmdn.localize.extend`). Picasso's fitters
   place the centre of pixel ``i`` at coordinate ``i`` (pixel ``i`` covers ``[i - 0.5, i + 0.5)``),
   so ``x_picasso = x_nm / pixel_size - 0.5``; reading adds the 0.5 back. The YAML side file
   ``NAME.yaml`` (a list of documents, as Picasso writes it) holds ``Width``, ``Height``, ``Frames``,
@@ -77,6 +78,7 @@ TS_COLUMNS = [
     "x_linked [nm]",
     "y_linked [nm]",
     "uncertainty_linked [nm]",
+    "extended",
 ]
 _TS_TO_OURS = {
     "x [nm]": "x_nm",
@@ -99,6 +101,7 @@ _TS_TO_OURS = {
     "x_linked [nm]": "x_linked_nm",
     "y_linked [nm]": "y_linked_nm",
     "uncertainty_linked [nm]": "crlb_linked_nm",
+    "extended": "extended",
 }
 
 PICASSO_DTYPE = np.dtype(
@@ -123,6 +126,7 @@ PICASSO_DTYPE = np.dtype(
         ("x_linked", "f4"),
         ("y_linked", "f4"),
         ("lp_linked", "f4"),
+        ("extended", "u1"),
         ("x_nm", "f8"),
         ("y_nm", "f8"),
     ]
@@ -138,6 +142,7 @@ _PICASSO_EXTRA = {
     "x_linked": ("x_linked_nm", "position"),
     "y_linked": ("y_linked_nm", "position"),
     "lp_linked": ("crlb_linked_nm", "length"),
+    "extended": ("extended", "value"),
     # float64 nm beside Picasso's float32 pixels (which hold 1.5e-3 nm at 500 px of 100 nm); read
     # only while they agree with x/y (a file Picasso changed, e.g. drift-corrected, keeps stale ones)
     "x_nm": ("x_nm", "value"),
@@ -350,7 +355,7 @@ def read_localizations(path: str | Path) -> pd.DataFrame:
 
 
 #: What a column a foreign file lacks holds (NaN where not listed).
-_MISSING = {"iterations": -1, "track": -1, "n_track": -1, "saturated": False}
+_MISSING = {"iterations": -1, "track": -1, "n_track": -1, "saturated": False, "extended": False}
 
 
 def _finish(data: dict[str, Any], n: int, attrs: dict[str, Any]) -> pd.DataFrame:

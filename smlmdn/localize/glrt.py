@@ -67,6 +67,30 @@ def glrt(
     least-squares start, with ``N`` allowed to be negative (so the signed root is defined both ways)
     as long as the model stays positive.
     """
+    z, p, _, _ = glrt_estimates(
+        spots,
+        templates,
+        read_noise_photons=read_noise_photons,
+        excess_noise=excess_noise,
+        n_frames=n_frames,
+        offset=offset,
+    )
+    return z, p
+
+
+def glrt_estimates(
+    spots: np.ndarray,
+    templates: np.ndarray,
+    *,
+    read_noise_photons: float = 0.0,
+    excess_noise: float = 1.0,
+    n_frames: int | np.ndarray = 1,
+    offset: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`glrt` -> ``(z, p, photons, bg)``: also the H1 maximum-likelihood ``N`` and ``b``, each float64 (n,).
+
+    ``photons``: the PSF's photons; ``bg``: background photons per pixel (of the summed frames).
+    """
     y = np.asarray(spots, dtype=np.float64)
     g = np.asarray(templates, dtype=np.float64)
     n, bb = y.shape[0], y.shape[1] * y.shape[2]
@@ -106,7 +130,8 @@ def glrt(
         a_n, a_b = a_n + t * step_n, a_b + t * step_b
     l1 = loglik(np.maximum(model(a_n, a_b), 1e-12))
     z = np.sign(a_n) * np.sqrt(np.maximum(2.0 * (l1 - l0), 0.0))
-    return z, ndtr(-z)
+    # back from the scaled, shifted counts: a_n = s N, a_b = s (b + shift)
+    return z, ndtr(-z), a_n / scale, a_b / scale - shift[:, 0]
 
 
 def _background_mle(d: np.ndarray, o: np.ndarray) -> np.ndarray:

@@ -31,7 +31,11 @@ from scipy.spatial import cKDTree
 #: the standard error of the pooled position (nm, per axis).
 LINK_COLUMNS = ("track", "n_track", "x_linked_nm", "y_linked_nm", "crlb_linked_nm")
 #: Default agreement required between a localization and a track, in combined standard errors.
-DEFAULT_N_SIGMA = 3.0
+#: Chosen over the 17-point grid (benchmarks/RESULTS.md, "Temporal evidence"): efficiency of the
+#: linked positions against n_sigma 3 (max_gap 1): 5 -> +1.47 on average, never lower (+0.07 to
+#: +3.4); 4 -> +1.04; 6 -> +1.54 but -0.36 at 1-frame blinks; 8 -> -2.2 there. The per-frame CRLB
+#: understates the error of dim fits, so 3 standard errors split blinks into short tracks.
+DEFAULT_N_SIGMA = 5.0
 #: Default largest distance ever linked, nm.
 DEFAULT_MAX_DISTANCE_NM = 200.0
 #: Default number of frames a track may miss and still be continued.

@@ -42,6 +42,7 @@ from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
+from .extend import extension_candidates, extension_rows, known_position_test
 from .glrt import benjamini_hochberg
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
@@ -67,6 +68,7 @@ LOC_COLUMNS = (
     "p_frame",
     "saturated",
     *LINK_COLUMNS,
+    "extended",
 )
 
 #: Column dtypes other than float64.
@@ -76,6 +78,7 @@ COLUMN_DTYPES = {
     "track": np.int64,
     "n_track": np.int64,
     "saturated": np.bool_,
+    "extended": np.bool_,
 }
 
 #: Band-pass significance (robust noise standard deviations) above which local maxima are proposed
@@ -290,6 +293,7 @@ def localize(
     saturation_photons: float | None = None,
     keep_saturated: bool = False,
     multi_emitter: bool = True,
+    extend: bool = True,
     progress: bool = True,
     device: str = "cpu",
 ) -> pd.DataFrame:
@@ -305,6 +309,10 @@ def localize(
     significance instead (robust noise standard deviations; no FDR control). The accepted
     localizations are linked across consecutive frames (:func:`smlmdn.localize.link.link`, at most
     ``link_distance_nm`` apart): each keeps its own fit and gets its blink's pooled position.
+    ``extend`` (default, calibrated test only): the frames next to each blink, and frames inside it
+    without a localization, are tested at the blink's known position (:mod:`smlmdn.localize.extend`,
+    Benjamini-Hochberg at ``fdr`` over those tests); accepted frames are added as rows with
+    ``extended`` set, the blink's pooled position and ``n_extended`` counts them.
     ``saturation_photons`` (see :func:`smlmdn.camera.saturation_photons`): localizations whose fit
     box holds a clipped pixel are flagged (``saturated``) and dropped unless ``keep_saturated``
     (their photons, background and precision are wrong); ``n_saturated`` counts them.
@@ -322,7 +330,7 @@ def localize(
 
     Returns a DataFrame with :data:`LOC_COLUMNS` (nm, photoelectrons, 0-based frames) and ``attrs``
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
-    ``n_dropped_outside``, ``n_tracks``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
+    ``n_dropped_outside``, ``n_tracks``, ``n_extended``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
     are split), plus the fitted candidates until the FDR decision.
     Raises :class:`SmlmdnError` for settings that cannot work (see
@@ -338,6 +346,7 @@ def localize(
         link_distance_nm=link_distance_nm,
         multi_emitter=multi_emitter,
         keep_saturated=keep_saturated,
+        extend=extend,
     )
     return _localize_movie(
         photons,
@@ -421,6 +430,11 @@ def _localize_movie(
     if not settings.keep_saturated:
         locs = locs[~locs["saturated"].to_numpy()].reset_index(drop=True)
     locs = link(locs, max_distance_nm=settings.link_distance_nm)
+    locs, n_extended = (
+        _extend(photons, locs, camera, settings, progress)
+        if settings.calibrated and settings.extend
+        else (locs.assign(extended=False), 0)
+    )
     acceptance = (
         f"GLRT p-value, Benjamini-Hochberg FDR {settings.fdr:g} over {n_tests} tests ({n_passes} per pixel)"
         if settings.calibrated
@@ -433,6 +447,7 @@ def _localize_movie(
         "pixel_size_nm": pixel_size,
         **_settings_attrs(settings, thr, acceptance),
         "n_tracks": int(locs["track"].nunique()),
+        "n_extended": n_extended,
         "n_saturated": n_saturated,
         "saturated_kept": bool(settings.keep_saturated),
     }
@@ -444,6 +459,48 @@ def _localize_movie(
             stacklevel=3,
         )
     return locs
+
+
+def _extend(
+    photons: da.Array, locs: pd.DataFrame, camera: Camera, settings: LocalizeSettings, progress: bool
+) -> tuple[pd.DataFrame, int]:
+    """Add the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
+
+    Reads only the frame blocks holding frames to test; returns the table sorted by frame with
+    ``extended`` set on the added rows and ``n_track`` counting them, and the number added.
+    """
+    t, ny, nx = photons.shape
+    pixel_size = float(camera.pixel_size)
+    sigma_px = settings.sigma_px(pixel_size)
+    cand = extension_candidates(locs, t)
+    frame = cand["frame"].to_numpy()
+    results = []
+    with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
+        for _, b0, b1 in frame_blocks(photons.chunks[0]):
+            lo, hi = np.searchsorted(frame, [b0, b1])
+            if lo == hi:
+                continue
+            known = locs[(locs["frame"] >= b0) & (locs["frame"] < b1)]
+            results.append(
+                known_position_test(
+                    np.asarray(photons[b0:b1].compute(), dtype=np.float64),
+                    b0,
+                    cand.iloc[lo:hi],
+                    known,
+                    sigma_px=sigma_px,
+                    box=test_box(sigma_px, settings.box, (ny, nx)),
+                    pixel_size_nm=pixel_size,
+                    read_noise_photons=camera.read_noise_photons,
+                    excess_noise=camera.excess_noise,
+                )
+            )
+            advance(hi - lo)
+    p, n_hat, b_hat = (np.concatenate(r) for r in zip(*results, strict=True)) if results else (np.zeros(0),) * 3
+    rows = extension_rows(cand, p, n_hat, b_hat, locs, settings.fdr)
+    out = pd.concat([locs.assign(extended=False), rows], ignore_index=True)
+    out = out.sort_values("frame", kind="stable").reset_index(drop=True)
+    out["n_track"] = out.groupby("track")["track"].transform("size").astype(np.int64)
+    return out[list(LOC_COLUMNS)], len(rows)
 
 
 def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.Array, da.Array | None]:

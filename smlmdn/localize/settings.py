@@ -121,7 +121,8 @@ class LocalizeSettings:
     (0, 1); ``pool``: neighbouring frames on each side summed into the acceptance test (0 to
     :data:`MAX_POOL`); ``link_distance_nm``: largest linking distance (nm, > 0); ``multi_emitter``:
     the residual pass for crowded molecules; ``keep_saturated``: keep fits whose box holds a clipped
-    pixel. Raises :class:`SmlmdnError` (one line, with a fix) for a value that cannot work.
+    pixel; ``extend``: test the frames next to each linked blink at its known position
+    (:mod:`smlmdn.localize.extend`; with the calibrated test only). Raises :class:`SmlmdnError` (one line, with a fix) for a value that cannot work.
     """
 
     box: int = 7
@@ -133,6 +134,7 @@ class LocalizeSettings:
     link_distance_nm: float = DEFAULT_MAX_DISTANCE_NM
     multi_emitter: bool = True
     keep_saturated: bool = False
+    extend: bool = True
 
     def __post_init__(self) -> None:
         """Check the settings; raise :class:`SmlmdnError` for a value that cannot work."""
