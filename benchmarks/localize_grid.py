@@ -280,6 +280,11 @@ def raw_default_table(photons: np.ndarray, camera: Any, case: Case, truth: pd.Da
     return locs
 
 
+def raw_default_uncached(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
+    """The default table computed afresh (for ablations that change module settings)."""
+    return smlmdn_localize(photons, camera, case)
+
+
 def raw_default(photons: np.ndarray, camera: Any, case: Case, truth: pd.DataFrame) -> pd.DataFrame:
     """The default's per-frame rows: each frame's own fits (the linked variants add the extended frames)."""
     return _own_frames(raw_default_table(photons, camera, case, truth))
@@ -423,6 +428,7 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
         f"raw linked nsig {ns:g} gap {g}": relinked(ns, g)
         for ns, g in [
             (3.0, 0),
+            (3.0, 1),
             (4.0, 0),
             (4.0, 1),
             (5.0, 0),
@@ -443,6 +449,7 @@ VARIANTS: dict[str, Callable[..., pd.DataFrame]] = {
     "ablation: NMS window = fit box": ablation(
         raw_default, "smlmdn.localize.detect", "nms_size", lambda sigma_px, box: box
     ),
+    "ablation: extend tracks of 2+": linked(ablation(raw_default_uncached, "smlmdn.localize.extend", "MIN_TRACK", 2)),
     "ablation: pool 1, member p 0.05": ablation(raw_pool(1), "smlmdn.localize.pipeline", "MEMBER_ALPHA", 0.05),
 }
 #: Variants run when --variants is not given (the ablations only on request).

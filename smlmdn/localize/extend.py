@@ -27,6 +27,11 @@ import pandas as pd
 from .glrt import benjamini_hochberg, glrt_estimates, psf_templates
 from .passes import boxes
 
+#: Tracks with fewer localizations than this are not extended. 1: every track. Measured with 2 (a
+#: single fit's position is poorer) at 6 grid points: efficiency -0.2 to -0.8 at the sparse ones
+#: (+0.1 at base), +2.1 and +1.3 at the two 2 /um^2 points, where Jaccard fell by 8.4 and 20.8
+#: (benchmarks/RESULTS.md, "Temporal evidence").
+MIN_TRACK = 1
 #: Reach (PSF sigmas beyond the test window's edge) within which another localization's photons
 #: enter the test window as known offset.
 OFFSET_REACH_SIGMAS = 4.0
@@ -48,6 +53,7 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
         return pd.DataFrame({"track": [], "frame": [], "x_nm": [], "y_nm": []}).astype(
             {"track": np.int64, "frame": np.int64}
         )
+    locs = locs[locs["n_track"].to_numpy() >= MIN_TRACK] if "n_track" in locs.columns else locs
     g = locs.groupby("track", sort=True)
     first, last = g["frame"].min().to_numpy(), g["frame"].max().to_numpy()
     tracks = g["frame"].min().index.to_numpy()
