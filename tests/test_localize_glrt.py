@@ -86,6 +86,7 @@ def test_pure_noise_movies_respect_the_false_discovery_rate(pool: int) -> None:
     assert movies_with_false <= 6  # expected <= 2 of 20; P(> 6 | rate 0.1) < 0.3 %
 
 
+@pytest.mark.filterwarnings("ignore:no molecules found")  # pure-noise movie: the expected outcome
 def test_a_denoiser_cannot_invent_localizations() -> None:
     rng = np.random.default_rng(3)
     raw = _noise_movie(rng, frames=30)
