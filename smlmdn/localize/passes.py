@@ -43,6 +43,14 @@ NEIGHBOUR_PHOTONS = 1.0
 #: 40.9/14.4; the same with only the accepted fits held fixed: 82.6/61.6, 72.2/43.3, 87.3/69.9, 40.9/14.3.
 REFINE_SWEEPS = 8
 MERGE_SIGMAS = 1.5
+#: A crowded spot is refitted in a sweep only when its neighbours' photons in its fit box changed since
+#: its fit by more than this many of the fit's noise standard deviations (:meth:`BlockPasses.offset_moved`;
+#: the refit would move its parameters by less than this fraction of their CRLB). Each fit stays the MLE
+#: with its held offset, which is within this tolerance of its neighbours' current photons. Measured
+#: (sim128 movie, first 400 frames, one thread): refits 89,652 -> 43,300 (tolerance 0, 0.3), Jaccard
+#: 77.53 -> 77.54, efficiency 58.18 -> 58.18; at 1.0, 28,724 refits but efficiency 57.4 and the merged
+#: pair of tests/test_localize_detect.py separated in 0.43-0.63 of frames instead of 0.65-0.9.
+REFIT_TOLERANCE = 0.3
 #: Acceptance tests per pixel with the multi-emitter pass: the residual pass may test a pixel again, so the
 #: Benjamini-Hochberg decision (in the block and over the movie) counts two.
 TESTS_PER_PIXEL = 2
@@ -320,9 +328,11 @@ class BlockPasses:
         sure = self.confident(new)
         rest, core = rest.join(new.subset(~sure)), core.join(new.subset(sure))
         for _ in range(REFINE_SWEEPS - 1):
-            core = self.refine(core, test=False)
+            core, n_refit = self.refine(core, test=False)
+            if not n_refit:  # settled: every fit is its MLE with the others held fixed, within REFIT_TOLERANCE
+                break
         core = self.merge_close(core)
-        return self.refine(core, test=True).join(rest)
+        return self.refine(core, test=True)[0].join(rest)
 
     def merge_close(self, sp: Spots) -> Spots:
         """Drop the dimmer of every two spots of one frame closer than :data:`MERGE_SIGMAS` PSF sigmas."""
@@ -335,22 +345,23 @@ class BlockPasses:
         r = self.tb // 2
         return known.sums(cand.frame, cand.row - r, cand.col - r, self.tb)
 
-    def refine(self, sp: Spots, test: bool) -> Spots:
+    def refine(self, sp: Spots, test: bool) -> tuple[Spots, int]:
         """One Jacobi sweep: refit (and with ``test`` re-test) every spot with neighbours in its window, the others held fixed.
 
-        The offset of spot k is the photons of all the other spots in its window (:mod:`smlmdn.localize.neighbours`). Spots with less
-        than :data:`NEIGHBOUR_PHOTONS` of neighbours' photons in the test window around their pixel
-        keep their fit and p-value (they would not change).
+        Returns the spots and how many were refitted. The offset of spot k is the photons of all the other spots in its
+        window (:mod:`smlmdn.localize.neighbours`). Spots with less than :data:`NEIGHBOUR_PHOTONS` of
+        neighbours' photons in the test window around their pixel keep their fit and p-value (they would
+        not change); so do those whose offset moved by no more than :data:`REFIT_TOLERANCE`
+        (:meth:`offset_moved`) since their fit. With ``test`` every spot with neighbours is re-tested.
         """
         known = sp.molecules(self.own.shape, self.sigma_px)
         crowded = self.window_sums(known, sp.cand) - sp.res.theta[:, 2] > NEIGHBOUR_PHOTONS
         if not crowded.any():
-            return sp
+            return sp, 0
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
         offset = known.boxes(few.cand.frame, few.oy, few.ox, self.box, exclude=idx)
-        # a fit is a function of its box and offset: refitting a spot whose offset has not changed would repeat its fit
-        moved = np.any(offset != few.held, axis=(1, 2))
+        moved = self.offset_moved(few, offset)
         refit = idx[moved]
         res = self.fit(
             boxes(self.fit_frames, few.cand.frame[moved], few.oy[moved], few.ox[moved], self.box), offset[moved]
@@ -363,4 +374,23 @@ class BlockPasses:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
             test_offset = known.boxes(few.cand.frame, ty, tx, self.tb, exclude=idx)
             new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, ty, tx, self.pooled, test_offset)
-        return self.good(new)
+        return self.good(new), len(refit)
+
+    def offset_moved(self, sp: Spots, offset: np.ndarray) -> np.ndarray:
+        """Return which spots (bool (n,)) to refit: their neighbours' photons ``offset`` (n, B, B) moved beyond :data:`REFIT_TOLERANCE`.
+
+        The change ``D = offset - sp.held`` since the fit is measured in the fit's noise:
+        ``chi2 = sum D^2 / mu`` over the fit box, with ``mu`` the fitted model's expected counts in
+        the camera noise model of :mod:`smlmdn.localize.fit` (``s (N g + b + r^2 + o)``, the smaller
+        of the old and new offset ``o``, ``s = 1 / excess``). To first order the MLE moves by
+        ``I^-1 J' W D`` (``I`` the Fisher information, ``J`` the model's Jacobian, ``W = 1 / mu``), whose
+        Mahalanobis length ``sqrt(dtheta' I dtheta)`` is at most ``sqrt(chi2)``: below the tolerance
+        the refit would move every parameter by less than that fraction of its CRLB.
+        """
+        change = offset - sp.held
+        th = sp.res.theta
+        r2, scale = (self.read_noise_photons**2, 1.0 / self.excess_noise) if self.fit_on_raw else (0.0, 1.0)
+        g = psf_templates(th[:, 0], th[:, 1], th[:, 4], self.box)
+        mu = th[:, 2, None, None] * g + th[:, 3, None, None] + r2 + np.minimum(sp.held, offset)
+        chi2 = scale * np.sum(change * change / np.maximum(mu, 1e-6), axis=(1, 2))
+        return chi2 > REFIT_TOLERANCE**2
