@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 #: Expected number of pure-noise candidates per pixel that the default threshold allows
@@ -174,10 +175,36 @@ def detect(
     # A frame with no noise at all (e.g. constant) has no candidates; avoid dividing by zero.
     noise = np.where(noise > 0, noise, np.inf).astype(np.float32)
     significance = filtered / noise[:, None, None]
-    size = nms_size(sigma_px, box)
-    local_max = ndimage.maximum_filter(filtered, size=(1, size, size), mode="nearest") == filtered
-    mask = local_max & (significance > threshold)
+    mask = np.empty(filtered.shape, dtype=bool)
+    _peaks(filtered, significance, np.float32(threshold), nms_size(sigma_px, box) // 2, mask)
     t, r, c = np.nonzero(mask)
     return Candidates(
         t.astype(np.int64), r.astype(np.int64), c.astype(np.int64), significance[t, r, c].astype(np.float32)
     )
+
+
+@njit(cache=True, nogil=True)
+def _peaks(filtered, significance, threshold, half, mask):  # pragma: no cover
+    """Set ``mask`` (T, Y, X) where ``significance > threshold`` and ``filtered`` is the maximum of its window.
+
+    The window is ``2 half + 1`` px square within the frame: the same as ``maximum_filter(filtered, size=(1, 2
+    half + 1, 2 half + 1), mode="nearest") == filtered`` (edge padding repeats pixels already in the window),
+    but only the pixels above the threshold are looked at.
+    """
+    n_t, n_y, n_x = filtered.shape
+    for t in range(n_t):
+        for r in range(n_y):
+            for c in range(n_x):
+                mask[t, r, c] = False
+                if not significance[t, r, c] > threshold:
+                    continue
+                v = filtered[t, r, c]
+                top = True
+                for i in range(max(r - half, 0), min(r + half, n_y - 1) + 1):
+                    for j in range(max(c - half, 0), min(c + half, n_x - 1) + 1):
+                        if filtered[t, i, j] > v:
+                            top = False
+                            break
+                    if not top:
+                        break
+                mask[t, r, c] = top
