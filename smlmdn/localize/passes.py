@@ -55,7 +55,7 @@ REFIT_TOLERANCE = 0.3
 #: Benjamini-Hochberg decision (in the block and over the movie) counts two.
 TESTS_PER_PIXEL = 2
 _FIT_FIELDS = ("theta", "crlb", "loglik", "llr", "iterations", "status")
-_SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held")
+_SPOT_ARRAYS = ("oy", "ox", "p_value", "p_frame", "held", "p_pool")
 
 
 def boxes(frames: np.ndarray, t: np.ndarray, oy: np.ndarray, ox: np.ndarray, box: int) -> np.ndarray:
@@ -98,8 +98,9 @@ def acceptance_p_values(
     read_noise_photons: float,
     excess_noise: float,
     offset: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame)``, each (n,).
+    p_pool: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GLRT p-values on raw photons for candidates at block frames ``t`` -> ``(p, p_frame, p_pool)``, each (n,).
 
     ``own`` (T, Y, X): the block's raw photons; ``p_frame`` tests the candidate's own frame. With
     ``pooled`` (sums over neighbouring frames and their frame counts, see
@@ -109,6 +110,9 @@ def acceptance_p_values(
     frames"); without pooling ``p = p_frame``. Windows of side ``box`` at corners (``oy``, ``ox``);
     ``templates`` (n, box, box) the unit PSF tested; ``offset`` (n, box, box): known photons of
     neighbouring molecules in each window (own frame only; the pooled test does not use it).
+    ``p_pool`` (n,): pooled p-values known from an earlier test of the same windows (it depends on
+    neither the offset nor a fit), NaN where unknown; only those are computed. Without pooling
+    ``p_pool`` is returned NaN.
     """
     _, p_frame = glrt(
         boxes(own, t, oy, ox, box),
@@ -118,16 +122,20 @@ def acceptance_p_values(
         excess_noise=excess_noise,
     )
     if pooled is None:
-        return p_frame, p_frame
+        return p_frame, p_frame, np.full(len(t), np.nan)
     sums, n_frames = pooled
-    _, p_pool = glrt(
-        boxes(sums, t, oy, ox, box),
-        templates,
-        n_frames=n_frames[t],
-        read_noise_photons=read_noise_photons,
-        excess_noise=excess_noise,
-    )
-    return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame
+    p_pool = np.full(len(t), np.nan) if p_pool is None else np.array(p_pool, dtype=np.float64)
+    todo = np.isnan(p_pool)
+    if todo.any():
+        tt = t[todo]
+        _, p_pool[todo] = glrt(
+            boxes(sums, tt, oy[todo], ox[todo], box),
+            templates[todo],
+            n_frames=n_frames[tt],
+            read_noise_photons=read_noise_photons,
+            excess_noise=excess_noise,
+        )
+    return np.minimum(1.0, 2.0 * np.minimum(p_frame, p_pool)), p_frame, p_pool
 
 
 @dataclass
@@ -136,7 +144,8 @@ class Spots:
 
     ``cand``: the candidates; ``oy``/``ox`` (n,): corners of their fit boxes; ``res``: the fit (box
     coordinates, pixels); ``p_value``/``p_frame`` (n,): acceptance p-values (:func:`acceptance_p_values`);
-    ``held`` (n, B, B): the photons of known neighbours the fit held fixed in the fit box (0 without).
+    ``held`` (n, B, B): the photons of known neighbours the fit held fixed in the fit box (0 without);
+    ``p_pool`` (n,): the pooled test's p-value, NaN where it was not run.
     """
 
     cand: Candidates
@@ -146,6 +155,7 @@ class Spots:
     p_value: np.ndarray
     p_frame: np.ndarray
     held: np.ndarray
+    p_pool: np.ndarray
 
     def __len__(self) -> int:
         """Return the number of spots."""
@@ -236,13 +246,15 @@ class BlockPasses:
         tx: np.ndarray,
         pooled: tuple[np.ndarray, np.ndarray] | None,
         offset: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Compute the acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame)``, each (n,).
+        p_pool: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Compute the acceptance p-values of ``cand`` at their pixels -> ``(p_value, p_frame, p_pool)``, each (n,).
 
-        The test windows are at corners (``ty``, ``tx``).
+        The test windows are at corners (``ty``, ``tx``); ``p_pool``: the pooled ones known (see
+        :func:`acceptance_p_values`).
         """
         templates = psf_templates(cand.col - tx + 0.5, cand.row - ty + 0.5, self.sigma_px, self.tb)
-        p, p_frame = acceptance_p_values(
+        return acceptance_p_values(
             self.own,
             pooled,
             cand.frame,
@@ -251,27 +263,27 @@ class BlockPasses:
             templates,
             box=self.tb,
             offset=offset,
+            p_pool=p_pool,
             read_noise_photons=self.read_noise_photons,
             excess_noise=self.excess_noise,
         )
-        return p, p_frame
 
     def test_and_fit(self, cand: Candidates, known: Molecules | None = None) -> Spots:
         """Test ``cand`` (with the ``known`` molecules' photons as offset), drop the hopeless, fit the rest."""
         ty, tx = corners(cand, self.tb, self.own.shape[1:])
         if known is None:
-            p_value, p_frame = self.p_values(cand, ty, tx, self.pooled, None)
+            p_value, p_frame, p_pool = self.p_values(cand, ty, tx, self.pooled, None)
         else:
-            p_value, p_frame = self.p_values(cand, ty, tx, None, known.boxes(cand.frame, ty, tx, self.tb))
+            p_value, p_frame, p_pool = self.p_values(cand, ty, tx, None, known.boxes(cand.frame, ty, tx, self.tb))
         if self.max_p is not None:  # Benjamini-Hochberg never accepts p > fdr: do not fit what cannot be kept
             hopeful = (p_value <= self.max_p) & (p_frame <= MEMBER_ALPHA)
             self.counts["n_rejected"] += int(np.sum(~hopeful))
-            cand, p_value, p_frame = cand.subset(hopeful), p_value[hopeful], p_frame[hopeful]
+            cand, p_value, p_frame, p_pool = cand.subset(hopeful), p_value[hopeful], p_frame[hopeful], p_pool[hopeful]
         oy, ox = corners(cand, self.box, self.own.shape[1:])
         offset = None if known is None else known.boxes(cand.frame, oy, ox, self.box)
         res = self.fit(boxes(self.fit_frames, cand.frame, oy, ox, self.box), offset)
         held = np.zeros((len(cand), self.box, self.box)) if offset is None else offset
-        return self.good(Spots(cand, oy, ox, res, p_value, p_frame, held))
+        return self.good(Spots(cand, oy, ox, res, p_value, p_frame, held, p_pool))
 
     def good(self, sp: Spots) -> Spots:
         """Return the spots whose fit converged inside its box with finite CRLB and positive photons; the others are counted."""
@@ -361,7 +373,7 @@ class BlockPasses:
         idx = np.flatnonzero(crowded)
         few = sp.subset(crowded)
         offset = known.boxes(few.cand.frame, few.oy, few.ox, self.box, exclude=idx)
-        moved = self.offset_moved(few, offset)
+        moved = self.offset_moved(few.res.theta, few.held, offset)
         refit = idx[moved]
         res = self.fit(
             boxes(self.fit_frames, few.cand.frame[moved], few.oy[moved], few.ox[moved], self.box), offset[moved]
@@ -373,13 +385,17 @@ class BlockPasses:
         if test:
             ty, tx = corners(few.cand, self.tb, self.own.shape[1:])
             test_offset = known.boxes(few.cand.frame, ty, tx, self.tb, exclude=idx)
-            new.p_value[idx], new.p_frame[idx] = self.p_values(few.cand, ty, tx, self.pooled, test_offset)
+            # the pooled test holds no neighbours: a p-value known from the first pass is reused
+            new.p_value[idx], new.p_frame[idx], new.p_pool[idx] = self.p_values(
+                few.cand, ty, tx, self.pooled, test_offset, few.p_pool
+            )
         return self.good(new), len(refit)
 
-    def offset_moved(self, sp: Spots, offset: np.ndarray) -> np.ndarray:
-        """Return which spots (bool (n,)) to refit: their neighbours' photons ``offset`` (n, B, B) moved beyond :data:`REFIT_TOLERANCE`.
+    def offset_moved(self, theta: np.ndarray, held: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Return which fits (bool (n,)) the neighbours' photons ``offset`` (n, B, B) moved beyond :data:`REFIT_TOLERANCE`.
 
-        The change ``D = offset - sp.held`` since the fit is measured in the fit's noise:
+        For fits ``theta`` (n, 5) made with the neighbours' photons ``held`` (n, B, B) (NaN: no such fit,
+        moved), the change ``D = offset - held`` is measured in the fit's noise:
         ``chi2 = sum D^2 / mu`` over the fit box, with ``mu`` the fitted model's expected counts in
         the camera noise model of :mod:`smlmdn.localize.fit` (``s (N g + b + r^2 + o)``, the smaller
         of the old and new offset ``o``, ``s = 1 / excess``). To first order the MLE moves by
@@ -387,10 +403,10 @@ class BlockPasses:
         Mahalanobis length ``sqrt(dtheta' I dtheta)`` is at most ``sqrt(chi2)``: below the tolerance
         the refit would move every parameter by less than that fraction of its CRLB.
         """
-        change = offset - sp.held
-        th = sp.res.theta
+        change = offset - held
+        th = theta
         r2, scale = (self.read_noise_photons**2, 1.0 / self.excess_noise) if self.fit_on_raw else (0.0, 1.0)
         g = psf_templates(th[:, 0], th[:, 1], th[:, 4], self.box)
-        mu = th[:, 2, None, None] * g + th[:, 3, None, None] + r2 + np.minimum(sp.held, offset)
+        mu = th[:, 2, None, None] * g + th[:, 3, None, None] + r2 + np.minimum(held, offset)
         chi2 = scale * np.sum(change * change / np.maximum(mu, 1e-6), axis=(1, 2))
-        return chi2 > REFIT_TOLERANCE**2
+        return ~(chi2 <= REFIT_TOLERANCE**2)
