@@ -18,6 +18,7 @@ localizations with every fit held fixed, 3 with the accepted ones only, as witho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,32 @@ def _gather(frames, t, oy, ox, out):  # pragma: no cover
         for i in range(box):
             for j in range(box):
                 out[k, i, j] = frames[t[k], oy[k] + i, ox[k] + j]
+
+
+@njit(cache=True, nogil=True)
+def _offset_chi2(theta, held, offset, r2, scale, out):  # pragma: no cover
+    """``out[k] = scale sum (offset - held)^2 / mu`` over box ``k`` (:meth:`BlockPasses.offset_moved`).
+
+    ``mu = N Ex Ey + b + r2 + min(held, offset)`` with ``theta[k] = (x, y, N, b, sigma)``, at least 1e-6.
+    """
+    nb = held.shape[1]
+    ex = np.empty(nb)
+    ey = np.empty(nb)
+    for k in range(theta.shape[0]):
+        inv = 1.0 / (math.sqrt(2.0) * theta[k, 4])
+        for e, c in ((ex, theta[k, 0]), (ey, theta[k, 1])):
+            below = math.erf(-c * inv)
+            for i in range(nb):
+                above = math.erf((i + 1.0 - c) * inv)
+                e[i] = 0.5 * (above - below)
+                below = above
+        total = 0.0
+        for i in range(nb):
+            for j in range(nb):
+                d = offset[k, i, j] - held[k, i, j]
+                mu = theta[k, 2] * ex[j] * ey[i] + theta[k, 3] + r2 + min(held[k, i, j], offset[k, i, j])
+                total += d * d / max(mu, 1e-6)
+        out[k] = scale * total
 
 
 def corners(cand: Candidates, box: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -403,10 +430,15 @@ class BlockPasses:
         Mahalanobis length ``sqrt(dtheta' I dtheta)`` is at most ``sqrt(chi2)``: below the tolerance
         the refit would move every parameter by less than that fraction of its CRLB.
         """
-        change = offset - held
-        th = theta
         r2, scale = (self.read_noise_photons**2, 1.0 / self.excess_noise) if self.fit_on_raw else (0.0, 1.0)
-        g = psf_templates(th[:, 0], th[:, 1], th[:, 4], self.box)
-        mu = th[:, 2, None, None] * g + th[:, 3, None, None] + r2 + np.minimum(held, offset)
-        chi2 = scale * np.sum(change * change / np.maximum(mu, 1e-6), axis=(1, 2))
+        chi2 = np.empty(len(theta))
+        if len(theta):
+            _offset_chi2(
+                np.ascontiguousarray(theta, dtype=np.float64),
+                np.ascontiguousarray(held, dtype=np.float64),
+                np.ascontiguousarray(offset, dtype=np.float64),
+                r2,
+                scale,
+                chi2,
+            )
         return ~(chi2 <= REFIT_TOLERANCE**2)
