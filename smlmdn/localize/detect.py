@@ -118,13 +118,13 @@ def band_pass(frames: np.ndarray, sigma_px: float) -> np.ndarray:
 
     The output is in units of the output noise for unit white noise input (see :func:`noise_gain`).
     The Gaussians are ``scipy.ndimage.gaussian_filter(frames, (0, s, s), mode="nearest")`` computed by
-    :func:`_gaussian_yx`, to the bit.
+    :func:`_gaussian_yx`, to the bit (:func:`_difference_of_gaussians`).
     """
     frames = np.ascontiguousarray(frames, dtype=np.float32)
-    small, big = np.empty_like(frames), np.empty_like(frames)
-    _gaussian_yx(frames, _gaussian_weights(float(sigma_px)), small)
-    _gaussian_yx(frames, _gaussian_weights(BACKGROUND_SIGMA_FACTOR * float(sigma_px)), big)
-    return (small - big) / noise_gain(frames.shape[1:], float(sigma_px))
+    out = np.empty_like(frames)
+    small, big = _gaussian_weights(float(sigma_px)), _gaussian_weights(BACKGROUND_SIGMA_FACTOR * float(sigma_px))
+    _difference_of_gaussians(frames, small, big, noise_gain(frames.shape[1:], float(sigma_px)), out)
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -221,44 +221,57 @@ def _peaks(filtered, significance, threshold, half, mask):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def _gaussian_yx(frames, w, out):  # pragma: no cover
-    """Filter each frame of ``frames`` (T, Y, X) float32 along y, then x, with the symmetric weights ``w`` -> ``out``.
+def _difference_of_gaussians(frames, small, big, gain, out):  # pragma: no cover
+    """``out[t] = (G_small frames[t] - G_big frames[t]) / gain`` in float32, frame by frame (:func:`_gaussian_yx`)."""
+    n_t, n_y, n_x = frames.shape
+    a = np.empty((n_y, n_x), dtype=np.float32)
+    b = np.empty((n_y, n_x), dtype=np.float32)
+    for t in range(n_t):
+        _gaussian_yx(frames[t], small, a)
+        _gaussian_yx(frames[t], big, b)
+        for y in range(n_y):
+            for x in range(n_x):
+                out[t, y, x] = (a[y, x] - b[y, x]) / gain[y, x]
 
-    As ``scipy.ndimage.gaussian_filter`` with ``mode="nearest"`` (edge pixels repeated) does it, to the
+
+@njit(cache=True, nogil=True)
+def _gaussian_yx(frame, w, out):  # pragma: no cover
+    """Filter ``frame`` (Y, X) float32 along y, then x, with the symmetric weights ``w`` -> ``out`` (Y, X) float32.
+
+    As ``scipy.ndimage.gaussian_filter(frame, s, mode="nearest")`` does it (edge pixels repeated), to the
     bit: each axis sums in float64 the centre tap and then the pairs of taps, farthest first, and rounds
     to float32 between the axes; here the y pass runs over whole rows at a time (vectorised).
     """
-    n_t, n_y, n_x = frames.shape
+    n_y, n_x = frame.shape
     r = (w.shape[0] - 1) // 2
     rows = np.empty((n_y + 2 * r, n_x))
     acc = np.empty((n_y, n_x))
     mid = np.empty((n_y, n_x), dtype=np.float32)
     line = np.empty(n_x + 2 * r)
     lacc = np.empty(n_x)
-    for t in range(n_t):
-        for i in range(n_y + 2 * r):
-            src = min(max(i - r, 0), n_y - 1)
-            for c in range(n_x):
-                rows[i, c] = frames[t, src, c]
+    for i in range(n_y + 2 * r):
+        src = min(max(i - r, 0), n_y - 1)
+        for c in range(n_x):
+            rows[i, c] = frame[src, c]
+    for y in range(n_y):
+        for c in range(n_x):
+            acc[y, c] = rows[y + r, c] * w[r]
+    for k in range(r, 0, -1):
+        wk = w[r - k]
         for y in range(n_y):
             for c in range(n_x):
-                acc[y, c] = rows[y + r, c] * w[r]
+                acc[y, c] += (rows[y + r - k, c] + rows[y + r + k, c]) * wk
+    for y in range(n_y):
+        for c in range(n_x):
+            mid[y, c] = np.float32(acc[y, c])
+    for y in range(n_y):
+        for i in range(n_x + 2 * r):
+            line[i] = mid[y, min(max(i - r, 0), n_x - 1)]
+        for c in range(n_x):
+            lacc[c] = line[c + r] * w[r]
         for k in range(r, 0, -1):
             wk = w[r - k]
-            for y in range(n_y):
-                for c in range(n_x):
-                    acc[y, c] += (rows[y + r - k, c] + rows[y + r + k, c]) * wk
-        for y in range(n_y):
             for c in range(n_x):
-                mid[y, c] = np.float32(acc[y, c])
-        for y in range(n_y):
-            for i in range(n_x + 2 * r):
-                line[i] = mid[y, min(max(i - r, 0), n_x - 1)]
-            for c in range(n_x):
-                lacc[c] = line[c + r] * w[r]
-            for k in range(r, 0, -1):
-                wk = w[r - k]
-                for c in range(n_x):
-                    lacc[c] += (line[c + r - k] + line[c + r + k]) * wk
-            for c in range(n_x):
-                out[t, y, c] = np.float32(lacc[c])
+                lacc[c] += (line[c + r - k] + line[c + r + k]) * wk
+        for c in range(n_x):
+            out[y, c] = np.float32(lacc[c])
