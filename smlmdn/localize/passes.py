@@ -340,8 +340,9 @@ class BlockPasses:
 
     def residual_pass(self, spots: Spots) -> Spots:
         """Propose on the frames less the fitted ``spots``, test and fit the new candidates with those held fixed."""
+        known = spots.molecules(self.own.shape, self.sigma_px)
         more = detect(
-            self.own - spots.render(self.own.shape, self.sigma_px).astype(np.float32),
+            self.own - known.render().astype(np.float32),
             self.sigma_px,
             self.box,
             self.threshold,
@@ -351,7 +352,6 @@ class BlockPasses:
         )
         # where the known molecules put (almost) no photons into the test window, the residual is the raw
         # frame: the first pass already tested those candidates
-        known = spots.molecules(self.own.shape, self.sigma_px)
         near = self.window_sums(known, more)
         taken = set(zip(spots.cand.frame.tolist(), spots.cand.row.tolist(), spots.cand.col.tolist(), strict=True))
         fresh = [k not in taken for k in zip(more.frame.tolist(), more.row.tolist(), more.col.tolist(), strict=True)]
