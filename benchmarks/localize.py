@@ -325,9 +325,12 @@ os.write(int(sys.argv[1]), json.dumps({"wall_s": wall, "user_s": u.ru_utime, "sy
 """
 
 
-def run_process(cmd: list[str], env: dict[str, str] | None = None, last_line: bool = False) -> dict[str, Any]:
+def run_process(
+    cmd: list[str], env: dict[str, str] | None = None, last_line: bool = False, cwd: str | None = None
+) -> dict[str, Any]:
     """Run ``cmd`` to the end -> wall seconds, CPU seconds (user + system) and peak RSS (MB) of that process;
-    with ``last_line``, also the last line it printed (``message``, at most 200 characters)."""
+    with ``last_line``, also the last line it printed (``message``, at most 200 characters). ``cwd``: the
+    directory to run it in (``python -m`` imports from there before ``PYTHONPATH``)."""
     import subprocess
 
     r, w = os.pipe()
@@ -337,6 +340,7 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, last_line: bo
         stdout=subprocess.PIPE if last_line else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         pass_fds=(w,),
+        cwd=cwd,
     )
     os.close(w)
     out, err = proc.communicate()
@@ -417,7 +421,9 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
         movie, camera_file, truth_file = sim / "movie.tif", sim / "camera.json", sim / "truth.csv"
     else:
-        movie, camera_file, truth_file = args.movie, args.camera, args.truth
+        movie = Path(args.movie).resolve()
+        camera_file = Path(args.camera).resolve() if args.camera else None
+        truth_file = Path(args.truth).resolve() if args.truth else None
     camera = load_camera(camera_file)
     pversion, pwhy = picasso_version()
     match, match_source = _matcher()
@@ -426,6 +432,8 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     py = args.smlmdn_python or sys.executable
+    if os.sep in py:  # a path: the processes run in the work folder
+        py = str(Path(py).absolute())
     commands: dict[str, tuple[list[str], Path]] = {}
     envs: dict[str, dict[str, str]] = {}
 
@@ -441,7 +449,7 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         smlmdn_command(name, work / "baseline.hdf5")
         envs[name] = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(args.baseline), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(Path(args.baseline).resolve()), os.environ.get("PYTHONPATH", "")]),
         }
     min_ng = None
     if pversion:
@@ -469,7 +477,9 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
     for r in range(args.rounds + 1):  # round 0: warm-up, not counted
         for name, (cmd, _) in commands.items():
-            res = run_process(cmd, envs.get(name, env))
+            # in the work folder: `python -m smlmdn` run in a source tree would import that tree's code first,
+            # whatever PYTHONPATH says (every row would run the same code as the baseline row)
+            res = run_process(cmd, envs.get(name, env), cwd=str(work))
             if r:
                 runs[name].append(res)
     rows = []

@@ -6,12 +6,13 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from smlmdn.camera import Camera
 from smlmdn.errors import SmlmdnError
 from smlmdn.localize import LOC_COLUMNS, localize
-from smlmdn.localize.detect import default_threshold, detect
+from smlmdn.localize.detect import band_pass, default_threshold, detect, nms_size, noise_gain, robust_std, stabilise
 from smlmdn.psf import render_spots
 
 PIXEL_NM = 100.0
@@ -191,3 +192,24 @@ def test_multi_emitter_pass_separates_a_merged_pair() -> None:
     assert single < 0.2 and n_single <= 22  # one fit in between the two
     # most frames: both, each where it is (measured 0.75; the Jacobi refit leaves a fit in between now and then)
     assert multi >= 0.6 and n_multi <= 60
+
+
+@pytest.mark.parametrize(("shape", "sigma"), [((6, 48, 40), 1.3), ((4, 32, 32), 0.9), ((3, 7, 9), 1.6)])
+def test_band_pass_and_local_maxima_equal_scipy_to_the_bit(shape: tuple[int, int, int], sigma: float) -> None:
+    # the compiled filters and peak search must give scipy's numbers and candidates exactly (frames smaller
+    # than the wide Gaussian included)
+    rng = np.random.default_rng(4)
+    frames = stabilise(rng.poisson(rng.uniform(1, 100, shape)).astype(np.float32))
+    small = ndimage.gaussian_filter(frames, (0, sigma, sigma), mode="nearest")
+    big = ndimage.gaussian_filter(frames, (0, 3 * sigma, 3 * sigma), mode="nearest")
+    expected = (small - big) / noise_gain(shape[1:], sigma)
+    filtered = band_pass(frames, sigma)
+    assert np.array_equal(filtered, expected)
+    # candidates: local maxima of their nms_size window above the threshold, as maximum_filter finds them
+    photons = rng.poisson(rng.uniform(1, 100, shape)).astype(np.float32)
+    cand = detect(photons, sigma, 7, 1.0)
+    filtered = band_pass(stabilise(photons), sigma)
+    significance = filtered / robust_std(filtered).astype(np.float32)[:, None, None]
+    size = nms_size(sigma, 7)
+    peaks = (ndimage.maximum_filter(filtered, size=(1, size, size), mode="nearest") == filtered) & (significance > 1.0)
+    assert len(cand) > 0 and np.array_equal(np.stack([cand.frame, cand.row, cand.col]), np.stack(np.nonzero(peaks)))

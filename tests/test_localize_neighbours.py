@@ -1,4 +1,4 @@
-"""The compiled window photons of known molecules equal the rendered movie cut into boxes and filtered."""
+"""The compiled window photons of known molecules equal the rendered movie cut into boxes and filtered, and the render."""
 
 from __future__ import annotations
 
@@ -106,3 +106,13 @@ def test_brightest_apart_equals_the_greedy_reference() -> None:
 
     np.testing.assert_array_equal(keep, _brightest_apart_reference(frame, x, y, photons, 1.5 * SIGMA_PX))
     assert 0 < keep.sum() < len(keep)
+
+
+def test_render_equals_render_spots() -> None:
+    # the residual pass subtracts this movie: the same photons as smlmdn.psf.render_spots, edges included
+    rng = np.random.default_rng(6)
+    frame, x, y, photons = _molecules(rng, 300)
+    got = Molecules.of(frame, x, y, photons, SHAPE, SIGMA_PX).render()
+    want = render_spots(x, y, photons, SIGMA_PX, SHAPE, frame=frame)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert not got[-1].any()

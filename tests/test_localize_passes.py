@@ -1,10 +1,12 @@
-"""The test-and-fit passes' helpers: compiled box gathering equals numpy indexing."""
+"""The test-and-fit passes' helpers: compiled box gathering equals numpy indexing; the refit tolerance; reused pooled tests."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from smlmdn.localize.passes import boxes
+from smlmdn.localize.fit import fit_spots
+from smlmdn.localize.glrt import psf_templates
+from smlmdn.localize.passes import REFIT_TOLERANCE, BlockPasses, acceptance_p_values, boxes
 
 
 def test_boxes_equal_numpy_indexing_as_float64() -> None:
@@ -19,3 +21,59 @@ def test_boxes_equal_numpy_indexing_as_float64() -> None:
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, want)
     assert boxes(frames, t[:0], oy[:0], ox[:0], 7).shape == (0, 7, 7)
+
+
+def _passes(own: np.ndarray, pooled: tuple[np.ndarray, np.ndarray] | None = None) -> BlockPasses:
+    return BlockPasses(
+        own=own,
+        fit_frames=own,
+        pooled=pooled,
+        box=7,
+        tb=11,
+        sigma_px=1.3,
+        threshold=4.0,
+        read_noise_photons=1.5,
+        excess_noise=1.0,
+        fit_on_raw=True,
+        fit_sigma=False,
+        fit_device=None,
+        max_p=0.05,
+        counts={},
+    )
+
+
+def test_a_refit_below_the_tolerance_would_move_the_fit_by_less_than_that_many_crlbs() -> None:
+    # a spot with a neighbour's tail in its box; the neighbour's photons change a little (no refit) or much (refit)
+    rng = np.random.default_rng(2)
+    x, y = np.full(200, 3.4), np.full(200, 3.6)
+    own = 800.0 * psf_templates(x, y, 1.3, 7) + 20.0
+    tail = 600.0 * psf_templates(x + 3.5, y - 1.0, 1.3, 7)
+    data = rng.poisson(own + tail + 1.5**2) - 1.5**2
+    passes = _passes(np.zeros((1, 16, 16), np.float32))
+    first = fit_spots(data, 1.3, read_noise_photons=1.5, offset=tail)
+    for factor in (1.02, 1.5):  # the neighbour 2 % / 50 % brighter
+        moved = passes.offset_moved(first.theta, tail, factor * tail)
+        refit = fit_spots(data, 1.3, read_noise_photons=1.5, offset=factor * tail)
+        shift = np.abs(refit.theta[:, :4] - first.theta[:, :4]) / first.crlb[:, :4]
+        if factor == 1.02:
+            assert not moved.any() and np.all(shift < REFIT_TOLERANCE)
+        else:
+            assert moved.all() and np.median(shift.max(axis=1)) > REFIT_TOLERANCE
+    assert passes.offset_moved(first.theta, np.full_like(tail, np.nan), tail).all()  # no fit yet: moved
+
+
+def test_known_pooled_p_values_are_reused_and_equal_a_fresh_test() -> None:
+    rng = np.random.default_rng(3)
+    own = rng.poisson(20.0, (6, 24, 24)).astype(np.float32)
+    own[2, 10:13, 10:13] += 60.0
+    sums, n_frames = own.sum(axis=0, keepdims=True).repeat(6, axis=0), np.full(6, 6)
+    t, oy, ox = rng.integers(0, 6, 40), rng.integers(0, 13, 40), rng.integers(0, 13, 40)
+    templates = psf_templates(np.full(40, 5.5), np.full(40, 5.5), 1.3, 11)
+    kw = {"box": 11, "read_noise_photons": 1.5, "excess_noise": 1.0}
+    p, p_frame, p_pool = acceptance_p_values(own, (sums, n_frames), t, oy, ox, templates, **kw)
+    known = np.where(np.arange(40) % 2 == 0, p_pool, np.nan)
+    again = acceptance_p_values(own, (sums, n_frames), t, oy, ox, templates, p_pool=known, **kw)
+    for a, b in zip((p, p_frame, p_pool), again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, _, none = acceptance_p_values(own, None, t, oy, ox, templates, **kw)
+    assert np.isnan(none).all()

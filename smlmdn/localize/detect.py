@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 #: Expected number of pure-noise candidates per pixel that the default threshold allows
@@ -116,13 +117,23 @@ def band_pass(frames: np.ndarray, sigma_px: float) -> np.ndarray:
     """Band-pass ``frames`` (T, Y, X) with a difference of Gaussians -> float32 (T, Y, X).
 
     The output is in units of the output noise for unit white noise input (see :func:`noise_gain`).
+    The Gaussians are ``scipy.ndimage.gaussian_filter(frames, (0, s, s), mode="nearest")`` computed by
+    :func:`_gaussian_yx`, to the bit (:func:`_difference_of_gaussians`).
     """
-    frames = np.asarray(frames, dtype=np.float32)
-    small = ndimage.gaussian_filter(frames, (0, sigma_px, sigma_px), mode="nearest")
-    big = ndimage.gaussian_filter(
-        frames, (0, BACKGROUND_SIGMA_FACTOR * sigma_px, BACKGROUND_SIGMA_FACTOR * sigma_px), mode="nearest"
-    )
-    return (small - big) / noise_gain(frames.shape[1:], float(sigma_px))
+    frames = np.ascontiguousarray(frames, dtype=np.float32)
+    out = np.empty_like(frames)
+    small, big = _gaussian_weights(float(sigma_px)), _gaussian_weights(BACKGROUND_SIGMA_FACTOR * float(sigma_px))
+    _difference_of_gaussians(frames, small, big, noise_gain(frames.shape[1:], float(sigma_px)), out)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _gaussian_weights(sigma: float) -> np.ndarray:
+    """Return the weights of ``scipy.ndimage.gaussian_filter1d(..., sigma)`` (its response to a unit impulse)."""
+    radius = int(4.0 * sigma + 0.5)  # scipy's default truncate 4
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
 
 
 def robust_std(filtered: np.ndarray) -> np.ndarray:
@@ -174,10 +185,93 @@ def detect(
     # A frame with no noise at all (e.g. constant) has no candidates; avoid dividing by zero.
     noise = np.where(noise > 0, noise, np.inf).astype(np.float32)
     significance = filtered / noise[:, None, None]
-    size = nms_size(sigma_px, box)
-    local_max = ndimage.maximum_filter(filtered, size=(1, size, size), mode="nearest") == filtered
-    mask = local_max & (significance > threshold)
+    mask = np.empty(filtered.shape, dtype=bool)
+    _peaks(filtered, significance, np.float32(threshold), nms_size(sigma_px, box) // 2, mask)
     t, r, c = np.nonzero(mask)
     return Candidates(
         t.astype(np.int64), r.astype(np.int64), c.astype(np.int64), significance[t, r, c].astype(np.float32)
     )
+
+
+@njit(cache=True, nogil=True)
+def _peaks(filtered, significance, threshold, half, mask):  # pragma: no cover
+    """Set ``mask`` (T, Y, X) where ``significance > threshold`` and ``filtered`` is the maximum of its window.
+
+    The window is ``2 half + 1`` px square within the frame: the same as ``maximum_filter(filtered, size=(1, 2
+    half + 1, 2 half + 1), mode="nearest") == filtered`` (edge padding repeats pixels already in the window),
+    but only the pixels above the threshold are looked at.
+    """
+    n_t, n_y, n_x = filtered.shape
+    for t in range(n_t):
+        for r in range(n_y):
+            for c in range(n_x):
+                mask[t, r, c] = False
+                if not significance[t, r, c] > threshold:
+                    continue
+                v = filtered[t, r, c]
+                top = True
+                for i in range(max(r - half, 0), min(r + half, n_y - 1) + 1):
+                    for j in range(max(c - half, 0), min(c + half, n_x - 1) + 1):
+                        if filtered[t, i, j] > v:
+                            top = False
+                            break
+                    if not top:
+                        break
+                mask[t, r, c] = top
+
+
+@njit(cache=True, nogil=True)
+def _difference_of_gaussians(frames, small, big, gain, out):  # pragma: no cover
+    """``out[t] = (G_small frames[t] - G_big frames[t]) / gain`` in float32, frame by frame (:func:`_gaussian_yx`)."""
+    n_t, n_y, n_x = frames.shape
+    a = np.empty((n_y, n_x), dtype=np.float32)
+    b = np.empty((n_y, n_x), dtype=np.float32)
+    for t in range(n_t):
+        _gaussian_yx(frames[t], small, a)
+        _gaussian_yx(frames[t], big, b)
+        for y in range(n_y):
+            for x in range(n_x):
+                out[t, y, x] = (a[y, x] - b[y, x]) / gain[y, x]
+
+
+@njit(cache=True, nogil=True)
+def _gaussian_yx(frame, w, out):  # pragma: no cover
+    """Filter ``frame`` (Y, X) float32 along y, then x, with the symmetric weights ``w`` -> ``out`` (Y, X) float32.
+
+    As ``scipy.ndimage.gaussian_filter(frame, s, mode="nearest")`` does it (edge pixels repeated), to the
+    bit: each axis sums in float64 the centre tap and then the pairs of taps, farthest first, and rounds
+    to float32 between the axes; here the y pass runs over whole rows at a time (vectorised).
+    """
+    n_y, n_x = frame.shape
+    r = (w.shape[0] - 1) // 2
+    rows = np.empty((n_y + 2 * r, n_x))
+    acc = np.empty((n_y, n_x))
+    mid = np.empty((n_y, n_x), dtype=np.float32)
+    line = np.empty(n_x + 2 * r)
+    lacc = np.empty(n_x)
+    for i in range(n_y + 2 * r):
+        src = min(max(i - r, 0), n_y - 1)
+        for c in range(n_x):
+            rows[i, c] = frame[src, c]
+    for y in range(n_y):
+        for c in range(n_x):
+            acc[y, c] = rows[y + r, c] * w[r]
+    for k in range(r, 0, -1):
+        wk = w[r - k]
+        for y in range(n_y):
+            for c in range(n_x):
+                acc[y, c] += (rows[y + r - k, c] + rows[y + r + k, c]) * wk
+    for y in range(n_y):
+        for c in range(n_x):
+            mid[y, c] = np.float32(acc[y, c])
+    for y in range(n_y):
+        for i in range(n_x + 2 * r):
+            line[i] = mid[y, min(max(i - r, 0), n_x - 1)]
+        for c in range(n_x):
+            lacc[c] = line[c + r] * w[r]
+        for k in range(r, 0, -1):
+            wk = w[r - k]
+            for c in range(n_x):
+                lacc[c] += (line[c + r - k] + line[c + r + k]) * wk
+        for c in range(n_x):
+            out[y, c] = np.float32(lacc[c])

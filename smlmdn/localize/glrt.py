@@ -38,8 +38,8 @@ from ..psf import integrated_gaussian_1d
 _NEWTON_STEPS = 12
 
 
-def psf_templates(cx_px: np.ndarray, cy_px: np.ndarray, sigma_px: float, box: int) -> np.ndarray:
-    """Unit-intensity integrated-Gaussian PSFs (n, B, B) centred at box coordinates (``cx_px``, ``cy_px``) (n,)."""
+def psf_templates(cx_px: np.ndarray, cy_px: np.ndarray, sigma_px: float | np.ndarray, box: int) -> np.ndarray:
+    """Unit-intensity integrated-Gaussian PSFs (n, B, B) centred at box coordinates (``cx_px``, ``cy_px``) (n,), width ``sigma_px`` (scalar or (n,))."""
     ex = integrated_gaussian_1d(np.asarray(cx_px, dtype=np.float64), sigma_px, box)
     ey = integrated_gaussian_1d(np.asarray(cy_px, dtype=np.float64), sigma_px, box)
     return ey[:, :, None] * ex[:, None, :]
