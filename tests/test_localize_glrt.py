@@ -138,6 +138,8 @@ def test_saturated_localizations_are_flagged_and_dropped_by_default() -> None:
     assert dropped.attrs["n_saturated"] == kept["saturated"].sum() == frames
     assert not dropped["saturated"].any() and (dropped["x_nm"] < 2000).all()  # only the normal molecule
     assert (kept.loc[kept["saturated"], "x_nm"] > 2000).all()
+    # the bead's frames are never added by the known-position extension either: their counts are clipped
+    assert not (kept["extended"] & (kept["x_nm"] > 2000)).any()
     assert (
         saturation_photons(np.float32, CAMERA) is None
         and saturation_photons(np.uint16, CAMERA, units="photons") is None

@@ -124,7 +124,12 @@ def known_position_test(
 
 
 def extension_rows(
-    cand: pd.DataFrame, p: np.ndarray, photons: np.ndarray, bg: np.ndarray, locs: pd.DataFrame, fdr: float
+    cand: pd.DataFrame,
+    p: np.ndarray,
+    photons: np.ndarray,
+    bg: np.ndarray,
+    locs: pd.DataFrame,
+    fdr: float,
 ) -> pd.DataFrame:
     """Rows for the candidates Benjamini-Hochberg accepts at ``fdr`` over all ``len(cand)`` tests.
 

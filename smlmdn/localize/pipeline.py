@@ -431,7 +431,7 @@ def _localize_movie(
         locs = locs[~locs["saturated"].to_numpy()].reset_index(drop=True)
     locs = link(locs, max_distance_nm=settings.link_distance_nm)
     locs, n_extended = (
-        _extend(photons, locs, camera, settings, progress)
+        _extend(photons, locs, camera, settings, saturation_photons, progress)
         if settings.calibrated and settings.extend
         else (locs.assign(extended=False), 0)
     )
@@ -462,12 +462,18 @@ def _localize_movie(
 
 
 def _extend(
-    photons: da.Array, locs: pd.DataFrame, camera: Camera, settings: LocalizeSettings, progress: bool
+    photons: da.Array,
+    locs: pd.DataFrame,
+    camera: Camera,
+    settings: LocalizeSettings,
+    saturation_photons: float | None,
+    progress: bool,
 ) -> tuple[pd.DataFrame, int]:
     """Add the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
 
     Reads only the frame blocks holding frames to test; returns the table sorted by frame with
-    ``extended`` set on the added rows and ``n_track`` counting them, and the number added.
+    ``extended`` set on the added rows and ``n_track`` counting them, and the number added. A frame
+    whose fit box at the blink's position holds a clipped pixel is never added.
     """
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
@@ -481,22 +487,38 @@ def _extend(
             if lo == hi:
                 continue
             known = locs[(locs["frame"] >= b0) & (locs["frame"] < b1)]
+            block = np.asarray(photons[b0:b1].compute(), dtype=np.float64)
+            here = cand.iloc[lo:hi]
+            cy, cx = ((here[c].to_numpy() / pixel_size).astype(np.int64) for c in ("y_nm", "x_nm"))
+            saturated = (
+                saturated_boxes(block >= saturation_photons, frame[lo:hi] - b0, cy, cx, settings.box)
+                if saturation_photons is not None
+                else np.zeros(hi - lo, bool)
+            )
             results.append(
-                known_position_test(
-                    np.asarray(photons[b0:b1].compute(), dtype=np.float64),
-                    b0,
-                    cand.iloc[lo:hi],
-                    known,
-                    sigma_px=sigma_px,
-                    box=test_box(sigma_px, settings.box, (ny, nx)),
-                    pixel_size_nm=pixel_size,
-                    read_noise_photons=camera.read_noise_photons,
-                    excess_noise=camera.excess_noise,
+                (
+                    *known_position_test(
+                        block,
+                        b0,
+                        here,
+                        known,
+                        sigma_px=sigma_px,
+                        box=test_box(sigma_px, settings.box, (ny, nx)),
+                        pixel_size_nm=pixel_size,
+                        read_noise_photons=camera.read_noise_photons,
+                        excess_noise=camera.excess_noise,
+                    ),
+                    saturated,
                 )
             )
             advance(hi - lo)
-    p, n_hat, b_hat = (np.concatenate(r) for r in zip(*results, strict=True)) if results else (np.zeros(0),) * 3
-    rows = extension_rows(cand, p, n_hat, b_hat, locs, settings.fdr)
+    p, n_hat, b_hat, sat = (
+        (np.concatenate(r) for r in zip(*results, strict=True))
+        if results
+        else (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+    )
+    # a clipped pixel in the box: the counts are wrong, so the frame is not added (p = 1, still a test)
+    rows = extension_rows(cand, np.where(sat, 1.0, p), n_hat, b_hat, locs, settings.fdr)
     out = pd.concat([locs.assign(extended=False), rows], ignore_index=True)
     out = out.sort_values("frame", kind="stable").reset_index(drop=True)
     out["n_track"] = out.groupby("track")["track"].transform("size").astype(np.int64)
