@@ -15,8 +15,11 @@ false-discovery rate over these tests decides. Accepted frames become rows with 
 their position and precision are the track's pooled ones (the frame adds photons, not a position),
 ``photons`` and ``bg`` the test's maximum-likelihood estimates, ``p_value``/``p_frame`` the test's.
 
-Measured (benchmarks/RESULTS.md, "Temporal evidence: linking settings and known-position
-extension"): chosen by the grid of conditions, never below linking alone.
+Measured over the 17-point grid (benchmarks/RESULTS.md, "Temporal evidence: linking settings and
+known-position extension"): Jaccard up at every point (+0.4 to +26.9), efficiency of the linked
+positions up to +8.3 over linking alone, but down by 0.4-1.3 at the two 2 /um^2 points and at 5,000
+photons, where the added frames' pooled positions are poorer; never more than 0.3 below the
+per-frame fits.
 """
 
 from __future__ import annotations
