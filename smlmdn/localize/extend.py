@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .glrt import benjamini_hochberg, glrt_estimates, psf_templates
+from .neighbours import Molecules
 from .passes import boxes
 
 #: Tracks with fewer localizations than this are not extended. 1: every track. Measured with 2 (a
@@ -35,11 +36,6 @@ from .passes import boxes
 #: (+0.1 at base), +2.1 and +1.3 at the two 2 /um^2 points, where Jaccard fell by 8.4 and 20.8
 #: (benchmarks/RESULTS.md, "Temporal evidence").
 MIN_TRACK = 1
-#: Candidates whose neighbours' photons are rendered at a time (bounds memory on dense movies).
-CHUNK = 4096
-#: Reach (PSF sigmas beyond the test window's edge) within which another localization's photons
-#: enter the test window as known offset.
-OFFSET_REACH_SIGMAS = 4.0
 
 
 def own_frames(locs: pd.DataFrame) -> pd.DataFrame:
@@ -60,8 +56,8 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
         )
     locs = locs[locs["n_track"].to_numpy() >= MIN_TRACK] if "n_track" in locs.columns else locs
     g = locs.groupby("track", sort=True)
-    first, last = g["frame"].min().to_numpy(), g["frame"].max().to_numpy()
-    tracks = g["frame"].min().index.to_numpy()
+    span_of = g["frame"].agg(["min", "max"])
+    tracks, first, last = span_of.index.to_numpy(), span_of["min"].to_numpy(), span_of["max"].to_numpy()
     span = last - first + 3  # one frame before and one after
     track = np.repeat(tracks, span)
     frame = np.repeat(first - 1, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
@@ -104,18 +100,15 @@ def known_position_test(
     ox = np.clip(np.floor(x).astype(np.int64) - h, 0, nx - box)
     oy = np.clip(np.floor(y).astype(np.int64) - h, 0, ny - box)
     templates = psf_templates(x - ox, y - oy, sigma_px, box)
-    offset = np.zeros((n, box, box))
-    reach = h + 1 + OFFSET_REACH_SIGMAS * sigma_px
-    known = known[["frame", "x_nm", "y_nm", "photons"]]
-    for c0 in range(0, n, CHUNK):  # bounded memory: candidates x same-frame localizations per chunk
-        i = np.arange(c0, min(n, c0 + CHUNK))
-        pairs = pd.DataFrame({"i": i, "frame": t[i] + frame0}).merge(known, on="frame")
-        j = pairs["i"].to_numpy()
-        kx = pairs["x_nm"].to_numpy() / pixel_size_nm - ox[j]
-        ky = pairs["y_nm"].to_numpy() / pixel_size_nm - oy[j]
-        near = (np.abs(kx - h - 0.5) < reach) & (np.abs(ky - h - 0.5) < reach)
-        photons = np.maximum(pairs["photons"].to_numpy()[near], 0.0)
-        np.add.at(offset, j[near], photons[:, None, None] * psf_templates(kx[near], ky[near], sigma_px, box))
+    # the other localizations' photons in each window, rendered as the multi-emitter pass renders them
+    offset = Molecules.of(
+        known["frame"].to_numpy(np.int64) - frame0,
+        known["x_nm"].to_numpy() / pixel_size_nm,
+        known["y_nm"].to_numpy() / pixel_size_nm,
+        np.maximum(known["photons"].to_numpy(), 0.0),
+        frames.shape,
+        sigma_px,
+    ).boxes(t, oy, ox, box)
     _, p, n_hat, b_hat = glrt_estimates(
         boxes(frames, t, oy, ox, box),
         templates,

@@ -478,6 +478,7 @@ def _extend(
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
+    box = test_box(sigma_px, settings.box, (ny, nx))
     cand = extension_candidates(locs, t)
     frame = cand["frame"].to_numpy()
     results = []
@@ -503,7 +504,7 @@ def _extend(
                         here,
                         known,
                         sigma_px=sigma_px,
-                        box=test_box(sigma_px, settings.box, (ny, nx)),
+                        box=box,
                         pixel_size_nm=pixel_size,
                         read_noise_photons=camera.read_noise_photons,
                         excess_noise=camera.excess_noise,
