@@ -39,30 +39,26 @@ DENOISE_KEYS = ("psnr", "ssim", "bg_snr")
 LOCALIZE_KEYS = ("jaccard", "rmse_nm", "efficiency", "recall", "precision", "n")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 80-frame 32 x 32 px simulated movie (movie.tif, clean.tif, truth.csv, camera.json) and a 3-step tiny model."""
-    d = tmp_path_factory.mktemp("cmp")
-    params = SimulationParams.preset("medium", frames=80, size=32, seed=5)
+def _simulated_with_model(d: Path, frames: int, **net: int) -> dict[str, Path]:
+    """A ``frames``-frame 32 x 32 px medium-preset movie (seed 5) in ``d / "sim"`` and a tiny model trained with ``net``."""
+    params = SimulationParams.preset("medium", frames=frames, size=32, seed=5)
     paths = simulate_to_dir(params, d / "sim", progress=False)
     camera = params.get_camera()
     photons = movie_to_photons(open_movie(paths["movie"]), camera)
-    model = fit_model(photons, camera, steps=3, width=8, depth=2, patch=16, batch=2, val_crops=4, progress=False)
-    model.save(d / "model.pt")
+    fit_model(photons, camera, depth=2, patch=16, progress=False, **net).save(d / "model.pt")
     return {**paths, "dir": d, "model": d / "model.pt"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 80-frame 32 x 32 px simulated movie (movie.tif, clean.tif, truth.csv, camera.json) and a 3-step tiny model."""
+    return _simulated_with_model(tmp_path_factory.mktemp("cmp"), 80, steps=3, width=8, batch=2, val_crops=4)
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 12-frame 32 x 32 px simulated movie and a 1-step model: for the errors raised before any work."""
-    d = tmp_path_factory.mktemp("cmp_small")
-    params = SimulationParams.preset("medium", frames=12, size=32, seed=5)
-    paths = simulate_to_dir(params, d / "sim", progress=False)
-    camera = params.get_camera()
-    photons = movie_to_photons(open_movie(paths["movie"]), camera)
-    model = fit_model(photons, camera, steps=1, width=4, depth=2, patch=16, batch=1, val_crops=1, progress=False)
-    model.save(d / "model.pt")
-    return {**paths, "dir": d, "model": d / "model.pt"}
+    return _simulated_with_model(tmp_path_factory.mktemp("cmp_small"), 12, steps=1, width=4, batch=1, val_crops=1)
 
 
 @pytest.fixture(scope="module")
