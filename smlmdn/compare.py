@@ -47,6 +47,7 @@ from .localize import MODES, LocalizeSettings, localize_movie, write_localizatio
 from .localize.extend import own_frames
 from .localize.link import DEFAULT_MAX_DISTANCE_NM, linked_positions
 from .localize.settings import DEFAULT_FDR, DEFAULT_POOL
+from .parallel import in_frame_blocks
 from .progress import track
 from .shapes import check_same_shape, check_tyx
 
@@ -113,7 +114,7 @@ def _as_movie(data: MovieInput, block_frames: int | None, what: str) -> tuple[da
     arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
     check_tyx(arr.shape, what)
     if block_frames:
-        arr = arr.rechunk((min(block_frames, arr.shape[0]), -1, -1))
+        arr = in_frame_blocks(arr, min(block_frames, arr.shape[0]))
     return arr, None
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from .errors import SmlmdnError
-from .parallel import compute_blocks, frame_blocks
+from .parallel import compute_blocks, frame_blocks, in_frame_blocks
 from .progress import track
 from .shapes import check_same_shape, check_tyx
 
@@ -268,7 +268,7 @@ def inspect_movie(path: str | Path, block_frames: int | None = None, frames: sli
     arr = arr[start:stop]
     if block_frames is None:
         block_frames = frames_per_block(arr.shape[1:], arr.dtype.itemsize)
-    src.array = arr.rechunk((min(block_frames, arr.shape[0]), arr.shape[1], arr.shape[2]))
+    src.array = in_frame_blocks(arr, min(block_frames, arr.shape[0]))
     return src
 
 
@@ -541,6 +541,28 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
     return complete, promised, cut, ("pages", complete) if by_page else None
 
 
+def _mapped_layout(tif: Any, series: Any) -> tuple | None:
+    """``(byte offset, shape, dtype string)`` to memory-map a TIFF series, or None where its pixels need decoding.
+
+    A series can be mapped when tifffile finds its pixels stored uncompressed, in final form and
+    contiguously in one file (``series.dataoffset``; ImageJ stacks, tifffile's own files, many
+    microscope files), one sample per pixel of a whole byte width, and wholly inside the file.
+    """
+    page0 = tif.pages.first
+    offset = series.dataoffset
+    if (
+        offset is None
+        or page0.compression != 1
+        or page0.samplesperpixel != 1
+        or page0.bitspersample not in (8, 16, 32, 64)
+    ):
+        return None
+    shape = tuple(int(n) for n in series.shape)
+    if offset + int(np.prod(shape)) * series.dtype.itemsize > tif.filehandle.size:
+        return None
+    return int(offset), shape, series.dtype.newbyteorder(tif.byteorder).str
+
+
 def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
     import tifffile
 
@@ -561,11 +583,18 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
             index, notes = _movie_series(tif, p)
             series = tif.series[index]
             axes = series.axes
-            files = list(dict.fromkeys(page.parent.filehandle.path for page in series.pages if page is not None))
+            # only OME (incl. Micro-Manager) series span files; listing them reads every page header
+            spans_files = tif.is_ome or getattr(tif, "is_mmstack", False)
+            files = (
+                list(dict.fromkeys(page.parent.filehandle.path for page in series.pages if page is not None))
+                if spans_files
+                else []
+            )
             complete, promised, cut, raw_layout = _tiff_complete(
                 tif, series, _frames_promised(tif, series), _TIFF_LOG.messages[start:]
             )
             kind = "ImageJ TIFF" if tif.is_imagej else "OME-TIFF" if tif.is_ome else "TIFF"
+            mapped = _mapped_layout(tif, series) if raw_layout is None and len(files) <= 1 else None
             tif_shape = tif.pages.first.shape
         if raw_layout is not None:
             if complete == 0:
@@ -573,6 +602,8 @@ def _open_tiff(p: Path, block_frames: int | None = None) -> MovieSource:
                 return MovieSource(da.zeros((0, *yx), np.uint16), str(p), kind, [str(p)], promised, notes, cut=True)
             source = FileArray(raw_layout[0], str(p.resolve()), layout=raw_layout[1:])
             axes = "TYX"
+        elif mapped is not None:  # read as the bytes they are: ~70x faster than decoding page by page
+            source = FileArray("raw", str(p.resolve()), layout=mapped)
         else:
             source = FileArray("tiff", str(p.resolve()), index)
         if complete > 0:
@@ -1004,7 +1035,7 @@ def _write_movies_locked(arrays, finals, attrs, pixel_size, progress, descriptio
         raise SmlmdnError("movies written together must have the same number of frames", "write them separately")
     chunks_t = arrs[0].chunks[0]
     arrs = [a if a.dtype != np.float64 else a.astype(np.float32) for a in arrs]
-    arrs = [a.rechunk((chunks_t, a.shape[1], a.shape[2])) for a in arrs]
+    arrs = [in_frame_blocks(a, chunks_t) for a in arrs]
     metas = [provenance(**((attrs or {}).get(p) or {})) for p in arrays]
     t = arrs[0].shape[0]
     bounds = frame_blocks(chunks_t)

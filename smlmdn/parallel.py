@@ -1,21 +1,26 @@
 """Run per-block tasks on whatever dask scheduler is active, a few blocks at a time.
 
 One place for the block loop shared by the movie writer and the localizer: tasks are built lazily
-per block and computed in groups as large as the scheduler's parallelism (local cores, or the
-threads of a dask.distributed cluster), so blocks run in parallel, memory stays at a few blocks,
-and progress can be reported after every group.
+per block and as many run at once as the scheduler has threads (local cores, or the threads of a
+dask.distributed cluster), a new one starting as soon as one ends, so blocks run in parallel, memory
+stays at a few blocks, and progress is reported after every block.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from itertools import pairwise
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice, pairwise
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -24,20 +29,26 @@ def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
     return [(i, int(a), int(b)) for i, (a, b) in enumerate(pairwise(edges))]
 
 
+def in_frame_blocks(arr: da.Array, frames: int | tuple[int, ...]) -> da.Array:
+    """Return ``arr`` (T, ...) with blocks of ``frames`` frames along T (an int, or the block sizes), whole along the rest.
+
+    Splitting and joining along T only, so the plain task-graph rechunk is always the right one; naming
+    it spares dask's method choice, which imports dask.distributed (~0.7 s a process) to ask whether a
+    cluster is active.
+    """
+    return arr.rechunk((frames, *arr.shape[1:]), method="tasks")
+
+
 def parallelism() -> int:
     """Return the number of blocks to keep in flight.
 
     The distributed cluster's thread count if a client is active, else the local core count (at
     least 2, at most 8).
     """
-    if "distributed" not in sys.modules:  # no client can be active; importing distributed costs ~1 s
-        return max(2, min(8, os.cpu_count() or 2))
-    try:
-        from distributed import default_client
-
-        return max(2, sum(default_client().nthreads().values()))
-    except (ImportError, ValueError):
-        return max(2, min(8, os.cpu_count() or 2))
+    client = _client()
+    if client is not None:
+        return max(2, sum(client.nthreads().values()))
+    return max(2, min(8, os.cpu_count() or 2))
 
 
 def compute_blocks(
@@ -45,14 +56,58 @@ def compute_blocks(
 ) -> Iterator[tuple[tuple[int, int, int], Any]]:
     """Yield ``((index, t0, t1), result)`` in block order.
 
-    ``make_task(index, t0, t1)`` returns a dask.delayed task for the frames ``[t0, t1)``; groups of
-    ``in_flight`` tasks are computed together.
+    ``make_task(index, t0, t1)`` returns a dask.delayed task for the frames ``[t0, t1)``. At most
+    ``in_flight`` (default :func:`parallelism`) tasks run at once and the next starts as soon as one
+    ends: on dask's threads scheduler (the default) each in a pool of that many threads, on a
+    dask.distributed client as futures; other schedulers (processes, synchronous) compute groups of
+    ``in_flight`` tasks together. At most ``2 in_flight`` results wait to be yielded.
     """
     size = in_flight or parallelism()
-    for start in range(0, len(blocks), size):
-        group = blocks[start : start + size]
-        results = dask.compute(*(make_task(*block) for block in group))
-        yield from zip(group, results, strict=True)
+    client = _client()
+    if client is not None:
+        yield from _sliding(client.compute, blocks, make_task, size)
+        return
+    if dask.base.get_scheduler() not in (None, dask.threaded.get):
+        for start in range(0, len(blocks), size):
+            group = blocks[start : start + size]
+            yield from zip(group, dask.compute(*(make_task(*block) for block in group)), strict=True)
+        return
+    with ThreadPoolExecutor(size, thread_name_prefix="smlmdn-block") as pool:
+        try:
+            yield from _sliding(lambda task: pool.submit(_compute_here, task), blocks, make_task, size)
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def _sliding(
+    submit: Callable[[Any], Future], blocks: Sequence[tuple[int, int, int]], make_task: Callable, size: int
+) -> Iterator[tuple[tuple[int, int, int], Any]]:
+    """Submit ``2 size`` tasks ahead, yield their results in block order, submitting one more per result."""
+    todo = iter(blocks)
+    pending = deque((block, submit(make_task(*block))) for block in islice(todo, 2 * size))
+    while pending:
+        block, future = pending.popleft()
+        result = future.result()
+        for nxt in islice(todo, 1):
+            pending.append((nxt, submit(make_task(*nxt))))
+        yield block, result
+
+
+def _compute_here(task: Any) -> Any:
+    """Compute a dask task in the calling thread (one of :func:`compute_blocks`'s pool)."""
+    return dask.compute(task, scheduler="sync")[0]
+
+
+def _client() -> Any:
+    """Return the active dask.distributed client, or None (without importing distributed when it is not loaded)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
 
 
 #: glibc malloc settings for dask.distributed worker processes (see :func:`tune_worker_allocator`): buffers up

@@ -45,6 +45,35 @@ def test_open_tiff_variants(tmp_path: Path, small_movie: np.ndarray, kind: str) 
     assert open_movie(path, block_frames=5).chunks[0] == (5, 5, 2)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "kwargs"),
+    [
+        ("<u2", {}),
+        (">u2", {"byteorder": ">"}),
+        ("<f4", {"imagej": True}),
+        ("u1", {"ome": True}),
+        ("<u2", {"contiguous": False}),  # a plain multi-page TIFF (no shape metadata), one page per frame
+        ("<u2", {"compression": "zlib"}),  # decoded page by page
+        ("<u2", {"tile": (16, 16)}),  # tiles: decoded
+    ],
+)
+def test_mapped_and_decoded_tiffs_read_the_same_pixels(
+    tmp_path: Path, small_movie: np.ndarray, dtype: str, kwargs: dict
+) -> None:
+    """Uncompressed contiguous series are memory-mapped; every layout reads what tifffile decodes."""
+    path = tmp_path / "m.tif"
+    data = (small_movie * 0.5).astype(np.dtype(dtype).newbyteorder("="))
+    if kwargs.get("tile"):
+        data = np.pad(data, ((0, 0), (0, 32 - data.shape[1]), (0, 32 - data.shape[2])))
+    if kwargs.pop("contiguous", True):
+        tifffile.imwrite(path, data, **kwargs)
+    else:
+        with tifffile.TiffWriter(path) as tw:
+            for frame in data:
+                tw.write(frame, contiguous=False, metadata=None)
+    _check(open_movie(path, block_frames=4), tifffile.imread(path))
+
+
 def test_imagej_hyperstack_squeezes_singletons(tmp_path: Path, small_movie: np.ndarray) -> None:
     path = tmp_path / "h.tif"
     tifffile.imwrite(path, small_movie[:, None, None], imagej=True, metadata={"axes": "TZCYX"})

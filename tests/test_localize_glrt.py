@@ -10,7 +10,7 @@ from scipy import ndimage, stats
 
 from smlmdn.camera import Camera
 from smlmdn.localize import localize
-from smlmdn.localize.glrt import benjamini_hochberg, glrt, psf_templates
+from smlmdn.localize.glrt import benjamini_hochberg, glrt, glrt_estimates, psf_templates
 from smlmdn.psf import render_spots
 
 BOX = 7
@@ -188,3 +188,10 @@ def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: flo
         glrt_numba.glrt(y, g, offset=offset, **kw)[0], glrt(y, g, offset=offset, **kw)[0], rtol=1e-6, atol=1e-6
     )
     np.testing.assert_allclose(glrt_numba.glrt(y, g, offset=np.zeros_like(g), **kw)[0], z, rtol=1e-12, atol=1e-12)
+    # the H1 estimates (photons, background) the known-position extension reports
+    for got, ref in zip(
+        glrt_numba.glrt_estimates(y, g, offset=offset, **kw)[2:],
+        glrt_estimates(y, g, offset=offset, **kw)[2:],
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)

@@ -16,6 +16,7 @@ from ..localize.link import DEFAULT_MAX_DISTANCE_NM
 from ..localize.outputs import plan_outputs
 from ..localize.pipeline import block_frames
 from ..localize.settings import DEFAULT_FDR, DEFAULT_POOL, MODES, LocalizeSettings, choose_mode
+from ..parallel import in_frame_blocks
 from . import batching as b
 from . import options as o
 from .app import command
@@ -210,7 +211,7 @@ def localize(
 
     def work(movie: Path, _marker: Path) -> str:
         raw = open_movie(movie)
-        raw = raw.rechunk({0: block_frames(raw.shape[1:])})  # small blocks, read directly: flat, small memory
+        raw = in_frame_blocks(raw, block_frames(raw.shape[1:]))  # small blocks, read directly: flat, small memory
         photons = movie_to_photons(raw, camera, units=units)
         detect_on = None
         source: dict[str, Any] = {"movie": str(movie), "mode": chosen.name}

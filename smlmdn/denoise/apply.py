@@ -33,7 +33,7 @@ import torch
 
 from ..camera import Camera
 from ..errors import SmlmdnError
-from ..parallel import tune_worker_allocator
+from ..parallel import in_frame_blocks, tune_worker_allocator
 from ..shapes import check_tyx
 from . import likelihood as L
 from .model_file import DenoiseModel, load_model, model_from_bytes
@@ -228,7 +228,7 @@ def denoise_lazy(
         block_frames = photons.chunks[0][0]
     block_frames = max(int(block_frames), k + 1)
     chunks = _frame_chunks(t, block_frames, k)
-    photons = photons.rechunk((chunks, photons.shape[1], photons.shape[2]))
+    photons = in_frame_blocks(photons, chunks)
     if isinstance(model_ref, bytes):
         model_ref = dask.delayed(model_ref, pure=True)
     src = da.overlap.overlap(photons, depth={0: k, 1: 0, 2: 0}, boundary="none") if k else photons

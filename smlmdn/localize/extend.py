@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .glrt import benjamini_hochberg, glrt_estimates, psf_templates
+from .glrt import benjamini_hochberg, psf_templates
+from .glrt_numba import glrt_estimates
 from .neighbours import Molecules
 from .passes import boxes
 
@@ -88,7 +89,7 @@ def known_position_test(
     :func:`extension_candidates`, all within those frames; ``known`` the localizations (``frame``,
     ``x_nm``, ``y_nm``, ``photons``) of the same frames, whose rendered photons enter both hypotheses.
     Windows of side ``box`` px (clipped to the frame) around each position; noise model as
-    :func:`smlmdn.localize.glrt.glrt`.
+    :func:`smlmdn.localize.glrt.glrt` (compiled: :mod:`smlmdn.localize.glrt_numba`).
     """
     n = len(cand)
     if n == 0:

@@ -23,6 +23,8 @@ most one localization per frame.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
@@ -73,9 +75,12 @@ def link(
     sum_wrr = np.zeros(n)  # weighted sums of squared positions, for the scatter about the pooled position
     n_tracks = 0
     order = np.argsort(frame, kind="stable")
+    # the tracks of the last max_gap + 1 frames holding localizations: every track that can still be live
+    recent: deque[np.ndarray] = deque(maxlen=max_gap + 1)
     for rows in np.split(order, np.flatnonzero(np.diff(frame[order])) + 1) if n else []:
         f = int(frame[rows[0]])
-        live = np.flatnonzero((last[:n_tracks] >= f - 1 - max_gap) & (sum_w[:n_tracks] > 0))
+        near = np.unique(np.concatenate(recent)) if recent else np.zeros(0, np.int64)
+        live = near[(last[near] >= f - 1 - max_gap) & (sum_w[near] > 0)]
         if len(live):
             t_xy = sum_wxy[live] / sum_w[live, None]
             hits = cKDTree(t_xy).query_ball_point(xy[rows], r=max_distance_nm)
@@ -92,6 +97,7 @@ def link(
         np.add.at(sum_w, track[rows], w[rows])
         np.add.at(sum_wrr, track[rows], w[rows] * np.sum(xy[rows] ** 2, axis=1))
         last[track[rows]] = f
+        recent.append(track[rows])
     tw = sum_w[track]
     pooled = tw > 0
     safe = np.where(pooled, tw, 1.0)

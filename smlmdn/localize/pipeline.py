@@ -38,7 +38,7 @@ import pandas as pd
 from ..camera import Camera, check_finite, saturated_boxes
 from ..device import resolve_device
 from ..errors import SmlmdnError
-from ..parallel import compute_blocks, frame_blocks, tune_worker_allocator
+from ..parallel import compute_blocks, frame_blocks, in_frame_blocks, tune_worker_allocator
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
@@ -101,7 +101,7 @@ def block_frames(frame_shape: tuple[int, ...]) -> int:
 
     As many float32 frames of ``frame_shape`` (Y, X) as fit in :data:`BLOCK_BYTES`, at least 1.
     Rechunk a raw movie to this *before* converting it to photons
-    (``raw.rechunk({0: block_frames(raw.shape[1:])})``): dask then reads only each block's frames.
+    (``in_frame_blocks(raw, block_frames(raw.shape[1:]))``): dask then reads only each block's frames.
     """
     return max(1, BLOCK_BYTES // (4 * max(1, math.prod(int(n) for n in frame_shape))))
 
@@ -471,48 +471,37 @@ def _extend(
 ) -> tuple[pd.DataFrame, int]:
     """Add the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
 
-    Reads only the frame blocks holding frames to test; returns the table sorted by frame with
-    ``extended`` set on the added rows and ``n_track`` counting them, and the number added. A frame
-    whose fit box at the blink's position holds a clipped pixel is never added.
+    Reads only the frame blocks holding frames to test (in parallel, as the localization blocks);
+    returns the table sorted by frame with ``extended`` set on the added rows and ``n_track``
+    counting them, and the number added. A frame whose fit box at the blink's position holds a
+    clipped pixel is never added.
     """
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
-    box = test_box(sigma_px, settings.box, (ny, nx))
     cand = extension_candidates(locs, t)
-    frame = cand["frame"].to_numpy()
+    frame, known_frame = cand["frame"].to_numpy(), locs["frame"].to_numpy()
+    test = dict(
+        sigma_px=sigma_px,
+        box=test_box(sigma_px, settings.box, (ny, nx)),
+        pixel_size_nm=pixel_size,
+        read_noise_photons=camera.read_noise_photons,
+        excess_noise=camera.excess_noise,
+    )
+
+    def task(_: int, b0: int, b1: int) -> Any:
+        lo, hi = np.searchsorted(frame, [b0, b1])
+        known = locs[(known_frame >= b0) & (known_frame < b1)]
+        return dask.delayed(_extend_task)(
+            photons[b0:b1], b0, cand.iloc[lo:hi], known, settings.box, saturation_photons, test
+        )
+
+    blocks = [b for b in frame_blocks(photons.chunks[0]) if np.any((frame >= b[1]) & (frame < b[2]))]
     results = []
     with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
-        for _, b0, b1 in frame_blocks(photons.chunks[0]):
-            lo, hi = np.searchsorted(frame, [b0, b1])
-            if lo == hi:
-                continue
-            known = locs[(locs["frame"] >= b0) & (locs["frame"] < b1)]
-            block = np.asarray(photons[b0:b1].compute(), dtype=np.float64)
-            here = cand.iloc[lo:hi]
-            cy, cx = ((here[c].to_numpy() / pixel_size).astype(np.int64) for c in ("y_nm", "x_nm"))
-            saturated = (
-                saturated_boxes(block >= saturation_photons, frame[lo:hi] - b0, cy, cx, settings.box)
-                if saturation_photons is not None
-                else np.zeros(hi - lo, bool)
-            )
-            results.append(
-                (
-                    *known_position_test(
-                        block,
-                        b0,
-                        here,
-                        known,
-                        sigma_px=sigma_px,
-                        box=box,
-                        pixel_size_nm=pixel_size,
-                        read_noise_photons=camera.read_noise_photons,
-                        excess_noise=camera.excess_noise,
-                    ),
-                    saturated,
-                )
-            )
-            advance(hi - lo)
+        for _, r in compute_blocks(task, blocks):
+            results.append(r)
+            advance(len(r[0]))
     p, n_hat, b_hat, sat = (
         (np.concatenate(r) for r in zip(*results, strict=True))
         if results
@@ -526,6 +515,32 @@ def _extend(
     return out[list(LOC_COLUMNS)], len(rows)
 
 
+def _extend_task(
+    photons: np.ndarray,
+    frame0: int,
+    cand: pd.DataFrame,
+    known: pd.DataFrame,
+    fit_box: int,
+    saturation_photons: float | None,
+    test: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Test one block's extension candidates; runs on a worker -> ``(p, photons, bg, saturated)`` (n,).
+
+    ``photons`` (T, Y, X): the block's raw photons from movie frame ``frame0``; ``known``: the
+    localizations of those frames; ``test``: the keyword settings of :func:`known_position_test`.
+    """
+    tune_worker_allocator()
+    block = np.asarray(photons, dtype=np.float64)
+    cy, cx = ((cand[c].to_numpy() / test["pixel_size_nm"]).astype(np.int64) for c in ("y_nm", "x_nm"))
+    t = cand["frame"].to_numpy() - frame0
+    saturated = (
+        saturated_boxes(block >= saturation_photons, t, cy, cx, fit_box)
+        if saturation_photons is not None
+        else np.zeros(len(cand), bool)
+    )
+    return (*known_position_test(block, frame0, cand, known, **test), saturated)
+
+
 def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.Array, da.Array | None]:
     """Return the raw photons as a (T, Y, X) dask array in blocks of at most :func:`block_frames` frames.
 
@@ -536,7 +551,7 @@ def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.
         photons = da.from_array(np.asarray(photons), chunks=(max(1, min(len(photons), 256)), -1, -1))
     check_tyx(photons.shape)
     if photons.shape[0] and max(photons.chunks[0]) > block_frames(photons.shape[1:]):  # bound memory per block
-        photons = photons.rechunk({0: block_frames(photons.shape[1:])})
+        photons = in_frame_blocks(photons, block_frames(photons.shape[1:]))
     if mode.needs_denoised != (detect_on is not None):
         raise SmlmdnError(
             f"the {mode.name} mode {'needs a' if mode.needs_denoised else 'takes no'} denoised movie (detect_on)",
@@ -546,7 +561,7 @@ def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.
         if not isinstance(detect_on, da.Array):
             detect_on = da.from_array(np.asarray(detect_on), chunks=photons.chunks)
         check_same_shape(detect_on.shape, photons.shape, "denoised movie", "the raw movie")
-        detect_on = detect_on.rechunk(photons.chunks)
+        detect_on = in_frame_blocks(detect_on, photons.chunks[0])
     return photons, detect_on
 
 
