@@ -58,6 +58,9 @@ def test_round_trip_keeps_positions_frames_and_columns(locs: pd.DataFrame, tmp_p
     np.testing.assert_allclose(back.x_linked_nm, locs.x_linked_nm, atol=atol)
     np.testing.assert_allclose(back.crlb_linked_nm, locs.crlb_linked_nm, rtol=1e-5)
     assert back.attrs["movie"] == "m.tif" and "smlmdn_version" in back.attrs
+    if suffix != ".hdf5":  # CSV (shortest exact decimals) and Parquet keep every float64 bit
+        for c in ("x_nm", "photons", "p_value", "loglik", "crlb_linked_nm"):
+            np.testing.assert_array_equal(back[c].to_numpy(), locs[c].to_numpy())
 
 
 def test_csv_uses_thunderstorm_names_and_1_based_frames(locs: pd.DataFrame, tmp_path: Path) -> None:
@@ -70,6 +73,7 @@ def test_csv_uses_thunderstorm_names_and_1_based_frames(locs: pd.DataFrame, tmp_
         "id,frame,x [nm],y [nm],sigma [nm],intensity [photon],offset [photon],bkgstd [photon],uncertainty [nm]"
     )
     assert list(raw["frame"]) == [1, 2, 3, 4] and list(raw["id"]) == [1, 2, 3, 4]
+    assert '"' not in path.read_text() and ",False," in path.read_text().splitlines()[1]  # plain, as pandas wrote
     # ThunderSTORM's pixel origin is the pixel edge, like smlmdn's: nm values are written unchanged
     assert np.abs(raw["x [nm]"] - X_NM).max() < 2.0
     provenance = json.loads(path.with_suffix(".json").read_text())
