@@ -213,3 +213,18 @@ def test_band_pass_and_local_maxima_equal_scipy_to_the_bit(shape: tuple[int, int
     size = nms_size(sigma, 7)
     peaks = (ndimage.maximum_filter(filtered, size=(1, size, size), mode="nearest") == filtered) & (significance > 1.0)
     assert len(cand) > 0 and np.array_equal(np.stack([cand.frame, cand.row, cand.col]), np.stack(np.nonzero(peaks)))
+
+
+@pytest.mark.parametrize("shape", [(40, 16, 16), (40, 15, 17)])  # even and odd pixel counts
+def test_capped_noise_estimate_equals_the_minimum_of_the_full_one(shape: tuple[int, int, int]) -> None:
+    """The count shortcut of robust_std(at_most=...) gives np.minimum(robust_std(...), at_most) to the bit."""
+    rng = np.random.default_rng(12)
+    # per-frame scales put the estimates on both sides of the cap, some a float32 step from it
+    scale = np.r_[np.linspace(0.8, 1.2, shape[0] - 4), 1.0, 1.0 + 1e-7, 1.0 - 1e-7, 1.0][:, None, None]
+    frames = (rng.normal(0, 1, shape) * scale).astype(np.float32)
+    frames[-1] = 0.0  # no noise at all
+    full = robust_std(frames)
+    for cap in (1.0, 0.9, float(np.median(full))):
+        capped = robust_std(frames, at_most=cap)
+        assert capped.dtype == np.float32
+        np.testing.assert_array_equal(capped, np.minimum(full, np.float32(cap)))

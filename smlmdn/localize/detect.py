@@ -136,11 +136,25 @@ def _gaussian_weights(sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
 
 
-def robust_std(filtered: np.ndarray) -> np.ndarray:
-    """Per-frame robust standard deviation (1.4826 x MAD) of ``filtered`` (T, Y, X) -> (T,)."""
+def robust_std(filtered: np.ndarray, at_most: float | None = None) -> np.ndarray:
+    """Per-frame robust standard deviation (1.4826 x MAD) of ``filtered`` (T, Y, X) -> (T,).
+
+    With ``at_most``, frames whose estimate exceeds it get ``at_most`` instead (the same as
+    ``np.minimum(robust_std(filtered), at_most)``), found by counting the absolute deviations below
+    ``at_most / 1.4826`` rather than by their median (a second partition of every frame): when at
+    most ``(n - 1) // 2`` of the ``n`` lie below it, so does the lower middle one, and the MAD is above.
+    """
     flat = filtered.reshape(filtered.shape[0], -1)
     med = np.median(flat, axis=1, keepdims=True)
-    return 1.4826 * np.median(np.abs(flat - med), axis=1)
+    dev = np.abs(flat - med)
+    if at_most is None:
+        return 1.4826 * np.median(dev, axis=1)
+    # a hair above the cut, so that 1.4826 x MAD lies above at_most after float32 rounding too
+    above = np.count_nonzero(dev < np.float32(at_most / 1.4826 * (1 + 1e-6)), axis=1) <= (flat.shape[1] - 1) // 2
+    out = np.full(len(flat), at_most, dtype=np.float32)
+    if not above.all():
+        out[~above] = np.minimum(1.4826 * np.median(dev[~above], axis=1), at_most)
+    return out
 
 
 def nms_size(sigma_px: float, box: int) -> int:
@@ -179,9 +193,7 @@ def detect(
     if threshold is None:
         threshold = default_threshold(sigma_px)
     filtered = band_pass(stabilise(frames, read_noise_photons, excess_noise), sigma_px)
-    noise = robust_std(filtered)
-    if unit_noise:
-        noise = np.minimum(noise, 1.0)
+    noise = robust_std(filtered, at_most=1.0 if unit_noise else None)
     # A frame with no noise at all (e.g. constant) has no candidates; avoid dividing by zero.
     noise = np.where(noise > 0, noise, np.inf).astype(np.float32)
     significance = filtered / noise[:, None, None]
