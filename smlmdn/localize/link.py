@@ -23,11 +23,11 @@ most one localization per frame.
 
 from __future__ import annotations
 
-from collections import deque
+import math
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
+from numba import njit
 
 #: Columns added by :func:`link`: track id (0-based), members in the track, pooled x/y (nm) and
 #: the standard error of the pooled position (nm, per axis).
@@ -70,34 +70,14 @@ def link(
     s = out[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
     w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
     track = np.full(n, -1, dtype=np.int64)
-    # per track (at most one per localization): weighted position sums, total weight, last frame
-    sum_wxy, sum_w, last = np.zeros((n, 2)), np.zeros(n), np.zeros(n, dtype=np.int64)
-    sum_wrr = np.zeros(n)  # weighted sums of squared positions, for the scatter about the pooled position
-    n_tracks = 0
+    # per track (at most one per localization): weighted position sums, total weight, weighted sums of
+    # squared positions (for the scatter about the pooled position)
+    sum_wxy, sum_w, sum_wrr = np.zeros((n, 2)), np.zeros(n), np.zeros(n)
     order = np.argsort(frame, kind="stable")
-    # the tracks of the last max_gap + 1 frames holding localizations: every track that can still be live
-    recent: deque[np.ndarray] = deque(maxlen=max_gap + 1)
-    for rows in np.split(order, np.flatnonzero(np.diff(frame[order])) + 1) if n else []:
-        f = int(frame[rows[0]])
-        near = np.unique(np.concatenate(recent)) if recent else np.zeros(0, np.int64)
-        live = near[(last[near] >= f - 1 - max_gap) & (sum_w[near] > 0)]
-        if len(live):
-            t_xy = sum_wxy[live] / sum_w[live, None]
-            hits = cKDTree(t_xy).query_ball_point(xy[rows], r=max_distance_nm)
-            li = np.repeat(np.arange(len(rows)), [len(h) for h in hits])
-            ti = np.fromiter((k for h in hits for k in h), dtype=np.int64, count=len(li))
-            d = np.hypot(*(xy[rows[li]] - t_xy[ti]).T)
-            ok = (w[rows[li]] > 0) & (d <= n_sigma * np.sqrt(s[rows[li]] ** 2 + 1.0 / sum_w[live[ti]]))
-            for a, k in _closest_first(li[ok], ti[ok], d[ok]):
-                track[rows[a]] = live[k]
-        new = rows[track[rows] < 0]
-        track[new] = np.arange(n_tracks, n_tracks + len(new))
-        n_tracks += len(new)
-        np.add.at(sum_wxy, track[rows], w[rows, None] * xy[rows])
-        np.add.at(sum_w, track[rows], w[rows])
-        np.add.at(sum_wrr, track[rows], w[rows] * np.sum(xy[rows] ** 2, axis=1))
-        last[track[rows]] = f
-        recent.append(track[rows])
+    # fmt: off
+    n_tracks = _assign(frame, order, xy, s, w, float(max_distance_nm), float(n_sigma), int(max_gap),  # inputs
+                       track, sum_wxy, sum_w, sum_wrr)  # outputs
+    # fmt: on
     tw = sum_w[track]
     pooled = tw > 0
     safe = np.where(pooled, tw, 1.0)
@@ -113,18 +93,76 @@ def link(
     return out
 
 
-def _closest_first(left: np.ndarray, right: np.ndarray, dist: np.ndarray) -> list[tuple[int, int]]:
-    """Greedy one-to-one assignment of candidate pairs ``(left[j], right[j])``, closest pairs first."""
-    used_l: set[int] = set()
-    used_r: set[int] = set()
-    pairs = []
-    for j in np.argsort(dist, kind="stable"):
-        a, b = int(left[j]), int(right[j])
-        if a not in used_l and b not in used_r:
-            used_l.add(a)
-            used_r.add(b)
-            pairs.append((a, b))
-    return pairs
+@njit(cache=True, nogil=True)
+def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_wxy, sum_w, sum_wrr):  # pragma: no cover
+    """Assign every localization to a track, frame by frame (the rule of :func:`link`); return the number of tracks.
+
+    ``order`` sorts ``frame`` (stably); ``track`` (n,) and the track sums are filled in. In each frame
+    the tracks still open are the candidates; pairs that agree are assigned closest first, each
+    localization and each track at most once, and the localizations left start new tracks.
+    """
+    n = frame.shape[0]
+    last = np.zeros(n, dtype=np.int64)
+    open_tracks = np.empty(n, dtype=np.int64)  # tracks that may still be continued, in id order
+    n_open = 0
+    n_tracks = 0
+    start = 0
+    while start < n:
+        f = frame[order[start]]
+        stop = start
+        while stop < n and frame[order[stop]] == f:
+            stop += 1
+        rows = order[start:stop]
+        # the tracks open in this frame: seen in the last 1 + max_gap frames, with a finite weight
+        kept = 0
+        for q in range(n_open):
+            k = open_tracks[q]
+            if last[k] >= f - 1 - max_gap:
+                open_tracks[kept] = k
+                kept += 1
+        n_open = kept
+        live = np.empty(n_open, dtype=np.int64)
+        n_live = 0
+        for q in range(n_open):
+            if sum_w[open_tracks[q]] > 0:
+                live[n_live] = open_tracks[q]
+                n_live += 1
+        # candidate pairs in (localization, track) order, then closest first (stable)
+        n_pairs_max = len(rows) * n_live
+        pair_a = np.empty(n_pairs_max, dtype=np.int64)
+        pair_k = np.empty(n_pairs_max, dtype=np.int64)
+        pair_d = np.empty(n_pairs_max)
+        n_pairs = 0
+        for a in range(len(rows)):
+            r = rows[a]
+            for q in range(n_live):
+                k = live[q]
+                d = math.hypot(xy[r, 0] - sum_wxy[k, 0] / sum_w[k], xy[r, 1] - sum_wxy[k, 1] / sum_w[k])
+                if d <= max_distance and w[r] > 0 and d <= n_sigma * math.sqrt(s[r] ** 2 + 1.0 / sum_w[k]):
+                    pair_a[n_pairs] = a
+                    pair_k[n_pairs] = k
+                    pair_d[n_pairs] = d
+                    n_pairs += 1
+        taken = np.zeros(n_tracks + 1, dtype=np.bool_)
+        for p in np.argsort(pair_d[:n_pairs], kind="mergesort"):
+            r, k = rows[pair_a[p]], pair_k[p]
+            if track[r] < 0 and not taken[k]:
+                track[r] = k
+                taken[k] = True
+        for r in rows:
+            if track[r] < 0:
+                track[r] = n_tracks
+                open_tracks[n_open] = n_tracks
+                n_open += 1
+                n_tracks += 1
+            k = track[r]
+            sum_wxy[k, 0] += w[r] * xy[r, 0]
+            sum_wxy[k, 1] += w[r] * xy[r, 1]
+            sum_w[k] += w[r]
+            sum_wrr[k] += w[r] * (xy[r, 0] ** 2 + xy[r, 1] ** 2)
+            last[k] = f
+        start = stop
+    return n_tracks
 
 
 def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
