@@ -530,7 +530,7 @@ def _extend_task(
     localizations of those frames; ``test``: the keyword settings of :func:`known_position_test`.
     """
     tune_worker_allocator()
-    block = np.asarray(photons, dtype=np.float64)
+    block = np.asarray(photons)  # float32: boxes() gathers its windows into float64
     cy, cx = ((cand[c].to_numpy() / test["pixel_size_nm"]).astype(np.int64) for c in ("y_nm", "x_nm"))
     t = cand["frame"].to_numpy() - frame0
     saturated = (
