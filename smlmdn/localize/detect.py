@@ -234,33 +234,40 @@ def _peaks(filtered, significance, threshold, half, mask):  # pragma: no cover
 
 @njit(cache=True, nogil=True)
 def _difference_of_gaussians(frames, small, big, gain, out):  # pragma: no cover
-    """``out[t] = (G_small frames[t] - G_big frames[t]) / gain`` in float32, frame by frame (:func:`_gaussian_yx`)."""
+    """``out[t] = (G_small frames[t] - G_big frames[t]) / gain`` in float32, frame by frame (:func:`_gaussian_yx`).
+
+    The work buffers are allocated once per call, not per frame and filter (each is over the size at
+    which malloc maps fresh pages: that cost as much as the filtering of a 128 x 128 px frame).
+    """
     n_t, n_y, n_x = frames.shape
+    r = (max(small.shape[0], big.shape[0]) - 1) // 2
     a = np.empty((n_y, n_x), dtype=np.float32)
     b = np.empty((n_y, n_x), dtype=np.float32)
+    rows = np.empty((n_y + 2 * r, n_x))
+    acc = np.empty((n_y, n_x))
+    mid = np.empty((n_y, n_x), dtype=np.float32)
+    line = np.empty(n_x + 2 * r)
+    lacc = np.empty(n_x)
     for t in range(n_t):
-        _gaussian_yx(frames[t], small, a)
-        _gaussian_yx(frames[t], big, b)
+        _gaussian_yx(frames[t], small, a, rows, acc, mid, line, lacc)
+        _gaussian_yx(frames[t], big, b, rows, acc, mid, line, lacc)
         for y in range(n_y):
             for x in range(n_x):
                 out[t, y, x] = (a[y, x] - b[y, x]) / gain[y, x]
 
 
 @njit(cache=True, nogil=True)
-def _gaussian_yx(frame, w, out):  # pragma: no cover
+def _gaussian_yx(frame, w, out, rows, acc, mid, line, lacc):  # pragma: no cover
     """Filter ``frame`` (Y, X) float32 along y, then x, with the symmetric weights ``w`` -> ``out`` (Y, X) float32.
 
     As ``scipy.ndimage.gaussian_filter(frame, s, mode="nearest")`` does it (edge pixels repeated), to the
     bit: each axis sums in float64 the centre tap and then the pairs of taps, farthest first, and rounds
     to float32 between the axes; here the y pass runs over whole rows at a time (vectorised).
+    ``rows``, ``acc``, ``mid``, ``line`` and ``lacc`` are work buffers at least ``(Y + 2 r, X)``,
+    ``(Y, X)``, ``(Y, X)`` float32, ``X + 2 r`` and ``X`` long (``r``: the radius of ``w``).
     """
     n_y, n_x = frame.shape
     r = (w.shape[0] - 1) // 2
-    rows = np.empty((n_y + 2 * r, n_x))
-    acc = np.empty((n_y, n_x))
-    mid = np.empty((n_y, n_x), dtype=np.float32)
-    line = np.empty(n_x + 2 * r)
-    lacc = np.empty(n_x)
     for i in range(n_y + 2 * r):
         src = min(max(i - r, 0), n_y - 1)
         for c in range(n_x):

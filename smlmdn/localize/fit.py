@@ -197,7 +197,7 @@ def _fisher(dm, m, nb, npar, fi) -> None:
 _CHUNK = 128  # spots per parallel task: workspace arrays are allocated once per chunk
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _fit_kernel(
     spots,
     offset,

@@ -28,7 +28,7 @@ from .glrt import _NEWTON_STEPS
 STEP_TOL = 1e-10
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _signed_root(
     d: np.ndarray, g: np.ndarray, o: np.ndarray, steps: int, z: np.ndarray, est: np.ndarray
 ) -> None:  # pragma: no cover
