@@ -17,6 +17,7 @@ from itertools import islice, pairwise
 from typing import TYPE_CHECKING, Any
 
 import dask
+import dask.threaded
 import numpy as np
 
 if TYPE_CHECKING:
@@ -32,9 +33,8 @@ def frame_blocks(chunks_t: Sequence[int]) -> list[tuple[int, int, int]]:
 def in_frame_blocks(arr: da.Array, frames: int | tuple[int, ...]) -> da.Array:
     """Return ``arr`` (T, ...) with blocks of ``frames`` frames along T (an int, or the block sizes), whole along the rest.
 
-    Splitting and joining along T only, so the plain task-graph rechunk is always the right one; naming
-    it spares dask's method choice, which imports dask.distributed (~0.7 s a process) to ask whether a
-    cluster is active.
+    Splitting and joining along T only, so the plain task-graph rechunk is always the right one (named,
+    so that dask does not look for a dask.distributed cluster to weigh a peer-to-peer rechunk).
     """
     return arr.rechunk((frames, *arr.shape[1:]), method="tasks")
 
