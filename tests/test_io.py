@@ -46,21 +46,23 @@ def test_open_tiff_variants(tmp_path: Path, small_movie: np.ndarray, kind: str) 
 
 
 @pytest.mark.parametrize(
-    ("dtype", "kwargs"),
+    ("dtype", "kwargs", "mapped"),
     [
-        ("<u2", {}),
-        (">u2", {"byteorder": ">"}),
-        ("<f4", {"imagej": True}),
-        ("u1", {"ome": True}),
-        ("<u2", {"contiguous": False}),  # a plain multi-page TIFF (no shape metadata), one page per frame
-        ("<u2", {"compression": "zlib"}),  # decoded page by page
-        ("<u2", {"tile": (16, 16)}),  # tiles: decoded
+        ("<u2", {}, True),
+        (">u2", {"byteorder": ">"}, True),
+        ("<f4", {"imagej": True}, True),
+        ("u1", {"ome": True}, True),
+        ("<u2", {"contiguous": False}, False),  # one page per frame, each IFD between the frames: read page by page
+        ("<u2", {"compression": "zlib"}, False),  # decoded page by page
+        ("<u2", {"tile": (16, 16)}, False),  # tiles: decoded
     ],
 )
 def test_mapped_and_decoded_tiffs_read_the_same_pixels(
-    tmp_path: Path, small_movie: np.ndarray, dtype: str, kwargs: dict
+    tmp_path: Path, small_movie: np.ndarray, dtype: str, kwargs: dict, mapped: bool
 ) -> None:
     """Uncompressed contiguous series are memory-mapped; every layout reads what tifffile decodes."""
+    from smlmdn.io import _mapped_layout
+
     path = tmp_path / "m.tif"
     data = (small_movie * 0.5).astype(np.dtype(dtype).newbyteorder("="))
     if kwargs.get("tile"):
@@ -72,6 +74,8 @@ def test_mapped_and_decoded_tiffs_read_the_same_pixels(
             for frame in data:
                 tw.write(frame, contiguous=False, metadata=None)
     _check(open_movie(path, block_frames=4), tifffile.imread(path))
+    with tifffile.TiffFile(path) as tif:
+        assert (_mapped_layout(tif, tif.series[0]) is not None) == mapped
 
 
 def test_imagej_hyperstack_squeezes_singletons(tmp_path: Path, small_movie: np.ndarray) -> None:
