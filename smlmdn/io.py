@@ -12,6 +12,7 @@ import functools
 import glob as globmod
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -320,11 +321,11 @@ def _open_source(
 ) -> Any:  # stamp keys the cache
     """Return the array behind a :class:`FileArray`, opened once per process (and per file version)."""
     if kind == "npy":
-        return np.load(path, mmap_mode="r")
+        return _npy_frames(path)
     if kind == "raw":
         assert layout is not None  # a FileArray gives raw and pages sources their layout
         offset, shape, dtype = layout
-        return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+        return _RawFrames(path, offset, shape, dtype)
     import tifffile
     import zarr
 
@@ -333,6 +334,54 @@ def _open_source(
         return _TiffPages(path, layout[0])
 
     return zarr.open(tifffile.imread(path, aszarr=True, series=series, level=0), mode="r")
+
+
+class _RawFrames:
+    """Pixels stored uncompressed in C order from a byte offset of a file: (T, ...) read with one read per request.
+
+    Read rather than memory-mapped: every mapped page a process touches counts in its resident memory
+    until the mapping closes, so a mapped movie's RSS grows with the frames read (the whole movie by the
+    end), which HPC schedulers count against a job's memory. A read block is an ordinary array, freed
+    after use; the kernel's page cache stays outside the process.
+    """
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: str | np.dtype) -> None:
+        self.path, self.offset = path, int(offset)
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        lead, rest = (key[0] if key else slice(None)), key[1:]
+        frames = range(self.shape[0])[lead]  # an int for an integer index (IndexError when out of range)
+        wanted = [frames] if isinstance(frames, int) else list(frames)
+        lo, hi = (min(wanted), max(wanted) + 1) if wanted else (0, 0)
+        per_frame = math.prod(self.shape[1:])
+        with open(self.path, "rb") as f:
+            data = np.fromfile(
+                f, self.dtype, count=(hi - lo) * per_frame, offset=self.offset + lo * per_frame * self.dtype.itemsize
+            )
+        if data.size != (hi - lo) * per_frame:
+            raise OSError(f"{self.path} ends before frame {hi - 1}")
+        data = data.reshape((hi - lo, *self.shape[1:]))
+        pick: Any = 0 if isinstance(frames, int) else slice(None)
+        if not isinstance(frames, int) and frames.step != 1 and len(wanted) > 1:
+            pick = np.asarray(wanted) - lo
+        index = (pick, *rest)
+        return data[index]
+
+
+def _npy_frames(path: str) -> Any:
+    """Return an ``.npy`` file's array: :class:`_RawFrames` for C order, a read-only memory map otherwise."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran or not shape or dtype.hasobject:
+        return np.load(path, mmap_mode="r")
+    return _RawFrames(path, offset, shape, dtype)
 
 
 class _TiffPages:

@@ -338,3 +338,23 @@ def test_tiff_carries_the_pixel_size_for_fiji_and_ome(tmp_path: Path, small_movi
             assert page.tags["ResolutionUnit"].value == 3 and xres[1] / xres[0] * 1e7 == pytest.approx(107.0, rel=1e-6)
     assert read_attrs(out)["units"] == "photons"
     np.testing.assert_array_equal(open_movie(out).compute(), small_movie.astype(np.float32))
+
+
+def test_raw_frames_read_what_numpy_indexes(tmp_path: Path) -> None:
+    """Uncompressed movies (.raw, .npy, mapped TIFFs) are read per request, not mapped: every index dask may use."""
+    from smlmdn.io import _npy_frames, _RawFrames
+
+    a = np.arange(7 * 5 * 4, dtype=">u2").reshape(7, 5, 4)
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"HEADER" + a.tobytes())
+    frames = _RawFrames(str(path), 6, a.shape, ">u2")
+    keys = [0, -1, 3, slice(None), slice(2, 5), slice(None, None, 2), slice(None, None, -1), slice(5, 1, -2),
+            (slice(1, 3), slice(0, 2), slice(None)), (2, slice(1, 4), 1), slice(3, 3), (slice(None), 0, 0)]  # fmt: skip
+    for key in keys:
+        np.testing.assert_array_equal(frames[key], a[key])
+    with pytest.raises(IndexError):
+        frames[7]
+    np.save(tmp_path / "c.npy", a.astype("<f4"))
+    np.testing.assert_array_equal(_npy_frames(str(tmp_path / "c.npy"))[1:4], a[1:4])
+    np.save(tmp_path / "f.npy", np.asfortranarray(a))  # Fortran order: mapped as before
+    np.testing.assert_array_equal(np.asarray(_npy_frames(str(tmp_path / "f.npy"))), a)
