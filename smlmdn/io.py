@@ -1,7 +1,7 @@
 """Streaming movie I/O: open any supported movie lazily as (T, Y, X), write atomically block by block.
 
 Readers never load pixel data: TIFFs go through tifffile's Zarr store interface, Zarr and OME-Zarr
-are opened in place, ``.npy`` is memory-mapped. Writers compute a dask array one frame block at a
+are opened in place, ``.npy`` is read block by block. Writers compute a dask array one frame block at a
 time into a temporary sibling (``NAME.partial``) and rename it when complete, so an output that
 exists under its final name is always whole. Zarr outputs record finished blocks and resume.
 """
@@ -180,7 +180,7 @@ def open_movie(path: str | Path, block_frames: int | None = None, frames: slice 
     OME-TIFF (Micro-Manager ``*_MMStack_Pos0.ome.tif``, ``*_Pos0_1.ome.tif``: read once, in
     acquisition order, from any member or their folder), a folder of TIFF files concatenated along T
     in natural name order (``frame_2`` before ``frame_10``), Zarr v2/v3 arrays, OME-Zarr (level 0),
-    ``.npy`` (memory-mapped) and Picasso ``.raw`` + ``.yaml`` (memory-mapped). A glob pattern must
+    ``.npy`` and Picasso ``.raw`` + ``.yaml`` (read block by block). A glob pattern must
     match exactly one movie (several are a batch: see :func:`smlmdn.batch.expand_inputs`).
 
     ``frames`` (a slice of frame numbers, default: the active ``--frames`` range for command-line
@@ -286,7 +286,7 @@ class FileArray:
 
     ``kind`` is ``npy``, ``tiff`` (``series`` of a TIFF via tifffile's Zarr store), ``pages``
     (the first ``layout[0]`` pages of a TIFF) or ``raw`` (headerless pixels: ``layout`` =
-    (byte offset, shape, dtype string), memory-mapped).
+    (byte offset, shape, dtype string), read per request).
     """
 
     def __init__(self, kind: str, path: str, series: int = 0, layout: tuple | None = None) -> None:
@@ -539,7 +539,7 @@ def _tiff_complete(tif: Any, series: Any, promised: int, log: list[str]) -> tupl
     one contiguous block (ImageJ stacks, tifffile's own files) are measured against the file size;
     when such a file is cut, its frame index (IFDs, written after the data) may be lost with it: the
     first missing IFD offset then tells how many frames were written, and the complete frames are
-    memory-mapped (``layout`` = (offset, shape, dtype)). Other series are checked page by page.
+    read as raw bytes (``layout`` = (offset, shape, dtype)). Other series are checked page by page.
     """
     page0 = tif.pages.first
     size = tif.filehandle.size
