@@ -91,13 +91,9 @@ def glrt_estimates(
 
     ``photons``: the PSF's photons; ``bg``: background photons per pixel (of the summed frames).
     """
-    y = np.asarray(spots, dtype=np.float64)
-    g = np.asarray(templates, dtype=np.float64)
-    n, bb = y.shape[0], y.shape[1] * y.shape[2]
-    y, g = y.reshape(n, bb), g.reshape(n, bb)
-    scale = 1.0 / float(excess_noise)
-    shift = float(read_noise_photons) ** 2 * np.broadcast_to(np.asarray(n_frames, dtype=np.float64), (n,))[:, None]
-    d = scale * np.maximum(y + shift, 0.0)
+    d, shift, scale = transformed_counts(spots, read_noise_photons, excess_noise, n_frames)
+    n, bb = d.shape
+    g = np.asarray(templates, dtype=np.float64).reshape(n, bb)
     o = np.zeros_like(d) if offset is None else scale * np.asarray(offset, dtype=np.float64).reshape(n, bb)
 
     def loglik(m: np.ndarray) -> np.ndarray:  # Poisson log-likelihood without the data-only term
@@ -131,7 +127,24 @@ def glrt_estimates(
     l1 = loglik(np.maximum(model(a_n, a_b), 1e-12))
     z = np.sign(a_n) * np.sqrt(np.maximum(2.0 * (l1 - l0), 0.0))
     # back from the scaled, shifted counts: a_n = s N, a_b = s (b + shift)
-    return z, ndtr(-z), a_n / scale, a_b / scale - shift[:, 0]
+    return z, ndtr(-z), a_n / scale, a_b / scale - shift
+
+
+def transformed_counts(
+    spots: np.ndarray, read_noise_photons: float, excess_noise: float, n_frames: int | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Boxes (n, B, B) of photons -> ``(d, shift, scale)``: the counts the test treats as Poisson.
+
+    ``d = scale * max(y + shift, 0)`` (n, B*B) float64 with ``shift = read_noise^2 * n_frames`` (n,)
+    (the sCMOS shift, per summed frame) and ``scale = 1 / excess_noise`` (the EMCCD scaling), as in
+    :func:`smlmdn.localize.fit.fit_spots`; parameters fitted to ``d`` map back by ``/ scale`` and ``- shift``.
+    """
+    y = np.asarray(spots, dtype=np.float64)
+    n = y.shape[0]
+    y = y.reshape(n, y.shape[1] * y.shape[2])
+    shift = float(read_noise_photons) ** 2 * np.broadcast_to(np.asarray(n_frames, dtype=np.float64), (n,))
+    scale = 1.0 / float(excess_noise)
+    return scale * np.maximum(y + shift[:, None], 0.0), shift, scale
 
 
 def _background_mle(d: np.ndarray, o: np.ndarray) -> np.ndarray:
