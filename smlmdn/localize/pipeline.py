@@ -479,8 +479,10 @@ def _extend(
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
-    cand = extension_candidates(locs, t)
-    frame, known_frame = cand["frame"].to_numpy(), locs["frame"].to_numpy()
+    cand = extension_candidates(locs, t)  # sorted by frame
+    frame = cand["frame"].to_numpy()
+    by_frame = np.argsort(locs["frame"].to_numpy(), kind="stable")  # each frame's rows in table order
+    known_frame = locs["frame"].to_numpy()[by_frame]
     test = dict(
         sigma_px=sigma_px,
         box=test_box(sigma_px, settings.box, (ny, nx)),
@@ -491,12 +493,14 @@ def _extend(
 
     def task(_: int, b0: int, b1: int) -> Any:
         lo, hi = np.searchsorted(frame, [b0, b1])
-        known = locs[(known_frame >= b0) & (known_frame < b1)]
+        k0, k1 = np.searchsorted(known_frame, [b0, b1])
+        known = locs.iloc[by_frame[k0:k1]]
         return dask.delayed(_extend_task)(
             photons[b0:b1], b0, cand.iloc[lo:hi], known, settings.box, saturation_photons, test
         )
 
-    blocks = [b for b in frame_blocks(photons.chunks[0]) if np.any((frame >= b[1]) & (frame < b[2]))]
+    # the blocks holding a frame to test
+    blocks = [b for b in frame_blocks(photons.chunks[0]) if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
     results = []
     with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
         for _, r in compute_blocks(task, blocks):
