@@ -55,6 +55,7 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
         return pd.DataFrame({"track": [], "frame": [], "x_nm": [], "y_nm": []}).astype(
             {"track": np.int64, "frame": np.int64}
         )
+    locs = locs[[c for c in ("track", "frame", "x_linked_nm", "y_linked_nm", "n_track") if c in locs.columns]]
     locs = locs[locs["n_track"].to_numpy() >= MIN_TRACK] if "n_track" in locs.columns else locs
     g = locs.groupby("track", sort=True)
     span_of = g["frame"].agg(["min", "max"])
@@ -62,8 +63,9 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     span = last - first + 3  # one frame before and one after
     track = np.repeat(tracks, span)
     frame = np.repeat(first - 1, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
-    member = pd.MultiIndex.from_arrays([locs["track"].to_numpy(), locs["frame"].to_numpy()])
-    keep = (frame >= 0) & (frame < n_frames) & ~pd.MultiIndex.from_arrays([track, frame]).isin(member)
+    # (track, frame) pairs as one integer each (frames -1 .. n_frames): is the track in that frame already?
+    member = locs["track"].to_numpy(np.int64) * (n_frames + 2) + locs["frame"].to_numpy(np.int64) + 1
+    keep = (frame >= 0) & (frame < n_frames) & ~np.isin(track * (n_frames + 2) + frame + 1, member)
     pos = g[["x_linked_nm", "y_linked_nm"]].first()
     out = pd.DataFrame({"track": track[keep], "frame": frame[keep]})
     out["x_nm"] = pos["x_linked_nm"].reindex(out["track"]).to_numpy()

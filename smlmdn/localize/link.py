@@ -63,7 +63,7 @@ def link(
         raise ValueError(
             f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}"
         )
-    out = locs.copy()
+    out = locs.copy(deep=False)  # new columns only: the input's are shared, not changed
     n = len(out)
     frame = out["frame"].to_numpy(dtype=np.int64)
     xy = out[["x_nm", "y_nm"]].to_numpy(dtype=np.float64)
