@@ -71,3 +71,21 @@ def test_localize_raw_mode_runs_without_importing_torch(tmp_path: Path, device: 
 def test_cuda_available_without_a_driver_does_not_import_torch() -> None:
     code = "import smlmdn.device as d\nd.gpu_driver_present = lambda: False\nassert d.cuda_available() is False"
     assert not _modules_after(code)["torch"]
+
+
+def test_the_command_imports_dask_without_xarray_and_xarray_still_imports() -> None:
+    """``smlmdn`` (``__main__.run``) spares the start-up xarray import that dask.array makes; xarray works afterwards."""
+    pytest.importorskip("xarray")
+    probe = (
+        "import sys\n"
+        "from smlmdn.__main__ import _import_dask_array_without_xarray\n"
+        "_import_dask_array_without_xarray()\n"
+        "import smlmdn.cli\n"
+        "assert 'xarray' not in sys.modules, 'xarray imported'\n"
+        "import xarray, dask.array as da\n"
+        "print(float(da.from_array(xarray.DataArray([1.0, 2.0]).values).sum().compute()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "3.0"
