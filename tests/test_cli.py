@@ -37,6 +37,15 @@ def test_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert debug.exit_code == 1 and "Traceback" in debug.output
 
 
+def test_messages_keep_square_brackets(tmp_path: Path) -> None:
+    """Paths and fixes with square brackets (``movie[ch1].tif``, ``pip install 'smlmdn[cluster]'``) are printed as they are."""
+    result = runner.invoke(app, ["info", str(tmp_path / "movie[ch1].tif")])
+    assert result.exit_code != 0
+    assert "movie[ch1].tif" in " ".join(result.output.split())
+    export_help = runner.invoke(app, ["export", "--help"])
+    assert "smlmdn[bioimageio]" in export_help.output
+
+
 def test_info_reports_shape_stats_and_camera(tmp_path: Path, rng: np.random.Generator) -> None:
     # sCMOS-like movie: e_per_adu 0.5, offset 100, background varying across the field.
     bg = np.linspace(20, 60, 48)[None, None, :] * np.ones((1, 32, 1))

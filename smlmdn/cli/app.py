@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..camera import camera_keys_given, read_camera_file
@@ -89,7 +90,7 @@ def root(
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    console().print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
 
 
 def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -168,7 +169,7 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
             except SmlmdnError as exc:
                 if debug:
                     err.print_exception()
-                err.print(f"[red]error:[/red] {exc.one_line()}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 err.print(
@@ -182,13 +183,13 @@ def command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
                     msg = "the disk is full. Fix: free space or write to another disk; rerun to resume"
                 else:
                     msg = f"{exc.strerror or exc} ({exc.filename or ''}). Fix: check the path and permissions"
-                err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             except Exception as exc:  # last line of defence: one line, not a traceback
                 if debug:
                     err.print_exception()
                 err.print(
-                    f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}. Fix: rerun with `smlmdn --debug ...` "
+                    f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(str(exc))}. Fix: rerun with `smlmdn --debug ...` "
                     "and report the traceback",
                     highlight=False,
                     soft_wrap=True,

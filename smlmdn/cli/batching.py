@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..batch import BatchItem, item_json, json_line, run_batch
@@ -136,11 +137,12 @@ def run_movies(
         if as_json:
             typer.echo(item_json(item))
         elif item.status == "failed":
-            err.print(f"[red]failed:[/red] {item.input}: {item.message}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed:[/red] {escape(f'{item.input}: {item.message}')}", highlight=False, soft_wrap=True)
         elif not quiet or len(movies) == 1:
             out.print(
                 f"{item.status}: {item.input} -> {item.output}" + (f" ({item.message})" if item.message else ""),
                 highlight=False,
+                markup=False,
                 soft_wrap=True,
             )
 
@@ -158,9 +160,9 @@ def run_movies(
         for i in items:
             style = {"failed": "red", "skipped": "yellow"}.get(i.status, "")
             table.add_row(
-                i.input,
+                escape(i.input),
                 f"[{style}]{i.status}[/{style}]" if style else i.status,
-                i.message if i.status == "failed" else i.output,
+                escape(i.message if i.status == "failed" else i.output),
                 f"{i.seconds:.1f}",
             )
         out.print(table)

@@ -34,6 +34,7 @@ LOC = "Localization, the same in every mode (units: px for --box, nm for --psf-s
 def print_summary(report: CompareReport, where: Path) -> None:
     """Print the two summary tables, both answers and where the report and pictures are (stdout)."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..evaluate.report import rich_tables  # here, not at the top: `smlmdn localize` need not import the evaluators
 
@@ -42,14 +43,15 @@ def print_summary(report: CompareReport, where: Path) -> None:
         out = Console(width=120)
     for table in rich_tables(report):
         out.print(table)
-    out.print(f"[bold]1. How well does denoising work?[/bold] {report.answers.denoising}", highlight=False)
+    out.print(f"[bold]1. How well does denoising work?[/bold] {escape(report.answers.denoising)}", highlight=False)
     out.print(
-        f"[bold]2. Does denoising before localization help?[/bold] {report.answers.localization}", highlight=False
+        f"[bold]2. Does denoising before localization help?[/bold] {escape(report.answers.localization)}", highlight=False
     )
     figures = ", ".join(report.figures.values())
     out.print(
         f"report: {where / 'report.md'} and {where / 'report.json'}; pictures in {where}/: {figures}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 
@@ -174,7 +176,7 @@ def compare(
     from ..compare import compare as run_compare
 
     err = console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
+    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
     report = run_compare(
         movie,
         camera,

@@ -60,7 +60,7 @@ def demo(
     else:
         config = replace(DemoConfig(), **{k: v for k, v in overrides.items() if v is not None})
     err = console()
-    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False))
+    log = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False))
     run = run_demo(out_dir, config, overwrite=overwrite, progress=not quiet, log=log)
     print_summary(run.report, run.report_dir)
     s = run.seconds

@@ -109,7 +109,7 @@ def denoise(
     if not quiet:
         from ..progress import console
 
-        console().print(message, highlight=False)
+        console().print(message, highlight=False, markup=False)
 
     def work(movie: Path, _marker: Path) -> str:
         done = denoise_movie(

@@ -35,11 +35,11 @@ def export(
     test_size: Annotated[int, typer.Option("--test-size", min=8, help="Side (px) of the test input's crop.")] = 64,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing package.")] = False,
 ) -> None:
-    """Write a BioImage Model Zoo package (bioimageio model format 0.5, pytorch_state_dict weights) that computes the posterior mean in detected photons from raw detected photons, the pixel's own count included.
+    r"""Write a BioImage Model Zoo package (bioimageio model format 0.5, pytorch_state_dict weights) that computes the posterior mean in detected photons from raw detected photons, the pixel's own count included.
 
     The package holds the network and the posterior step as one torch module (no smlmdn needed to run it),
     the camera numbers and units, axes (batch, time, y, x; space in nm), a test input and the test output
-    computed by `smlmdn denoise --estimate mean`, and citations. Needs the optional extra: pip install "smlmdn[bioimageio]".
+    computed by `smlmdn denoise --estimate mean`, and citations. Needs the optional extra: pip install "smlmdn\[bioimageio]".
     """
     from ..denoise.export import export_bioimageio
 
@@ -53,4 +53,4 @@ def export(
         size=test_size,
         overwrite=overwrite,
     )
-    console().print(f"wrote {out} (BioImage Model Zoo package; test it with: bioimageio test {out})", highlight=False)
+    console().print(f"wrote {out} (BioImage Model Zoo package; test it with: bioimageio test {out})", highlight=False, markup=False)

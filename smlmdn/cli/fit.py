@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..camera import Camera
 from ..progress import console
@@ -144,13 +145,13 @@ def fit(
             resume=resume,
             overwrite=overwrite,
             progress=not quiet,
-            log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False)),
+            log=(lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, markup=False)),
         )
     except KeyboardInterrupt:
         ckpt = checkpoint_path(output)
         if ckpt.exists():
             err.print(
-                f"[red]interrupted:[/red] training state kept in {ckpt}; rerun the same command with --resume to continue",
+                f"[red]interrupted:[/red] training state kept in {escape(str(ckpt))}; rerun the same command with --resume to continue",
                 highlight=False,
                 soft_wrap=True,
             )

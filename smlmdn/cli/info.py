@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..camera import Camera, CameraEstimate, check_camera
@@ -58,7 +59,7 @@ def info(
     out = Console()
     t, y, x = result["shape"]
     out.print(
-        f"[bold]{movie}[/bold]: {result['layout']}, {t} frames of {y} x {x} px, {result['dtype']}, "
+        f"[bold]{escape(str(movie))}[/bold]: {result['layout']}, {t} frames of {y} x {x} px, {result['dtype']}, "
         f"{result['size_on_disk_bytes'] / 1e6:.1f} MB on disk, chunks of {result['chunks'][0]} frames "
         f"({result['n_blocks']} blocks)",
         highlight=False,
@@ -66,20 +67,21 @@ def info(
     )
     if len(result["files"]) > 1:
         shown = ", ".join(Path(f).name for f in result["files"][:6]) + (", ..." if len(result["files"]) > 6 else "")
-        out.print(f"read from {len(result['files'])} files, in this order: {shown}", highlight=False, soft_wrap=True)
+        out.print(f"read from {len(result['files'])} files, in this order: {shown}", highlight=False, soft_wrap=True, markup=False)
     for note in result["notes"]:
-        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+        out.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     if result["camera_from_movie"]:
         out.print(
             "camera numbers recorded with the movie: "
             + ", ".join(f"{k}={v:g}" for k, v in result["camera_from_movie"].items()),
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
     checks = "all frames finite" if result["finite"] else f"{result['nonfinite_pixels']} NaN/Inf pixels"
     if result["saturation_level"] is not None:
         checks += f", {result['saturated_pixels']} saturated pixels (= {result['saturation_level']:g} ADU) in {result['saturated_frames']} frames"
-    out.print(f"checked all {t} frames: {checks}", highlight=False, soft_wrap=True)
+    out.print(f"checked all {t} frames: {checks}", highlight=False, soft_wrap=True, markup=False)
     table = Table(title="frame statistics (ADU, sampled frames)")
     for col in ("frame", "min", "median", "mean", "max", "std"):
         table.add_column(col, justify="right")
@@ -92,7 +94,8 @@ def info(
         out.print(
             f"camera estimated from the data (photon transfer over {how}, em_gain={camera.em_gain:g}, "
             f"read_noise={camera.read_noise:g} e-): offset ≈ {est['offset']:.1f} ± {est['offset_sd']:.1f} ADU, "
-            f"e_per_adu ≈ {est['e_per_adu']:.3f} ± {est['e_per_adu_sd']:.3f} photoelectrons/ADU"
+            f"e_per_adu ≈ {est['e_per_adu']:.3f} ± {est['e_per_adu_sd']:.3f} photoelectrons/ADU",
+            markup=False,
         )
     else:
-        out.print(f"camera estimate not possible: {result.get('camera_estimate_error')}")
+        out.print(f"camera estimate not possible: {result.get('camera_estimate_error')}", markup=False)

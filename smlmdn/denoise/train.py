@@ -302,7 +302,7 @@ def _console_log(progress: bool) -> Callable[[str], None]:
     from ..progress import console
 
     err = console()
-    return lambda msg: err.print(msg, highlight=False)
+    return lambda msg: err.print(msg, highlight=False, markup=False)
 
 
 class _Trainer:
