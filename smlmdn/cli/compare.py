@@ -45,7 +45,8 @@ def print_summary(report: CompareReport, where: Path) -> None:
         out.print(table)
     out.print(f"[bold]1. How well does denoising work?[/bold] {escape(report.answers.denoising)}", highlight=False)
     out.print(
-        f"[bold]2. Does denoising before localization help?[/bold] {escape(report.answers.localization)}", highlight=False
+        f"[bold]2. Does denoising before localization help?[/bold] {escape(report.answers.localization)}",
+        highlight=False,
     )
     figures = ", ".join(report.figures.values())
     out.print(

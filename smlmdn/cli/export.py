@@ -53,4 +53,6 @@ def export(
         size=test_size,
         overwrite=overwrite,
     )
-    console().print(f"wrote {out} (BioImage Model Zoo package; test it with: bioimageio test {out})", highlight=False, markup=False)
+    console().print(
+        f"wrote {out} (BioImage Model Zoo package; test it with: bioimageio test {out})", highlight=False, markup=False
+    )

@@ -67,7 +67,12 @@ def info(
     )
     if len(result["files"]) > 1:
         shown = ", ".join(Path(f).name for f in result["files"][:6]) + (", ..." if len(result["files"]) > 6 else "")
-        out.print(f"read from {len(result['files'])} files, in this order: {shown}", highlight=False, soft_wrap=True, markup=False)
+        out.print(
+            f"read from {len(result['files'])} files, in this order: {shown}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     for note in result["notes"]:
         out.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     if result["camera_from_movie"]:
