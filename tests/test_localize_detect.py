@@ -12,7 +12,16 @@ from scipy.spatial import cKDTree
 from smlmdn.camera import Camera
 from smlmdn.errors import SmlmdnError
 from smlmdn.localize import LOC_COLUMNS, localize
-from smlmdn.localize.detect import band_pass, default_threshold, detect, nms_size, noise_gain, robust_std, stabilise
+from smlmdn.localize.detect import (
+    band_pass,
+    default_threshold,
+    detect,
+    nms_size,
+    noise_gain,
+    robust_std,
+    row_medians,
+    stabilise,
+)
 from smlmdn.localize.pipeline import empty_table, stack_tables
 from smlmdn.psf import render_spots
 
@@ -247,3 +256,22 @@ def test_stacked_tables_equal_concat_then_select_and_are_released() -> None:
     got = stack_tables(tables, keep)
     pd.testing.assert_frame_equal(got, expected)
     assert tables == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 17, 1000, 4096])
+def test_row_medians_equal_numpy_to_the_bit(n: int) -> None:
+    """Histogram-then-select medians equal np.median: ties, skewed and wide rows, float32/float64/int, NaN, inf."""
+    rng = np.random.default_rng(n)
+    rows = [
+        rng.standard_normal((6, n)).astype(np.float32),
+        np.round(rng.standard_normal((6, n)) * 2).astype(np.float32),  # ties
+        (rng.exponential(1.0, (6, n)) ** 4 * 1e3).astype(np.float32),  # skewed over decades
+        rng.standard_normal((6, n)) * 1e-30,
+        rng.integers(0, 5, (6, n)),
+        np.full((6, n), 2.5, np.float32),
+    ]
+    special = rng.standard_normal((3, n)).astype(np.float32)
+    special[0, 0], special[1, -1], special[2, 0] = np.nan, np.inf, -np.inf
+    for a in [*rows, special]:
+        np.testing.assert_array_equal(row_medians(a), np.median(a, axis=1))
+        assert row_medians(a).dtype == np.median(a, axis=1).dtype

