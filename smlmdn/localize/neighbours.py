@@ -197,9 +197,9 @@ def _window_boxes(
 
     The sum runs over the molecules ``j`` of its frame other than ``q_skip[k]``.
     """
+    wx = np.empty(size)
+    wy = np.empty(size)
     for k in range(q_frame.shape[0]):
-        wx = np.empty(size)
-        wy = np.empty(size)
         t = q_frame[k]
         for j in range(start[t], start[t + 1]):
             if index[j] == q_skip[k]:
