@@ -33,7 +33,10 @@ Foreign conventions, checked against each program's source and converted on writ
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -150,6 +153,8 @@ _PICASSO_EXTRA = {
 }
 #: Picasso pixel coordinate = smlmdn pixel coordinate - PICASSO_SHIFT_PX (pixel centres at integers).
 PICASSO_SHIFT_PX = 0.5
+#: Rows per slice of a CSV table formatted in one thread (at most one slice per thread is held as text).
+_CSV_SLICE_ROWS = 1 << 18
 
 
 def _to_picasso(values: np.ndarray, kind: str, px: float) -> np.ndarray:
@@ -263,18 +268,33 @@ def _csv_table(table: pd.DataFrame, path: Path) -> None:
 
     Numbers in their shortest exact form (read back bit for bit), written by pyarrow: ~8x faster than
     pandas' ``to_csv`` (75,280 rows of 20 columns: 0.33 s against 2.7 s with ``%.10g``), and a file
-    ~45 % larger than with 10 significant digits.
+    ~45 % larger than with 10 significant digits. Slices of rows are formatted in parallel threads
+    (pyarrow releases the GIL; 0.30 s -> 0.17 s on 2 cores) and written in order.
     """
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     columns = {
         c: pa.array(np.where(v, "True", "False") if v.dtype == bool else v, from_pandas=True)
         for c, v in ((c, table[c].to_numpy()) for c in table.columns)
     }
-    with open(path, "wb") as f:
+    arrow = pa.table(columns)
+    workers = min(8, os.cpu_count() or 1)
+    rows = max(1, min(_CSV_SLICE_ROWS, -(-len(arrow) // workers)))
+    slices = [arrow.slice(i, rows) for i in range(0, len(arrow), rows)]
+    with open(path, "wb") as f, ThreadPoolExecutor(workers) as pool:
         f.write((",".join(table.columns) + "\n").encode())
-        pacsv.write_csv(pa.table(columns), f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        for start in range(0, len(slices), workers):  # at most `workers` formatted slices in memory
+            for text in pool.map(_csv_bytes, slices[start : start + workers]):
+                f.write(text)
+
+
+def _csv_bytes(table: Any) -> bytes:
+    """Format a pyarrow table as CSV rows without a header (:func:`_csv_table`)."""
+    import pyarrow.csv as pacsv
+
+    out = io.BytesIO()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return out.getvalue()
 
 
 def _picasso_info(locs: pd.DataFrame, camera: Camera, meta: dict) -> list[dict[str, Any]]:
