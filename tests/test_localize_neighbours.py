@@ -10,7 +10,7 @@ from smlmdn.localize.neighbours import Molecules
 from smlmdn.psf import render_spots
 
 SIGMA_PX = 1.3
-SHAPE = (4, 30, 26)
+SHAPE = (4, 70, 58)  # several 16 px grid cells per frame: windows see only the cells near them
 
 
 def _molecules(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
@@ -40,7 +40,7 @@ def _cut(movie: np.ndarray, t: np.ndarray, y0: np.ndarray, x0: np.ndarray, size:
 @pytest.mark.parametrize("size", [7, 13])
 def test_window_boxes_equal_boxes_of_the_rendered_movie(size: int) -> None:
     rng = np.random.default_rng(3)
-    frame, x, y, photons = _molecules(rng, 60)
+    frame, x, y, photons = _molecules(rng, 300)
     movie = render_spots(x, y, photons, SIGMA_PX, SHAPE, frame=frame)
     mol = Molecules.of(frame, x, y, photons, SHAPE, SIGMA_PX)
     t, y0, x0 = _windows(rng, 200, size)
@@ -66,7 +66,7 @@ def test_window_boxes_leave_out_the_excluded_molecule() -> None:
 
 def test_window_sums_equal_the_moving_sums_of_the_rendered_movie() -> None:
     rng = np.random.default_rng(5)
-    frame, x, y, photons = _molecules(rng, 60)
+    frame, x, y, photons = _molecules(rng, 300)
     movie = render_spots(x, y, photons, SIGMA_PX, SHAPE, frame=frame)
     sums = ndimage.uniform_filter(movie, size=(1, 13, 13), mode="constant") * 13**2
     mol = Molecules.of(frame, x, y, photons, SHAPE, SIGMA_PX)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -24,6 +25,10 @@ from numba import njit
 from ..psf import RENDER_TRUNCATE
 
 _SQRT2 = math.sqrt(2.0)
+#: Side (px) of the grid cells that index each frame's molecules: a window looks only at the molecules
+#: of the cells its reach overlaps, not at every molecule of its frame (O(m) per window, not O(m) for
+#: each of m windows: 512 x 512 px frames with ~560 molecules spent 25 % of their time there).
+_CELL_PX = 16
 
 
 def patch_radius(sigma_px: float, truncate: float = RENDER_TRUNCATE) -> int:
@@ -89,8 +94,8 @@ class Molecules:
             t, qy, qx = _queries(frame, y0, x0)
             # fmt: off
             _window_boxes(t, qy, qx, skip, size,  # the windows
-                          self.start, self.x, self.y, self.photons, self.index, self.sigma_px, self.radius,  # molecules
-                          self.shape[1], self.shape[2], out)
+                          self.x, self.y, self.photons, self.index, self.sigma_px, self.radius,  # the molecules
+                          *self._grid, self.shape[1], self.shape[2], out)
             # fmt: on
         return out
 
@@ -105,8 +110,8 @@ class Molecules:
             t, qy, qx = _queries(frame, y0, x0)
             # fmt: off
             _window_sums(t, qy, qx, size,  # the windows
-                         self.start, self.x, self.y, self.photons, self.sigma_px, self.radius,  # the molecules
-                         self.shape[1], self.shape[2], out)
+                         self.x, self.y, self.photons, self.sigma_px, self.radius,  # the molecules
+                         *self._grid, self.shape[1], self.shape[2], out)
             # fmt: on
         return out
 
@@ -137,6 +142,22 @@ class Molecules:
     def radius(self) -> int:
         """:func:`patch_radius` of these molecules."""
         return patch_radius(self.sigma_px)
+
+    @cached_property
+    def _grid(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Index of the molecules by frame and :data:`_CELL_PX` grid cell of their centre pixel.
+
+        Returns ``(members, cell_start, ncy, ncx)``: the molecules of cell ``(cy, cx)`` of frame ``t`` are
+        ``members[cell_start[i]:cell_start[i + 1]]`` with ``i = (t ncy + cy) ncx + cx``, ascending; centres
+        outside the frame count in its edge cells.
+        """
+        ncy, ncx = -(-self.shape[1] // _CELL_PX), -(-self.shape[2] // _CELL_PX)
+        cy = np.clip(np.floor(self.y) // _CELL_PX, 0, ncy - 1).astype(np.int64)
+        cx = np.clip(np.floor(self.x) // _CELL_PX, 0, ncx - 1).astype(np.int64)
+        key = (self.frame * ncy + cy) * ncx + cx
+        members = np.argsort(key, kind="stable").astype(np.int64)
+        cell_start = np.searchsorted(key[members], np.arange(self.shape[0] * ncy * ncx + 1)).astype(np.int64)
+        return members, cell_start, ncy, ncx
 
 
 def _queries(frame: np.ndarray, y0: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,18 +211,45 @@ def _reaches(centre: float, radius: int, lo: int, size: int) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def _near(t, y0, x0, size, radius, members, cell_start, ncy, ncx, out):  # pragma: no cover
+    """Fill ``out`` with the molecules of frame ``t`` in the grid cells the window's reach overlaps, ascending.
+
+    The window has corner (``y0``, ``x0``) and side ``size``; a molecule whose centre pixel lies within
+    ``radius`` of it can reach it (:func:`_reaches`). Returns how many were written.
+    """
+    n = 0
+    y_lo, y_hi = _cell_span(y0 - radius, y0 + size - 1 + radius, ncy)
+    x_lo, x_hi = _cell_span(x0 - radius, x0 + size - 1 + radius, ncx)
+    for cy in range(y_lo, y_hi + 1):
+        first = (t * ncy + cy) * ncx
+        for i in range(cell_start[first + x_lo], cell_start[first + x_hi + 1]):
+            out[n] = members[i]
+            n += 1
+    out[:n].sort()  # ascending: the sums run over the molecules in the same order as over the whole frame
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _cell_span(lo, hi, n_cells):  # pragma: no cover
+    """First and last grid cell (clipped to the frame's ``n_cells``) of the pixels ``lo .. hi``."""
+    return min(max(lo // _CELL_PX, 0), n_cells - 1), min(max(hi // _CELL_PX, 0), n_cells - 1)
+
+
+@njit(cache=True, nogil=True)
 def _window_boxes(
-    q_frame, q_y0, q_x0, q_skip, size, start, x, y, photons, index, sigma, radius, ny, nx, out
+    q_frame, q_y0, q_x0, q_skip, size, x, y, photons, index, sigma, radius, members, cell_start, ncy, ncx, ny, nx, out
 ):  # pragma: no cover
     """Compute ``out[k] = sum_j N_j Ey(y_j) Ex(x_j)`` over the window of query ``k``.
 
-    The sum runs over the molecules ``j`` of its frame other than ``q_skip[k]``.
+    The sum runs over the molecules ``j`` of its frame other than ``q_skip[k]`` (those of the grid cells
+    near the window, :func:`_near`; the others put no photons into it).
     """
     wx = np.empty(size)
     wy = np.empty(size)
+    near = np.empty(x.shape[0], dtype=np.int64)
     for k in range(q_frame.shape[0]):
-        t = q_frame[k]
-        for j in range(start[t], start[t + 1]):
+        for a in range(_near(q_frame[k], q_y0[k], q_x0[k], size, radius, members, cell_start, ncy, ncx, near)):
+            j = near[a]
             if index[j] == q_skip[k]:
                 continue
             if not (_reaches(x[j], radius, q_x0[k], size) and _reaches(y[j], radius, q_y0[k], size)):
@@ -209,22 +257,25 @@ def _window_boxes(
             _axis_weights(x[j], sigma, radius, q_x0[k], size, nx, wx)
             _axis_weights(y[j], sigma, radius, q_y0[k], size, ny, wy)
             for r in range(size):
-                a = photons[j] * wy[r]
+                w = photons[j] * wy[r]
                 for c in range(size):
-                    out[k, r, c] += a * wx[c]
+                    out[k, r, c] += w * wx[c]
 
 
 @njit(cache=True, nogil=True)
-def _window_sums(q_frame, q_y0, q_x0, size, start, x, y, photons, sigma, radius, ny, nx, out):  # pragma: no cover
+def _window_sums(
+    q_frame, q_y0, q_x0, size, x, y, photons, sigma, radius, members, cell_start, ncy, ncx, ny, nx, out
+):  # pragma: no cover
     """Compute ``out[k] = sum_j N_j (sum_r Ey_r(y_j)) (sum_c Ex_c(x_j))`` over the window of query ``k``.
 
-    Separable, and each sum telescopes to two erfs; the sum runs over every molecule ``j`` of its
-    frame.
+    Separable, and each sum telescopes to two erfs; the sum runs over the molecules ``j`` of its frame
+    near the window (:func:`_near`).
     """
+    near = np.empty(x.shape[0], dtype=np.int64)
     for k in range(q_frame.shape[0]):
-        t = q_frame[k]
         total = 0.0
-        for j in range(start[t], start[t + 1]):
+        for a in range(_near(q_frame[k], q_y0[k], q_x0[k], size, radius, members, cell_start, ncy, ncx, near)):
+            j = near[a]
             if not (_reaches(x[j], radius, q_x0[k], size) and _reaches(y[j], radius, q_y0[k], size)):
                 continue
             sx = _axis_sum(x[j], sigma, radius, q_x0[k], size, nx)
