@@ -86,3 +86,55 @@ def test_linked_precision_grows_with_the_scatter_of_the_members(scatter: float) 
         ["crlb_linked_nm"]
     ].to_numpy()
     assert 0.8 < np.std(err) < 1.15  # honest: without the Birge ratio, 3.0 at scatter 3
+
+
+def _reference_tracks(locs: pd.DataFrame, max_distance: float, n_sigma: float, max_gap: int) -> np.ndarray:
+    """The linking rule of smlmdn.localize.link written plainly: every localization against every open track."""
+    frame = locs["frame"].to_numpy()
+    xy = locs[["x_nm", "y_nm"]].to_numpy(float)
+    s = locs[["crlb_x_nm", "crlb_y_nm"]].to_numpy(float).mean(axis=1)
+    w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
+    track = np.full(len(locs), -1)
+    sums: list[list[float]] = []  # per track: sum w x, sum w y, sum w, last frame
+    for f in np.unique(frame):
+        rows = np.flatnonzero(frame == f)
+        live = [k for k, t in enumerate(sums) if t[3] >= f - 1 - max_gap and t[2] > 0]
+        pairs = []
+        for a, r in enumerate(rows):
+            for k in live:
+                px, py, pw = sums[k][0] / sums[k][2], sums[k][1] / sums[k][2], sums[k][2]
+                d = float(np.hypot(xy[r, 0] - px, xy[r, 1] - py))
+                if d <= max_distance and w[r] > 0 and d <= n_sigma * np.sqrt(s[r] ** 2 + 1.0 / pw):
+                    pairs.append((d, a, k))
+        taken: set[int] = set()
+        for _, a, k in sorted(pairs, key=lambda p: p[0]):  # stable: ties in (localization, track) order
+            if track[rows[a]] < 0 and k not in taken:
+                track[rows[a]] = k
+                taken.add(k)
+        for r in rows:
+            if track[r] < 0:
+                track[r] = len(sums)
+                sums.append([0.0, 0.0, 0.0, f])
+            t = sums[track[r]]
+            t[0], t[1], t[2], t[3] = t[0] + w[r] * xy[r, 0], t[1] + w[r] * xy[r, 1], t[2] + w[r], f
+    return track
+
+
+@pytest.mark.parametrize(("max_gap", "n_sigma", "grid"), [(0, 3.0, False), (1, 5.0, True), (2, 50.0, True)])
+def test_tracks_equal_the_all_pairs_rule(max_gap: int, n_sigma: float, grid: bool) -> None:
+    """The grid-indexed linker assigns exactly what comparing every localization with every open track does.
+
+    Crowded frames over several grid cells, positions on a 50 nm lattice for exact distance ties (``grid``),
+    some rows without a finite CRLB, frames shuffled.
+    """
+    rng = np.random.default_rng(max_gap)
+    n = 3000
+    frame = rng.integers(0, 40, n)
+    x, y = rng.uniform(0, 3000, n), rng.uniform(0, 3000, n)
+    if grid:
+        x, y = np.round(x / 50) * 50, np.round(y / 50) * 50
+    crlb = rng.uniform(5, 60, n)
+    crlb[rng.random(n) < 0.02] = np.nan
+    locs = _table(frame, x, y, crlb)
+    got = link(locs, max_distance_nm=200.0, n_sigma=n_sigma, max_gap=max_gap)["track"].to_numpy()
+    np.testing.assert_array_equal(got, _reference_tracks(locs, 200.0, n_sigma, max_gap))

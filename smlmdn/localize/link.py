@@ -42,6 +42,8 @@ DEFAULT_N_SIGMA = 5.0
 DEFAULT_MAX_DISTANCE_NM = 200.0
 #: Default number of frames a track may miss and still be continued.
 DEFAULT_MAX_GAP = 1
+#: Half the number of linking grid cells per axis (positions within +-2^30 cells of max_distance_nm).
+_HALF_CELLS = 1 << 30
 
 
 def link(
@@ -98,12 +100,18 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
     """Assign every localization to a track, frame by frame (the rule of :func:`link`); return the number of tracks.
 
     ``order`` sorts ``frame`` (stably); ``track`` (n,) and the track sums are filled in. In each frame
-    the tracks still open are the candidates; pairs that agree are assigned closest first, each
-    localization and each track at most once, and the localizations left start new tracks.
+    the tracks still open are the candidates; pairs that agree are assigned closest first (ties: in
+    localization, then track id order), each localization and each track at most once, and the
+    localizations left start new tracks. The open tracks of a frame are indexed by grid cells of side
+    ``max_distance`` around their pooled positions, so each localization is compared only with those of
+    the 3 x 3 cells around it, not with every open track (O(m log m), not O(m^2), per frame).
     """
     n = frame.shape[0]
+    side = max_distance * (1.0 + 1e-9)  # a hair wider: positions max_distance apart are never 2 cells apart
     last = np.zeros(n, dtype=np.int64)
     open_tracks = np.empty(n, dtype=np.int64)  # tracks that may still be continued, in id order
+    taken = np.zeros(n, dtype=np.bool_)
+    near = np.empty(n, dtype=np.int64)
     n_open = 0
     n_tracks = 0
     start = 0
@@ -127,28 +135,49 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
             if sum_w[open_tracks[q]] > 0:
                 live[n_live] = open_tracks[q]
                 n_live += 1
-        # candidate pairs in (localization, track) order, then closest first (stable)
-        n_pairs_max = len(rows) * n_live
-        pair_a = np.empty(n_pairs_max, dtype=np.int64)
-        pair_k = np.empty(n_pairs_max, dtype=np.int64)
-        pair_d = np.empty(n_pairs_max)
+        live = live[:n_live]
+        # the live tracks' grid cells (pooled position / side), sorted by cell
+        cell_key = np.empty(n_live, dtype=np.int64)
+        for q in range(n_live):
+            k = live[q]
+            cell_key[q] = _cell_key(_cell(sum_wxy[k, 1] / sum_w[k], side), _cell(sum_wxy[k, 0] / sum_w[k], side))
+        by_cell = np.argsort(cell_key, kind="mergesort")
+        sorted_key = cell_key[by_cell]
+        # candidate pairs in (localization, track id) order, then closest first (stable)
+        pair_a = np.empty(0, dtype=np.int64)
+        pair_k = np.empty(0, dtype=np.int64)
+        pair_d = np.empty(0)
         n_pairs = 0
         for a in range(len(rows)):
             r = rows[a]
-            for q in range(n_live):
-                k = live[q]
+            if not w[r] > 0:
+                continue
+            cy, cx = _cell(xy[r, 1], side), _cell(xy[r, 0], side)
+            m = 0
+            for dy in range(-1, 2):
+                lo = np.searchsorted(sorted_key, _cell_key(cy + dy, cx - 1))
+                hi = np.searchsorted(sorted_key, _cell_key(cy + dy, cx + 1), side="right")
+                for i in range(lo, hi):
+                    near[m] = live[by_cell[i]]
+                    m += 1
+            near[:m].sort()  # track id order, as over all live tracks
+            for q in range(m):
+                k = near[q]
                 d = math.hypot(xy[r, 0] - sum_wxy[k, 0] / sum_w[k], xy[r, 1] - sum_wxy[k, 1] / sum_w[k])
-                if d <= max_distance and w[r] > 0 and d <= n_sigma * math.sqrt(s[r] ** 2 + 1.0 / sum_w[k]):
+                if d <= max_distance and d <= n_sigma * math.sqrt(s[r] ** 2 + 1.0 / sum_w[k]):
+                    if n_pairs == len(pair_d):  # grow the pair buffers
+                        pair_a, pair_k, pair_d = _grown(pair_a), _grown(pair_k), _grown(pair_d)
                     pair_a[n_pairs] = a
                     pair_k[n_pairs] = k
                     pair_d[n_pairs] = d
                     n_pairs += 1
-        taken = np.zeros(n_tracks + 1, dtype=np.bool_)
         for p in np.argsort(pair_d[:n_pairs], kind="mergesort"):
             r, k = rows[pair_a[p]], pair_k[p]
             if track[r] < 0 and not taken[k]:
                 track[r] = k
                 taken[k] = True
+        for p in range(n_pairs):  # reset for the next frame
+            taken[pair_k[p]] = False
         for r in rows:
             if track[r] < 0:
                 track[r] = n_tracks
@@ -163,6 +192,26 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
             last[k] = f
         start = stop
     return n_tracks
+
+
+@njit(cache=True, nogil=True)
+def _cell(position, side):  # pragma: no cover
+    """Grid cell index of a ``position`` (nm) for cells of ``side`` nm."""
+    return np.int64(math.floor(position / side))
+
+
+@njit(cache=True, nogil=True)
+def _cell_key(cy, cx):  # pragma: no cover
+    """One sortable integer per grid cell (row-major, rows and columns within +-2^30 cells)."""
+    return (cy + _HALF_CELLS) * (2 * _HALF_CELLS) + (cx + _HALF_CELLS)
+
+
+@njit(cache=True, nogil=True)
+def _grown(a):  # pragma: no cover
+    """Return ``a`` copied into an array twice as long (at least 16)."""
+    out = np.empty(max(16, 2 * len(a)), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def linked_positions(locs: pd.DataFrame) -> pd.DataFrame:
