@@ -372,16 +372,15 @@ class _RawFrames:
 
 
 def _npy_frames(path: str) -> Any:
-    """Return an ``.npy`` file's array: :class:`_RawFrames` for C order, a read-only memory map otherwise."""
-    fmt = np.lib.format
-    with open(path, "rb") as f:
-        version = fmt.read_magic(f)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if fortran or not shape or dtype.hasobject:
-        return np.load(path, mmap_mode="r")
-    return _RawFrames(path, offset, shape, dtype)
+    """Return an ``.npy`` file's array: :class:`_RawFrames` for C order, a read-only memory map otherwise.
+
+    numpy reads the header (any format version): its memory map gives the data's offset, shape and
+    dtype, and is dropped unread for a C-order array.
+    """
+    mapped = np.load(path, mmap_mode="r")
+    if not mapped.shape or not mapped.flags.c_contiguous:
+        return mapped
+    return _RawFrames(path, mapped.offset, mapped.shape, mapped.dtype)
 
 
 class _TiffPages:
