@@ -112,6 +112,8 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
     open_tracks = np.empty(n, dtype=np.int64)  # tracks that may still be continued, in id order
     taken = np.zeros(n, dtype=np.bool_)
     near = np.empty(n, dtype=np.int64)
+    # candidate pairs of a frame (localization, track, distance), grown as needed and reused by later frames
+    pair_a, pair_k, pair_d = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16)
     n_open = 0
     n_tracks = 0
     start = 0
@@ -144,9 +146,6 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
         by_cell = np.argsort(cell_key, kind="mergesort")
         sorted_key = cell_key[by_cell]
         # candidate pairs in (localization, track id) order, then closest first (stable)
-        pair_a = np.empty(0, dtype=np.int64)
-        pair_k = np.empty(0, dtype=np.int64)
-        pair_d = np.empty(0)
         n_pairs = 0
         for a in range(len(rows)):
             r = rows[a]
@@ -208,8 +207,8 @@ def _cell_key(cy, cx):  # pragma: no cover
 
 @njit(cache=True, nogil=True)
 def _grown(a):  # pragma: no cover
-    """Return ``a`` copied into an array twice as long (at least 16)."""
-    out = np.empty(max(16, 2 * len(a)), dtype=a.dtype)
+    """Return ``a`` copied into an array twice as long."""
+    out = np.empty(2 * len(a), dtype=a.dtype)
     out[: len(a)] = a
     return out
 
