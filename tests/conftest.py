@@ -37,6 +37,7 @@ KINDS = {
     "test_localize_fit_torch.py": "unit",
     "test_localize_glrt.py": "unit",
     "test_localize_link.py": "unit",
+    "test_localize_store.py": "unit",
     "test_localize_neighbours.py": "unit",
     "test_localize_passes.py": "unit",
     "test_localize_settings.py": "unit",

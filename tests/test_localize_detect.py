@@ -22,7 +22,6 @@ from smlmdn.localize.detect import (
     row_medians,
     stabilise,
 )
-from smlmdn.localize.pipeline import empty_table, stack_tables
 from smlmdn.psf import render_spots
 
 PIXEL_NM = 100.0
@@ -238,24 +237,6 @@ def test_capped_noise_estimate_equals_the_minimum_of_the_full_one(shape: tuple[i
         capped = robust_std(frames, at_most=cap)
         assert capped.dtype == np.float32
         np.testing.assert_array_equal(capped, np.minimum(full, np.float32(cap)))
-
-
-def test_stacked_tables_equal_concat_then_select_and_are_released() -> None:
-    """stack_tables(tables, keep) equals pd.concat(tables)[keep] in values and dtypes, and empties the list."""
-    rng = np.random.default_rng(3)
-    template = empty_table()
-    tables = []
-    for n in (5, 0, 7, 1):
-        cols = {}
-        for c in template.columns:
-            dtype = template[c].dtype
-            cols[c] = rng.random(n) < 0.5 if dtype.kind == "b" else (rng.random(n) * 100).astype(dtype)
-        tables.append(pd.DataFrame(cols))
-    keep = rng.random(13) < 0.6
-    expected = pd.concat(tables, ignore_index=True)[keep].reset_index(drop=True)
-    got = stack_tables(tables, keep)
-    pd.testing.assert_frame_equal(got, expected)
-    assert tables == []
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 17, 1000, 4096])

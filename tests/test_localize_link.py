@@ -8,7 +8,7 @@ import pytest
 
 from smlmdn.camera import Camera
 from smlmdn.localize import localize
-from smlmdn.localize.link import link
+from smlmdn.localize.link import Linker, link
 from smlmdn.psf import render_spots
 
 CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
@@ -138,3 +138,24 @@ def test_tracks_equal_the_all_pairs_rule(max_gap: int, n_sigma: float, grid: boo
     locs = _table(frame, x, y, crlb)
     got = link(locs, max_distance_nm=200.0, n_sigma=n_sigma, max_gap=max_gap)["track"].to_numpy()
     np.testing.assert_array_equal(got, _reference_tracks(locs, 200.0, n_sigma, max_gap))
+
+
+def test_linking_block_by_block_equals_linking_the_whole_table() -> None:
+    """:class:`Linker` fed the frames in blocks (rows unsorted inside each) gives the tracks and pooled values of :func:`link`."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    frame = rng.integers(0, 60, n)
+    locs = _table(frame, rng.uniform(0, 2000, n), rng.uniform(0, 2000, n), rng.uniform(5, 60, n))
+    locs.loc[rng.random(n) < 0.02, "crlb_x_nm"] = np.nan
+    whole = link(locs)
+    linker = Linker()
+    track = np.empty(n, dtype=np.int64)
+    for b0, b1 in [(0, 1), (1, 17), (17, 18), (18, 45), (45, 60)]:  # frames [b0, b1), one block empty of rows
+        rows = np.flatnonzero((frame >= b0) & (frame < b1))
+        track[rows] = linker.add(locs.iloc[rows])
+    np.testing.assert_array_equal(track, whole["track"].to_numpy())
+    tracks = linker.tracks()
+    for column, per_track in [("n_track", tracks.n), ("x_linked_nm", tracks.x_nm), ("crlb_linked_nm", tracks.crlb_nm)]:
+        np.testing.assert_array_equal(per_track[track], whole[column].to_numpy())
+    with pytest.raises(ValueError, match="in order"):
+        linker.add(locs.iloc[:5])

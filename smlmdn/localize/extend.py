@@ -29,6 +29,7 @@ import pandas as pd
 
 from .glrt import benjamini_hochberg, psf_templates
 from .glrt_numba import glrt_estimates
+from .link import Tracks
 from .neighbours import Molecules
 from .passes import boxes
 
@@ -47,30 +48,47 @@ def own_frames(locs: pd.DataFrame) -> pd.DataFrame:
 def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     """Return the (track, frame) pairs to test: the frames next to each track and its missing frames.
 
-    ``locs`` is a linked table (``frame``, ``track``, ``x_linked_nm``, ``y_linked_nm``); frames outside
-    ``0 .. n_frames - 1`` are dropped. Returns a table with columns ``track``, ``frame`` (int64),
-    ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame.
+    ``locs`` is a linked table (``frame``, ``track``, ``n_track``, ``x_linked_nm``, ``y_linked_nm``); frames
+    outside ``0 .. n_frames - 1`` are dropped. Returns a table with columns ``track``, ``frame`` (int64),
+    ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame (the rule of
+    :func:`track_candidates`, for a table in memory).
     """
-    if len(locs) == 0:
-        return pd.DataFrame({"track": [], "frame": [], "x_nm": [], "y_nm": []}).astype(
-            {"track": np.int64, "frame": np.int64}
-        )
-    locs = locs[[c for c in ("track", "frame", "x_linked_nm", "y_linked_nm", "n_track") if c in locs.columns]]
-    locs = locs[locs["n_track"].to_numpy() >= MIN_TRACK] if "n_track" in locs.columns else locs
-    g = locs.groupby("track", sort=True)
-    span_of = g["frame"].agg(["min", "max"])
-    tracks, first, last = span_of.index.to_numpy(), span_of["min"].to_numpy(), span_of["max"].to_numpy()
+    track = locs["track"].to_numpy(np.int64)
+    frame = locs["frame"].to_numpy(np.int64)
+    n_tracks = int(track.max()) + 1 if len(track) else 0
+    first, last = np.full(n_tracks, np.iinfo(np.int64).max), np.full(n_tracks, -1)
+    np.minimum.at(first, track, frame)
+    np.maximum.at(last, track, frame)
+    x, y = np.zeros(n_tracks), np.zeros(n_tracks)
+    x[track], y[track] = locs["x_linked_nm"].to_numpy(), locs["y_linked_nm"].to_numpy()
+    tracks = Tracks(n=np.bincount(track, minlength=n_tracks), first=first, last=last, x_nm=x, y_nm=y, crlb_nm=x)
+    return track_candidates(tracks, member_keys(track, frame, n_frames), n_frames)
+
+
+def member_keys(track: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
+    """One int64 per (track, frame) pair of a movie of ``n_frames`` frames (frames -1 .. n_frames), for :func:`track_candidates`."""
+    return track.astype(np.int64) * (n_frames + 2) + frame.astype(np.int64) + 1
+
+
+def track_candidates(tracks: Tracks, members: np.ndarray, n_frames: int) -> pd.DataFrame:
+    """Return the (track, frame) pairs to test for every track of :class:`~smlmdn.localize.link.Tracks`.
+
+    The frame before each track's first member, the frame after its last and the frames in between
+    without a member (``members``: :func:`member_keys` of every localization), within ``0 ..
+    n_frames - 1``; tracks shorter than :data:`MIN_TRACK` are not extended. Returns a table with columns
+    ``track``, ``frame`` (int64), ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame
+    (stable: by track within a frame).
+    """
+    ids = np.flatnonzero(tracks.n >= MIN_TRACK)
+    first, last = tracks.first[ids], tracks.last[ids]
     span = last - first + 3  # one frame before and one after
-    track = np.repeat(tracks, span)
+    track = np.repeat(ids, span)
     frame = np.repeat(first - 1, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
-    # (track, frame) pairs as one integer each (frames -1 .. n_frames): is the track in that frame already?
-    member = locs["track"].to_numpy(np.int64) * (n_frames + 2) + locs["frame"].to_numpy(np.int64) + 1
-    keep = (frame >= 0) & (frame < n_frames) & ~np.isin(track * (n_frames + 2) + frame + 1, member)
-    pos = g[["x_linked_nm", "y_linked_nm"]].first()
-    out = pd.DataFrame({"track": track[keep], "frame": frame[keep]})
-    out["x_nm"] = pos["x_linked_nm"].reindex(out["track"]).to_numpy()
-    out["y_nm"] = pos["y_linked_nm"].reindex(out["track"]).to_numpy()
-    return out.sort_values("frame", kind="stable").reset_index(drop=True)
+    keep = (frame >= 0) & (frame < n_frames) & ~np.isin(member_keys(track, frame, n_frames), members)
+    track, frame = track[keep], frame[keep]
+    order = np.argsort(frame, kind="stable")
+    track, frame = track[order], frame[order]
+    return pd.DataFrame({"track": track, "frame": frame, "x_nm": tracks.x_nm[track], "y_nm": tracks.y_nm[track]})
 
 
 def known_position_test(
@@ -122,49 +140,52 @@ def known_position_test(
     return p, n_hat, b_hat
 
 
-def extension_rows(
-    cand: pd.DataFrame,
-    p: np.ndarray,
-    photons: np.ndarray,
-    bg: np.ndarray,
-    locs: pd.DataFrame,
-    fdr: float,
+def accepted_extensions(
+    cand: pd.DataFrame, p: np.ndarray, photons: np.ndarray, bg: np.ndarray, fdr: float
 ) -> pd.DataFrame:
-    """Rows for the candidates Benjamini-Hochberg accepts at ``fdr`` over all ``len(cand)`` tests.
+    """Return the candidates Benjamini-Hochberg accepts at ``fdr`` over all ``len(cand)`` tests.
 
-    ``cand`` (:func:`extension_candidates`) with its test results ``p``, ``photons``, ``bg`` (n,); ``locs``
-    the linked table (the tracks' pooled precision and PSF width are copied from it). Returns a table
-    with the columns of ``locs`` (``extended`` True, ``iterations`` 0, ``loglik``/``llr`` and the
-    photon/background CRLBs NaN: no fit was made).
+    ``cand`` (:func:`track_candidates`) with its test results ``p``, ``photons``, ``bg`` (n,). Returns
+    its accepted rows (in order) with ``p``, ``photons`` and ``bg`` added.
     """
     keep = benjamini_hochberg(p, len(p), fdr) & np.isfinite(photons)
-    acc = cand[keep]
-    per_track = locs.groupby("track")[["crlb_linked_nm", "x_linked_nm", "y_linked_nm", "sigma_nm"]].first()
-    tr = per_track.reindex(acc["track"].to_numpy())
+    return cand[keep].assign(p=p[keep], photons=photons[keep], bg=bg[keep])
+
+
+def extension_rows(acc: pd.DataFrame, tracks: Tracks, sigma_nm: np.ndarray) -> pd.DataFrame:
+    """Localization rows for accepted extensions ``acc`` (:func:`accepted_extensions`).
+
+    ``tracks``: the linked tracks (their pooled position and precision are copied); ``sigma_nm``
+    (per track): the PSF width of each track's first localization. Returns a table with the columns
+    of a linked table but ``n_track`` (``extended`` True, ``iterations`` 0, ``loglik``/``llr`` and the
+    photon/background CRLBs NaN: no fit was made).
+    """
+    k = acc["track"].to_numpy(np.int64)
     nan = np.full(len(acc), np.nan)
-    rows = pd.DataFrame(
+    crlb = tracks.crlb_nm[k]
+    p = acc["p"].to_numpy()
+    return pd.DataFrame(
         {
             "frame": acc["frame"].to_numpy(np.int64),
             "x_nm": acc["x_nm"].to_numpy(),
             "y_nm": acc["y_nm"].to_numpy(),
-            "photons": photons[keep],
-            "bg": bg[keep],
-            "sigma_nm": tr["sigma_nm"].to_numpy(),
-            "crlb_x_nm": tr["crlb_linked_nm"].to_numpy(),
-            "crlb_y_nm": tr["crlb_linked_nm"].to_numpy(),
+            "photons": acc["photons"].to_numpy(),
+            "bg": acc["bg"].to_numpy(),
+            "sigma_nm": sigma_nm[k],
+            "crlb_x_nm": crlb,
+            "crlb_y_nm": crlb,
             "crlb_photons": nan,
             "crlb_bg": nan,
             "loglik": nan,
             "llr": nan,
             "iterations": np.zeros(len(acc), np.int32),
-            "p_value": p[keep],
-            "p_frame": p[keep],
+            "p_value": p,
+            "p_frame": p,
             "saturated": np.zeros(len(acc), bool),
-            "track": acc["track"].to_numpy(np.int64),
-            "x_linked_nm": tr["x_linked_nm"].to_numpy(),
-            "y_linked_nm": tr["y_linked_nm"].to_numpy(),
-            "crlb_linked_nm": tr["crlb_linked_nm"].to_numpy(),
+            "track": k,
+            "x_linked_nm": tracks.x_nm[k],
+            "y_linked_nm": tracks.y_nm[k],
+            "crlb_linked_nm": crlb,
             "extended": np.ones(len(acc), bool),
         }
     )
-    return rows

@@ -24,6 +24,7 @@ most one localization per frame.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -59,47 +60,138 @@ def link(
     non-finite CRLB form tracks of their own. ``max_distance_nm`` caps the linking distance (two
     localizations farther apart are never linked); ``n_sigma`` is the agreement test in combined
     standard errors; ``max_gap`` the number of frames a track may miss (0: consecutive frames only).
-    Raises ValueError for a non-positive distance or n_sigma or a negative gap.
+    Raises ValueError for a non-positive distance or n_sigma or a negative gap. A movie's table can
+    also be linked block by block, in frame order, with :class:`Linker` (same tracks).
     """
-    if not max_distance_nm > 0 or not n_sigma > 0 or max_gap < 0:
-        raise ValueError(
-            f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}"
-        )
+    linker = Linker(max_distance_nm=max_distance_nm, n_sigma=n_sigma, max_gap=max_gap)
     out = locs.copy(deep=False)  # new columns only: the input's are shared, not changed
-    n = len(out)
-    frame = out["frame"].to_numpy(dtype=np.int64)
-    xy = out[["x_nm", "y_nm"]].to_numpy(dtype=np.float64)
-    s = out[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
-    w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
-    track = np.full(n, -1, dtype=np.int64)
-    # per track (at most one per localization): weighted position sums, total weight, weighted sums of
-    # squared positions (for the scatter about the pooled position)
-    sum_wxy, sum_w, sum_wrr = np.zeros((n, 2)), np.zeros(n), np.zeros(n)
-    order = np.argsort(frame, kind="stable")
-    # fmt: off
-    n_tracks = _assign(frame, order, xy, s, w, float(max_distance_nm), float(n_sigma), int(max_gap),  # inputs
-                       track, sum_wxy, sum_w, sum_wrr)  # outputs
-    # fmt: on
-    tw = sum_w[track]
-    pooled = tw > 0
-    safe = np.where(pooled, tw, 1.0)
-    n_track = np.bincount(track, minlength=n_tracks)
-    sw = np.where(sum_w[:n_tracks] > 0, sum_w[:n_tracks], 1.0)
-    chi2 = np.maximum(sum_wrr[:n_tracks] - np.sum(sum_wxy[:n_tracks] ** 2, axis=1) / sw, 0.0)
-    birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n_track - 1), 1)))
+    track = linker.add(out)
+    tracks = linker.tracks()
     out["track"] = track
-    out["n_track"] = n_track[track]
-    out["x_linked_nm"] = np.where(pooled, sum_wxy[track, 0] / safe, xy[:, 0])
-    out["y_linked_nm"] = np.where(pooled, sum_wxy[track, 1] / safe, xy[:, 1])
-    out["crlb_linked_nm"] = np.where(pooled, birge[track] / np.sqrt(safe), s)
+    out["n_track"] = tracks.n[track]
+    out["x_linked_nm"] = tracks.x_nm[track]
+    out["y_linked_nm"] = tracks.y_nm[track]
+    out["crlb_linked_nm"] = tracks.crlb_nm[track]
     return out
 
 
-@njit(cache=True, nogil=True)
-def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_wxy, sum_w, sum_wrr):  # pragma: no cover
-    """Assign every localization to a track, frame by frame (the rule of :func:`link`); return the number of tracks.
+@dataclass(frozen=True)
+class Tracks:
+    """Per track (indexed by track id): members ``n``, ``first``/``last`` frame, pooled ``x_nm``/``y_nm`` and their standard error ``crlb_nm``.
 
-    ``order`` sorts ``frame`` (stably); ``track`` (n,) and the track sums are filled in. In each frame
+    A track of one localization without a finite CRLB keeps that localization's position and CRLB.
+    """
+
+    n: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    x_nm: np.ndarray
+    y_nm: np.ndarray
+    crlb_nm: np.ndarray
+
+
+class Linker:
+    """Link a movie's localizations block by block, in frame order (the rule of :func:`link`).
+
+    Each :meth:`add` takes the rows of frames after those already added and returns their track ids;
+    the open tracks are carried from block to block, so the tracks equal those of one :func:`link`
+    over the whole table. Memory: ~110 bytes per track. Raises ValueError for a non-positive distance or
+    n_sigma or a negative gap.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
+        n_sigma: float = DEFAULT_N_SIGMA,
+        max_gap: int = DEFAULT_MAX_GAP,
+    ) -> None:
+        if not max_distance_nm > 0 or not n_sigma > 0 or max_gap < 0:
+            raise ValueError(
+                f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}"
+            )
+        self._rule = (float(max_distance_nm), float(n_sigma), int(max_gap))
+        self._n_open = self._n_tracks = 0
+        self._last_frame = -(2**62)
+        self._state = _track_state(0)
+
+    def add(self, locs: pd.DataFrame) -> np.ndarray:
+        """Link the rows of ``locs`` (columns as :func:`link`) -> their track ids, int64 (n,).
+
+        Raises ValueError when a row's frame is not after every frame added before.
+        """
+        frame = locs["frame"].to_numpy(dtype=np.int64)
+        n = len(frame)
+        if n and frame.min() <= self._last_frame:
+            raise ValueError(f"frames must come in order: frame {frame.min()} after frame {self._last_frame}")
+        xy = locs[["x_nm", "y_nm"]].to_numpy(dtype=np.float64)
+        s = locs[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
+        w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
+        if self._n_tracks + n > len(self._state["sum_w"]):  # room for a new track per row
+            self._state = _track_state(2 * (self._n_tracks + n), self._state, self._n_tracks)
+        track = np.full(n, -1, dtype=np.int64)
+        order = np.argsort(frame, kind="stable")
+        st = self._state
+        # fmt: off
+        self._n_open, self._n_tracks = _assign(
+            frame, order, xy, s, w, *self._rule,  # inputs
+            track, st["first"], st["last"], st["open_tracks"], st["taken"], st["near"],  # outputs and carried state
+            st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], st["first_xys"], self._n_open, self._n_tracks,
+        )
+        # fmt: on
+        if n:
+            self._last_frame = int(frame.max())
+        return track
+
+    def tracks(self) -> Tracks:
+        """Return every track so far: members, pooled position and its Birge-inflated standard error."""
+        st, k = self._state, self._n_tracks
+        n, sum_w, sum_wxy = st["n"][:k], st["sum_w"][:k], st["sum_wxy"][:k]
+        pooled = sum_w > 0
+        sw = np.where(pooled, sum_w, 1.0)
+        chi2 = np.maximum(st["sum_wrr"][:k] - np.sum(sum_wxy**2, axis=1) / sw, 0.0)
+        birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n - 1), 1)))
+        alone = st["first_xys"][:k]  # a track without weight: its one localization's x, y, CRLB
+        return Tracks(
+            n=n.copy(),
+            first=st["first"][:k].copy(),
+            last=st["last"][:k].copy(),
+            x_nm=np.where(pooled, sum_wxy[:, 0] / sw, alone[:, 0]),
+            y_nm=np.where(pooled, sum_wxy[:, 1] / sw, alone[:, 1]),
+            crlb_nm=np.where(pooled, birge / np.sqrt(sw), alone[:, 2]),
+        )
+
+
+def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
+    """Per-track arrays of :class:`Linker` for ``size`` tracks, the first ``used`` copied from ``old``."""
+    state = {
+        "first": np.zeros(size, dtype=np.int64),  # frame of the first member
+        "last": np.zeros(size, dtype=np.int64),  # last frame with a member
+        "open_tracks": np.empty(size, dtype=np.int64),  # tracks that may still be continued, in id order
+        "taken": np.zeros(size, dtype=np.bool_),
+        "near": np.empty(size, dtype=np.int64),
+        # weighted position sums, total weight, weighted sums of squared positions (for the scatter)
+        "sum_wxy": np.zeros((size, 2)),
+        "sum_w": np.zeros(size),
+        "sum_wrr": np.zeros(size),
+        "n": np.zeros(size, dtype=np.int64),
+        "first_xys": np.zeros((size, 3)),  # x, y, CRLB of the first member
+    }
+    if old is not None:
+        for key, arr in state.items():
+            arr[:used] = old[key][:used]
+    return state
+
+
+@njit(cache=True, nogil=True)
+def _assign(  # pragma: no cover
+    frame, order, xy, s, w, max_distance, n_sigma, max_gap,
+    track, first, last, open_tracks, taken, near, sum_wxy, sum_w, sum_wrr, n_members, first_xys, n_open, n_tracks,
+):  # fmt: skip
+    """Assign every localization to a track, frame by frame (the rule of :func:`link`) -> ``(n_open, n_tracks)``.
+
+    ``order`` sorts ``frame`` (stably); ``track`` (n,) and the per-track arrays (room for ``n_tracks + n``
+    tracks) are filled in, carrying ``n_open`` open tracks and ``n_tracks`` tracks from earlier frames. In each frame
     the tracks still open are the candidates; pairs that agree are assigned closest first (ties: in
     localization, then track id order), each localization and each track at most once, and the
     localizations left start new tracks. The open tracks of a frame are indexed by grid cells of side
@@ -108,14 +200,8 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
     """
     n = frame.shape[0]
     side = max_distance * (1.0 + 1e-9)  # a hair wider: positions max_distance apart are never 2 cells apart
-    last = np.zeros(n, dtype=np.int64)
-    open_tracks = np.empty(n, dtype=np.int64)  # tracks that may still be continued, in id order
-    taken = np.zeros(n, dtype=np.bool_)
-    near = np.empty(n, dtype=np.int64)
     # candidate pairs of a frame (localization, track, distance), grown as needed and reused by later frames
     pair_a, pair_k, pair_d = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16)
-    n_open = 0
-    n_tracks = 0
     start = 0
     while start < n:
         f = frame[order[start]]
@@ -181,6 +267,10 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
             if track[r] < 0:
                 track[r] = n_tracks
                 open_tracks[n_open] = n_tracks
+                first[n_tracks] = f
+                first_xys[n_tracks, 0] = xy[r, 0]
+                first_xys[n_tracks, 1] = xy[r, 1]
+                first_xys[n_tracks, 2] = s[r]
                 n_open += 1
                 n_tracks += 1
             k = track[r]
@@ -188,9 +278,10 @@ def _assign(frame, order, xy, s, w, max_distance, n_sigma, max_gap, track, sum_w
             sum_wxy[k, 1] += w[r] * xy[r, 1]
             sum_w[k] += w[r]
             sum_wrr[k] += w[r] * (xy[r, 0] ** 2 + xy[r, 1] ** 2)
+            n_members[k] += 1
             last[k] = f
         start = stop
-    return n_tracks
+    return n_open, n_tracks
 
 
 @njit(cache=True, nogil=True)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
@@ -42,11 +44,12 @@ from ..parallel import compute_blocks, frame_blocks, in_frame_blocks, tune_worke
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
-from .extend import extension_candidates, extension_rows, known_position_test
+from .extend import accepted_extensions, extension_rows, known_position_test, member_keys, track_candidates
 from .glrt import benjamini_hochberg
-from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, link
+from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, Linker, Tracks
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
 from .settings import DEFAULT_FDR, DEFAULT_POOL, RAW, LocalizeMode, LocalizeSettings, mode_for
+from .store import BlockStore
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -109,27 +112,6 @@ def block_frames(frame_shape: tuple[int, ...]) -> int:
 def empty_table() -> pd.DataFrame:
     """Return a localization table with no rows and the right columns and dtypes."""
     return pd.DataFrame({c: np.zeros(0, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS})
-
-
-def stack_tables(tables: list[pd.DataFrame], keep: np.ndarray) -> pd.DataFrame:
-    """Return the rows ``keep`` (bool, one per row of all tables in order) of ``tables``, stacked; empties ``tables``.
-
-    Same as ``pd.concat(tables, ignore_index=True)[keep]``, without holding the candidates twice: each
-    column is allocated once for the rows kept (the operating system commits its pages as they are
-    written) and each block's table is dropped once copied, so the peak is the rows kept plus one block,
-    not all candidates plus their copy (10 million candidates on a 50,000-frame movie).
-    """
-    out = {c: np.empty(int(np.sum(keep)), dtype=tables[0][c].dtype) for c in tables[0].columns}
-    row = done = 0
-    tables.reverse()
-    while tables:  # pop each table, so that it is freed once copied
-        tab = tables.pop()
-        sel = keep[row : row + len(tab)]
-        n = int(np.sum(sel))
-        for c, col in out.items():
-            col[done : done + n] = tab[c].to_numpy()[sel]
-        row, done = row + len(tab), done + n
-    return pd.DataFrame(out, copy=False)
 
 
 def test_box(sigma_px: float, box: int, shape: tuple[int, int]) -> int:
@@ -439,21 +421,24 @@ def _localize_movie(
         saturation_photons=saturation_photons,
         multi_emitter=settings.multi_emitter,
     )
-    tables, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, progress)
-    column = {c: np.concatenate([tab[c].to_numpy() for tab in tables]) for c in ("p_value", "p_frame", "saturated")}
-    keep = np.ones(len(column["p_value"]), dtype=bool)
-    if settings.calibrated:
-        keep = benjamini_hochberg(column["p_value"], n_tests, settings.fdr) & (column["p_frame"] <= MEMBER_ALPHA)
-        totals["n_rejected"] += int(np.sum(~keep))
-    n_saturated = int(np.sum(column["saturated"] & keep))
-    if not settings.keep_saturated:
-        keep &= ~column["saturated"]
-    locs = link(stack_tables(tables, keep), max_distance_nm=settings.link_distance_nm)
-    locs, n_extended = (
-        _extend(photons, locs, camera, settings, saturation_photons, progress)
-        if settings.calibrated and settings.extend
-        else (locs.assign(extended=False), 0)
-    )
+    with BlockStore() as store:
+        blocks, p, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, progress)
+        keep = np.ones(len(p["p_value"]), dtype=bool)
+        if settings.calibrated:
+            keep = benjamini_hochberg(p["p_value"], n_tests, settings.fdr) & (p["p_frame"] <= MEMBER_ALPHA)
+            totals["n_rejected"] += int(np.sum(~keep))
+        n_saturated = int(np.sum(p["saturated"] & keep))
+        if not settings.keep_saturated:
+            keep &= ~p["saturated"]
+        del p
+        linked = _link_blocks(store, keep, settings.link_distance_nm, t)
+        extensions = (
+            _extensions(photons, blocks, store, linked, camera, settings, saturation_photons, progress)
+            if settings.calibrated and settings.extend
+            else None
+        )
+        n_extended = 0 if extensions is None else len(extensions)
+        locs = _collect(_final_blocks(blocks, store, linked, extensions), int(np.sum(keep)) + n_extended)
     acceptance = (
         f"GLRT p-value, Benjamini-Hochberg FDR {settings.fdr:g} over {n_tests} tests ({n_passes} per pixel)"
         if settings.calibrated
@@ -465,7 +450,7 @@ def _localize_movie(
         "movie_shape": [int(t), int(ny), int(nx)],
         "pixel_size_nm": pixel_size,
         **_settings_attrs(settings, thr, acceptance),
-        "n_tracks": int(locs["track"].nunique()),
+        "n_tracks": len(linked.tracks.n),
         "n_extended": n_extended,
         "n_saturated": n_saturated,
         "saturated_kept": bool(settings.keep_saturated),
@@ -480,28 +465,63 @@ def _localize_movie(
     return locs
 
 
-def _extend(
+@dataclass(frozen=True)
+class _Linked:
+    """A movie's tracks after :func:`_link_blocks`.
+
+    The :class:`~smlmdn.localize.link.Tracks`, the PSF width (nm) of each track's first row in table
+    order, and :func:`~smlmdn.localize.extend.member_keys` of every row.
+    """
+
+    tracks: Tracks
+    sigma_nm: np.ndarray
+    members: np.ndarray
+
+
+def _link_blocks(store: BlockStore, keep: np.ndarray, link_distance_nm: float, n_frames: int) -> _Linked:
+    """Replace each block's candidates in ``store`` by the rows ``keep`` (one per candidate, in order) with ``track``.
+
+    Links block by block in frame order (:class:`~smlmdn.localize.link.Linker`, the tracks of one
+    :func:`~smlmdn.localize.link.link` over the whole table); memory: the tracks, not the rows.
+    """
+    linker = Linker(max_distance_nm=link_distance_nm)
+    sigma, members = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+    row = n_tracks = 0
+    for i in range(len(store)):
+        tab = store[i]
+        sel = keep[row : row + len(tab)]
+        row += len(tab)
+        tab = tab[sel].reset_index(drop=True)
+        track = linker.add(tab)
+        new, at = np.unique(track, return_index=True)  # each track's first row in table order
+        sigma.append(tab["sigma_nm"].to_numpy()[at[new >= n_tracks]])
+        n_tracks += int(np.sum(new >= n_tracks))
+        members.append(member_keys(track, tab["frame"].to_numpy(), n_frames))
+        store[i] = tab.assign(track=track)
+    return _Linked(linker.tracks(), np.concatenate(sigma), np.concatenate(members))
+
+
+def _extensions(
     photons: da.Array,
-    locs: pd.DataFrame,
+    blocks: list[tuple[int, int, int]],
+    store: BlockStore,
+    linked: _Linked,
     camera: Camera,
     settings: LocalizeSettings,
     saturation_photons: float | None,
     progress: bool,
-) -> tuple[pd.DataFrame, int]:
-    """Add the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
+) -> pd.DataFrame:
+    """Return the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
 
-    Reads only the frame blocks holding frames to test (in parallel, as the localization blocks);
-    returns the table sorted by frame with ``extended`` set on the added rows and ``n_track``
-    counting them, and the number added. A frame whose fit box at the blink's position holds a
-    clipped pixel is never added.
+    Reads only the frame blocks holding frames to test (in parallel, as the localization blocks), with
+    the block's localizations from ``store``; returns :func:`~smlmdn.localize.extend.accepted_extensions`
+    (sorted by frame). A frame whose fit box at the blink's position holds a clipped pixel is never added.
     """
     t, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
-    cand = extension_candidates(locs, t)  # sorted by frame
+    cand = track_candidates(linked.tracks, linked.members, t)  # sorted by frame
     frame = cand["frame"].to_numpy()
-    by_frame = np.argsort(locs["frame"].to_numpy(), kind="stable")  # each frame's rows in table order
-    known_frame = locs["frame"].to_numpy()[by_frame]
     test = dict(
         sigma_px=sigma_px,
         box=test_box(sigma_px, settings.box, (ny, nx)),
@@ -510,19 +530,18 @@ def _extend(
         excess_noise=camera.excess_noise,
     )
 
-    def task(_: int, b0: int, b1: int) -> Any:
+    def task(i: int, b0: int, b1: int) -> Any:
         lo, hi = np.searchsorted(frame, [b0, b1])
-        k0, k1 = np.searchsorted(known_frame, [b0, b1])
-        known = locs.iloc[by_frame[k0:k1]]
+        known = store[i][["frame", "x_nm", "y_nm", "photons"]]
         return dask.delayed(_extend_task)(
             photons[b0:b1], b0, cand.iloc[lo:hi], known, settings.box, saturation_photons, test
         )
 
     # the blocks holding a frame to test
-    blocks = [b for b in frame_blocks(photons.chunks[0]) if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
+    todo = [b for b in blocks if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
     results = []
     with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
-        for _, r in compute_blocks(task, blocks):
+        for _, r in compute_blocks(task, todo):
             results.append(r)
             advance(len(r[0]))
     p, n_hat, b_hat, sat = (
@@ -531,13 +550,50 @@ def _extend(
         else (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool))
     )
     # a clipped pixel in the box: the counts are wrong, so the frame is not added (p = 1, still a test)
-    rows = extension_rows(cand, np.where(sat, 1.0, p), n_hat, b_hat, locs, settings.fdr)
-    # the table and the added rows, sorted by frame (stable), assembled one column at a time
-    locs = locs.assign(extended=False)
-    order = np.argsort(np.concatenate([locs["frame"].to_numpy(), rows["frame"].to_numpy()]), kind="stable")
-    out = {c: np.concatenate([locs[c].to_numpy(), rows[c].to_numpy()])[order] for c in LOC_COLUMNS if c != "n_track"}
-    out["n_track"] = np.bincount(out["track"])[out["track"]].astype(np.int64)
-    return pd.DataFrame({c: out[c] for c in LOC_COLUMNS}, copy=False), len(rows)
+    return accepted_extensions(cand, np.where(sat, 1.0, p), n_hat, b_hat, settings.fdr)
+
+
+def _final_blocks(
+    blocks: list[tuple[int, int, int]], store: BlockStore, linked: _Linked, extensions: pd.DataFrame | None
+) -> Iterator[pd.DataFrame]:
+    """Yield each block's finished localization table (:data:`LOC_COLUMNS`), in frame order.
+
+    A block's rows with their tracks' pooled columns; with ``extensions``, its accepted extension rows
+    are added and the block is sorted by frame (stable: fitted rows first), ``n_track`` counting them.
+    """
+    tracks = linked.tracks
+    n_track = tracks.n
+    if extensions is not None:
+        n_track = n_track + np.bincount(extensions["track"].to_numpy(np.int64), minlength=len(n_track))
+        frame = extensions["frame"].to_numpy()
+    for i, (_, b0, b1) in enumerate(blocks):
+        tab = store[i]
+        k = tab["track"].to_numpy()
+        tab = tab.assign(
+            x_linked_nm=tracks.x_nm[k], y_linked_nm=tracks.y_nm[k], crlb_linked_nm=tracks.crlb_nm[k], extended=False
+        )
+        if extensions is not None:
+            lo, hi = np.searchsorted(frame, [b0, b1])
+            rows = extension_rows(extensions.iloc[lo:hi], tracks, linked.sigma_nm)
+            order = np.argsort(np.concatenate([tab["frame"].to_numpy(), rows["frame"].to_numpy()]), kind="stable")
+            tab = pd.DataFrame(
+                {c: np.concatenate([tab[c].to_numpy(), rows[c].to_numpy()])[order] for c in rows.columns}, copy=False
+            )
+        tab["n_track"] = n_track[tab["track"].to_numpy()]
+        yield tab[list(LOC_COLUMNS)]
+
+
+def _collect(tables: Iterator[pd.DataFrame], n_rows: int) -> pd.DataFrame:
+    """Stack ``tables`` (:data:`LOC_COLUMNS`, ``n_rows`` rows in all) into one table, each column allocated once."""
+    out: dict[str, np.ndarray] = {c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS}
+    row = 0
+    for tab in tables:
+        for c, col in out.items():
+            col[row : row + len(tab)] = tab[c].to_numpy()
+        row += len(tab)
+    if row != n_rows:
+        raise AssertionError(f"{row} localization rows, expected {n_rows}")
+    return pd.DataFrame(out, copy=False)
 
 
 def _extend_task(
@@ -591,16 +647,22 @@ def _check_inputs(photons: Any, mode: LocalizeMode, detect_on: Any) -> tuple[da.
 
 
 def _localize_blocks(
-    photons: da.Array, detect_on: da.Array | None, pool: int, block_settings: dict[str, Any], progress: bool
-) -> tuple[list[pd.DataFrame], dict[str, int]]:
+    photons: da.Array,
+    detect_on: da.Array | None,
+    pool: int,
+    block_settings: dict[str, Any],
+    store: BlockStore,
+    progress: bool,
+) -> tuple[list[tuple[int, int, int]], dict[str, np.ndarray], dict[str, int]]:
     """Fit every candidate of every frame block, before the movie-wide FDR decision.
 
-    Returns the blocks' tables of fitted candidates, in frame order (at least one, maybe empty), and
-    the summed block counts (:func:`localize_block`); ``pool`` frames of halo on each side feed the
-    pooled test.
+    Appends each block's table of fitted candidates to ``store`` (one per block, in frame order) and
+    returns the blocks ``(index, t0, t1)``, the candidates' ``p_value``, ``p_frame`` and ``saturated``
+    (one per candidate, in order; all the decision needs) and the summed block counts
+    (:func:`localize_block`); ``pool`` frames of halo on each side feed the pooled test.
     """
     t = photons.shape[0]
-    tables: list[pd.DataFrame] = []
+    columns: dict[str, list[np.ndarray]] = {"p_value": [], "p_frame": [], "saturated": []}
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
 
@@ -616,11 +678,16 @@ def _localize_blocks(
         for (_, b0, b1), (table, counts) in compute_blocks(task, blocks):
             for k, v in counts.items():
                 totals[k] += v
-            if len(table):
-                tables.append(table)
+            for c, parts in columns.items():
+                parts.append(table[c].to_numpy())
+            store.append(table)
             found += len(table)
             advance(b1 - b0, locs=found)
-    return (tables or [empty_table()]), totals
+    p = {
+        c: np.concatenate(parts) if parts else np.zeros(0, dtype=bool if c == "saturated" else float)
+        for c, parts in columns.items()
+    }
+    return list(blocks), p, totals
 
 
 def _settings_attrs(settings: LocalizeSettings, threshold: float, acceptance: str) -> dict[str, Any]:

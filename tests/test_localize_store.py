@@ -1,0 +1,47 @@
+"""Block tables held in memory or in temporary files: the same tables back, the files removed on close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smlmdn.camera import to_photons
+from smlmdn.localize import localize, store
+from smlmdn.localize.store import BlockStore
+from smlmdn.simulate import SimulationParams, simulate
+
+
+def _table(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"frame": rng.integers(0, 9, n), "x_nm": rng.normal(size=n), "ok": rng.random(n) < 0.5})
+
+
+def test_tables_come_back_equal_from_memory_and_from_files() -> None:
+    tables = [_table(n, i) for i, n in enumerate([50, 0, 400, 7])]
+    with BlockStore(memory_bytes=1000) as held:  # the first table fits in memory, the others go to files
+        for tab in tables:
+            held.append(tab)
+        # 850 + 0 + 6,800 + 119 bytes: the third table does not fit
+        assert [isinstance(t, Path) for t in held._items] == [False, False, True, False]
+        folder = held._items[2].parent  # type: ignore[union-attr]
+        for i, tab in enumerate(tables):
+            pd.testing.assert_frame_equal(held[i], tab)
+        held[0] = tables[1]  # room made: the replaced table comes back into memory, its file removed
+        held[2] = tables[3]
+        assert not any(isinstance(t, Path) for t in held._items) and not any(folder.iterdir())
+        pd.testing.assert_frame_equal(held[2], tables[3])
+        assert len(held) == 4
+    assert not folder.exists()
+
+
+def test_localizations_equal_when_every_block_goes_to_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = simulate(SimulationParams.preset("medium", frames=300, size=32, seed=5))
+    photons = to_photons(sim.movie, sim.camera)
+    in_memory = localize(photons, sim.camera, progress=False)
+    monkeypatch.setattr(store, "MEMORY_BYTES", 0)
+    on_disk = localize(photons, sim.camera, progress=False)
+    assert len(in_memory) > 20 and in_memory["extended"].any()
+    pd.testing.assert_frame_equal(on_disk, in_memory)
