@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,7 +16,14 @@ import yaml
 
 from smlmdn.camera import Camera
 from smlmdn.errors import SmlmdnError
-from smlmdn.localize import LOC_COLUMNS, empty_table, localize, read_localizations, write_localizations
+from smlmdn.localize import (
+    LOC_COLUMNS,
+    empty_table,
+    localize,
+    read_localizations,
+    write_localization_blocks,
+    write_localizations,
+)
 from smlmdn.psf import integrated_gaussian
 
 PIXEL_NM = 100.0
@@ -228,3 +236,38 @@ def test_picasso_positions_changed_in_picasso_win_over_the_exact_nm_fields(locs:
         f["locs"][...] = rec
     back = read_localizations(path)
     np.testing.assert_allclose(back.x_nm, _exact_table(locs).x_nm + 1.0, rtol=0, atol=0.01)
+
+
+def test_tables_written_block_by_block_equal_the_whole_table(tmp_path: Path) -> None:
+    """write_localization_blocks (every format at once, the table in blocks) writes what write_localizations does."""
+    rng = np.random.default_rng(2)
+    n = 700
+    table = empty_table().reindex(range(n))
+    for c in LOC_COLUMNS:
+        table[c] = rng.random(n) < 0.5 if c in ("saturated", "extended") else rng.uniform(0, 3000, n)
+    table = table.astype(empty_table().dtypes.to_dict())
+    table.attrs.update(movie_shape=[3000, 30, 30], box=7)
+    whole = [write_localizations(table, tmp_path / f"whole{s}", CAMERA) for s in (".csv", ".hdf5", ".parquet")]
+    cuts = [0, 1, 1, 300, 699, 700]  # an empty block and a one-row block among them
+    blocks = (table.iloc[a:b] for a, b in itertools.pairwise(cuts))
+    parts = write_localization_blocks(
+        blocks, table.attrs, [tmp_path / f"blocks{s}" for s in (".csv", ".hdf5", ".parquet")], CAMERA
+    )
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    for a, b in zip(whole, parts, strict=True):
+        pd.testing.assert_frame_equal(read_localizations(b), read_localizations(a))
+    movie = [next(yaml.safe_load_all(p.with_suffix(".yaml").read_text())) for p in (whole[1], parts[1])]
+    assert movie[0] == movie[1] and movie[0]["Frames"] == 3000
+
+
+def test_a_failing_block_leaves_no_output(tmp_path: Path, locs: pd.DataFrame) -> None:
+    """An error while the blocks are read (e.g. an interrupted run) leaves no file that looks complete."""
+
+    def blocks():
+        yield locs
+        raise RuntimeError("interrupted")
+
+    paths = [tmp_path / f"locs{s}" for s in (".csv", ".hdf5", ".parquet")]
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_localization_blocks(blocks(), locs.attrs, paths, CAMERA)
+    assert list(tmp_path.iterdir()) == []

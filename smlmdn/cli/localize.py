@@ -11,9 +11,9 @@ from ..batch import denoised_for, expand_inputs
 from ..camera import Camera, movie_to_photons, saturation_photons
 from ..errors import SmlmdnError
 from ..io import frame_offset, open_estimate, open_movie
-from ..localize import localize_movie, write_localizations
+from ..localize import localize_movie_blocks
 from ..localize.link import DEFAULT_MAX_DISTANCE_NM
-from ..localize.outputs import plan_outputs
+from ..localize.outputs import plan_outputs, write_tables
 from ..localize.pipeline import block_frames
 from ..localize.settings import DEFAULT_FDR, DEFAULT_POOL, MODES, LocalizeSettings, choose_mode
 from ..parallel import in_frame_blocks
@@ -224,7 +224,7 @@ def localize(
 
             detect_on = denoise_on_the_fly(photons, model, camera, device)
             source["model"] = str(model)
-        locs = localize_movie(
+        with localize_movie_blocks(
             photons,
             camera,
             settings,
@@ -233,19 +233,24 @@ def localize(
             saturation_photons=saturation_photons(raw.dtype, camera, units),
             progress=not quiet,
             device=device,
-        )
-        locs["frame"] += frame_offset()  # --frames START:STOP: frames still count from the movie's start
-        written = [
-            write_localizations(locs, path, camera, overwrite=overwrite or batch, metadata=source)
-            for path in tables[movie]
-        ]
-        if render is not None or render_tif is not None:
+        ) as run:
+            rendering = render is not None or render_tif is not None
+            written, locs = write_tables(  # block by block; kept: the columns the summary and render need
+                run,
+                tables[movie],
+                camera,
+                overwrite=overwrite or batch,
+                metadata=source,
+                frame_offset=frame_offset(),  # --frames START:STOP: frames still count from the movie's start
+                keep=["crlb_x_nm", "crlb_y_nm", *(["x_nm", "y_nm"] if rendering else [])],
+            )
+        if rendering:
             from ..evaluate.render import write_render  # matplotlib only when rendering
 
             written += write_render(
                 locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite=overwrite
             )
-        a = locs.attrs
+        a = run.attrs
         precision = ""
         if len(locs):
             precision = (

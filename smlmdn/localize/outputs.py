@@ -7,14 +7,20 @@ movie writes the ``-o`` paths given (and optionally a rendered image).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from ..batch import batch_outputs, is_batch
+from ..camera import Camera
 from ..errors import SmlmdnError
 from ..io import check_output
-from .formats import output_format, side_files
+from .formats import output_format, side_files, write_localization_blocks
+from .pipeline import Localizations
 
 #: Table formats a batch can write (``--format``), as file suffixes without the dot.
 TABLE_FORMATS = ("csv", "hdf5", "parquet")
@@ -105,3 +111,32 @@ def _batch_tables(
             "pass the -o folder of `smlmdn denoise MOVIES ...`",
         )
     return tables
+
+
+def write_tables(
+    run: Localizations,
+    paths: Sequence[Path],
+    camera: Camera,
+    *,
+    overwrite: bool,
+    metadata: dict[str, Any],
+    frame_offset: int = 0,
+    keep: Sequence[str] = (),
+) -> tuple[list[Path], pd.DataFrame]:
+    """Write a run's table to every path, block by block (:func:`~smlmdn.localize.formats.write_localization_blocks`).
+
+    ``frame_offset`` is added to every frame (a movie read from frame ``frame_offset`` on). Returns the
+    paths written and the columns ``keep`` of every row (e.g. for a summary or a rendered image):
+    memory holds one block and those columns, never the whole table.
+    """
+    kept: dict[str, list[np.ndarray]] = {c: [] for c in keep}
+
+    def blocks() -> Iterator[pd.DataFrame]:
+        for block in run.blocks():
+            block["frame"] += frame_offset
+            for c, parts in kept.items():
+                parts.append(block[c].to_numpy())
+            yield block
+
+    written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)
+    return written, pd.DataFrame({c: np.concatenate(parts) if parts else np.zeros(0) for c, parts in kept.items()})

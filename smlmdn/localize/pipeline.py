@@ -351,7 +351,7 @@ def localize(
         keep_saturated=keep_saturated,
         extend=extend,
     )
-    return _localize_movie(
+    with _localize_movie(
         photons,
         camera,
         settings,
@@ -360,7 +360,8 @@ def localize(
         saturation_photons,
         progress,
         device,
-    )
+    ) as locs:
+        return locs.table()
 
 
 def localize_movie(
@@ -383,9 +384,74 @@ def localize_movie(
     photons, given exactly when ``mode.needs_denoised``. Returns the table :func:`localize` returns;
     raises :class:`SmlmdnError` for a movie that is not (T, Y, X), a ``detect_on`` of another shape
     or missing/extra for the mode, and settings that cannot work on these frames
-    (:meth:`LocalizeSettings.check_frame`).
+    (:meth:`LocalizeSettings.check_frame`). For a table too long to hold, see :func:`localize_movie_blocks`.
+    """
+    with _localize_movie(photons, camera, settings, mode, detect_on, saturation_photons, progress, device) as locs:
+        return locs.table()
+
+
+def localize_movie_blocks(
+    photons: da.Array,
+    camera: Camera,
+    settings: LocalizeSettings,
+    *,
+    mode: LocalizeMode = RAW,
+    detect_on: da.Array | None = None,
+    saturation_photons: float | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> Localizations:
+    """Run :func:`localize_movie` and return its table as :class:`Localizations`, to be read block by block.
+
+    Same arguments, work and errors as :func:`localize_movie`; the rows are assembled one frame block
+    at a time when :meth:`Localizations.blocks` is read (e.g. by
+    :func:`~smlmdn.localize.formats.write_localization_blocks`), so a table of any length is written
+    without being held in memory. Use the result as a context manager: it holds the run's temporary files.
     """
     return _localize_movie(photons, camera, settings, mode, detect_on, saturation_photons, progress, device)
+
+
+class Localizations:
+    """A movie's finished localizations, read one frame block at a time or as one table.
+
+    ``attrs``: the table's ``attrs`` (run counts and settings, as :func:`localize` sets them); ``n_rows``:
+    its rows. Made by :func:`localize_movie_blocks`; holds the run's :class:`~smlmdn.localize.store.BlockStore`,
+    closed on leaving a ``with`` block (or by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        attrs: dict[str, Any],
+        n_rows: int,
+        blocks: list[tuple[int, int, int]],
+        store: BlockStore,
+        linked: _Linked,
+        extensions: pd.DataFrame | None,
+    ) -> None:
+        self.attrs, self.n_rows = attrs, n_rows
+        self._parts = (blocks, store, linked, extensions)
+
+    def blocks(self) -> Iterator[pd.DataFrame]:
+        """Yield the table's rows block by block, in frame order (:data:`LOC_COLUMNS`; each block's ``attrs`` empty)."""
+        return _final_blocks(*self._parts)
+
+    def table(self) -> pd.DataFrame:
+        """Return the whole table (what :func:`localize` returns), with ``attrs``."""
+        locs = _collect(self.blocks(), self.n_rows)
+        locs.attrs.update(self.attrs)
+        return locs
+
+    def close(self) -> None:
+        """Remove the run's temporary files."""
+        self._parts[1].close()
+
+    def __enter__(self) -> Localizations:
+        """Return the localizations."""
+        return self
+
+    def __exit__(self, *error: object) -> None:
+        """Close (:meth:`close`)."""
+        self.close()
 
 
 def _localize_movie(
@@ -397,7 +463,7 @@ def _localize_movie(
     saturation_photons: float | None,
     progress: bool,
     device: str,
-) -> pd.DataFrame:
+) -> Localizations:
     """Run the body of :func:`localize` and :func:`localize_movie`: check, localize the blocks, accept, link, describe."""
     photons, detect_on = _check_inputs(photons, mode, detect_on)
     t, ny, nx = photons.shape
@@ -421,7 +487,8 @@ def _localize_movie(
         saturation_photons=saturation_photons,
         multi_emitter=settings.multi_emitter,
     )
-    with BlockStore() as store:
+    store = BlockStore()
+    try:
         blocks, p, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, progress)
         keep = np.ones(len(p["p_value"]), dtype=bool)
         if settings.calibrated:
@@ -437,8 +504,10 @@ def _localize_movie(
             if settings.calibrated and settings.extend
             else None
         )
-        n_extended = 0 if extensions is None else len(extensions)
-        locs = _collect(_final_blocks(blocks, store, linked, extensions), int(np.sum(keep)) + n_extended)
+    except BaseException:
+        store.close()
+        raise
+    n_extended = 0 if extensions is None else len(extensions)
     acceptance = (
         f"GLRT p-value, Benjamini-Hochberg FDR {settings.fdr:g} over {n_tests} tests ({n_passes} per pixel)"
         if settings.calibrated
@@ -455,9 +524,9 @@ def _localize_movie(
         "n_saturated": n_saturated,
         "saturated_kept": bool(settings.keep_saturated),
     }
-    locs.attrs.update(attrs)
-    if len(locs) == 0:
-        warnings.warn(  # stacklevel 3: the caller of localize() / localize_movie()
+    locs = Localizations(attrs, int(np.sum(keep)) + n_extended, blocks, store, linked, extensions)
+    if locs.n_rows == 0:
+        warnings.warn(  # stacklevel 3: the caller of localize() / localize_movie() / localize_movie_blocks()
             f"no molecules found in {t} frames ({totals['n_candidates']} candidates, {attrs['n_rejected']} rejected by the "
             f"acceptance test, {attrs['acceptance']}): check the camera numbers and --psf-sigma",
             stacklevel=3,
