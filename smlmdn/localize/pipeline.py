@@ -4,6 +4,9 @@ Per block: candidates are proposed on the detection movie (:mod:`smlmdn.localize
 the raw photon counts (:mod:`smlmdn.localize.glrt`) and fitted (:mod:`smlmdn.localize.fit`); over the
 whole movie, Benjamini-Hochberg keeps the candidates whose test rejects "background only" at the
 false-discovery rate asked for, and :mod:`smlmdn.localize.link` joins the frames of each blink.
+Until that decision each block's fitted candidates wait in a :class:`~smlmdn.localize.store.BlockStore`
+(memory, then temporary files) with only their p-values in memory; the accepted rows are then linked,
+extended and assembled block by block, so memory does not hold the table unless it is asked for whole.
 
 Modes (the table :data:`smlmdn.localize.settings.MODES`; chosen through ``detect_on`` and ``fit_on`` of
 :func:`localize`, or given as a :class:`~smlmdn.localize.settings.LocalizeMode` to :func:`localize_movie`):
@@ -335,7 +338,9 @@ def localize(
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
     ``n_dropped_outside``, ``n_tracks``, ``n_extended``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
-    are split), plus the fitted candidates until the FDR decision.
+    are split), ~17 bytes per candidate (its p-values, for the FDR decision) and ~110 per track, plus the
+    returned table; each block's candidates wait in a :class:`~smlmdn.localize.store.BlockStore` (memory
+    up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
     Raises :class:`SmlmdnError` for settings that cannot work (see
     :class:`~smlmdn.localize.settings.LocalizeSettings`).
     """
