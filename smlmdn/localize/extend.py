@@ -48,7 +48,7 @@ def own_frames(locs: pd.DataFrame) -> pd.DataFrame:
 def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     """Return the (track, frame) pairs to test: the frames next to each track and its missing frames.
 
-    ``locs`` is a linked table (``frame``, ``track``, ``n_track``, ``x_linked_nm``, ``y_linked_nm``); frames
+    ``locs`` is a linked table (``frame``, ``track``, ``x_linked_nm``, ``y_linked_nm``); frames
     outside ``0 .. n_frames - 1`` are dropped. Returns a table with columns ``track``, ``frame`` (int64),
     ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame (the rule of
     :func:`track_candidates`, for a table in memory).
@@ -61,7 +61,8 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     np.maximum.at(last, track, frame)
     x, y = np.zeros(n_tracks), np.zeros(n_tracks)
     x[track], y[track] = locs["x_linked_nm"].to_numpy(), locs["y_linked_nm"].to_numpy()
-    tracks = Tracks(n=np.bincount(track, minlength=n_tracks), first=first, last=last, x_nm=x, y_nm=y, crlb_nm=x)
+    n = np.bincount(track, minlength=n_tracks)
+    tracks = Tracks(n=n, first=first, last=last, x_nm=x, y_nm=y, crlb_nm=np.full(n_tracks, np.nan))  # CRLB unused
     return track_candidates(tracks, member_keys(track, frame, n_frames), n_frames)
 
 
