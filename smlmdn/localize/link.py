@@ -120,11 +120,12 @@ class Linker:
 
         Raises ValueError when a row's frame is not after every frame added before.
         """
-        frame = locs["frame"].to_numpy(dtype=np.int64)
+        # own contiguous, writable copies: one compiled signature of _assign, whatever the table's layout
+        frame = np.array(locs["frame"].to_numpy(dtype=np.int64), order="C")
         n = len(frame)
         if n and frame.min() <= self._last_frame:
             raise ValueError(f"frames must come in order: frame {frame.min()} after frame {self._last_frame}")
-        xy = locs[["x_nm", "y_nm"]].to_numpy(dtype=np.float64)
+        xy = np.array(locs[["x_nm", "y_nm"]].to_numpy(dtype=np.float64), order="C")
         s = locs[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
         w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
         if self._n_tracks + n > len(self._state["sum_w"]):  # room for a new track per row
