@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 
 from smlmdn.camera import to_photons
-from smlmdn.localize import localize, store
+from smlmdn.localize import LocalizeSettings, localize, localize_movie_blocks, store
 from smlmdn.localize.store import BlockStore
 from smlmdn.simulate import SimulationParams, simulate
 
@@ -38,10 +39,17 @@ def test_tables_come_back_equal_from_memory_and_from_files() -> None:
 
 
 def test_localizations_equal_when_every_block_goes_to_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks written to temporary files give the table held in memory; the blocks read one by one stack to it."""
     sim = simulate(SimulationParams.preset("medium", frames=300, size=32, seed=5))
     photons = to_photons(sim.movie, sim.camera)
-    in_memory = localize(photons, sim.camera, progress=False)
+    in_memory = localize(da.from_array(photons, chunks=(128, -1, -1)), sim.camera, progress=False)
     monkeypatch.setattr(store, "MEMORY_BYTES", 0)
-    on_disk = localize(photons, sim.camera, progress=False)
+    on_disk = localize(da.from_array(photons, chunks=(128, -1, -1)), sim.camera, progress=False)
     assert len(in_memory) > 20 and in_memory["extended"].any()
     pd.testing.assert_frame_equal(on_disk, in_memory)
+    assert on_disk.attrs == in_memory.attrs
+    with localize_movie_blocks(da.from_array(photons, chunks=(128, -1, -1)), sim.camera, LocalizeSettings()) as run:
+        blocks = list(run.blocks())
+        assert len(blocks) == 3 and run.n_rows == len(in_memory) and run.attrs == in_memory.attrs
+        stacked = pd.concat(blocks, ignore_index=True)
+    pd.testing.assert_frame_equal(stacked, in_memory)
