@@ -135,7 +135,7 @@ def write_tables(
         for block in run.blocks():
             block["frame"] += frame_offset
             for c, parts in kept.items():
-                parts.append(block[c].to_numpy())
+                parts.append(block[c].to_numpy().copy())  # a view would hold the block's other columns too
             yield block
 
     written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)

@@ -193,6 +193,12 @@ class Spots:
         res = FitResult(*(getattr(self.res, f)[keep] for f in _FIT_FIELDS))
         return Spots(self.cand.subset(keep), res=res, **{f: getattr(self, f)[keep] for f in _SPOT_ARRAYS})
 
+    def copy(self) -> Spots:
+        """Return the spots with every array copied (as ``subset`` of all, without the selection)."""
+        res = FitResult(*(getattr(self.res, f).copy() for f in _FIT_FIELDS))
+        cand = Candidates(*(getattr(self.cand, f).copy() for f in ("frame", "row", "col", "significance")))
+        return Spots(cand, res=res, **{f: getattr(self, f).copy() for f in _SPOT_ARRAYS})
+
     def join(self, other: Spots) -> Spots:
         """Return these spots followed by ``other``'s."""
         cat = np.concatenate
@@ -405,7 +411,7 @@ class BlockPasses:
         res = self.fit(
             boxes(self.fit_frames, few.cand.frame[moved], few.oy[moved], few.ox[moved], self.box), offset[moved]
         )
-        new = sp.subset(np.ones(len(sp), dtype=bool))
+        new = sp.copy()
         for f in _FIT_FIELDS:
             getattr(new.res, f)[refit] = getattr(res, f)
         new.held[refit] = offset[moved]

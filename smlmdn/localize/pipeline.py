@@ -752,8 +752,8 @@ def _localize_blocks(
         for (_, b0, b1), (table, counts) in compute_blocks(task, blocks):
             for k, v in counts.items():
                 totals[k] += v
-            for c, parts in columns.items():
-                parts.append(table[c].to_numpy())
+            for c, parts in columns.items():  # copied: a column's array is a view holding the table's whole block
+                parts.append(table[c].to_numpy().copy())
             store.append(table)
             found += len(table)
             advance(b1 - b0, locs=found)
