@@ -8,7 +8,8 @@ from scipy import stats
 
 from smlmdn.camera import Camera
 from smlmdn.localize import localize
-from smlmdn.localize.extend import extension_candidates, known_position_test, own_frames
+from smlmdn.localize.extend import extension_candidates, known_position_test, member_keys, own_frames, track_candidates
+from smlmdn.localize.link import Tracks
 from smlmdn.psf import render_spots
 
 CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)
@@ -37,6 +38,36 @@ def test_candidates_are_the_frames_next_to_each_track_and_its_gaps() -> None:
     got = sorted(zip(cand["track"], cand["frame"], strict=True))
     assert got == [(0, 2), (1, 4), (1, 7)]  # frame -1 and 9 lie outside the movie
     assert (cand.loc[cand["track"] == 1, ["x_nm", "y_nm"]].to_numpy() == [50.0, 60.0]).all()
+
+
+def test_track_candidates_equal_the_definition_on_random_tracks() -> None:
+    """Every track's span plus one frame each side, less its members, inside the movie; by frame, then track."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n_frames, n_tracks = int(rng.integers(1, 25)), int(rng.integers(0, 12))
+        frames = [
+            np.sort(rng.choice(n_frames, int(rng.integers(1, n_frames + 1)), replace=False)) for _ in range(n_tracks)
+        ]
+        track = np.repeat(np.arange(n_tracks), [len(f) for f in frames]).astype(np.int64)
+        frame = np.concatenate(frames or [np.zeros(0, np.int64)]).astype(np.int64)
+        shuffle = rng.permutation(len(track))  # members come in table order, not by track
+        tracks = Tracks(
+            n=np.array([len(f) for f in frames], dtype=np.int64),
+            first=np.array([f[0] for f in frames], dtype=np.int64),
+            last=np.array([f[-1] for f in frames], dtype=np.int64),
+            x_nm=rng.random(n_tracks),
+            y_nm=rng.random(n_tracks),
+            crlb_nm=rng.random(n_tracks),
+        )
+        cand = track_candidates(tracks, member_keys(track[shuffle], frame[shuffle], n_frames), n_frames)
+        want = sorted(
+            (g, k)
+            for k, f in enumerate(frames)
+            for g in range(f[0] - 1, f[-1] + 2)
+            if 0 <= g < n_frames and g not in set(f.tolist())
+        )
+        assert list(zip(cand["frame"], cand["track"], strict=True)) == want
+        assert (cand["x_nm"].to_numpy() == tracks.x_nm[cand["track"].to_numpy()]).all()
 
 
 def test_dim_edge_frames_of_blinks_are_added_at_their_positions_and_nothing_beyond() -> None:

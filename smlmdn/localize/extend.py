@@ -80,14 +80,25 @@ def track_candidates(tracks: Tracks, members: np.ndarray, n_frames: int) -> pd.D
     ``track``, ``frame`` (int64), ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame
     (stable: by track within a frame).
     """
-    ids = np.flatnonzero(tracks.n >= MIN_TRACK)
-    first, last = tracks.first[ids], tracks.last[ids]
-    span = last - first + 3  # one frame before and one after
-    track = np.repeat(ids, span)
-    frame = np.repeat(first - 1, span) + (np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span))
-    keep = (frame >= 0) & (frame < n_frames) & ~np.isin(member_keys(track, frame, n_frames), members)
+    stride = n_frames + 2
+    keys = np.unique(members)  # sorted: by track, then frame
+    keys = keys[tracks.n[keys // stride] >= MIN_TRACK]
+    track, frame = keys // stride, keys % stride - 1
+    del keys
+    # built from the members in order, not by expanding each track's span (memory: a few arrays per member)
+    same = track[1:] == track[:-1]
+    gap = np.where(same, frame[1:] - frame[:-1] - 1, 0)  # frames missing between consecutive members
+    first_of, last_of = np.ones(len(track), bool), np.ones(len(track), bool)  # each track's first / last member
+    first_of[1:], last_of[:-1] = ~same, ~same
+    starts, ends = np.flatnonzero(first_of), np.flatnonzero(last_of)
+    at = np.flatnonzero(gap > 0)
+    n_gap = gap[at]
+    offset = np.arange(n_gap.sum()) - np.repeat(np.cumsum(n_gap) - n_gap, n_gap) + 1
+    track = np.concatenate([track[starts], track[ends], np.repeat(track[at], n_gap)])
+    frame = np.concatenate([frame[starts] - 1, frame[ends] + 1, np.repeat(frame[at], n_gap) + offset])
+    keep = (frame >= 0) & (frame < n_frames)
     track, frame = track[keep], frame[keep]
-    order = np.argsort(frame, kind="stable")
+    order = np.lexsort((track, frame))  # by frame, then track: each pair is unique
     track, frame = track[order], frame[order]
     return pd.DataFrame({"track": track, "frame": frame, "x_nm": tracks.x_nm[track], "y_nm": tracks.y_nm[track]})
 
