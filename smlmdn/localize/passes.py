@@ -18,6 +18,7 @@ localizations with every fit held fixed, 3 with the accepted ones only, as witho
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -196,7 +197,7 @@ class Spots:
     def copy(self) -> Spots:
         """Return the spots with every array copied (as ``subset`` of all, without the selection)."""
         res = FitResult(*(getattr(self.res, f).copy() for f in _FIT_FIELDS))
-        cand = Candidates(*(getattr(self.cand, f).copy() for f in ("frame", "row", "col", "significance")))
+        cand = Candidates(**{f.name: getattr(self.cand, f.name).copy() for f in dataclasses.fields(self.cand)})
         return Spots(cand, res=res, **{f: getattr(self, f).copy() for f in _SPOT_ARRAYS})
 
     def join(self, other: Spots) -> Spots:
