@@ -95,7 +95,7 @@ class Linker:
 
     Each :meth:`add` takes the rows of frames after those already added and returns their track ids;
     the open tracks are carried from block to block, so the tracks equal those of one :func:`link`
-    over the whole table. Memory: ~110 bytes per track. Raises ValueError for a non-positive distance or
+    over the whole table. Memory: ~45 bytes per track. Raises ValueError for a non-positive distance or
     n_sigma or a negative gap.
     """
 
@@ -111,7 +111,8 @@ class Linker:
                 f"need max_distance_nm > 0, n_sigma > 0 and max_gap >= 0, got {max_distance_nm}, {n_sigma}, {max_gap}"
             )
         self._rule = (float(max_distance_nm), float(n_sigma), int(max_gap))
-        self._n_open = self._n_tracks = 0
+        self._n_tracks = 0
+        self._open = np.zeros(0, dtype=np.int64)  # the tracks that may still be continued, in id order
         self._last_frame = -(2**62)
         self._state = _track_state(0)
 
@@ -133,13 +134,17 @@ class Linker:
         track = np.full(n, -1, dtype=np.int64)
         order = np.argsort(frame, kind="stable")
         st = self._state
+        n_open = len(self._open)
+        open_tracks = np.empty(n_open + n, dtype=np.int64)  # room for a new track per row
+        open_tracks[:n_open] = self._open
         # fmt: off
-        self._n_open, self._n_tracks = _assign(
+        n_open, self._n_tracks = _assign(
             frame, order, xy, s, w, *self._rule,  # inputs
-            track, st["first"], st["last"], st["open_tracks"], st["taken"], st["near"],  # outputs and carried state
-            st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], st["first_xys"], self._n_open, self._n_tracks,
+            track, st["first"], st["last"], open_tracks, st["taken"],  # outputs and carried state
+            st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], n_open, self._n_tracks,
         )
         # fmt: on
+        self._open = open_tracks[:n_open].copy()
         if n:
             self._last_frame = int(frame.max())
         return track
@@ -150,33 +155,32 @@ class Linker:
         n, sum_w, sum_wxy = st["n"][:k], st["sum_w"][:k], st["sum_wxy"][:k]
         pooled = sum_w > 0
         sw = np.where(pooled, sum_w, 1.0)
-        chi2 = np.maximum(st["sum_wrr"][:k] - np.sum(sum_wxy**2, axis=1) / sw, 0.0)
-        birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n - 1), 1)))
-        alone = st["first_xys"][:k]  # a track without weight: its one localization's x, y, CRLB
+        sum_wrr = st["sum_wrr"][:k]
+        with np.errstate(invalid="ignore"):  # the sums of a track without weight are its one localization's x, y, CRLB
+            chi2 = np.maximum(sum_wrr - np.sum(sum_wxy**2, axis=1) / sw, 0.0)
+            birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n - 1), 1)))
         return Tracks(
-            n=n.copy(),
-            first=st["first"][:k].copy(),
-            last=st["last"][:k].copy(),
-            x_nm=np.where(pooled, sum_wxy[:, 0] / sw, alone[:, 0]),
-            y_nm=np.where(pooled, sum_wxy[:, 1] / sw, alone[:, 1]),
-            crlb_nm=np.where(pooled, birge / np.sqrt(sw), alone[:, 2]),
+            n=n.astype(np.int64),
+            first=st["first"][:k].astype(np.int64),
+            last=st["last"][:k].astype(np.int64),
+            x_nm=np.where(pooled, sum_wxy[:, 0] / sw, sum_wxy[:, 0]),
+            y_nm=np.where(pooled, sum_wxy[:, 1] / sw, sum_wxy[:, 1]),
+            crlb_nm=np.where(pooled, birge / np.sqrt(sw), sum_wrr),
         )
 
 
 def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
     """Per-track arrays of :class:`Linker` for ``size`` tracks, the first ``used`` copied from ``old``."""
     state = {
-        "first": np.zeros(size, dtype=np.int64),  # frame of the first member
-        "last": np.zeros(size, dtype=np.int64),  # last frame with a member
-        "open_tracks": np.empty(size, dtype=np.int64),  # tracks that may still be continued, in id order
+        "first": np.zeros(size, dtype=np.int32),  # frame of the first member
+        "last": np.zeros(size, dtype=np.int32),  # last frame with a member
         "taken": np.zeros(size, dtype=np.bool_),
-        "near": np.empty(size, dtype=np.int64),
-        # weighted position sums, total weight, weighted sums of squared positions (for the scatter)
+        # weighted position sums, total weight, weighted sums of squared positions (for the scatter); a
+        # track without weight holds its one localization's x, y in sum_wxy and its CRLB in sum_wrr
         "sum_wxy": np.zeros((size, 2)),
         "sum_w": np.zeros(size),
         "sum_wrr": np.zeros(size),
-        "n": np.zeros(size, dtype=np.int64),
-        "first_xys": np.zeros((size, 3)),  # x, y, CRLB of the first member
+        "n": np.zeros(size, dtype=np.int32),
     }
     if old is not None:
         for key, arr in state.items():
@@ -187,12 +191,13 @@ def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int 
 @njit(cache=True, nogil=True)
 def _assign(  # pragma: no cover
     frame, order, xy, s, w, max_distance, n_sigma, max_gap,
-    track, first, last, open_tracks, taken, near, sum_wxy, sum_w, sum_wrr, n_members, first_xys, n_open, n_tracks,
+    track, first, last, open_tracks, taken, sum_wxy, sum_w, sum_wrr, n_members, n_open, n_tracks,
 ):  # fmt: skip
     """Assign every localization to a track, frame by frame (the rule of :func:`link`) -> ``(n_open, n_tracks)``.
 
-    ``order`` sorts ``frame`` (stably); ``track`` (n,) and the per-track arrays (room for ``n_tracks + n``
-    tracks) are filled in, carrying ``n_open`` open tracks and ``n_tracks`` tracks from earlier frames. In each frame
+    ``order`` sorts ``frame`` (stably); ``track`` (n,), the per-track arrays (room for ``n_tracks + n``
+    tracks) and ``open_tracks`` (room for ``n_open + n``) are filled in, carrying ``n_open`` open tracks and
+    ``n_tracks`` tracks from earlier frames. In each frame
     the tracks still open are the candidates; pairs that agree are assigned closest first (ties: in
     localization, then track id order), each localization and each track at most once, and the
     localizations left start new tracks. The open tracks of a frame are indexed by grid cells of side
@@ -203,6 +208,7 @@ def _assign(  # pragma: no cover
     side = max_distance * (1.0 + 1e-9)  # a hair wider: positions max_distance apart are never 2 cells apart
     # candidate pairs of a frame (localization, track, distance), grown as needed and reused by later frames
     pair_a, pair_k, pair_d = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16)
+    near = np.empty(open_tracks.shape[0], dtype=np.int64)  # the live tracks near one localization
     start = 0
     while start < n:
         f = frame[order[start]]
@@ -269,16 +275,16 @@ def _assign(  # pragma: no cover
                 track[r] = n_tracks
                 open_tracks[n_open] = n_tracks
                 first[n_tracks] = f
-                first_xys[n_tracks, 0] = xy[r, 0]
-                first_xys[n_tracks, 1] = xy[r, 1]
-                first_xys[n_tracks, 2] = s[r]
                 n_open += 1
                 n_tracks += 1
             k = track[r]
-            sum_wxy[k, 0] += w[r] * xy[r, 0]
-            sum_wxy[k, 1] += w[r] * xy[r, 1]
-            sum_w[k] += w[r]
-            sum_wrr[k] += w[r] * (xy[r, 0] ** 2 + xy[r, 1] ** 2)
+            if w[r] > 0:
+                sum_wxy[k, 0] += w[r] * xy[r, 0]
+                sum_wxy[k, 1] += w[r] * xy[r, 1]
+                sum_w[k] += w[r]
+                sum_wrr[k] += w[r] * (xy[r, 0] ** 2 + xy[r, 1] ** 2)
+            else:  # a track of its own, never continued
+                sum_wxy[k, 0], sum_wxy[k, 1], sum_wrr[k] = xy[r, 0], xy[r, 1], s[r]
             n_members[k] += 1
             last[k] = f
         start = stop
