@@ -10,7 +10,7 @@ from scipy import ndimage, stats
 
 from smlmdn.camera import Camera
 from smlmdn.localize import localize
-from smlmdn.localize.glrt import benjamini_hochberg, glrt, glrt_estimates, psf_templates
+from smlmdn.localize.glrt import StepUp, benjamini_hochberg, glrt, glrt_estimates, psf_templates
 from smlmdn.psf import render_spots
 
 BOX = 7
@@ -64,6 +64,41 @@ def test_benjamini_hochberg_rejects_the_step_up_set() -> None:
     assert benjamini_hochberg(p, 500, 0.05).tolist() == [False] * 5
     with pytest.raises(ValueError):
         benjamini_hochberg(p, 5, 1.5)
+
+
+def _step_up_by_sorting(p: np.ndarray, m: int, fdr: float) -> np.ndarray:
+    """The definition: sort, reject up to the largest k with p_(k) <= fdr k / m."""
+    order = np.argsort(p, kind="stable")
+    below = np.flatnonzero(p[order] <= fdr * np.arange(1, len(p) + 1) / m)
+    keep = np.zeros(len(p), dtype=bool)
+    keep[order[: below[-1] + 1] if len(below) else []] = True
+    return keep
+
+
+def test_step_up_given_in_parts_rejects_what_sorting_all_rejects() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        n = int(rng.integers(0, 300))
+        p = np.where(rng.random(n) < 0.5, rng.random(n) ** rng.uniform(1, 30), rng.random(n))
+        if trial % 3 == 0:
+            p = np.round(p, 2)  # ties, also at the threshold and at 0
+        if trial % 7 == 0 and n:
+            p[rng.integers(0, n)] = np.nan  # never rejected
+        m, fdr = n + int(rng.integers(0, 3000)), float(rng.uniform(0.01, 0.5))
+        expected = _step_up_by_sorting(p, m, fdr)
+        assert np.array_equal(benjamini_hochberg(p, m, fdr), expected)
+        step_up = StepUp(m, fdr)
+        for part in np.split(p, np.sort(rng.integers(0, n + 1, size=int(rng.integers(0, 6))))):
+            step_up.add(part)
+        assert np.array_equal(p <= step_up.threshold, expected)
+        assert len(step_up._open) <= np.sum(p <= fdr)  # only the undecided p-values are held
+
+
+def test_step_up_refuses_more_p_values_than_tests() -> None:
+    step_up = StepUp(3, 0.05)
+    step_up.add(np.array([0.01, 0.5]))
+    with pytest.raises(ValueError, match="4 p-values for a family of 3 tests"):
+        step_up.add(np.array([0.2, 0.3]))
 
 
 CAMERA = Camera(offset=100.0, e_per_adu=0.5, read_noise=1.5, pixel_size=100.0)

@@ -169,15 +169,46 @@ def benjamini_hochberg(p: np.ndarray, n_tests: int, fdr: float) -> np.ndarray:
 
     ``n_tests`` is the number of hypotheses tested in all (>= len(p)); hypotheses that got no
     p-value count as not rejected. Valid under independence and positive dependence (PRDS), which the
-    overlapping boxes of neighbouring pixels have.
+    overlapping boxes of neighbouring pixels have. Raises ValueError unless ``0 < fdr < 1``.
     """
     p = np.asarray(p, dtype=np.float64)
-    if not 0 < fdr < 1:
-        raise ValueError(f"fdr must be in (0, 1), got {fdr}")
-    m = max(int(n_tests), len(p))
-    order = np.argsort(p, kind="stable")
-    below = p[order] <= fdr * np.arange(1, len(p) + 1) / m
-    keep = np.zeros(len(p), dtype=bool)
-    if below.any():
-        keep[order[: int(np.nonzero(below)[0][-1]) + 1]] = True
-    return keep
+    step_up = StepUp(max(int(n_tests), len(p)), fdr)
+    step_up.add(p)
+    return p <= step_up.threshold
+
+
+class StepUp:
+    """The Benjamini-Hochberg threshold over p-values given in parts, holding only those still undecided.
+
+    Benjamini & Hochberg (1995): with the ``m`` p-values sorted, ``p_(1) <= ... <= p_(m)``, reject
+    those up to the largest ``p_(k) <= fdr k / m``; equivalently every ``p <= T``, with ``T`` the largest
+    p-value with ``#{p_i <= T} >= T m / fdr``. More p-values only raise the counts, so the threshold of
+    the parts seen so far is a lower bound of the final one: p-values at or below it are only counted,
+    and only those between it and ``fdr`` are kept (none above ``fdr`` can ever be rejected). Memory: the
+    p-values not yet decided, not all of them. ``n_tests``: the ``m`` of the whole family (>= every
+    p-value given). Raises ValueError unless ``0 < fdr < 1``, or when more than ``n_tests`` p-values are added.
+    """
+
+    def __init__(self, n_tests: int, fdr: float) -> None:
+        if not 0 < fdr < 1:
+            raise ValueError(f"fdr must be in (0, 1), got {fdr}")
+        self.n_tests, self.fdr = int(n_tests), float(fdr)
+        self.threshold = -np.inf  # the p-values <= threshold are rejected (none yet)
+        self._n_added = self._n_below = 0  # p-values given, and those <= threshold
+        self._open = np.zeros(0)  # the p-values in (threshold, fdr], sorted
+
+    def add(self, p: np.ndarray) -> None:
+        """Add p-values ``p`` (n,) of the family; the ``threshold`` is that of every p-value added so far."""
+        p = np.asarray(p, dtype=np.float64).ravel()
+        self._n_added += len(p)
+        if self._n_added > self.n_tests:
+            raise ValueError(f"{self._n_added} p-values for a family of {self.n_tests} tests")
+        self._n_below += int(np.sum(p <= self.threshold))
+        self._open = np.sort(np.concatenate([self._open, p[(p > self.threshold) & (p <= self.fdr)]]))
+        rank = self._n_below + np.arange(1, len(self._open) + 1)  # of each open p-value among all given
+        below = self._open <= self.fdr * rank / self.n_tests
+        if below.any():
+            last = int(np.nonzero(below)[0][-1])
+            self.threshold = float(self._open[last])
+            self._n_below += last + 1
+            self._open = self._open[last + 1 :]

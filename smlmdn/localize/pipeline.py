@@ -5,7 +5,8 @@ the raw photon counts (:mod:`smlmdn.localize.glrt`) and fitted (:mod:`smlmdn.loc
 whole movie, Benjamini-Hochberg keeps the candidates whose test rejects "background only" at the
 false-discovery rate asked for, and :mod:`smlmdn.localize.link` joins the frames of each blink.
 Until that decision each block's fitted candidates wait in a :class:`~smlmdn.localize.store.BlockStore`
-(memory, then temporary files) with only their p-values in memory; the accepted rows are then linked,
+(memory, then temporary files) with only the p-values the decision has not settled yet in memory
+(:class:`~smlmdn.localize.glrt.StepUp`); the accepted rows are then linked,
 extended and assembled block by block, so memory does not hold the table unless it is asked for whole.
 
 Modes (the table :data:`smlmdn.localize.settings.MODES`; chosen through ``detect_on`` and ``fit_on`` of
@@ -48,7 +49,7 @@ from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
 from .extend import accepted_extensions, extension_rows, known_position_test, member_keys, track_candidates
-from .glrt import benjamini_hochberg
+from .glrt import StepUp
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, Linker, Tracks
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
 from .settings import DEFAULT_FDR, DEFAULT_POOL, RAW, LocalizeMode, LocalizeSettings, mode_for
@@ -338,7 +339,7 @@ def localize(
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
     ``n_dropped_outside``, ``n_tracks``, ``n_extended``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
-    are split), ~17 bytes per candidate (its p-values, for the FDR decision) and 50-100 per track, plus the
+    are split), 8 bytes per candidate the FDR decision has not settled yet and 50-100 per track, plus the
     returned table; each block's candidates wait in a :class:`~smlmdn.localize.store.BlockStore` (memory
     up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
     Raises :class:`SmlmdnError` for settings that cannot work (see
@@ -493,17 +494,12 @@ def _localize_movie(
         multi_emitter=settings.multi_emitter,
     )
     store = BlockStore()
+    step_up = StepUp(n_tests, settings.fdr) if settings.calibrated else None
     try:
-        blocks, p, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, progress)
-        keep = np.ones(len(p["p_value"]), dtype=bool)
-        if settings.calibrated:
-            keep = benjamini_hochberg(p["p_value"], n_tests, settings.fdr) & (p["p_frame"] <= MEMBER_ALPHA)
-            totals["n_rejected"] += int(np.sum(~keep))
-        n_saturated = int(np.sum(p["saturated"] & keep))
-        if not settings.keep_saturated:
-            keep &= ~p["saturated"]
-        del p
-        linked = _link_blocks(store, keep, settings.link_distance_nm, t)
+        blocks, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, step_up, progress)
+        accept = _Acceptance(None if step_up is None else step_up.threshold, settings.keep_saturated)
+        linked = _link_blocks(store, accept, settings.link_distance_nm, t)
+        totals["n_rejected"] += accept.n_rejected
         extensions = (
             _extensions(photons, blocks, store, linked, camera, settings, saturation_photons, progress)
             if settings.calibrated and settings.extend
@@ -526,10 +522,10 @@ def _localize_movie(
         **_settings_attrs(settings, thr, acceptance),
         "n_tracks": len(linked.tracks.n),
         "n_extended": n_extended,
-        "n_saturated": n_saturated,
+        "n_saturated": accept.n_saturated,
         "saturated_kept": bool(settings.keep_saturated),
     }
-    locs = Localizations(attrs, int(np.sum(keep)) + n_extended, blocks, store, linked, extensions)
+    locs = Localizations(attrs, accept.n_kept + n_extended, blocks, store, linked, extensions)
     if locs.n_rows == 0:
         warnings.warn(  # stacklevel 3: the caller of localize() / localize_movie() / localize_movie_blocks()
             f"no molecules found in {t} frames ({totals['n_candidates']} candidates, {attrs['n_rejected']} rejected by the "
@@ -552,20 +548,45 @@ class _Linked:
     members: np.ndarray
 
 
-def _link_blocks(store: BlockStore, keep: np.ndarray, link_distance_nm: float, n_frames: int) -> _Linked:
-    """Replace each block's candidates in ``store`` by the rows ``keep`` (one per candidate, in order) with ``track``.
+class _Acceptance:
+    """The movie-wide decision on each block's candidates, counting what it rejects and keeps.
+
+    ``threshold``: the Benjamini-Hochberg threshold of the ``p_value`` column (:class:`~smlmdn.localize.glrt.StepUp`;
+    None: every candidate passes the test, as with the band-pass threshold); a candidate is kept when its
+    p-value is at most the threshold and its own frame's ``p_frame`` at most :data:`MEMBER_ALPHA`, and,
+    unless ``keep_saturated``, its box holds no clipped pixel.
+    """
+
+    def __init__(self, threshold: float | None, keep_saturated: bool) -> None:
+        self.threshold, self.keep_saturated = threshold, keep_saturated
+        self.n_rejected = self.n_saturated = self.n_kept = 0
+
+    def __call__(self, tab: pd.DataFrame) -> np.ndarray:
+        """Return which rows of one block's candidate table ``tab`` are kept (bool (n,)), counting them."""
+        keep = np.ones(len(tab), dtype=bool)
+        if self.threshold is not None:
+            keep = (tab["p_value"].to_numpy() <= self.threshold) & (tab["p_frame"].to_numpy() <= MEMBER_ALPHA)
+            self.n_rejected += int(np.sum(~keep))
+        saturated = tab["saturated"].to_numpy(bool)
+        self.n_saturated += int(np.sum(saturated & keep))
+        if not self.keep_saturated:
+            keep &= ~saturated
+        self.n_kept += int(np.sum(keep))
+        return keep
+
+
+def _link_blocks(store: BlockStore, accept: _Acceptance, link_distance_nm: float, n_frames: int) -> _Linked:
+    """Replace each block's candidates in ``store`` by the rows ``accept`` keeps, with ``track``.
 
     Links block by block in frame order (:class:`~smlmdn.localize.link.Linker`, the tracks of one
     :func:`~smlmdn.localize.link.link` over the whole table); memory: the tracks, not the rows.
     """
     linker = Linker(max_distance_nm=link_distance_nm)
     sigma, members = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
-    row = n_tracks = 0
+    n_tracks = 0
     for i in range(len(store)):
         tab = store[i]
-        sel = keep[row : row + len(tab)]
-        row += len(tab)
-        tab = tab[sel].reset_index(drop=True)
+        tab = tab[accept(tab)].reset_index(drop=True)
         track = linker.add(tab)
         new, at = np.unique(track, return_index=True)  # each track's first row in table order
         sigma.append(tab["sigma_nm"].to_numpy()[at[new >= n_tracks]])
@@ -726,17 +747,17 @@ def _localize_blocks(
     pool: int,
     block_settings: dict[str, Any],
     store: BlockStore,
+    step_up: StepUp | None,
     progress: bool,
-) -> tuple[list[tuple[int, int, int]], dict[str, np.ndarray], dict[str, int]]:
+) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
     """Fit every candidate of every frame block, before the movie-wide FDR decision.
 
     Appends each block's table of fitted candidates to ``store`` (one per block, in frame order) and
-    returns the blocks ``(index, t0, t1)``, the candidates' ``p_value``, ``p_frame`` and ``saturated``
-    (one per candidate, in order; all the decision needs) and the summed block counts
-    (:func:`localize_block`); ``pool`` frames of halo on each side feed the pooled test.
+    their p-values to ``step_up`` (the movie-wide Benjamini-Hochberg decision, if any); returns the
+    blocks ``(index, t0, t1)`` and the summed block counts (:func:`localize_block`); ``pool`` frames of
+    halo on each side feed the pooled test.
     """
     t = photons.shape[0]
-    columns: dict[str, list[np.ndarray]] = {"p_value": [], "p_frame": [], "saturated": []}
     totals = {"n_candidates": 0, "n_rejected": 0, "n_merged": 0, "n_dropped_nonconverged": 0, "n_dropped_outside": 0}
     found = 0
 
@@ -752,16 +773,12 @@ def _localize_blocks(
         for (_, b0, b1), (table, counts) in compute_blocks(task, blocks):
             for k, v in counts.items():
                 totals[k] += v
-            for c, parts in columns.items():  # copied: a column's array is a view holding the table's whole block
-                parts.append(table[c].to_numpy().copy())
+            if step_up is not None:
+                step_up.add(table["p_value"].to_numpy())
             store.append(table)
             found += len(table)
             advance(b1 - b0, locs=found)
-    p = {
-        c: np.concatenate(parts) if parts else np.zeros(0, dtype=bool if c == "saturated" else float)
-        for c, parts in columns.items()
-    }
-    return list(blocks), p, totals
+    return list(blocks), totals
 
 
 def _settings_attrs(settings: LocalizeSettings, threshold: float, acceptance: str) -> dict[str, Any]:
