@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from .glrt import benjamini_hochberg, psf_templates
 from .glrt_numba import glrt_estimates
@@ -63,7 +64,7 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     x[track], y[track] = locs["x_linked_nm"].to_numpy(), locs["y_linked_nm"].to_numpy()
     n = np.bincount(track, minlength=n_tracks)
     tracks = Tracks(n=n, first=first, last=last, x_nm=x, y_nm=y, crlb_nm=np.full(n_tracks, np.nan))  # CRLB unused
-    return track_candidates(tracks, member_keys(track, frame, n_frames), n_frames)
+    return with_positions(track_candidates(tracks, member_keys(track, frame, n_frames), n_frames), tracks)
 
 
 def member_keys(track: np.ndarray, frame: np.ndarray, n_frames: int) -> np.ndarray:
@@ -77,30 +78,54 @@ def track_candidates(tracks: Tracks, members: np.ndarray, n_frames: int) -> pd.D
     The frame before each track's first member, the frame after its last and the frames in between
     without a member (``members``: :func:`member_keys` of every localization), within ``0 ..
     n_frames - 1``; tracks shorter than :data:`MIN_TRACK` are not extended. Returns a table with columns
-    ``track``, ``frame`` (int64), ``x_nm``, ``y_nm`` (the track's pooled position, nm), sorted by frame
-    (stable: by track within a frame).
+    ``track`` and ``frame`` (int64), sorted by frame (stable: by track within a frame); the tracks'
+    positions are added by :func:`with_positions`. Memory: 8 bytes per member and ~40 per pair.
     """
-    stride = n_frames + 2
     keys = np.unique(members)  # sorted: by track, then frame
-    keys = keys[tracks.n[keys // stride] >= MIN_TRACK]
-    track, frame = keys // stride, keys % stride - 1
+    track, frame = _candidate_pairs(keys, n_frames + 2, n_frames, tracks.n, MIN_TRACK)
     del keys
-    # built from the members in order, not by expanding each track's span (memory: a few arrays per member)
-    same = track[1:] == track[:-1]
-    gap = np.where(same, frame[1:] - frame[:-1] - 1, 0)  # frames missing between consecutive members
-    first_of, last_of = np.ones(len(track), bool), np.ones(len(track), bool)  # each track's first / last member
-    first_of[1:], last_of[:-1] = ~same, ~same
-    starts, ends = np.flatnonzero(first_of), np.flatnonzero(last_of)
-    at = np.flatnonzero(gap > 0)
-    n_gap = gap[at]
-    offset = np.arange(n_gap.sum()) - np.repeat(np.cumsum(n_gap) - n_gap, n_gap) + 1
-    track = np.concatenate([track[starts], track[ends], np.repeat(track[at], n_gap)])
-    frame = np.concatenate([frame[starts] - 1, frame[ends] + 1, np.repeat(frame[at], n_gap) + offset])
-    keep = (frame >= 0) & (frame < n_frames)
-    track, frame = track[keep], frame[keep]
     order = np.lexsort((track, frame))  # by frame, then track: each pair is unique
-    track, frame = track[order], frame[order]
-    return pd.DataFrame({"track": track, "frame": frame, "x_nm": tracks.x_nm[track], "y_nm": tracks.y_nm[track]})
+    return pd.DataFrame({"track": track[order], "frame": frame[order]}, copy=False)
+
+
+@njit(cache=True)
+def _candidate_pairs(keys, stride, n_frames, n_members, min_track):  # pragma: no cover
+    """Return ``(track, frame)`` (int64, by track, then frame) of :func:`track_candidates` from its sorted member keys.
+
+    One pass counts the pairs (each track's frames from one before its first member to one after its last, within
+    the movie, less its members), a second writes them.
+    """
+    n = keys.shape[0]
+    n_pairs = 0
+    for fill in range(2):
+        if fill:
+            track, frame = np.empty(n_pairs, dtype=np.int64), np.empty(n_pairs, dtype=np.int64)
+        q = 0
+        i = 0
+        while i < n:
+            k = keys[i] // stride
+            j = i  # the track's members are keys[i:j + 1]
+            while j + 1 < n and keys[j + 1] // stride == k:
+                j += 1
+            if n_members[k] >= min_track:
+                first, last = keys[i] % stride - 1, keys[j] % stride - 1  # the track's first and last member frames
+                prev = max(first - 2, -1)  # the frame before the first to test
+                for m in range(i, j + 2):
+                    nxt = keys[m] % stride - 1 if m <= j else min(last + 2, n_frames)  # the next frame not to test
+                    for f in range(prev + 1, nxt):  # the frames after the previous member and before this one
+                        if fill:
+                            track[q], frame[q] = k, f
+                        q += 1
+                    prev = nxt
+            i = j + 1
+        n_pairs = q
+    return track, frame
+
+
+def with_positions(cand: pd.DataFrame, tracks: Tracks) -> pd.DataFrame:
+    """Return :func:`track_candidates` pairs ``cand`` with their tracks' pooled ``x_nm``, ``y_nm`` (nm) added."""
+    k = cand["track"].to_numpy()
+    return cand.assign(x_nm=tracks.x_nm[k], y_nm=tracks.y_nm[k])
 
 
 def known_position_test(
@@ -179,8 +204,8 @@ def extension_rows(acc: pd.DataFrame, tracks: Tracks, sigma_nm: np.ndarray) -> p
     return pd.DataFrame(
         {
             "frame": acc["frame"].to_numpy(np.int64),
-            "x_nm": acc["x_nm"].to_numpy(),
-            "y_nm": acc["y_nm"].to_numpy(),
+            "x_nm": tracks.x_nm[k],
+            "y_nm": tracks.y_nm[k],
             "photons": acc["photons"].to_numpy(),
             "bg": acc["bg"].to_numpy(),
             "sigma_nm": sigma_nm[k],

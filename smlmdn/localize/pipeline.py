@@ -48,7 +48,14 @@ from ..parallel import compute_blocks, frame_blocks, in_frame_blocks, tune_worke
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
-from .extend import accepted_extensions, extension_rows, known_position_test, member_keys, track_candidates
+from .extend import (
+    accepted_extensions,
+    extension_rows,
+    known_position_test,
+    member_keys,
+    track_candidates,
+    with_positions,
+)
 from .glrt import StepUp
 from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, Linker, Tracks
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
@@ -629,7 +636,13 @@ def _extensions(
         lo, hi = np.searchsorted(frame, [b0, b1])
         known = store[i][["frame", "x_nm", "y_nm", "photons"]]
         return dask.delayed(_extend_task)(
-            photons[b0:b1], b0, cand.iloc[lo:hi], known, settings.box, saturation_photons, test
+            photons[b0:b1],
+            b0,
+            with_positions(cand.iloc[lo:hi], linked.tracks),
+            known,
+            settings.box,
+            saturation_photons,
+            test,
         )
 
     # the blocks holding a frame to test
