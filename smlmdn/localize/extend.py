@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from .glrt import benjamini_hochberg, psf_templates
+from .glrt import psf_templates
 from .glrt_numba import glrt_estimates
 from .link import Tracks
 from .neighbours import Molecules
@@ -178,14 +178,16 @@ def known_position_test(
 
 
 def accepted_extensions(
-    cand: pd.DataFrame, p: np.ndarray, photons: np.ndarray, bg: np.ndarray, fdr: float
+    cand: pd.DataFrame, p: np.ndarray, photons: np.ndarray, bg: np.ndarray, threshold: float
 ) -> pd.DataFrame:
-    """Return the candidates Benjamini-Hochberg accepts at ``fdr`` over all ``len(cand)`` tests.
+    """Return the candidates whose test Benjamini-Hochberg accepts: ``p <= threshold`` and finite photons.
 
-    ``cand`` (:func:`track_candidates`) with its test results ``p``, ``photons``, ``bg`` (n,). Returns
-    its accepted rows (in order) with ``p``, ``photons`` and ``bg`` added.
+    ``cand`` (rows of :func:`track_candidates`) with their test results ``p``, ``photons``, ``bg`` (n,);
+    ``threshold``: :class:`~smlmdn.localize.glrt.StepUp`'s over the p-values of every candidate tested
+    (at the movie's false-discovery rate). Returns the accepted rows (in order) with ``p``, ``photons``
+    and ``bg`` added.
     """
-    keep = benjamini_hochberg(p, len(p), fdr) & np.isfinite(photons)
+    keep = (p <= threshold) & np.isfinite(photons)
     return cand[keep].assign(p=p[keep], photons=photons[keep], bg=bg[keep])
 
 

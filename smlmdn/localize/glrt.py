@@ -193,22 +193,39 @@ class StepUp:
         if not 0 < fdr < 1:
             raise ValueError(f"fdr must be in (0, 1), got {fdr}")
         self.n_tests, self.fdr = int(n_tests), float(fdr)
-        self.threshold = -np.inf  # the p-values <= threshold are rejected (none yet)
+        self._threshold = -np.inf  # the p-values <= threshold are rejected (none yet)
         self._n_added = self._n_below = 0  # p-values given, and those <= threshold
-        self._open = np.zeros(0)  # the p-values in (threshold, fdr], sorted
+        self._open = np.zeros(0)  # p-values in (threshold, fdr], sorted
+        self._new: list[np.ndarray] = []  # p-values in (threshold, fdr] given since, each part sorted
+
+    @property
+    def threshold(self) -> float:
+        """The threshold of every p-value added so far: those at or below it are rejected (-inf: none)."""
+        self._settle()
+        return self._threshold
 
     def add(self, p: np.ndarray) -> None:
-        """Add p-values ``p`` (n,) of the family; the ``threshold`` is that of every p-value added so far."""
+        """Add p-values ``p`` (n,) of the family."""
         p = np.asarray(p, dtype=np.float64).ravel()
         self._n_added += len(p)
         if self._n_added > self.n_tests:
             raise ValueError(f"{self._n_added} p-values for a family of {self.n_tests} tests")
-        self._n_below += int(np.sum(p <= self.threshold))
-        self._open = np.sort(np.concatenate([self._open, p[(p > self.threshold) & (p <= self.fdr)]]))
+        self._n_below += int(np.sum(p <= self._threshold))
+        self._new.append(np.sort(p[(p > self._threshold) & (p <= self.fdr)]))
+        if sum(map(len, self._new)) >= max(len(self._open), 2**16):  # amortised: each p-value merged a few times
+            self._settle()
+
+    def _settle(self) -> None:
+        """Merge the new p-values into the open ones and raise the threshold as far as they allow."""
+        if not self._new:
+            return
+        # sorted runs: the stable sort (timsort) merges them in linear time
+        self._open = np.sort(np.concatenate([self._open, *self._new]), kind="stable")
+        self._new = []
         rank = self._n_below + np.arange(1, len(self._open) + 1)  # of each open p-value among all given
         below = self._open <= self.fdr * rank / self.n_tests
         if below.any():
             last = int(np.nonzero(below)[0][-1])
-            self.threshold = float(self._open[last])
+            self._threshold = float(self._open[last])
             self._n_below += last + 1
             self._open = self._open[last + 1 :]

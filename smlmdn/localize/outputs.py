@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..batch import batch_outputs, is_batch
@@ -20,7 +19,7 @@ from ..camera import Camera
 from ..errors import SmlmdnError
 from ..io import check_output
 from .formats import output_format, side_files, write_localization_blocks
-from .pipeline import Localizations
+from .pipeline import ColumnStack, Localizations
 
 #: Table formats a batch can write (``--format``), as file suffixes without the dot.
 TABLE_FORMATS = ("csv", "hdf5", "parquet")
@@ -129,14 +128,13 @@ def write_tables(
     paths written and the columns ``keep`` of every row (e.g. for a summary or a rendered image):
     memory holds one block and those columns, never the whole table.
     """
-    kept: dict[str, list[np.ndarray]] = {c: [] for c in keep}
+    kept = ColumnStack(run.n_rows, keep)
 
     def blocks() -> Iterator[pd.DataFrame]:
         for block in run.blocks():
             block["frame"] += frame_offset
-            for c, parts in kept.items():
-                parts.append(block[c].to_numpy().copy())  # a view would hold the block's other columns too
+            kept.add(block)
             yield block
 
     written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)
-    return written, pd.DataFrame({c: np.concatenate(parts) if parts else np.zeros(0) for c, parts in kept.items()})
+    return written, kept.table()

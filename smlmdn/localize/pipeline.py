@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -450,7 +450,10 @@ class Localizations:
 
     def table(self) -> pd.DataFrame:
         """Return the whole table (what :func:`localize` returns), with ``attrs``."""
-        locs = _collect(self.blocks(), self.n_rows)
+        stack = ColumnStack(self.n_rows, LOC_COLUMNS)
+        for block in self.blocks():
+            stack.add(block)
+        locs = stack.table()
         locs.attrs.update(self.attrs)
         return locs
 
@@ -647,18 +650,21 @@ def _extensions(
 
     # the blocks holding a frame to test
     todo = [b for b in blocks if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
-    results = []
+    step_up = StepUp(len(cand), settings.fdr)  # Benjamini-Hochberg over every candidate's test
+    hopeful: list[tuple[np.ndarray, ...]] = []  # the tests it may accept: p <= fdr, finite photons
     with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
-        for _, r in compute_blocks(task, todo):
-            results.append(r)
-            advance(len(r[0]))
-    p, n_hat, b_hat, sat = (
-        (np.concatenate(r) for r in zip(*results, strict=True))
-        if results
-        else (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        for (_, b0, _), (p, n_hat, b_hat, sat) in compute_blocks(task, todo):
+            p = np.where(sat, 1.0, p)  # a clipped pixel in the box: the counts are wrong, so the frame is not added
+            step_up.add(p)
+            may = np.flatnonzero((p <= settings.fdr) & np.isfinite(n_hat))
+            hopeful.append((np.searchsorted(frame, b0) + may, p[may], n_hat[may], b_hat[may]))
+            advance(len(p))
+    rows, p, n_hat, b_hat = (
+        (np.concatenate(r) for r in zip(*hopeful, strict=True))
+        if hopeful
+        else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
     )
-    # a clipped pixel in the box: the counts are wrong, so the frame is not added (p = 1, still a test)
-    return accepted_extensions(cand, np.where(sat, 1.0, p), n_hat, b_hat, settings.fdr)
+    return accepted_extensions(cand.iloc[rows], p, n_hat, b_hat, step_up.threshold)
 
 
 def _final_blocks(
@@ -691,17 +697,30 @@ def _final_blocks(
         yield tab[list(LOC_COLUMNS)]
 
 
-def _collect(tables: Iterator[pd.DataFrame], n_rows: int) -> pd.DataFrame:
-    """Stack ``tables`` (:data:`LOC_COLUMNS`, ``n_rows`` rows in all) into one table, each column allocated once."""
-    out: dict[str, np.ndarray] = {c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in LOC_COLUMNS}
-    row = 0
-    for tab in tables:
-        for c, col in out.items():
-            col[row : row + len(tab)] = tab[c].to_numpy()
-        row += len(tab)
-    if row != n_rows:
-        raise AssertionError(f"{row} localization rows, expected {n_rows}")
-    return pd.DataFrame(out, copy=False)
+class ColumnStack:
+    """Columns of a table given block by block, each allocated once for the table's ``n_rows`` rows.
+
+    ``columns``: names of :data:`LOC_COLUMNS` (dtypes as :data:`COLUMN_DTYPES`). Memory: those columns,
+    never a second copy of them.
+    """
+
+    def __init__(self, n_rows: int, columns: Sequence[str]) -> None:
+        self._columns: dict[str, np.ndarray] = {
+            c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in columns
+        }
+        self._n_rows, self._row = n_rows, 0
+
+    def add(self, block: pd.DataFrame) -> None:
+        """Copy the columns of ``block``, the next rows of the table."""
+        for c, values in self._columns.items():
+            values[self._row : self._row + len(block)] = block[c].to_numpy()
+        self._row += len(block)
+
+    def table(self) -> pd.DataFrame:
+        """Return the columns as one table; raises AssertionError unless exactly ``n_rows`` rows were added."""
+        if self._row != self._n_rows:
+            raise AssertionError(f"{self._row} localization rows, expected {self._n_rows}")
+        return pd.DataFrame(self._columns, copy=False)
 
 
 def _extend_task(
