@@ -53,8 +53,6 @@ def test_track_candidates_equal_the_definition_on_random_tracks() -> None:
         shuffle = rng.permutation(len(track))  # members come in table order, not by track
         tracks = Tracks(
             n=np.array([len(f) for f in frames], dtype=np.int64),
-            first=np.array([f[0] for f in frames], dtype=np.int64),
-            last=np.array([f[-1] for f in frames], dtype=np.int64),
             x_nm=rng.random(n_tracks),
             y_nm=rng.random(n_tracks),
             crlb_nm=rng.random(n_tracks),

@@ -57,13 +57,10 @@ def extension_candidates(locs: pd.DataFrame, n_frames: int) -> pd.DataFrame:
     track = locs["track"].to_numpy(np.int64)
     frame = locs["frame"].to_numpy(np.int64)
     n_tracks = int(track.max()) + 1 if len(track) else 0
-    first, last = np.full(n_tracks, np.iinfo(np.int64).max), np.full(n_tracks, -1)
-    np.minimum.at(first, track, frame)
-    np.maximum.at(last, track, frame)
     x, y = np.zeros(n_tracks), np.zeros(n_tracks)
     x[track], y[track] = locs["x_linked_nm"].to_numpy(), locs["y_linked_nm"].to_numpy()
     n = np.bincount(track, minlength=n_tracks)
-    tracks = Tracks(n=n, first=first, last=last, x_nm=x, y_nm=y, crlb_nm=np.full(n_tracks, np.nan))  # CRLB unused
+    tracks = Tracks(n=n, x_nm=x, y_nm=y, crlb_nm=np.full(n_tracks, np.nan))  # CRLB unused
     return with_positions(track_candidates(tracks, member_keys(track, frame, n_frames), n_frames), tracks)
 
 

@@ -77,14 +77,12 @@ def link(
 
 @dataclass(frozen=True)
 class Tracks:
-    """Per track (indexed by track id): members ``n``, ``first``/``last`` frame, pooled ``x_nm``/``y_nm`` and their standard error ``crlb_nm``.
+    """Per track (indexed by track id): members ``n``, pooled ``x_nm``/``y_nm`` and their standard error ``crlb_nm``.
 
     A track of one localization without a finite CRLB keeps that localization's position and CRLB.
     """
 
     n: np.ndarray
-    first: np.ndarray
-    last: np.ndarray
     x_nm: np.ndarray
     y_nm: np.ndarray
     crlb_nm: np.ndarray
@@ -95,7 +93,7 @@ class Linker:
 
     Each :meth:`add` takes the rows of frames after those already added and returns their track ids;
     the open tracks are carried from block to block, so the tracks equal those of one :func:`link`
-    over the whole table. Memory: ~45 bytes per track. Raises ValueError for a non-positive distance or
+    over the whole table. Memory: ~41 bytes per track. Raises ValueError for a non-positive distance or
     n_sigma or a negative gap.
     """
 
@@ -140,7 +138,7 @@ class Linker:
         # fmt: off
         n_open, self._n_tracks = _assign(
             frame, order, xy, s, w, *self._rule,  # inputs
-            track, st["first"], st["last"], open_tracks, st["taken"],  # outputs and carried state
+            track, st["last"], open_tracks, st["taken"],  # outputs and carried state
             st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], n_open, self._n_tracks,
         )
         # fmt: on
@@ -152,27 +150,27 @@ class Linker:
     def tracks(self) -> Tracks:
         """Return every track so far: members, pooled position and its Birge-inflated standard error."""
         st, k = self._state, self._n_tracks
-        n, sum_w, sum_wxy = st["n"][:k], st["sum_w"][:k], st["sum_wxy"][:k]
+        sum_w, sum_wxy, sum_wrr = st["sum_w"][:k], st["sum_wxy"][:k], st["sum_wrr"][:k]
+        n = st["n"][:k].astype(np.int64)
         pooled = sum_w > 0
-        sw = np.where(pooled, sum_w, 1.0)
-        sum_wrr = st["sum_wrr"][:k]
-        with np.errstate(invalid="ignore"):  # the sums of a track without weight are its one localization's x, y, CRLB
-            chi2 = np.maximum(sum_wrr - np.sum(sum_wxy**2, axis=1) / sw, 0.0)
-            birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(2 * (n - 1), 1)))
-        return Tracks(
-            n=n.astype(np.int64),
-            first=st["first"][:k].astype(np.int64),
-            last=st["last"][:k].astype(np.int64),
-            x_nm=np.where(pooled, sum_wxy[:, 0] / sw, sum_wxy[:, 0]),
-            y_nm=np.where(pooled, sum_wxy[:, 1] / sw, sum_wxy[:, 1]),
-            crlb_nm=np.where(pooled, birge / np.sqrt(sw), sum_wrr),
-        )
+        sw = np.where(pooled, sum_w, 1.0)  # a track without weight: its sums are its one localization's x, y, CRLB
+        # in place, one array at a time: these are ~50 bytes per track, the tracks of a long movie millions
+        with np.errstate(invalid="ignore"):
+            chi2 = sum_wxy[:, 0] ** 2  # chi2 = sum w r^2 - |sum w r|^2 / sum w, over both axes
+            chi2 += sum_wxy[:, 1] ** 2
+            chi2 /= sw
+            np.subtract(sum_wrr, chi2, out=chi2)
+            np.maximum(chi2, 0.0, out=chi2)
+            chi2 /= np.maximum(2 * (n - 1), 1)
+            crlb = np.sqrt(np.maximum(chi2, 1.0, out=chi2), out=chi2)  # the Birge ratio
+            crlb /= np.sqrt(sw)
+        np.copyto(crlb, sum_wrr, where=~pooled)
+        return Tracks(n=n, x_nm=sum_wxy[:, 0] / sw, y_nm=sum_wxy[:, 1] / sw, crlb_nm=crlb)
 
 
 def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
     """Per-track arrays of :class:`Linker` for ``size`` tracks, the first ``used`` copied from ``old``."""
     state = {
-        "first": np.zeros(size, dtype=np.int32),  # frame of the first member
         "last": np.zeros(size, dtype=np.int32),  # last frame with a member
         "taken": np.zeros(size, dtype=np.bool_),
         # weighted position sums, total weight, weighted sums of squared positions (for the scatter); a
@@ -191,7 +189,7 @@ def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int 
 @njit(cache=True, nogil=True)
 def _assign(  # pragma: no cover
     frame, order, xy, s, w, max_distance, n_sigma, max_gap,
-    track, first, last, open_tracks, taken, sum_wxy, sum_w, sum_wrr, n_members, n_open, n_tracks,
+    track, last, open_tracks, taken, sum_wxy, sum_w, sum_wrr, n_members, n_open, n_tracks,
 ):  # fmt: skip
     """Assign every localization to a track, frame by frame (the rule of :func:`link`) -> ``(n_open, n_tracks)``.
 
@@ -274,7 +272,6 @@ def _assign(  # pragma: no cover
             if track[r] < 0:
                 track[r] = n_tracks
                 open_tracks[n_open] = n_tracks
-                first[n_tracks] = f
                 n_open += 1
                 n_tracks += 1
             k = track[r]
