@@ -190,3 +190,25 @@ def test_unknown_output_format_is_refused_before_any_work(data: dict[str, Path],
     _one_line_error(
         _run(data, "-o", str(tmp_path / "l.csv"), "--render", str(tmp_path / "r.jpg")), "unknown render format"
     )
+
+
+def test_summary_precision_is_pandas_row_mean_median_without_its_copies() -> None:
+    import warnings
+
+    import pandas as pd
+
+    from smlmdn.cli.localize import _median_precision
+
+    rng = np.random.default_rng(4)
+    for n in [1, 2, 3, 10, 51]:
+        x, y = rng.random(n) * 10, rng.random(n) * 10
+        x[rng.random(n) < 0.3], y[rng.random(n) < 0.3] = np.nan, np.nan  # extension rows and failed CRLBs
+        locs = pd.DataFrame({"crlb_x_nm": x, "crlb_y_nm": y})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no stray library warnings
+            got = _median_precision(locs)
+        want = float(locs[["crlb_x_nm", "crlb_y_nm"]].mean(axis=1).median())
+        assert got == want or (np.isnan(got) and np.isnan(want))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(_median_precision(pd.DataFrame({"crlb_x_nm": [np.nan], "crlb_y_nm": [np.nan]})))

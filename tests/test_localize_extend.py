@@ -57,7 +57,9 @@ def test_track_candidates_equal_the_definition_on_random_tracks() -> None:
             y_nm=rng.random(n_tracks),
             crlb_nm=rng.random(n_tracks),
         )
-        cand = track_candidates(tracks, member_keys(track[shuffle], frame[shuffle], n_frames), n_frames)
+        keys = member_keys(track[shuffle], frame[shuffle], n_frames)
+        cand = track_candidates(tracks, keys, n_frames)
+        assert track_candidates(tracks, np.concatenate([keys, keys[:3]]), n_frames).equals(cand)  # repeats: no change
         want = sorted(
             (g, k)
             for k, f in enumerate(frames)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
 
 from ..batch import denoised_for, expand_inputs
@@ -251,11 +253,7 @@ def localize(
                 locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite=overwrite
             )
         a = run.attrs
-        precision = ""
-        if len(locs):
-            precision = (
-                f"median precision (CRLB) {float(locs[['crlb_x_nm', 'crlb_y_nm']].mean(axis=1).median()):.1f} nm; "
-            )
+        precision = f"median precision (CRLB) {_median_precision(locs):.1f} nm; " if len(locs) else ""
         return (
             f"{len(locs)} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
@@ -275,3 +273,19 @@ def localize(
         quiet=quiet,
         dask_spec=dask_spec,
     )
+
+
+def _median_precision(locs: pd.DataFrame) -> float:
+    """Median over the localizations of the mean of ``crlb_x_nm`` and ``crlb_y_nm`` (NaN skipped), nm.
+
+    pandas' ``locs[[x, y]].mean(axis=1).median()`` to the bit, without its copies of the two columns
+    (a few hundred MB for millions of localizations).
+    """
+    x, y = locs["crlb_x_nm"].to_numpy(), locs["crlb_y_nm"].to_numpy()
+    mean = x + y
+    mean /= 2.0
+    one = np.isnan(mean)  # a NaN in x or y: the mean of the other alone (NaN when both are)
+    mean[one] = np.where(np.isnan(x[one]), y[one], x[one])
+    if np.isnan(mean).all():
+        return float("nan")
+    return float(np.nanmedian(mean, overwrite_input=True))

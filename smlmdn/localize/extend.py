@@ -76,28 +76,28 @@ def track_candidates(tracks: Tracks, members: np.ndarray, n_frames: int) -> pd.D
     without a member (``members``: :func:`member_keys` of every localization), within ``0 ..
     n_frames - 1``; tracks shorter than :data:`MIN_TRACK` are not extended. Returns a table with columns
     ``track`` and ``frame`` (int64), sorted by frame (stable: by track within a frame); the tracks'
-    positions are added by :func:`with_positions`. Memory: 8 bytes per member and ~40 per pair.
+    positions are added by :func:`with_positions`. Memory: 16 bytes per member and 16 per pair.
     """
-    keys = np.unique(members)  # sorted: by track, then frame
+    keys = np.sort(members)  # by track, then frame (a repeated key, as from a table linked elsewhere, adds nothing)
     track, frame = _candidate_pairs(keys, n_frames + 2, n_frames, tracks.n, MIN_TRACK)
-    del keys
-    order = np.lexsort((track, frame))  # by frame, then track: each pair is unique
-    return pd.DataFrame({"track": track[order], "frame": frame[order]}, copy=False)
+    return pd.DataFrame({"track": track, "frame": frame}, copy=False)
 
 
 @njit(cache=True)
 def _candidate_pairs(keys, stride, n_frames, n_members, min_track):  # pragma: no cover
-    """Return ``(track, frame)`` (int64, by track, then frame) of :func:`track_candidates` from its sorted member keys.
+    """Return ``(track, frame)`` (int64, by frame, then track) of :func:`track_candidates` from its sorted member keys.
 
-    One pass counts the pairs (each track's frames from one before its first member to one after its last, within
-    the movie, less its members), a second writes them.
+    Each track's frames from one before its first member to one after its last, within the movie, less
+    its members: one pass counts them per frame, a second writes each into its frame's place (tracks come
+    in id order, so each frame's pairs are in track order: a counting sort, no sorted copies).
     """
     n = keys.shape[0]
-    n_pairs = 0
+    at = np.zeros(n_frames + 1, dtype=np.int64)  # pass 1: pairs per frame; pass 2: where the next one goes
     for fill in range(2):
         if fill:
-            track, frame = np.empty(n_pairs, dtype=np.int64), np.empty(n_pairs, dtype=np.int64)
-        q = 0
+            for f in range(n_frames):  # at[f + 1] held frame f's count: now frame f's pairs start at at[f]
+                at[f + 1] += at[f]
+            track, frame = np.empty(at[n_frames], dtype=np.int64), np.empty(at[n_frames], dtype=np.int64)
         i = 0
         while i < n:
             k = keys[i] // stride
@@ -111,11 +111,12 @@ def _candidate_pairs(keys, stride, n_frames, n_members, min_track):  # pragma: n
                     nxt = keys[m] % stride - 1 if m <= j else min(last + 2, n_frames)  # the next frame not to test
                     for f in range(prev + 1, nxt):  # the frames after the previous member and before this one
                         if fill:
-                            track[q], frame[q] = k, f
-                        q += 1
+                            track[at[f]], frame[at[f]] = k, f
+                            at[f] += 1
+                        else:
+                            at[f + 1] += 1
                     prev = nxt
             i = j + 1
-        n_pairs = q
     return track, frame
 
 

@@ -346,8 +346,9 @@ def localize(
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
     ``n_dropped_outside``, ``n_tracks``, ``n_extended``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
-    are split), 8 bytes per candidate the FDR decision has not settled yet and 50-100 per track, plus the
-    returned table; each block's candidates wait in a :class:`~smlmdn.localize.store.BlockStore` (memory
+    are split), 8 bytes per candidate the FDR decision has not settled yet, ~80 per track and 8 per
+    localization (linking and the extension: :class:`~smlmdn.localize.link.Tracks`, member keys), 16 per
+    extension candidate, plus the returned table; each block's candidates wait in a :class:`~smlmdn.localize.store.BlockStore` (memory
     up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
     Raises :class:`SmlmdnError` for settings that cannot work (see
     :class:`~smlmdn.localize.settings.LocalizeSettings`).
