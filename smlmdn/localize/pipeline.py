@@ -509,12 +509,15 @@ def _localize_movie(
     try:
         blocks, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, step_up, progress)
         accept = _Acceptance(None if step_up is None else step_up.threshold, settings.keep_saturated)
-        linked = _link_blocks(store, accept, settings.link_distance_nm, t)
+        linked, members = _link_blocks(store, accept, settings.link_distance_nm, t)
         totals["n_rejected"] += accept.n_rejected
+        # the (track, frame) pairs the extension tests, sorted by frame; only they need the member keys
+        pairs = track_candidates(linked.tracks, members, t) if settings.calibrated and settings.extend else None
+        del members
         extensions = (
-            _extensions(photons, blocks, store, linked, camera, settings, saturation_photons, progress)
-            if settings.calibrated and settings.extend
-            else None
+            None
+            if pairs is None
+            else _extensions(photons, blocks, store, linked, pairs, camera, settings, saturation_photons, progress)
         )
     except BaseException:
         store.close()
@@ -550,13 +553,11 @@ def _localize_movie(
 class _Linked:
     """A movie's tracks after :func:`_link_blocks`.
 
-    The :class:`~smlmdn.localize.link.Tracks`, the PSF width (nm) of each track's first row in table
-    order, and :func:`~smlmdn.localize.extend.member_keys` of every row.
+    The :class:`~smlmdn.localize.link.Tracks` and the PSF width (nm) of each track's first row in table order.
     """
 
     tracks: Tracks
     sigma_nm: np.ndarray
-    members: np.ndarray
 
 
 class _Acceptance:
@@ -586,11 +587,14 @@ class _Acceptance:
         return keep
 
 
-def _link_blocks(store: BlockStore, accept: _Acceptance, link_distance_nm: float, n_frames: int) -> _Linked:
+def _link_blocks(
+    store: BlockStore, accept: _Acceptance, link_distance_nm: float, n_frames: int
+) -> tuple[_Linked, np.ndarray]:
     """Replace each block's candidates in ``store`` by the rows ``accept`` keeps, with ``track``.
 
     Links block by block in frame order (:class:`~smlmdn.localize.link.Linker`, the tracks of one
-    :func:`~smlmdn.localize.link.link` over the whole table); memory: the tracks, not the rows.
+    :func:`~smlmdn.localize.link.link` over the whole table); memory: the tracks, not the rows. Returns
+    the tracks and :func:`~smlmdn.localize.extend.member_keys` of every row kept.
     """
     linker = Linker(max_distance_nm=link_distance_nm)
     sigma, members = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
@@ -604,7 +608,7 @@ def _link_blocks(store: BlockStore, accept: _Acceptance, link_distance_nm: float
         n_tracks += int(np.sum(new >= n_tracks))
         members.append(member_keys(track, tab["frame"].to_numpy(), n_frames))
         store[i] = tab.assign(track=track)
-    return _Linked(linker.tracks(), np.concatenate(sigma), np.concatenate(members))
+    return _Linked(linker.tracks(), np.concatenate(sigma)), np.concatenate(members)
 
 
 def _extensions(
@@ -612,6 +616,7 @@ def _extensions(
     blocks: list[tuple[int, int, int]],
     store: BlockStore,
     linked: _Linked,
+    cand: pd.DataFrame,
     camera: Camera,
     settings: LocalizeSettings,
     saturation_photons: float | None,
@@ -619,14 +624,13 @@ def _extensions(
 ) -> pd.DataFrame:
     """Return the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
 
-    Reads only the frame blocks holding frames to test (in parallel, as the localization blocks), with
+    ``cand``: the (track, frame) pairs to test (:func:`~smlmdn.localize.extend.track_candidates`). Reads only the frame blocks holding frames to test (in parallel, as the localization blocks), with
     the block's localizations from ``store``; returns :func:`~smlmdn.localize.extend.accepted_extensions`
     (sorted by frame). A frame whose fit box at the blink's position holds a clipped pixel is never added.
     """
-    t, ny, nx = photons.shape
+    _, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
-    cand = track_candidates(linked.tracks, linked.members, t)  # sorted by frame
     frame = cand["frame"].to_numpy()
     test = dict(
         sigma_px=sigma_px,
