@@ -230,3 +230,12 @@ def test_compiled_test_equals_the_numpy_reference(read_noise: float, excess: flo
         strict=True,
     ):
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_step_up_rejects_what_rounds_up_to_the_last_step() -> None:
+    # fdr m / m can round one step above fdr: a p-value there is rejected when every test passes
+    p = np.array([0.01, 0.02, np.nextafter(0.1, 1.0)])
+    assert 0.1 * 3 / 3 > 0.1
+    assert _step_up_by_sorting(p, 3, 0.1).all()
+    assert benjamini_hochberg(p, 3, 0.1).all()
+    assert benjamini_hochberg(np.zeros(0), 0, 0.1).shape == (0,)

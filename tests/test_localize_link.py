@@ -159,3 +159,11 @@ def test_linking_block_by_block_equals_linking_the_whole_table() -> None:
         np.testing.assert_array_equal(per_track[track], whole[column].to_numpy())
     with pytest.raises(ValueError, match="in order"):
         linker.add(locs.iloc[:5])
+
+
+def test_frames_beyond_int32_still_link() -> None:
+    frame = np.array([2**31 - 1, 2**31, 2**31 + 1], dtype=np.int64)
+    locs = pd.DataFrame(
+        {"frame": frame, "x_nm": 100.0, "y_nm": 200.0, "crlb_x_nm": 10.0, "crlb_y_nm": 10.0}, index=range(3)
+    )
+    assert link(locs)["track"].tolist() == [0, 0, 0]

@@ -184,19 +184,22 @@ class StepUp:
     those up to the largest ``p_(k) <= fdr k / m``; equivalently every ``p <= T``, with ``T`` the largest
     p-value with ``#{p_i <= T} >= T m / fdr``. More p-values only raise the counts, so the threshold of
     the parts seen so far is a lower bound of the final one: p-values at or below it are only counted,
-    and only those between it and ``fdr`` are kept (none above ``fdr`` can ever be rejected). Memory: the
-    p-values not yet decided, not all of them. ``n_tests``: the ``m`` of the whole family (>= every
-    p-value given). Raises ValueError unless ``0 < fdr < 1``, or when more than ``n_tests`` p-values are added.
+    and only those between it and :attr:`limit` are kept (``fdr m / m`` as computed, the largest
+    ``fdr k / m``: no p-value above it can ever be rejected). Memory: the p-values not yet decided, not
+    all of them. ``n_tests``: the ``m`` of the whole family (at least the number of p-values given).
+    Raises ValueError unless ``0 < fdr < 1``, or when more than ``n_tests`` p-values are added.
     """
 
     def __init__(self, n_tests: int, fdr: float) -> None:
         if not 0 < fdr < 1:
             raise ValueError(f"fdr must be in (0, 1), got {fdr}")
         self.n_tests, self.fdr = int(n_tests), float(fdr)
+        #: The largest p-value that may be rejected: ``fdr k / m`` at ``k = m``, rounded as the test rounds it.
+        self.limit = self.fdr * self.n_tests / self.n_tests if self.n_tests else self.fdr
         self._threshold = -np.inf  # the p-values <= threshold are rejected (none yet)
         self._n_added = self._n_below = 0  # p-values given, and those <= threshold
-        self._open = np.zeros(0)  # p-values in (threshold, fdr], sorted
-        self._new: list[np.ndarray] = []  # p-values in (threshold, fdr] given since, each part sorted
+        self._open = np.zeros(0)  # p-values in (threshold, limit], sorted
+        self._new: list[np.ndarray] = []  # p-values in (threshold, limit] given since, each part sorted
 
     @property
     def threshold(self) -> float:
@@ -211,7 +214,7 @@ class StepUp:
         if self._n_added > self.n_tests:
             raise ValueError(f"{self._n_added} p-values for a family of {self.n_tests} tests")
         self._n_below += int(np.sum(p <= self._threshold))
-        self._new.append(np.sort(p[(p > self._threshold) & (p <= self.fdr)]))
+        self._new.append(np.sort(p[(p > self._threshold) & (p <= self.limit)]))
         if sum(map(len, self._new)) >= max(len(self._open), 2**16):  # amortised: each p-value merged a few times
             self._settle()
 

@@ -93,7 +93,7 @@ class Linker:
 
     Each :meth:`add` takes the rows of frames after those already added and returns their track ids;
     the open tracks are carried from block to block, so the tracks equal those of one :func:`link`
-    over the whole table. Memory: ~41 bytes per track. Raises ValueError for a non-positive distance or
+    over the whole table. Memory: ~45 bytes per track. Raises ValueError for a non-positive distance or
     n_sigma or a negative gap.
     """
 
@@ -154,8 +154,9 @@ class Linker:
         n = st["n"][:k].astype(np.int64)
         pooled = sum_w > 0
         sw = np.where(pooled, sum_w, 1.0)  # a track without weight: its sums are its one localization's x, y, CRLB
-        # in place, one array at a time: these are ~50 bytes per track, the tracks of a long movie millions
-        with np.errstate(invalid="ignore"):
+        # in place, one array at a time (8 bytes per track each; a long movie has millions of tracks); the
+        # results for the tracks without weight are replaced below, whatever their sums gave
+        with np.errstate(invalid="ignore", over="ignore"):
             chi2 = sum_wxy[:, 0] ** 2  # chi2 = sum w r^2 - |sum w r|^2 / sum w, over both axes
             chi2 += sum_wxy[:, 1] ** 2
             chi2 /= sw
@@ -171,7 +172,7 @@ class Linker:
 def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
     """Per-track arrays of :class:`Linker` for ``size`` tracks, the first ``used`` copied from ``old``."""
     state = {
-        "last": np.zeros(size, dtype=np.int32),  # last frame with a member
+        "last": np.zeros(size, dtype=np.int64),  # last frame with a member
         "taken": np.zeros(size, dtype=np.bool_),
         # weighted position sums, total weight, weighted sums of squared positions (for the scatter); a
         # track without weight holds its one localization's x, y in sum_wxy and its CRLB in sum_wrr

@@ -656,12 +656,12 @@ def _extensions(
     # the blocks holding a frame to test
     todo = [b for b in blocks if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
     step_up = StepUp(len(cand), settings.fdr)  # Benjamini-Hochberg over every candidate's test
-    hopeful: list[tuple[np.ndarray, ...]] = []  # the tests it may accept: p <= fdr, finite photons
+    hopeful: list[tuple[np.ndarray, ...]] = []  # the tests it may accept: p <= its limit, finite photons
     with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
         for (_, b0, _), (p, n_hat, b_hat, sat) in compute_blocks(task, todo):
             p = np.where(sat, 1.0, p)  # a clipped pixel in the box: the counts are wrong, so the frame is not added
             step_up.add(p)
-            may = np.flatnonzero((p <= settings.fdr) & np.isfinite(n_hat))
+            may = np.flatnonzero((p <= step_up.limit) & np.isfinite(n_hat))
             hopeful.append((np.searchsorted(frame, b0) + may, p[may], n_hat[may], b_hat[may]))
             advance(len(p))
     rows, p, n_hat, b_hat = (
