@@ -348,8 +348,8 @@ def localize(
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
     are split), 8 bytes per candidate the FDR decision has not settled yet, ~80 per track and 8 per
     localization (linking and the extension: :class:`~smlmdn.localize.link.Tracks`, member keys), 16 per
-    extension candidate, plus the returned table; each block's candidates wait in a :class:`~smlmdn.localize.store.BlockStore` (memory
-    up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
+    extension candidate, plus the returned table; each block's candidates wait in a
+    :class:`~smlmdn.localize.store.BlockStore` (memory up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
     Raises :class:`SmlmdnError` for settings that cannot work (see
     :class:`~smlmdn.localize.settings.LocalizeSettings`).
     """
@@ -624,8 +624,9 @@ def _extensions(
 ) -> pd.DataFrame:
     """Return the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
 
-    ``cand``: the (track, frame) pairs to test (:func:`~smlmdn.localize.extend.track_candidates`). Reads only the frame blocks holding frames to test (in parallel, as the localization blocks), with
-    the block's localizations from ``store``; returns :func:`~smlmdn.localize.extend.accepted_extensions`
+    ``cand``: the (track, frame) pairs to test (:func:`~smlmdn.localize.extend.track_candidates`). Reads
+    only the frame blocks holding frames to test (in parallel, as the localization blocks), with the
+    block's localizations from ``store``; returns :func:`~smlmdn.localize.extend.accepted_extensions`
     (sorted by frame). A frame whose fit box at the blink's position holds a clipped pixel is never added.
     """
     _, ny, nx = photons.shape
