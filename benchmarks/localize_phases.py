@@ -61,9 +61,9 @@ def _timed(module: Any, name: str) -> None:
 
 def main() -> None:
     threading.Thread(target=_poll, daemon=True).start()
-    from smlmdn.__main__ import _import_dask_array_without_xarray
+    from smlmdn.__main__ import _import_dask_array_lean
 
-    _import_dask_array_without_xarray()
+    _import_dask_array_lean()
     import smlmdn.cli
     import smlmdn.localize.pipeline as pipeline
 

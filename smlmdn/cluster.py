@@ -12,6 +12,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dask
+from dask.base import named_schedulers
 
 from .errors import SmlmdnError
 
@@ -47,7 +48,9 @@ def dask_scheduler(
     ``worker_gpus`` GPUs each (declared as the worker resource ``GPU``); ``scheduler`` is then ignored.
     """
     if cluster is None and scheduler in LOCAL_SCHEDULERS:
-        with dask.config.set(scheduler=scheduler):
+        # dask's function rather than its name: dask looks for a distributed client (importing dask.distributed,
+        # 0.2 s) whenever the scheduler is given by name
+        with dask.config.set(scheduler=named_schedulers[scheduler]):
             yield None
         return
     if cluster is None and scheduler != "local" and "://" not in scheduler:

@@ -17,6 +17,7 @@ from itertools import islice, pairwise
 from typing import TYPE_CHECKING, Any
 
 import dask
+import dask.local
 import dask.threaded
 import numpy as np
 
@@ -95,7 +96,24 @@ def _sliding(
 
 def _compute_here(task: Any) -> Any:
     """Compute a dask task in the calling thread (one of :func:`compute_blocks`'s pool)."""
-    return dask.compute(task, scheduler="sync")[0]
+    return dask.compute(task, scheduler=dask.local.get_sync)[0]
+
+
+def delayed_array(arr: da.Array) -> Any:
+    """Return a dask.delayed object that computes ``arr`` into one numpy array: a block task's argument.
+
+    ``dask.delayed(f)(arr)`` works too, but dask then wraps the array's graph in ``ProhibitReuse``,
+    whose graph imports dask.distributed (0.2 s of a command's start-up) even where no cluster is used;
+    the array's chunks as delayed objects, joined in the task, do not.
+    """
+    return dask.delayed(_join_chunks)(arr.to_delayed().tolist())
+
+
+def _join_chunks(parts: list) -> np.ndarray:
+    """Join the nested list of chunks :func:`delayed_array` passes (``np.block``), without a copy for one chunk."""
+    while isinstance(parts, list) and len(parts) == 1:
+        parts = parts[0]
+    return parts if isinstance(parts, np.ndarray) else np.block(parts)
 
 
 def _client() -> Any:

@@ -56,3 +56,26 @@ def test_worker_allocator_is_tuned_in_dask_workers_only() -> None:
     with dask_scheduler("local", workers=1) as client:
         tuned, trim = client.submit(_allocator_state, pure=False).result()
     assert trim is not None and tuned is True
+
+
+@pytest.mark.parametrize("chunks", [(5, 6, 7), (2, 6, 7), (2, 4, 3)])
+def test_delayed_array_computes_the_array_whatever_its_chunks(chunks: tuple[int, int, int]) -> None:
+    import dask
+    import dask.array as da
+
+    from smlmdn.parallel import delayed_array
+
+    values = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    arr = da.from_array(values, chunks=chunks)[1:4]
+    out = dask.compute(delayed_array(arr), scheduler="sync")[0]
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, values[1:4])
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "synchronous"])
+def test_local_schedulers_are_set_as_dask_functions(scheduler: str) -> None:
+    # by name, dask would import dask.distributed to look for a client on every compute
+    import dask.base
+
+    with dask_scheduler(scheduler):
+        assert dask.base.get_scheduler() is dask.base.named_schedulers[scheduler]

@@ -65,7 +65,7 @@ def test_localize_raw_mode_runs_without_importing_torch(tmp_path: Path, device: 
     code = f"from smlmdn.cli import app\ntry:\n    app({args!r}, prog_name='smlmdn')\nexcept SystemExit as e:\n    assert not e.code, e.code"
     loaded = _modules_after(code)
     assert (tmp_path / "locs.csv").exists() and (tmp_path / "locs.hdf5").exists()
-    assert not loaded["torch"], loaded
+    assert not loaded["torch"] and not loaded["distributed"], loaded
 
 
 def test_cuda_available_without_a_driver_does_not_import_torch() -> None:
@@ -73,16 +73,18 @@ def test_cuda_available_without_a_driver_does_not_import_torch() -> None:
     assert not _modules_after(code)["torch"]
 
 
-def test_the_command_imports_dask_without_xarray_and_xarray_still_imports() -> None:
-    """``smlmdn`` (``__main__.run``) spares the start-up xarray import that dask.array makes; xarray works afterwards."""
+def test_the_command_imports_dask_without_xarray_and_scipy_sparse_and_both_still_import() -> None:
+    """``smlmdn`` (``__main__.run``) spares the start-up imports of xarray and scipy.sparse that dask.array makes."""
     pytest.importorskip("xarray")
     probe = (
         "import sys\n"
-        "from smlmdn.__main__ import _import_dask_array_without_xarray\n"
-        "_import_dask_array_without_xarray()\n"
+        "from smlmdn.__main__ import _import_dask_array_lean\n"
+        "_import_dask_array_lean()\n"
         "import smlmdn.cli\n"
         "assert 'xarray' not in sys.modules, 'xarray imported'\n"
-        "import xarray, dask.array as da\n"
+        "assert 'scipy.sparse' not in sys.modules, 'scipy.sparse imported'\n"
+        "import xarray, scipy.sparse, dask.array as da\n"
+        "assert scipy.sparse.eye(2).sum() == 2\n"
         "print(float(da.from_array(xarray.DataArray([1.0, 2.0]).values).sum().compute()))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

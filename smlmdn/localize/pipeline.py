@@ -44,7 +44,7 @@ import pandas as pd
 from ..camera import Camera, check_finite, saturated_boxes
 from ..device import resolve_device
 from ..errors import SmlmdnError
-from ..parallel import compute_blocks, frame_blocks, in_frame_blocks, tune_worker_allocator
+from ..parallel import compute_blocks, delayed_array, frame_blocks, in_frame_blocks, tune_worker_allocator
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
@@ -645,7 +645,7 @@ def _extensions(
         lo, hi = np.searchsorted(frame, [b0, b1])
         known = store[i][["frame", "x_nm", "y_nm", "photons"]]
         return dask.delayed(_extend_task)(
-            photons[b0:b1],
+            delayed_array(photons[b0:b1]),
             b0,
             with_positions(cand.iloc[lo:hi], linked.tracks),
             known,
@@ -801,8 +801,8 @@ def _localize_blocks(
 
     def task(i: int, b0: int, b1: int) -> Any:
         h0, h1 = max(0, b0 - pool), min(t, b1 + pool)
-        det = None if detect_on is None else detect_on[b0:b1]
-        return dask.delayed(_localize_task)(photons[h0:h1], det, b0, b0 - h0, b1 - b0, block_settings)
+        det = None if detect_on is None else delayed_array(detect_on[b0:b1])
+        return dask.delayed(_localize_task)(delayed_array(photons[h0:h1]), det, b0, b0 - h0, b1 - b0, block_settings)
 
     # Blocks run in parallel on the active dask scheduler (threads, or dask.distributed workers);
     # a denoiser reading the raw movie shares those reads with the fit inside one task.
