@@ -116,3 +116,23 @@ def test_render_equals_render_spots() -> None:
     want = render_spots(x, y, photons, SIGMA_PX, SHAPE, frame=frame)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
     assert not got[-1].any()
+
+
+def test_colours_part_the_molecules_that_reach_each_other() -> None:
+    # Gauss-Seidel sweeps refit one colour at a time: no two molecules of a colour may reach each other
+    rng = np.random.default_rng(7)
+    frame, x, y, photons = _molecules(rng, 400)
+    reach = 8
+    colour = Molecules.of(frame, x, y, photons, SHAPE, SIGMA_PX).colours(reach)
+
+    px, py = np.floor(x), np.floor(y)
+    near = (
+        (frame[:, None] == frame[None, :])
+        & (np.abs(px[:, None] - px[None, :]) <= reach)
+        & (np.abs(py[:, None] - py[None, :]) <= reach)
+    )
+    np.fill_diagonal(near, False)
+    assert not (near & (colour[:, None] == colour[None, :])).any()
+    assert colour.min() == 0 and colour.max() <= near.sum(axis=1).max()  # greedy: at most max degree + 1 colours
+    assert set(np.unique(colour)) == set(range(colour.max() + 1))
+    assert len(Molecules.of(frame[:0], x[:0], y[:0], photons[:0], SHAPE, SIGMA_PX).colours(reach)) == 0

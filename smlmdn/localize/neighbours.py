@@ -138,6 +138,20 @@ class Molecules:
         out[self.index] = keep
         return out
 
+    def colours(self, reach_px: int) -> np.ndarray:
+        """Return a colour (int64 (n,), in the order given to :meth:`of`) per molecule, for Gauss-Seidel sweeps.
+
+        Two molecules of one frame whose centre pixels lie within ``reach_px`` of each other along both
+        axes get different colours, so the fits of one colour can be updated together, each holding the
+        others' latest fits (greedy colouring in order of frame, then row; colours 0, 1, ... in order of use).
+        """
+        rank = np.lexsort((self.index, np.floor(self.y), self.frame))
+        colour = np.empty(len(self.frame), dtype=np.int64)
+        _greedy_colours(self.frame[rank], np.floor(self.y[rank]), np.floor(self.x[rank]), int(reach_px), colour)
+        out = np.empty_like(colour)
+        out[self.index[rank]] = colour
+        return out
+
     @property
     def radius(self) -> int:
         """:func:`patch_radius` of these molecules."""
@@ -322,3 +336,22 @@ def _brightest_apart(start, rank, x, y, distance2, keep):  # pragma: no cover
                 j = rank[b]
                 if j != i and (x[j] - x[i]) ** 2 + (y[j] - y[i]) ** 2 <= distance2:
                     keep[j] = False
+
+
+@njit(cache=True, nogil=True)
+def _greedy_colours(frame, y, x, reach, out):  # pragma: no cover
+    """Colour molecules sorted by frame, then row: each takes the smallest colour no earlier one within ``reach`` has."""
+    lo = 0
+    used = np.zeros(len(frame) + 1, dtype=np.bool_)
+    for i in range(len(frame)):
+        while frame[lo] != frame[i] or y[i] - y[lo] > reach:
+            lo += 1
+        for j in range(lo, i):
+            if abs(x[j] - x[i]) <= reach:
+                used[out[j]] = True
+        c = 0
+        while used[c]:
+            c += 1
+        out[i] = c
+        for j in range(lo, i):
+            used[out[j]] = False
