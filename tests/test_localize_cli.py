@@ -197,18 +197,22 @@ def test_summary_precision_is_pandas_row_mean_median_without_its_copies() -> Non
 
     import pandas as pd
 
-    from smlmdn.cli.localize import _median_precision
+    from smlmdn.cli.localize import _mean_precision, _median_precision
+    from smlmdn.localize.pipeline import ColumnStack
 
     rng = np.random.default_rng(4)
     for n in [1, 2, 3, 10, 51]:
         x, y = rng.random(n) * 10, rng.random(n) * 10
         x[rng.random(n) < 0.3], y[rng.random(n) < 0.3] = np.nan, np.nan  # extension rows and failed CRLBs
         locs = pd.DataFrame({"crlb_x_nm": x, "crlb_y_nm": y})
+        stack = ColumnStack(n, [], {"precision_nm": _mean_precision})  # derived block by block, as written
+        for block in (locs.iloc[: n // 2], locs.iloc[n // 2 :]):
+            stack.add(block)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no stray library warnings
-            got = _median_precision(locs)
+            got = _median_precision(stack.column("precision_nm"))
         want = float(locs[["crlb_x_nm", "crlb_y_nm"]].mean(axis=1).median())
         assert got == want or (np.isnan(got) and np.isnan(want))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.isnan(_median_precision(pd.DataFrame({"crlb_x_nm": [np.nan], "crlb_y_nm": [np.nan]})))
+        assert np.isnan(_median_precision(np.array([np.nan])))

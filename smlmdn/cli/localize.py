@@ -237,25 +237,34 @@ def localize(
             device=device,
         ) as run:
             rendering = render is not None or render_tif is not None
-            written, locs = write_tables(  # block by block; kept: the columns the summary and render need
+            written, kept = write_tables(  # block by block; kept: the columns the summary and render need
                 run,
                 tables[movie],
                 camera,
                 overwrite=overwrite or batch,
                 metadata=source,
                 frame_offset=frame_offset(),  # --frames START:STOP: frames still count from the movie's start
-                keep=["crlb_x_nm", "crlb_y_nm", *(["x_nm", "y_nm"] if rendering else [])],
+                keep=["x_nm", "y_nm", "crlb_x_nm", "crlb_y_nm"] if rendering else [],
+                derive={"precision_nm": _mean_precision},
             )
         if rendering:
             from ..evaluate.render import write_render  # matplotlib only when rendering
 
             written += write_render(
-                locs, tuple(photons.shape[1:]), camera.pixel_size, render_pixel, render, render_tif, overwrite=overwrite
+                kept.table(),
+                tuple(photons.shape[1:]),
+                camera.pixel_size,
+                render_pixel,
+                render,
+                render_tif,
+                overwrite=overwrite,
             )
         a = run.attrs
-        precision = f"median precision (CRLB) {_median_precision(locs):.1f} nm; " if len(locs) else ""
+        precision = (
+            f"median precision (CRLB) {_median_precision(kept.column('precision_nm')):.1f} nm; " if kept.n_rows else ""
+        )
         return (
-            f"{len(locs)} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
+            f"{kept.n_rows} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
             f"{a['n_dropped_outside']} outside their box, {a['n_saturated']} with saturated pixels {'kept' if a['saturated_kept'] else 'dropped'}; "
             f"{a['n_tracks']} blinks linked, {a['n_extended']} frames added next to blinks); "
@@ -275,17 +284,22 @@ def localize(
     )
 
 
-def _median_precision(locs: pd.DataFrame) -> float:
-    """Median over the localizations of the mean of ``crlb_x_nm`` and ``crlb_y_nm`` (NaN skipped), nm.
-
-    pandas' ``locs[[x, y]].mean(axis=1).median()`` to the bit, without its copies of the two columns
-    (a few hundred MB for millions of localizations).
-    """
+def _mean_precision(locs: pd.DataFrame) -> np.ndarray:
+    """Per localization, the mean of ``crlb_x_nm`` and ``crlb_y_nm`` (the other where one is NaN), nm (n,)."""
     x, y = locs["crlb_x_nm"].to_numpy(), locs["crlb_y_nm"].to_numpy()
     mean = x + y
     mean /= 2.0
     one = np.isnan(mean)  # a NaN in x or y: the mean of the other alone (NaN when both are)
     mean[one] = np.where(np.isnan(x[one]), y[one], x[one])
-    if np.isnan(mean).all():
+    return mean
+
+
+def _median_precision(precision_nm: np.ndarray) -> float:
+    """Median of the localizations' ``precision_nm`` (:func:`_mean_precision`), NaN skipped, nm; reorders the array.
+
+    pandas' ``locs[["crlb_x_nm", "crlb_y_nm"]].mean(axis=1).median()`` to the bit, without a copy (a few
+    hundred MB for millions of localizations).
+    """
+    if np.isnan(precision_nm).all():
         return float("nan")
-    return float(np.nanmedian(mean, overwrite_input=True))
+    return float(np.nanmedian(precision_nm, overwrite_input=True))

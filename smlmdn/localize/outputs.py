@@ -7,11 +7,12 @@ movie writes the ``-o`` paths given (and optionally a rendered image).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..batch import batch_outputs, is_batch
@@ -121,14 +122,16 @@ def write_tables(
     metadata: dict[str, Any],
     frame_offset: int = 0,
     keep: Sequence[str] = (),
-) -> tuple[list[Path], pd.DataFrame]:
+    derive: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+) -> tuple[list[Path], ColumnStack]:
     """Write a run's table to every path, block by block (:func:`~smlmdn.localize.formats.write_localization_blocks`).
 
     ``frame_offset`` is added to every frame (a movie read from frame ``frame_offset`` on). Returns the
-    paths written and the columns ``keep`` of every row (e.g. for a summary or a rendered image):
+    paths written and the columns ``keep`` of every row, with the columns ``derive`` computes from
+    each block (name -> function of the block, float64 (rows,)), e.g. for a summary or a rendered image:
     memory holds one block and those columns, never the whole table.
     """
-    kept = ColumnStack(run.n_rows, keep)
+    kept = ColumnStack(run.n_rows, keep, derive)
 
     def blocks() -> Iterator[pd.DataFrame]:
         for block in run.blocks():
@@ -137,4 +140,4 @@ def write_tables(
             yield block
 
     written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)
-    return written, kept.table()
+    return written, kept

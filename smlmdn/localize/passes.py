@@ -436,6 +436,8 @@ class BlockPasses:
         not change); so do those whose offset moved by no more than :data:`REFIT_TOLERANCE`
         (:meth:`offset_moved`) since their fit. With ``test`` every spot with neighbours is re-tested.
         """
+        if not among.size:
+            return 0
         known = sp.molecules(self.own.shape, self.sigma_px)
         r = self.tb // 2
         frame, row, col = sp.cand.frame[among], sp.cand.row[among], sp.cand.col[among]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -706,27 +706,48 @@ def _final_blocks(
 class ColumnStack:
     """Columns of a table given block by block, each allocated once for the table's ``n_rows`` rows.
 
-    ``columns``: names of :data:`LOC_COLUMNS` (dtypes as :data:`COLUMN_DTYPES`). Memory: those columns,
-    never a second copy of them.
+    ``columns``: names of :data:`LOC_COLUMNS` (dtypes as :data:`COLUMN_DTYPES`); ``derived``: more
+    float64 columns, each computed from every block by its function (block -> (rows,)). Memory: those
+    columns, never a second copy of them.
     """
 
-    def __init__(self, n_rows: int, columns: Sequence[str]) -> None:
+    def __init__(
+        self,
+        n_rows: int,
+        columns: Sequence[str],
+        derived: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+    ) -> None:
         self._columns: dict[str, np.ndarray] = {
-            c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in columns
+            c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in (*columns, *(derived or {}))
         }
+        self._derived = dict(derived or {})
         self._n_rows, self._row = n_rows, 0
 
     def add(self, block: pd.DataFrame) -> None:
-        """Copy the columns of ``block``, the next rows of the table."""
+        """Copy (or derive) the columns of ``block``, the next rows of the table."""
         for c, values in self._columns.items():
-            values[self._row : self._row + len(block)] = block[c].to_numpy()
+            part = self._derived[c](block) if c in self._derived else block[c].to_numpy()
+            values[self._row : self._row + len(block)] = part
         self._row += len(block)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the table."""
+        return self._n_rows
+
+    def column(self, name: str) -> np.ndarray:
+        """Return the column's own array (n_rows,), writable (:meth:`table` shares it)."""
+        self._check_full()
+        return self._columns[name]
 
     def table(self) -> pd.DataFrame:
         """Return the columns as one table; raises AssertionError unless exactly ``n_rows`` rows were added."""
+        self._check_full()
+        return pd.DataFrame(self._columns, copy=False)
+
+    def _check_full(self) -> None:
         if self._row != self._n_rows:
             raise AssertionError(f"{self._row} localization rows, expected {self._n_rows}")
-        return pd.DataFrame(self._columns, copy=False)
 
 
 def _extend_task(
