@@ -29,7 +29,7 @@ a simulated 128 x 128 px x 2,000-frame "medium" movie): ``python -m smlmdn local
 locs.hdf5`` (and ``-o locs.csv``) against a plain Picasso script (``io.load_movie``, ``identify``,
 ``get_spots``, ``fit_spots_gauss(mle=True)``, ``locs_from_fits_gauss``, ``io.save_locs``), each in its
 own process, both with their default threads. One untimed warm-up round (numba caches, file cache),
-then ``--rounds`` interleaved rounds (the order turned by one each round); per process the wall time, CPU time (user + system, from
+then ``--rounds`` interleaved rounds (each in a new seeded random order); per process the wall time, CPU time (user + system, from
 ``wait4``) and peak RSS (``ru_maxrss`` of that process), medians reported. Picasso's minimum net gradient
 is tuned for the best Jaccard on a separate movie (seed 2). It also times the fit kernels alone on the
 same spots (smlmdn's candidates): fits/s of ``fit_spots`` (sigma fixed / fitted) and Picasso's
@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -475,11 +476,13 @@ def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             out,
         )
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
-    names = list(commands)
     for r in range(args.rounds + 1):  # round 0: warm-up, not counted
-        # the order turns by one each round: no command always runs right after the same one (the first
-        # smlmdn row ran 5-8 % slower than the same code as the baseline row, right after Picasso's run)
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        # a new order each round (seeded): no command always runs right after the same one (in a fixed
+        # order the first smlmdn row, right after Picasso's run, came out 4-8 % slower than the same code
+        # in the baseline row)
+        names = list(commands)
+        random.Random(r).shuffle(names)
+        for name in names:
             cmd = commands[name][0]
             # in the work folder: `python -m smlmdn` run in a source tree would import that tree's code first,
             # whatever PYTHONPATH says (every row would run the same code as the baseline row)

@@ -35,16 +35,17 @@ _HIDDEN_FROM_DASK = ("xarray", "scipy.sparse")
 def _import_dask_array_lean() -> None:
     """Import ``dask.array`` with xarray and scipy.sparse hidden from it (:func:`run`).
 
-    No effect if dask.array or either of them is imported already.
+    No effect if dask.array is imported already; a module imported already is not hidden.
     """
-    if "dask.array" in sys.modules or any(name in sys.modules for name in _HIDDEN_FROM_DASK):
+    if "dask.array" in sys.modules:
         return
-    for name in _HIDDEN_FROM_DASK:
+    hidden = [name for name in _HIDDEN_FROM_DASK if name not in sys.modules]
+    for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # importing it raises ImportError
     try:
         import dask.array  # noqa: F401
     finally:
-        for name in _HIDDEN_FROM_DASK:
+        for name in hidden:
             del sys.modules[name]
 
 

@@ -75,7 +75,8 @@ def test_delayed_array_computes_the_array_whatever_its_chunks(chunks: tuple[int,
 @pytest.mark.parametrize("scheduler", ["threads", "processes", "synchronous"])
 def test_local_schedulers_are_set_as_dask_functions(scheduler: str) -> None:
     # by name, dask would import dask.distributed to look for a client on every compute
+    import dask
     import dask.base
 
     with dask_scheduler(scheduler):
-        assert dask.base.get_scheduler() is dask.base.named_schedulers[scheduler]
+        assert dask.config.get("scheduler") is dask.base.named_schedulers[scheduler]

@@ -199,7 +199,7 @@ def test_multi_emitter_pass_separates_a_merged_pair() -> None:
     single, n_single = recall(False)
     multi, n_multi = recall(True)
     assert single < 0.2 and n_single <= 22  # one fit in between the two
-    # most frames: both, each where it is (measured 0.75; the Jacobi refit leaves a fit in between now and then)
+    # most frames: both, each where it is (measured 0.75; a refit leaves a fit in between now and then)
     assert multi >= 0.6 and n_multi <= 60
 
 

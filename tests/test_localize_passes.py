@@ -10,7 +10,7 @@ import pytest
 from smlmdn.localize.detect import Candidates
 from smlmdn.localize.fit import fit_spots
 from smlmdn.localize.glrt import psf_templates
-from smlmdn.localize.passes import REFIT_TOLERANCE, BlockPasses, acceptance_p_values, boxes
+from smlmdn.localize.passes import REFIT_TOLERANCE, BlockPasses, Spots, acceptance_p_values, boxes
 from smlmdn.psf import render_spots
 
 
@@ -103,3 +103,37 @@ def test_a_sweep_keeps_a_molecule_fitted_twice_where_refitting_both_at_once_lose
     brightest = np.argmax(swept.res.theta[:, 2])
     assert n_refit == 2 and swept.res.theta[:, 2].sum() == pytest.approx(3000, rel=0.1)
     assert abs(x[brightest] - 12.4) < 0.2 and abs(y[brightest] - 11.7) < 0.2
+
+
+def test_the_spots_a_sweep_refits_together_do_not_reach_each_others_fit_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    # refitted together, spots must not hold each other's old fits: no molecule of a colour may put
+    # photons into the fit box of another (its centre pixel within the patch radius of that box)
+    from smlmdn.localize.detect import detect
+    from smlmdn.localize.neighbours import patch_radius
+
+    rng = np.random.default_rng(5)
+    n = 60
+    frame, x, y = rng.integers(0, 3, n), rng.uniform(2, 46, n), rng.uniform(2, 46, n)
+    clean = render_spots(x, y, rng.uniform(1500, 4000, n), 1.3, (3, 48, 48), frame=frame) + 20.0
+    passes = _passes((rng.poisson(clean + 1.5**2) - 1.5**2).astype(np.float32))
+    spots = passes.test_and_fit(detect(passes.own, 1.3, 7, 4.0))
+    groups: list[tuple[np.ndarray, ...]] = []
+    refit = BlockPasses.refit
+
+    def recording(self: BlockPasses, sp: Spots, among: np.ndarray, test: bool = False) -> int:
+        cx, cy = sp.xy_px()
+        groups.append((sp.cand.frame[among], sp.oy[among], sp.ox[among], np.floor(cx[among]), np.floor(cy[among])))
+        return refit(self, sp, among, test)
+
+    monkeypatch.setattr(BlockPasses, "refit", recording)
+    passes.sweep(spots)
+
+    r, b = patch_radius(1.3), 7
+    assert len(groups) > 1 and sum(len(g[0]) for g in groups) == len(spots)
+    for f, oy, ox, px, py in groups:
+        same = f[:, None] == f[None, :]
+        reach_y = (py[None, :] >= oy[:, None] - r) & (py[None, :] <= oy[:, None] + b - 1 + r)
+        reach_x = (px[None, :] >= ox[:, None] - r) & (px[None, :] <= ox[:, None] + b - 1 + r)
+        hits = same & reach_y & reach_x
+        np.fill_diagonal(hits, False)
+        assert not hits.any()

@@ -65,7 +65,7 @@ class Candidates:
         return len(self.frame)
 
     def subset(self, keep: np.ndarray) -> Candidates:
-        """Return the candidates where the boolean (n,) ``keep`` is True."""
+        """Return the candidates where the boolean (n,) ``keep`` is True (or at the indices ``keep``)."""
         return Candidates(self.frame[keep], self.row[keep], self.col[keep], self.significance[keep])
 
 

@@ -127,9 +127,10 @@ def write_tables(
     """Write a run's table to every path, block by block (:func:`~smlmdn.localize.formats.write_localization_blocks`).
 
     ``frame_offset`` is added to every frame (a movie read from frame ``frame_offset`` on). Returns the
-    paths written and the columns ``keep`` of every row, with the columns ``derive`` computes from
-    each block (name -> function of the block, float64 (rows,)), e.g. for a summary or a rendered image:
-    memory holds one block and those columns, never the whole table.
+    paths written and a :class:`~smlmdn.localize.pipeline.ColumnStack` of the columns ``keep`` of every
+    row and of those ``derive`` computes from each block (name -> function of the block, float64
+    (rows,)), e.g. for a summary or a rendered image: memory holds one block and those columns, never
+    the whole table.
     """
     kept = ColumnStack(run.n_rows, keep, derive)
 

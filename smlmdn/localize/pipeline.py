@@ -717,6 +717,8 @@ class ColumnStack:
         columns: Sequence[str],
         derived: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
     ) -> None:
+        if set(columns) & set(derived or {}):
+            raise ValueError(f"columns both kept and derived: {sorted(set(columns) & set(derived or {}))}")
         self._columns: dict[str, np.ndarray] = {
             c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in (*columns, *(derived or {}))
         }
