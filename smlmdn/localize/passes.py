@@ -8,9 +8,10 @@ Multi-emitter pass (DAOSTORM-style, Holden, Uphoff & Kapanidis 2011, Nat. Method
 molecules the first pass found are rendered and subtracted; candidates are proposed on the residual
 frames and tested and fitted with the known molecules as a fixed per-pixel offset; then every
 localization with a neighbour in its window is refitted with the others held fixed (Gauss-Seidel
-sweeps: colour by colour, each holding its neighbours' latest fits), two fits of one frame closer than :data:`MERGE_SIGMAS` PSF sigmas are one molecule fitted
-twice (the dimmer is dropped), and the crowded ones are re-tested with their neighbours as offset, so
-a candidate that was only a brighter neighbour's tail is rejected. Only localizations that
+sweeps: colour by colour, each holding its neighbours' latest fits), two fits of one frame closer
+than :data:`MERGE_SIGMAS` PSF sigmas are one molecule fitted twice (the dimmer is dropped), and the
+crowded ones are re-tested with their neighbours as offset, so a candidate that was only a brighter
+neighbour's tail is rejected. Only localizations that
 Benjamini-Hochberg accepts within the block count as known molecules: a noise fit held fixed would
 bias its neighbours' tests (measured on a pure-noise movie, background 100 photons: 81 false
 localizations with every fit held fixed, 3 with the accepted ones only, as without the pass).
@@ -410,9 +411,10 @@ class BlockPasses:
 
         Spots of one colour (:meth:`Molecules.colours`) are too far apart to reach each other's fit
         boxes (a fit lies in its box, so a neighbour reaching the box is within ``box - 1`` px plus its
-        patch radius of the fit), so they are refitted together (:meth:`refit`). Returns the spots (failed refits dropped and
-        counted) and how many were refitted. Unlike refitting all at once (Jacobi), this settles: two fits
-        sharing one molecule's photons no longer trade them back and forth from sweep to sweep.
+        patch radius of the fit), so they are refitted together (:meth:`refit`). Returns the spots
+        (failed refits dropped and counted) and how many were refitted. Unlike refitting all at once
+        (Jacobi), this settles: two fits sharing one molecule's photons no longer trade them back and
+        forth from sweep to sweep.
         """
         sp = sp.copy()
         reach = self.box - 1 + patch_radius(self.sigma_px)
