@@ -25,6 +25,7 @@ def test_tables_come_back_equal_from_memory_and_from_files() -> None:
     with BlockStore(memory_bytes=1000) as held:  # the first table fits in memory, the others go to files
         for tab in tables:
             held.append(tab)
+        assert held.n_rows == 457
         # 850 + 0 + 6,800 + 119 bytes: the third table does not fit
         assert [isinstance(t, Path) for t in held._items] == [False, False, True, False]
         folder = held._items[2].parent  # type: ignore[union-attr]
@@ -34,7 +35,7 @@ def test_tables_come_back_equal_from_memory_and_from_files() -> None:
         held[2] = tables[3]
         assert not any(isinstance(t, Path) for t in held._items) and not any(folder.iterdir())
         pd.testing.assert_frame_equal(held[2], tables[3])
-        assert len(held) == 4
+        assert len(held) == 4 and held.n_rows == 0 + 0 + 7 + 7
     assert not folder.exists()
 
 

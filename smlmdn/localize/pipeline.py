@@ -597,18 +597,22 @@ def _link_blocks(
     the tracks and :func:`~smlmdn.localize.extend.member_keys` of every row kept.
     """
     linker = Linker(max_distance_nm=link_distance_nm)
-    sigma, members = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
-    n_tracks = 0
+    # filled in place, sized for every candidate: the pages of rows not kept are never touched, so never
+    # resident (a list of per-block arrays joined at the end held both, 2 x 8 bytes per row)
+    sigma, members = np.empty(store.n_rows), np.empty(store.n_rows, dtype=np.int64)
+    n_tracks = n_rows = 0
     for i in range(len(store)):
         tab = store[i]
         tab = tab[accept(tab)].reset_index(drop=True)
         track = linker.add(tab)
         new, at = np.unique(track, return_index=True)  # each track's first row in table order
-        sigma.append(tab["sigma_nm"].to_numpy()[at[new >= n_tracks]])
-        n_tracks += int(np.sum(new >= n_tracks))
-        members.append(member_keys(track, tab["frame"].to_numpy(), n_frames))
+        first = at[new >= n_tracks]
+        sigma[n_tracks : n_tracks + len(first)] = tab["sigma_nm"].to_numpy()[first]
+        n_tracks += len(first)
+        members[n_rows : n_rows + len(tab)] = member_keys(track, tab["frame"].to_numpy(), n_frames)
+        n_rows += len(tab)
         store[i] = tab.assign(track=track)
-    return _Linked(linker.tracks(), np.concatenate(sigma)), np.concatenate(members)
+    return _Linked(linker.tracks(), sigma[:n_tracks]), members[:n_rows]
 
 
 def _extensions(

@@ -33,15 +33,22 @@ class BlockStore:
         self._memory_bytes = MEMORY_BYTES if memory_bytes is None else int(memory_bytes)
         self._held = 0
         self._items: list[pd.DataFrame | Path | None] = []
+        self._rows: list[int] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __len__(self) -> int:
         """Return the number of blocks."""
         return len(self._items)
 
+    @property
+    def n_rows(self) -> int:
+        """Return the number of rows of all the blocks' tables."""
+        return sum(self._rows)
+
     def append(self, table: pd.DataFrame) -> None:
         """Add ``table`` as the next block."""
         self._items.append(None)
+        self._rows.append(0)
         self[len(self._items) - 1] = table
 
     def __getitem__(self, i: int) -> pd.DataFrame:
@@ -60,6 +67,7 @@ class BlockStore:
             self._held -= _nbytes(old)
         elif isinstance(old, Path):
             old.unlink()
+        self._rows[i] = len(table)
         size = _nbytes(table)
         if self._held + size <= self._memory_bytes:
             self._items[i] = table
