@@ -104,7 +104,10 @@ def delayed_array(arr: da.Array) -> Any:
 
     ``dask.delayed(f)(arr)`` works too, but dask then wraps the array's graph in ``ProhibitReuse``,
     whose graph imports dask.distributed (0.2 s of a command's start-up) even where no cluster is used;
-    the array's chunks as delayed objects, joined in the task, do not.
+    the array's chunks as delayed objects, joined in the task, do not. Each call's graph is optimised on
+    its own: two arrays passed this way do not share the tasks they have in common (a list of arrays
+    given to one ``dask.delayed`` does), so the movie writer, whose outputs share the denoiser's work,
+    passes its arrays as they are.
     """
     return dask.delayed(_join_chunks)(arr.to_delayed().tolist())
 
