@@ -94,36 +94,80 @@ def _psf_1d(center: float, sigma: float, n: int, e: np.ndarray, de_dc: np.ndarra
 
 
 @njit(cache=True)
-def _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm) -> None:
-    """Compute the transformed model ``m`` (B, B) and its derivatives ``dm`` (npar, B, B) at ``theta``.
+def _model_loglik(theta, nb, shift, scale, d, ex, dex, dsx, ey, dey, dsy, m) -> float:
+    """Compute the transformed model ``m`` (B, B) at ``theta`` and return the Poisson log-likelihood of ``d``.
 
-    ``shift`` (B, B) is the camera shift ``r^2`` plus the known photons of neighbours.
+    The log-likelihood is without the data-only term, ``sum(d log m - m)``, and -inf where the model is
+    not positive. ``shift`` (B, B) is the camera shift ``r^2`` plus the known photons of neighbours; the
+    1D PSF integrals and their derivatives at ``theta`` are left in ``ex`` ... ``dsy`` for :func:`_score_fisher`.
     """
     x, y, n, b, s = theta[0], theta[1], theta[2], theta[3], theta[4]
     _psf_1d(x, s, nb, ex, dex, dsx)
     _psf_1d(y, s, nb, ey, dey, dsy)
-    for i in range(nb):
-        for j in range(nb):
-            p = ex[j] * ey[i]
-            m[i, j] = scale * (n * p + b + shift[i, j])
-            dm[0, i, j] = scale * n * dex[j] * ey[i]
-            dm[1, i, j] = scale * n * ex[j] * dey[i]
-            dm[2, i, j] = scale * p
-            dm[3, i, j] = scale
-            if npar == 5:
-                dm[4, i, j] = scale * n * (dsx[j] * ey[i] + ex[j] * dsy[i])
-
-
-@njit(cache=True)
-def _loglik(d, m, nb) -> float:
-    """Poisson log-likelihood without the data-only term: sum(d log m - m)."""
     total = 0.0
     for i in range(nb):
         for j in range(nb):
-            if m[i, j] <= 0.0:
-                return -np.inf
-            total += d[i, j] * math.log(m[i, j]) - m[i, j]
+            mij = scale * (n * (ex[j] * ey[i]) + b + shift[i, j])
+            m[i, j] = mij
+            if mij <= 0.0:
+                total = -np.inf
+            elif total > -np.inf:
+                total += d[i, j] * math.log(mij) - mij
     return total
+
+
+@njit(cache=True)
+def _score_fisher(theta, nb, npar, scale, d, ex, dex, dsx, ey, dey, dsy, m, fi, g) -> None:
+    """Compute the score ``g`` (npar,) and expected Fisher information ``fi`` (npar, npar) at ``theta``.
+
+    ``g_k = sum (d / m - 1) dm_k`` and ``fi_kl = sum dm_k dm_l / m`` over the pixels, with ``m`` and the
+    1D integrals left by :func:`_model_loglik` at ``theta``. One pass over the box; the derivatives
+    ``dm_k`` (x, y, N, b, sigma) of each pixel and the sums are scalars.
+    """
+    n, s_n = theta[2], scale * theta[2]
+    g0 = g1 = g2 = g3 = g4 = 0.0
+    f00 = f01 = f02 = f03 = f11 = f12 = f13 = f22 = f23 = f33 = 0.0
+    f04 = f14 = f24 = f34 = f44 = 0.0
+    for i in range(nb):
+        for j in range(nb):
+            d0 = s_n * dex[j] * ey[i]
+            d1 = s_n * ex[j] * dey[i]
+            d2 = scale * (ex[j] * ey[i])
+            d3 = scale
+            inv = 1.0 / m[i, j]
+            r = d[i, j] / m[i, j] - 1.0
+            g0 += r * d0
+            g1 += r * d1
+            g2 += r * d2
+            g3 += r * d3
+            w0, w1, w2, w3 = d0 * inv, d1 * inv, d2 * inv, d3 * inv
+            f00 += w0 * d0
+            f01 += w0 * d1
+            f02 += w0 * d2
+            f03 += w0 * d3
+            f11 += w1 * d1
+            f12 += w1 * d2
+            f13 += w1 * d3
+            f22 += w2 * d2
+            f23 += w2 * d3
+            f33 += w3 * d3
+            if npar == 5:
+                d4 = scale * n * (dsx[j] * ey[i] + ex[j] * dsy[i])
+                g4 += r * d4
+                f04 += w0 * d4
+                f14 += w1 * d4
+                f24 += w2 * d4
+                f34 += w3 * d4
+                f44 += (d4 * inv) * d4
+    g[0], g[1], g[2], g[3], g[4] = g0, g1, g2, g3, g4
+    fi[0, 0], fi[0, 1], fi[0, 2], fi[0, 3], fi[0, 4] = f00, f01, f02, f03, f04
+    fi[1, 1], fi[1, 2], fi[1, 3], fi[1, 4] = f11, f12, f13, f14
+    fi[2, 2], fi[2, 3], fi[2, 4] = f22, f23, f24
+    fi[3, 3], fi[3, 4] = f33, f34
+    fi[4, 4] = f44
+    for k in range(5):
+        for l in range(k + 1, 5):
+            fi[l, k] = fi[k, l]
 
 
 @njit(cache=True)
@@ -176,24 +220,6 @@ def _median_inplace(v) -> float:
     return 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
-@njit(cache=True)
-def _fisher(dm, m, nb, npar, fi) -> None:
-    """Compute the expected Fisher information of the Poisson model: sum over pixels of dm_k dm_l / m."""
-    for k in range(npar):
-        for l in range(k, npar):
-            fi[k, l] = 0.0
-    for i in range(nb):
-        for j in range(nb):
-            inv = 1.0 / m[i, j]
-            for k in range(npar):
-                w = dm[k, i, j] * inv
-                for l in range(k, npar):
-                    fi[k, l] += w * dm[l, i, j]
-    for k in range(npar):
-        for l in range(k + 1, npar):
-            fi[l, k] = fi[k, l]
-
-
 _CHUNK = 128  # spots per parallel task: workspace arrays are allocated once per chunk
 
 
@@ -231,7 +257,6 @@ def _fit_kernel(
         dey = np.empty(nb)
         dsy = np.empty(nb)
         m = np.empty((nb, nb))
-        dm = np.empty((5, nb, nb))
         fi = np.empty((5, 5))
         a = np.empty((5, 5))
         g = np.empty(5)
@@ -248,7 +273,7 @@ def _fit_kernel(
                     shift[i, j] = r2 + off[i, j]
             # fmt: off
             _fit_one(spots[k], ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,  # data and settings
-                     d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g, step, trial, inv_col, e, work,  # workspace
+                     d, per, theta, ex, dex, dsx, ey, dey, dsy, m, fi, a, g, step, trial, inv_col, e, work,  # workspace
                      theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out)  # outputs
             # fmt: on
 
@@ -256,7 +281,7 @@ def _fit_kernel(
 # fmt: off
 @njit(cache=True)
 def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,  # data and settings
-             d, per, theta, ex, dex, dsx, ey, dey, dsy, m, dm, fi, a, g, step, trial, inv_col, e, work,  # workspace
+             d, per, theta, ex, dex, dsx, ey, dey, dsy, m, fi, a, g, step, trial, inv_col, e, work,  # workspace
              theta_out, crlb_out, loglik_out, llr_out, iter_out, status_out):  # outputs
     # fmt: on
     """Fit one spot (see :func:`fit_spots`).
@@ -303,20 +328,13 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
     # --- Levenberg-Marquardt with Fisher-scoring curvature
     for p in range(5):
         step[p] = 0.0
-    _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-    ll = _loglik(d, m, nb)
+    ll = _model_loglik(theta, nb, shift, scale, d, ex, dex, dsx, ey, dey, dsy, m)
     lam = LM_LAMBDA_START
     status = MAX_ITER
     it = 0
     while it < max_iter:
         it += 1
-        _fisher(dm, m, nb, npar, fi)
-        for p in range(npar):
-            acc = 0.0
-            for i in range(nb):
-                for j in range(nb):
-                    acc += (d[i, j] / m[i, j] - 1.0) * dm[p, i, j]
-            g[p] = acc
+        _score_fisher(theta, nb, npar, scale, d, ex, dex, dsx, ey, dey, dsy, m, fi, g)
         improved = False
         small = False
         while lam < LM_LAMBDA_MAX:
@@ -343,8 +361,7 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
                 trial[4] = min(
                     max(theta[4] + step[4], MIN_SIGMA_STEP_FRACTION * theta[4], MIN_SIGMA_PX), MAX_SIGMA_BOXES * nb
                 )
-            _model(trial, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
-            ll_new = _loglik(d, m, nb)
+            ll_new = _model_loglik(trial, nb, shift, scale, d, ex, dex, dsx, ey, dey, dsy, m)
             if ll_new >= ll:
                 small = (
                     abs(trial[0] - theta[0]) < tol_xy
@@ -360,7 +377,7 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
             lam *= LM_LAMBDA_UP
         if not improved:
             # no step increases the likelihood: we are at the (numerical) maximum
-            _model(theta, nb, npar, shift, scale, ex, dex, dsx, ey, dey, dsy, m, dm)
+            _model_loglik(theta, nb, shift, scale, d, ex, dex, dsx, ey, dey, dsy, m)
             status = CONVERGED
             break
         if small:
@@ -369,8 +386,8 @@ def _fit_one(y_raw, ys, shift, k, nb, npar, sigma0, r2, scale, max_iter, tol_xy,
         if abs(theta[0]) > DIVERGE_BOXES * nb or abs(theta[1]) > DIVERGE_BOXES * nb or not np.isfinite(ll):
             status = DIVERGED
             break
-    # --- outputs at the estimate (m, dm already hold the model at theta: the last accepted step or the recompute)
-    _fisher(dm, m, nb, npar, fi)
+    # --- outputs at the estimate (m already holds the model at theta: the last accepted step or the recompute)
+    _score_fisher(theta, nb, npar, scale, d, ex, dex, dsx, ey, dey, dsy, m, fi, g)
     for p in range(5):
         theta_out[k, p] = theta[p]
         crlb_out[k, p] = np.nan

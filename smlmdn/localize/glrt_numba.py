@@ -38,8 +38,10 @@ def _signed_root(
 
     Line by line the algorithm of :func:`smlmdn.localize.glrt.glrt`: H0 box mean (Newton steps with an
     offset); H1 (N, b) from the least-squares start by at most ``steps`` Fisher-scoring steps, each
-    halved (at most 30 times) until the model is positive at every pixel. Unlike the reference, the
-    iterations stop once a step moves the parameters by at most :data:`STEP_TOL` of their size.
+    halved (at most 30 times) until the model is positive at every pixel (a pass over the box only where
+    the step's ``N`` is negative, ``b`` is not positive, or the template or offset has a negative
+    pixel: otherwise the model is positive). Unlike the reference, the iterations stop once a step
+    moves the parameters by at most :data:`STEP_TOL` of their size.
     """
     n, npx = d.shape
     for i in prange(n):
@@ -48,11 +50,14 @@ def _signed_root(
         gsum = 0.0
         osum = 0.0
         omin = np.inf
+        gmin = np.inf
         for p in range(npx):
             dsum += d[i, p]
             gsum += g[i, p]
             osum += oi[p]
             omin = min(omin, oi[p])
+            gmin = min(gmin, g[i, p])
+        nonnegative = omin >= 0.0 and gmin >= 0.0  # then N >= 0 and b > 0 keep the model positive
         dmean, gmean, omean = dsum / npx, gsum / npx, osum / npx
         a0 = max(dmean - omean, 1e-6)
         if osum != 0.0:  # background-only MLE with an offset: Newton on sum(d / (a + o) - 1) = 0
@@ -97,9 +102,12 @@ def _signed_root(
             step_b = (f_nn * s_b - f_nb * s_n) / det
             t = 1.0
             for _ in range(30):
+                trial_n, trial_b = a_n + t * step_n, a_b + t * step_b
+                if nonnegative and trial_n >= 0.0 and trial_b > 0.0:
+                    break
                 lowest = np.inf
                 for p in range(npx):
-                    lowest = min(lowest, (a_n + t * step_n) * g[i, p] + (a_b + t * step_b) + oi[p])
+                    lowest = min(lowest, trial_n * g[i, p] + trial_b + oi[p])
                 if lowest > 0:
                     break
                 t *= 0.5
