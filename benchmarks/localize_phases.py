@@ -68,7 +68,12 @@ def main() -> None:
     import smlmdn.localize.pipeline as pipeline
 
     _stamp("imported")
-    for name in ("_localize_blocks", "_link_blocks", "_extensions", "track_candidates", "accepted_extensions"):
+    # the phases of this version of the code; before session 11 the extension pairs were built in one step
+    # (track_candidates) and accepted once for the movie (accepted_extensions), now block by block
+    phases = ["_localize_blocks", "_link_blocks", "_extensions"]
+    if hasattr(pipeline, "track_candidates"):
+        phases += ["track_candidates", "accepted_extensions"]
+    for name in phases:
         _timed(pipeline, name)
     sys.argv = ["smlmdn", *sys.argv[1:]]
     try:

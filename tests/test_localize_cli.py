@@ -192,12 +192,14 @@ def test_unknown_output_format_is_refused_before_any_work(data: dict[str, Path],
     )
 
 
-def test_summary_precision_is_pandas_row_mean_median_without_its_copies() -> None:
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_summary_precision_is_pandas_row_mean_median_without_its_copies(on_disk: bool) -> None:
+    """The summary's median precision, its column in memory or in a temporary file, is pandas' to the bit."""
     import warnings
 
     import pandas as pd
 
-    from smlmdn.cli.localize import _mean_precision, _median_precision
+    from smlmdn.cli.localize import _mean_precision
     from smlmdn.localize.pipeline import ColumnStack
 
     rng = np.random.default_rng(4)
@@ -205,14 +207,18 @@ def test_summary_precision_is_pandas_row_mean_median_without_its_copies() -> Non
         x, y = rng.random(n) * 10, rng.random(n) * 10
         x[rng.random(n) < 0.3], y[rng.random(n) < 0.3] = np.nan, np.nan  # extension rows and failed CRLBs
         locs = pd.DataFrame({"crlb_x_nm": x, "crlb_y_nm": y})
-        stack = ColumnStack(n, [], {"precision_nm": _mean_precision})  # derived block by block, as written
+        stack = ColumnStack(n, [], {"precision_nm": _mean_precision}, on_disk=on_disk)  # derived block by block
         for block in (locs.iloc[: n // 2], locs.iloc[n // 2 :]):
             stack.add(block)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no stray library warnings
-            got = _median_precision(stack.column("precision_nm"))
+            got = stack.nanmedian("precision_nm")
+        stack.close()
         want = float(locs[["crlb_x_nm", "crlb_y_nm"]].mean(axis=1).median())
         assert got == want or (np.isnan(got) and np.isnan(want))
+    stack = ColumnStack(1, [], {"precision_nm": _mean_precision}, on_disk=on_disk)
+    stack.add(pd.DataFrame({"crlb_x_nm": [np.nan], "crlb_y_nm": [np.nan]}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.isnan(_median_precision(np.array([np.nan])))
+        assert np.isnan(stack.nanmedian("precision_nm"))
+    stack.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from smlmdn.camera import Camera
 from smlmdn.localize import localize
+from smlmdn.localize.extend import member_keys, track_candidates
 from smlmdn.localize.link import Linker, link
 from smlmdn.psf import render_spots
 
@@ -159,6 +162,54 @@ def test_linking_block_by_block_equals_linking_the_whole_table() -> None:
         np.testing.assert_array_equal(per_track[track], whole[column].to_numpy())
     with pytest.raises(ValueError, match="in order"):
         linker.add(locs.iloc[:5])
+
+
+@pytest.mark.parametrize("max_gap", [0, 1, 3])
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_linker_names_the_pairs_the_extension_tests(max_gap: int, on_disk: bool) -> None:
+    """Block by block (per-track arrays in memory or on disk), the linker names the pairs of :func:`track_candidates`.
+
+    Every pair once: the frame before each track, the frames it missed and the frame after it, within the movie.
+    """
+    rng = np.random.default_rng(11)
+    n_frames, rows = 90, []
+    for _ in range(300):  # blinks of 1-8 frames, a frame missed now and then, some at the movie's ends
+        x, y, f0 = rng.uniform(0, 5000), rng.uniform(0, 5000), int(rng.integers(-3, n_frames))
+        rows += [
+            (f, x, y) for f in range(max(f0, 0), min(f0 + int(rng.integers(1, 9)), n_frames)) if rng.random() < 0.8
+        ]
+    frame, x, y = (np.array(c) for c in zip(*rows, strict=True))
+    locs = _table(frame, x + rng.normal(0, 5, len(frame)), y + rng.normal(0, 5, len(frame)), 10.0)
+    linker = Linker(max_gap=max_gap, capacity=len(locs) if on_disk else None)
+    track, named = np.empty(len(locs), dtype=np.int64), []
+    try:
+        edges = [0, 1, 2, 30, 31, 64, n_frames]  # blocks shorter and longer than the gap
+        for b0, b1 in itertools.pairwise(edges):
+            at = np.flatnonzero((frame >= b0) & (frame < b1))
+            track[at] = linker.add(locs.iloc[at])
+            linker.advance(b1) if b1 < n_frames else linker.finish(n_frames)
+            named.append(np.stack(linker.pairs()))
+            later = np.concatenate(named, axis=1)[1]
+            assert later.max(initial=-1) < b1 + 1  # never a frame the linker has not reached
+        expected = track_candidates(linker.tracks(), member_keys(track, frame, n_frames), n_frames)
+        assert np.array_equal(track, link(locs, max_gap=max_gap)["track"].to_numpy())
+    finally:
+        linker.close()
+    k, f = np.concatenate(named, axis=1)
+    order = np.lexsort((k, f))
+    np.testing.assert_array_equal(k[order], expected["track"].to_numpy())
+    np.testing.assert_array_equal(f[order], expected["frame"].to_numpy())
+    with pytest.raises(ValueError, match="in order"):
+        linker.advance(5)
+
+
+def test_linker_on_disk_refuses_more_tracks_than_its_capacity() -> None:
+    linker = Linker(capacity=2)
+    try:
+        with pytest.raises(ValueError, match="capacity"):
+            linker.add(_table([0, 0, 0], [0.0, 1000.0, 2000.0], [0.0, 0.0, 0.0], 10.0))
+    finally:
+        linker.close()
 
 
 def test_frames_beyond_int32_still_link() -> None:

@@ -1,4 +1,4 @@
-"""Block tables held in memory or in temporary files: the same tables back, the files removed on close."""
+"""Block tables and per-track arrays held in memory or in temporary files: the same values back, the files removed on close."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from smlmdn.camera import to_photons
 from smlmdn.localize import LocalizeSettings, localize, localize_movie_blocks, store
-from smlmdn.localize.store import BlockStore
+from smlmdn.localize.store import BlockStore, DiskArrays
 from smlmdn.simulate import SimulationParams, simulate
 
 
@@ -54,3 +54,48 @@ def test_localizations_equal_when_every_block_goes_to_a_file(monkeypatch: pytest
         assert len(blocks) == 3 and run.n_rows == len(in_memory) and run.attrs == in_memory.attrs
         stacked = pd.concat(blocks, ignore_index=True)
     pd.testing.assert_frame_equal(stacked, in_memory)
+
+
+def test_disk_arrays_keep_what_was_written_between_mappings() -> None:
+    arrays = DiskArrays(1000, {"n": np.int32, "xy": (np.float64, (2,))})
+    folder = arrays._path("n").parent
+    with arrays:
+        with arrays.mapped() as a:
+            assert a["n"].shape == (1000,) and a["xy"].shape == (1000, 2)
+            assert not a["n"].any() and not a["xy"].any()  # zeros at first
+            a["n"][[3, 999]] = 7
+            a["xy"][5] = (1.5, -2.0)
+        with arrays.mapped("xy") as a:  # only the arrays named
+            assert list(a) == ["xy"]
+            np.testing.assert_array_equal(a["xy"][[4, 5]], [[0.0, 0.0], [1.5, -2.0]])
+        with arrays.mapped("n") as a:
+            assert a["n"].sum() == 14
+        assert folder.exists()
+    assert not folder.exists()
+    with DiskArrays(0, {"n": np.int64}) as empty, empty.mapped() as a:
+        assert a["n"].shape == (0,)
+
+
+def test_disk_median_is_numpys_nanmedian_whatever_the_chunk() -> None:
+    """Exact: ties, NaN, a range of 10^8, all equal, all NaN; chunks smaller than the values near the median."""
+    rng = np.random.default_rng(5)
+    for n in [1, 2, 3, 10, 2001]:
+        base = rng.normal(8.0, 2.0, n)
+        for values in (
+            base,
+            np.round(base),
+            np.full(n, 3.25),
+            np.exp(rng.normal(0, 9, n)),
+            np.where(base > 9, np.nan, base),
+        ):
+            with DiskArrays(n, {"p": np.float64}) as disk:
+                with disk.mapped() as a:
+                    a["p"][:] = values
+                want = float("nan") if np.isnan(values).all() else float(np.nanmedian(values))
+                for chunk in (3, 64, 2**20):
+                    got = disk.nanmedian("p", chunk)
+                    assert got == want or (np.isnan(got) and np.isnan(want)), (n, chunk)
+    with DiskArrays(4, {"p": np.float64}) as disk:
+        with disk.mapped() as a:
+            a["p"][:] = np.nan
+        assert np.isnan(disk.nanmedian("p"))

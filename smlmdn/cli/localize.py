@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,6 +247,7 @@ def localize(
                 frame_offset=frame_offset(),  # --frames START:STOP: frames still count from the movie's start
                 keep=["x_nm", "y_nm", "crlb_x_nm", "crlb_y_nm"] if rendering else [],
                 derive={"precision_nm": _mean_precision},
+                on_disk=not rendering,  # the summary's median only: memory flat in the number of localizations
             )
         if rendering:
             from ..evaluate.render import write_render  # matplotlib only when rendering
@@ -260,9 +262,8 @@ def localize(
                 overwrite=overwrite,
             )
         a = run.attrs
-        precision = (
-            f"median precision (CRLB) {_median_precision(kept.column('precision_nm')):.1f} nm; " if kept.n_rows else ""
-        )
+        with closing(kept):
+            precision = f"median precision (CRLB) {kept.nanmedian('precision_nm'):.1f} nm; " if kept.n_rows else ""
         return (
             f"{kept.n_rows} localizations in {photons.shape[0]} frames ({chosen.name} mode; {a['n_candidates']} candidates, "
             f"{a['n_rejected']} rejected by the acceptance test ({a['acceptance']}), {a['n_dropped_nonconverged']} not converged, "
@@ -292,14 +293,3 @@ def _mean_precision(locs: pd.DataFrame) -> np.ndarray:
     one = np.isnan(mean)  # a NaN in x or y: the mean of the other alone (NaN when both are)
     mean[one] = np.where(np.isnan(x[one]), y[one], x[one])
     return mean
-
-
-def _median_precision(precision_nm: np.ndarray) -> float:
-    """Median of the localizations' ``precision_nm`` (:func:`_mean_precision`), NaN skipped, nm; reorders the array.
-
-    pandas' ``locs[["crlb_x_nm", "crlb_y_nm"]].mean(axis=1).median()`` to the bit, without a copy (a few
-    hundred MB for millions of localizations).
-    """
-    if np.isnan(precision_nm).all():
-        return float("nan")
-    return float(np.nanmedian(precision_nm, overwrite_input=True))

@@ -24,11 +24,15 @@ most one localization per frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numba import njit
+
+from .store import DiskArrays
 
 #: Columns added by :func:`link`: track id (0-based), members in the track, pooled x/y (nm) and
 #: the standard error of the pooled position (nm, per axis).
@@ -93,8 +97,15 @@ class Linker:
 
     Each :meth:`add` takes the rows of frames after those already added and returns their track ids;
     the open tracks are carried from block to block, so the tracks equal those of one :func:`link`
-    over the whole table. Memory: ~45 bytes per track. Raises ValueError for a non-positive distance or
-    n_sigma or a negative gap.
+    over the whole table. Memory: ~45 bytes per track; with ``capacity`` (the most tracks there will
+    be, e.g. the number of localizations), the per-track arrays are :class:`~smlmdn.localize.store.DiskArrays`
+    (temporary files, mapped only while a block is linked: memory flat in the number of tracks; call
+    :meth:`close`). Raises ValueError for a non-positive distance or n_sigma or a negative gap.
+
+    The linker also names the (track, frame) pairs the known-position extension tests
+    (:func:`smlmdn.localize.extend.track_candidates`: the frame before each track, the frames inside it
+    without a member, the frame after it), as the tracks reach them: :meth:`pairs` returns those named so
+    far. A track's last pair is named when it can no longer be continued (:meth:`advance`, :meth:`finish`).
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class Linker:
         max_distance_nm: float = DEFAULT_MAX_DISTANCE_NM,
         n_sigma: float = DEFAULT_N_SIGMA,
         max_gap: int = DEFAULT_MAX_GAP,
+        capacity: int | None = None,
     ) -> None:
         if not max_distance_nm > 0 or not n_sigma > 0 or max_gap < 0:
             raise ValueError(
@@ -112,7 +124,22 @@ class Linker:
         self._n_tracks = 0
         self._open = np.zeros(0, dtype=np.int64)  # the tracks that may still be continued, in id order
         self._last_frame = -(2**62)
+        self._pairs: list[np.ndarray] = []  # (2, n) track, frame of the extension pairs named so far
+        self._disk = None if capacity is None else DiskArrays(capacity, _TRACK_FIELDS)
         self._state = _track_state(0)
+
+    @contextmanager
+    def _mapped(self, n_new: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the per-track arrays with room for ``n_new`` more tracks (grown in memory; mapped from disk)."""
+        if self._disk is None:
+            if self._n_tracks + n_new > len(self._state["sum_w"]):
+                self._state = _track_state(2 * (self._n_tracks + n_new), self._state, self._n_tracks)
+            yield self._state
+            return
+        if self._n_tracks + n_new > self._disk.length:
+            raise ValueError(f"more than capacity={self._disk.length} tracks")
+        with self._disk.mapped(*_TRACK_FIELDS) as state:
+            yield state
 
     def add(self, locs: pd.DataFrame) -> np.ndarray:
         """Link the rows of ``locs`` (columns as :func:`link`) -> their track ids, int64 (n,).
@@ -127,59 +154,121 @@ class Linker:
         xy = np.array(locs[["x_nm", "y_nm"]].to_numpy(dtype=np.float64), order="C")
         s = locs[["crlb_x_nm", "crlb_y_nm"]].to_numpy(dtype=np.float64).mean(axis=1)
         w = np.where(np.isfinite(s) & (s > 0), 1.0 / np.where(s > 0, s, 1.0) ** 2, 0.0)
-        if self._n_tracks + n > len(self._state["sum_w"]):  # room for a new track per row
-            self._state = _track_state(2 * (self._n_tracks + n), self._state, self._n_tracks)
         track = np.full(n, -1, dtype=np.int64)
         order = np.argsort(frame, kind="stable")
-        st = self._state
         n_open = len(self._open)
         open_tracks = np.empty(n_open + n, dtype=np.int64)  # room for a new track per row
         open_tracks[:n_open] = self._open
-        # fmt: off
-        n_open, self._n_tracks = _assign(
-            frame, order, xy, s, w, *self._rule,  # inputs
-            track, st["last"], open_tracks, st["taken"],  # outputs and carried state
-            st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], n_open, self._n_tracks,
-        )
-        # fmt: on
+        pairs = np.empty((2, max(16, 2 * n)), dtype=np.int64)
+        with self._mapped(n) as st:
+            # fmt: off
+            n_open, self._n_tracks, pairs, n_pairs = _assign(
+                frame, order, xy, s, w, *self._rule,  # inputs
+                track, st["last"], open_tracks, st["taken"],  # outputs and carried state
+                st["sum_wxy"], st["sum_w"], st["sum_wrr"], st["n"], n_open, self._n_tracks, pairs,
+            )
+            # fmt: on
+        self._pairs.append(pairs[:, :n_pairs].copy())
         self._open = open_tracks[:n_open].copy()
         if n:
             self._last_frame = int(frame.max())
         return track
 
+    def advance(self, frame: int) -> None:
+        """Close the tracks that rows of ``frame`` or later cannot continue (their last pair is named).
+
+        Raises ValueError for a ``frame`` not after every frame added.
+        """
+        if frame <= self._last_frame:
+            raise ValueError(f"frames must come in order: frame {frame} after frame {self._last_frame}")
+        with self._mapped(0) as st:
+            last = st["last"][self._open]
+        done = last < frame - 1 - self._rule[2]
+        self._pairs.append(np.stack([self._open[done], last[done] + 1]))
+        self._open = self._open[~done]
+
+    def finish(self, n_frames: int) -> None:
+        """Close every track of a movie of ``n_frames`` frames (the frame after each, if inside the movie, is named)."""
+        with self._mapped(0) as st:
+            last = st["last"][self._open]
+        inside = last + 1 < n_frames
+        self._pairs.append(np.stack([self._open[inside], last[inside] + 1]))
+        self._open = self._open[:0]
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (track, frame) pairs named since the last call, int64 (n,) each, in no particular order."""
+        both = np.concatenate(self._pairs, axis=1) if self._pairs else np.zeros((2, 0), dtype=np.int64)
+        self._pairs = []
+        return both[0], both[1]
+
+    @property
+    def n_tracks(self) -> int:
+        """Return the number of tracks so far."""
+        return self._n_tracks
+
     def tracks(self) -> Tracks:
         """Return every track so far: members, pooled position and its Birge-inflated standard error."""
-        st, k = self._state, self._n_tracks
-        sum_w, sum_wxy, sum_wrr = st["sum_w"][:k], st["sum_wxy"][:k], st["sum_wrr"][:k]
-        n = st["n"][:k].astype(np.int64)
-        pooled = sum_w > 0
-        sw = np.where(pooled, sum_w, 1.0)  # a track without weight: its sums are its one localization's x, y, CRLB
-        # in place, one array at a time (8 bytes per track each; a long movie has millions of tracks); the
-        # results for the tracks without weight are replaced below, whatever their sums gave
-        with np.errstate(invalid="ignore", over="ignore"):
-            chi2 = sum_wxy[:, 0] ** 2  # chi2 = sum w r^2 - |sum w r|^2 / sum w, over both axes
-            chi2 += sum_wxy[:, 1] ** 2
-            chi2 /= sw
-            np.subtract(sum_wrr, chi2, out=chi2)
-            np.maximum(chi2, 0.0, out=chi2)
-            chi2 /= np.maximum(2 * (n - 1), 1)
-            crlb = np.sqrt(np.maximum(chi2, 1.0, out=chi2), out=chi2)  # the Birge ratio
-            crlb /= np.sqrt(sw)
-        np.copyto(crlb, sum_wrr, where=~pooled)
-        return Tracks(n=n, x_nm=sum_wxy[:, 0] / sw, y_nm=sum_wxy[:, 1] / sw, crlb_nm=crlb)
+        k = self._n_tracks
+        with self._mapped(0) as st:
+            return Tracks(*_pooled(st["n"][:k], st["sum_w"][:k], st["sum_wxy"][:k], st["sum_wrr"][:k]))
+
+    def tracks_to(self, out: DiskArrays, chunk: int = 2**18) -> None:
+        """Write :meth:`tracks` into ``out``'s arrays ``n``, ``x_nm``, ``y_nm``, ``crlb_nm`` (at least as long), chunk by chunk."""
+        for c0 in range(0, self._n_tracks, chunk):
+            c1 = min(c0 + chunk, self._n_tracks)
+            with self._mapped(0) as st, out.mapped("n", "x_nm", "y_nm", "crlb_nm") as dst:
+                pooled = _pooled(st["n"][c0:c1], st["sum_w"][c0:c1], st["sum_wxy"][c0:c1], st["sum_wrr"][c0:c1])
+                for name, values in zip(("n", "x_nm", "y_nm", "crlb_nm"), pooled, strict=True):
+                    dst[name][c0:c1] = values
+
+    def close(self) -> None:
+        """Remove the per-track files (with ``capacity``)."""
+        if self._disk is not None:
+            self._disk.close()
+
+
+#: The per-track arrays of :class:`Linker`: last frame with a member, taken in the current frame,
+#: weighted position sums, total weight, weighted sum of squared positions (for the scatter; a track
+#: without weight holds its one localization's x, y in sum_wxy and its CRLB in sum_wrr), members.
+_TRACK_FIELDS = {
+    "last": np.int64,
+    "taken": np.bool_,
+    "sum_wxy": (np.float64, (2,)),
+    "sum_w": np.float64,
+    "sum_wrr": np.float64,
+    "n": np.int32,
+}
+
+
+def _pooled(
+    n: np.ndarray, sum_w: np.ndarray, sum_wxy: np.ndarray, sum_wrr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per track -> ``(n, x_nm, y_nm, crlb_nm)``: members (int64), pooled position and its Birge-inflated standard error."""
+    n = n.astype(np.int64)
+    pooled = sum_w > 0
+    sw = np.where(pooled, sum_w, 1.0)  # a track without weight: its sums are its one localization's x, y, CRLB
+    # in place, one array at a time (8 bytes per track each; a long movie has millions of tracks); the
+    # results for the tracks without weight are replaced below, whatever their sums gave
+    with np.errstate(invalid="ignore", over="ignore"):
+        chi2 = sum_wxy[:, 0] ** 2  # chi2 = sum w r^2 - |sum w r|^2 / sum w, over both axes
+        chi2 += sum_wxy[:, 1] ** 2
+        chi2 /= sw
+        np.subtract(sum_wrr, chi2, out=chi2)
+        np.maximum(chi2, 0.0, out=chi2)
+        chi2 /= np.maximum(2 * (n - 1), 1)
+        crlb = np.sqrt(np.maximum(chi2, 1.0, out=chi2), out=chi2)  # the Birge ratio
+        crlb /= np.sqrt(sw)
+    np.copyto(crlb, sum_wrr, where=~pooled)
+    return n, sum_wxy[:, 0] / sw, sum_wxy[:, 1] / sw, crlb
 
 
 def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
-    """Per-track arrays of :class:`Linker` for ``size`` tracks, the first ``used`` copied from ``old``."""
+    """Per-track arrays of :class:`Linker` (:data:`_TRACK_FIELDS`) for ``size`` tracks in memory, the first ``used`` copied from ``old``."""
     state = {
-        "last": np.zeros(size, dtype=np.int64),  # last frame with a member
-        "taken": np.zeros(size, dtype=np.bool_),
-        # weighted position sums, total weight, weighted sums of squared positions (for the scatter); a
-        # track without weight holds its one localization's x, y in sum_wxy and its CRLB in sum_wrr
-        "sum_wxy": np.zeros((size, 2)),
-        "sum_w": np.zeros(size),
-        "sum_wrr": np.zeros(size),
-        "n": np.zeros(size, dtype=np.int32),
+        name: np.zeros(
+            (size, *spec[1]) if isinstance(spec, tuple) else size, dtype=spec[0] if isinstance(spec, tuple) else spec
+        )
+        for name, spec in _TRACK_FIELDS.items()
     }
     if old is not None:
         for key, arr in state.items():
@@ -190,13 +279,15 @@ def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int 
 @njit(cache=True, nogil=True)
 def _assign(  # pragma: no cover
     frame, order, xy, s, w, max_distance, n_sigma, max_gap,
-    track, last, open_tracks, taken, sum_wxy, sum_w, sum_wrr, n_members, n_open, n_tracks,
+    track, last, open_tracks, taken, sum_wxy, sum_w, sum_wrr, n_members, n_open, n_tracks, named,
 ):  # fmt: skip
-    """Assign every localization to a track, frame by frame (the rule of :func:`link`) -> ``(n_open, n_tracks)``.
+    """Assign every localization to a track, frame by frame (the rule of :func:`link`) -> ``(n_open, n_tracks, named, n_named)``.
 
     ``order`` sorts ``frame`` (stably); ``track`` (n,), the per-track arrays (room for ``n_tracks + n``
     tracks) and ``open_tracks`` (room for ``n_open + n``) are filled in, carrying ``n_open`` open tracks and
-    ``n_tracks`` tracks from earlier frames. In each frame
+    ``n_tracks`` tracks from earlier frames. ``named`` (2, m) (grown when full, so returned) receives the
+    (track, frame) pairs of the extension (:class:`Linker`): the frame before a new track, the frames a
+    continued track missed, and the frame after a track that can no longer be continued. In each frame
     the tracks still open are the candidates; pairs that agree are assigned closest first (ties: in
     localization, then track id order), each localization and each track at most once, and the
     localizations left start new tracks. The open tracks of a frame are indexed by grid cells of side
@@ -204,6 +295,7 @@ def _assign(  # pragma: no cover
     the 3 x 3 cells around it, not with every open track (O(m log m), not O(m^2), per frame).
     """
     n = frame.shape[0]
+    n_named = 0
     side = max_distance * (1.0 + 1e-9)  # a hair wider: positions max_distance apart are never 2 cells apart
     # candidate pairs of a frame (localization, track, distance), grown as needed and reused by later frames
     pair_a, pair_k, pair_d = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16)
@@ -222,6 +314,8 @@ def _assign(  # pragma: no cover
             if last[k] >= f - 1 - max_gap:
                 open_tracks[kept] = k
                 kept += 1
+            else:  # closed: the frame after its last
+                named, n_named = _pair(named, n_named, k, last[k] + 1)
         n_open = kept
         live = np.empty(n_open, dtype=np.int64)
         n_live = 0
@@ -275,6 +369,11 @@ def _assign(  # pragma: no cover
                 open_tracks[n_open] = n_tracks
                 n_open += 1
                 n_tracks += 1
+                if f > 0:  # the frame before a new track
+                    named, n_named = _pair(named, n_named, track[r], f - 1)
+            else:
+                for g in range(last[track[r]] + 1, f):  # the frames a continued track missed
+                    named, n_named = _pair(named, n_named, track[r], g)
             k = track[r]
             if w[r] > 0:
                 sum_wxy[k, 0] += w[r] * xy[r, 0]
@@ -286,7 +385,19 @@ def _assign(  # pragma: no cover
             n_members[k] += 1
             last[k] = f
         start = stop
-    return n_open, n_tracks
+    return n_open, n_tracks, named, n_named
+
+
+@njit(cache=True, nogil=True)
+def _pair(pairs, n_pairs, k, f):  # pragma: no cover
+    """Append the pair (``k``, ``f``) to ``pairs`` (2, m), grown when full -> ``(pairs, n_pairs)``."""
+    if n_pairs == pairs.shape[1]:
+        grown = np.empty((2, 2 * pairs.shape[1]), dtype=pairs.dtype)
+        grown[:, :n_pairs] = pairs
+        pairs = grown
+    pairs[0, n_pairs] = k
+    pairs[1, n_pairs] = f
+    return pairs, n_pairs + 1
 
 
 @njit(cache=True, nogil=True)

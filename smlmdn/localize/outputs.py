@@ -123,6 +123,7 @@ def write_tables(
     frame_offset: int = 0,
     keep: Sequence[str] = (),
     derive: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+    on_disk: bool = False,
 ) -> tuple[list[Path], ColumnStack]:
     """Write a run's table to every path, block by block (:func:`~smlmdn.localize.formats.write_localization_blocks`).
 
@@ -130,9 +131,10 @@ def write_tables(
     paths written and a :class:`~smlmdn.localize.pipeline.ColumnStack` of the columns ``keep`` of every
     row and of those ``derive`` computes from each block (name -> function of the block, float64
     (rows,)), e.g. for a summary or a rendered image: memory holds one block and those columns, never
-    the whole table.
+    the whole table (``on_disk``: not those columns either; see :class:`~smlmdn.localize.pipeline.ColumnStack`,
+    close it when done).
     """
-    kept = ColumnStack(run.n_rows, keep, derive)
+    kept = ColumnStack(run.n_rows, keep, derive, on_disk=on_disk)
 
     def blocks() -> Iterator[pd.DataFrame]:
         for block in run.blocks():
@@ -140,5 +142,9 @@ def write_tables(
             kept.add(block)
             yield block
 
-    written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)
+    try:
+        written = write_localization_blocks(blocks(), run.attrs, paths, camera, overwrite, metadata)
+    except BaseException:
+        kept.close()
+        raise
     return written, kept

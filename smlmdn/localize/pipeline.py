@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,19 +49,12 @@ from ..parallel import compute_blocks, delayed_array, frame_blocks, in_frame_blo
 from ..progress import track
 from ..shapes import check_same_shape, check_tyx
 from .detect import detect
-from .extend import (
-    accepted_extensions,
-    extension_rows,
-    known_position_test,
-    member_keys,
-    track_candidates,
-    with_positions,
-)
+from .extend import MIN_TRACK, accepted_extensions, extension_rows, known_position_test, with_positions
 from .glrt import StepUp
-from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, Linker, Tracks
+from .link import DEFAULT_MAX_DISTANCE_NM, DEFAULT_MAX_GAP, LINK_COLUMNS, Linker, Tracks
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
 from .settings import DEFAULT_FDR, DEFAULT_POOL, RAW, LocalizeMode, LocalizeSettings, mode_for
-from .store import BlockStore
+from .store import BlockStore, DiskArrays
 
 #: Columns of a localization table, in order. Units: frame (0-based index), nm, detected photons
 #: (photoelectrons), bg in photons per pixel, loglik/llr dimensionless, iterations count.
@@ -346,10 +340,11 @@ def localize(
     ``n_candidates``, ``n_rejected`` (failed the acceptance test), ``n_dropped_nonconverged``,
     ``n_dropped_outside``, ``n_tracks``, ``n_extended``, ``movie_shape``, ``pixel_size_nm`` and the settings used. Memory: a
     few frame blocks (of each input) of at most :data:`BLOCK_BYTES` at a time (larger chunks of ``photons``
-    are split), 8 bytes per candidate the FDR decision has not settled yet, ~80 per track and 8 per
-    localization (linking and the extension: :class:`~smlmdn.localize.link.Tracks`, member keys), 16 per
-    extension candidate, plus the returned table; each block's candidates wait in a
-    :class:`~smlmdn.localize.store.BlockStore` (memory up to its budget, then temporary files). To write a table without holding it, see :func:`localize_movie_blocks`.
+    are split) and 8 bytes per p-value the FDR decisions have not settled yet, plus the returned table;
+    each block's candidates and extension tests wait in a :class:`~smlmdn.localize.store.BlockStore`
+    (memory up to its budget, then temporary files) and the tracks' arrays in temporary files
+    (:class:`~smlmdn.localize.store.DiskArrays`, ~100 bytes of disk per track). To write a table
+    without holding it, see :func:`localize_movie_blocks`.
     Raises :class:`SmlmdnError` for settings that cannot work (see
     :class:`~smlmdn.localize.settings.LocalizeSettings`).
     """
@@ -506,23 +501,23 @@ def _localize_movie(
     )
     store = BlockStore()
     step_up = StepUp(n_tests, settings.fdr) if settings.calibrated else None
+    extend = settings.calibrated and settings.extend
+    linked: _Linked | None = None
+    extensions: BlockStore | None = None
     try:
         blocks, totals = _localize_blocks(photons, detect_on, settings.pool, block_settings, store, step_up, progress)
         accept = _Acceptance(None if step_up is None else step_up.threshold, settings.keep_saturated)
-        linked, members = _link_blocks(store, accept, settings.link_distance_nm, t)
+        extensions = BlockStore() if extend else None
+        linked = _link_blocks(store, accept, settings.link_distance_nm, blocks, extensions)
         totals["n_rejected"] += accept.n_rejected
-        # the (track, frame) pairs the extension tests, sorted by frame; only they need the member keys
-        pairs = track_candidates(linked.tracks, members, t) if settings.calibrated and settings.extend else None
-        del members
-        extensions = (
-            None
-            if pairs is None
-            else _extensions(photons, blocks, store, linked, pairs, camera, settings, saturation_photons, progress)
-        )
+        if extensions is not None:
+            _extensions(photons, blocks, store, linked, extensions, camera, settings, saturation_photons, progress)
     except BaseException:
-        store.close()
+        for part in (store, linked, extensions):
+            if part is not None:
+                part.close()
         raise
-    n_extended = 0 if extensions is None else len(extensions)
+    n_extended = 0 if extensions is None else extensions.n_rows
     acceptance = (
         f"GLRT p-value, Benjamini-Hochberg FDR {settings.fdr:g} over {n_tests} tests ({n_passes} per pixel)"
         if settings.calibrated
@@ -534,7 +529,7 @@ def _localize_movie(
         "movie_shape": [int(t), int(ny), int(nx)],
         "pixel_size_nm": pixel_size,
         **_settings_attrs(settings, thr, acceptance),
-        "n_tracks": len(linked.tracks.n),
+        "n_tracks": linked.n_tracks,
         "n_extended": n_extended,
         "n_saturated": accept.n_saturated,
         "saturated_kept": bool(settings.keep_saturated),
@@ -551,13 +546,30 @@ def _localize_movie(
 
 @dataclass(frozen=True)
 class _Linked:
-    """A movie's tracks after :func:`_link_blocks`.
+    """A movie's tracks after :func:`_link_blocks`: per track (by id) in temporary files, mapped block by block.
 
-    The :class:`~smlmdn.localize.link.Tracks` and the PSF width (nm) of each track's first row in table order.
+    ``arrays``: :class:`~smlmdn.localize.store.DiskArrays` with the :class:`~smlmdn.localize.link.Tracks`
+    fields (``n``, ``x_nm``, ``y_nm``, ``crlb_nm``), ``sigma_nm`` (the PSF width of each track's first
+    row in table order) and ``n_extended`` (frames the extension added); ``n_tracks`` of its rows are used.
     """
 
-    tracks: Tracks
-    sigma_nm: np.ndarray
+    arrays: DiskArrays
+    n_tracks: int
+
+    @contextmanager
+    def mapped(self) -> Iterator[tuple[Tracks, np.ndarray, np.ndarray]]:
+        """Yield the tracks, ``sigma_nm`` and ``n_extended`` (n_tracks,), mapped until leaving (index them, keep no views)."""
+        k = self.n_tracks
+        with self.arrays.mapped() as a:
+            yield (
+                Tracks(a["n"][:k], a["x_nm"][:k], a["y_nm"][:k], a["crlb_nm"][:k]),
+                a["sigma_nm"][:k],
+                a["n_extended"][:k],
+            )
+
+    def close(self) -> None:
+        """Remove the files."""
+        self.arrays.close()
 
 
 class _Acceptance:
@@ -588,31 +600,91 @@ class _Acceptance:
 
 
 def _link_blocks(
-    store: BlockStore, accept: _Acceptance, link_distance_nm: float, n_frames: int
-) -> tuple[_Linked, np.ndarray]:
+    store: BlockStore,
+    accept: _Acceptance,
+    link_distance_nm: float,
+    blocks: Sequence[tuple[int, int, int]],
+    pairs: BlockStore | None,
+) -> _Linked:
     """Replace each block's candidates in ``store`` by the rows ``accept`` keeps, with ``track``.
 
     Links block by block in frame order (:class:`~smlmdn.localize.link.Linker`, the tracks of one
-    :func:`~smlmdn.localize.link.link` over the whole table); memory: the tracks, not the rows. Returns
-    the tracks and :func:`~smlmdn.localize.extend.member_keys` of every row kept.
+    :func:`~smlmdn.localize.link.link` over the whole table), the per-track arrays in temporary files:
+    memory flat in the number of tracks. With ``pairs``, appends to it per block the (track, frame) pairs
+    the extension tests in that block's frames (:func:`~smlmdn.localize.extend.track_candidates`: columns
+    ``track``, ``frame``, sorted by frame, then track), as soon as linking can name no more of them.
     """
-    linker = Linker(max_distance_nm=link_distance_nm)
-    # filled in place, sized for every candidate: the pages of rows not kept are never touched, so never
-    # resident (a list of per-block arrays joined at the end held both, 2 x 8 bytes per row)
-    sigma, members = np.empty(store.n_rows), np.empty(store.n_rows, dtype=np.int64)
-    n_tracks = n_rows = 0
-    for i in range(len(store)):
-        tab = store[i]
-        tab = tab[accept(tab)].reset_index(drop=True)
-        track = linker.add(tab)
-        new, at = np.unique(track, return_index=True)  # each track's first row in table order
-        first = at[new >= n_tracks]
-        sigma[n_tracks : n_tracks + len(first)] = tab["sigma_nm"].to_numpy()[first]
-        n_tracks += len(first)
-        members[n_rows : n_rows + len(tab)] = member_keys(track, tab["frame"].to_numpy(), n_frames)
-        n_rows += len(tab)
-        store[i] = tab.assign(track=track)
-    return _Linked(linker.tracks(), sigma[:n_tracks]), members[:n_rows]
+    linker = Linker(max_distance_nm=link_distance_nm, capacity=store.n_rows)
+    linked = _Linked(DiskArrays(store.n_rows, _LINKED_FIELDS), 0)
+    starts = np.array([b0 for _, b0, _ in blocks] + [blocks[-1][2] if blocks else 0])
+    waiting: list[tuple[np.ndarray, np.ndarray]] = []  # pairs named but not yet in a complete block
+    try:
+        for i, (_, _, b1) in enumerate(blocks):
+            tab = store[i]
+            tab = tab[accept(tab)].reset_index(drop=True)
+            track = linker.add(tab)
+            new, at = np.unique(track, return_index=True)  # each track's first row in table order
+            first = at[new >= linked.n_tracks]
+            with linked.arrays.mapped("sigma_nm") as a:
+                a["sigma_nm"][linked.n_tracks : linked.n_tracks + len(first)] = tab["sigma_nm"].to_numpy()[first]
+            linked = _Linked(linked.arrays, linker.n_tracks)
+            store[i] = tab.assign(track=track)
+            if b1 < starts[-1]:
+                linker.advance(b1)
+            else:
+                linker.finish(b1)
+            named = linker.pairs()
+            if pairs is not None:
+                waiting.append(named)
+                # pairs named later lie at frames from b1 - 1 - max_gap on: the blocks ending by then are complete
+                done = (
+                    len(blocks)
+                    if b1 == starts[-1]
+                    else int(np.searchsorted(starts[1:], b1 - 1 - DEFAULT_MAX_GAP, "right"))
+                )
+                waiting = _complete_pairs(waiting, starts, len(pairs), done, pairs)
+        linker.tracks_to(linked.arrays)
+    except BaseException:
+        linked.close()
+        raise
+    finally:
+        linker.close()
+    return linked
+
+
+#: :class:`_Linked`'s per-track arrays.
+_LINKED_FIELDS = {
+    "n": np.int64,
+    "x_nm": np.float64,
+    "y_nm": np.float64,
+    "crlb_nm": np.float64,
+    "sigma_nm": np.float64,
+    "n_extended": np.int64,
+}
+
+
+def _complete_pairs(
+    waiting: list[tuple[np.ndarray, np.ndarray]], starts: np.ndarray, first: int, stop: int, pairs: BlockStore
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Append the pairs of blocks ``first .. stop - 1`` (frames ``starts[b] ..``) to ``pairs``, sorted; return the rest."""
+    if stop <= first:
+        return waiting
+    track, frame = (np.concatenate(c) for c in zip(*waiting, strict=True))
+    block = np.searchsorted(starts, frame, "right") - 1
+    order = np.lexsort((track, frame))  # by frame, then track
+    track, frame, block = track[order], frame[order], block[order]
+    assert block.min(initial=first) >= first, "a pair named after its block was complete"
+    cut = np.searchsorted(block, np.arange(first, stop + 1))
+    for b in range(first, stop):
+        pairs.append(
+            pd.DataFrame(
+                {
+                    "track": track[cut[b - first] : cut[b - first + 1]],
+                    "frame": frame[cut[b - first] : cut[b - first + 1]],
+                }
+            )
+        )
+    return [(track[cut[-1] :], frame[cut[-1] :])]
 
 
 def _extensions(
@@ -620,23 +692,23 @@ def _extensions(
     blocks: list[tuple[int, int, int]],
     store: BlockStore,
     linked: _Linked,
-    cand: pd.DataFrame,
+    pairs: BlockStore,
     camera: Camera,
     settings: LocalizeSettings,
     saturation_photons: float | None,
     progress: bool,
-) -> pd.DataFrame:
-    """Return the frames next to each linked blink that the known-position test accepts (:mod:`.extend`).
+) -> None:
+    """Replace each block's pairs in ``pairs`` by the frames next to linked blinks that the known-position test accepts (:mod:`.extend`).
 
-    ``cand``: the (track, frame) pairs to test (:func:`~smlmdn.localize.extend.track_candidates`). Reads
-    only the frame blocks holding frames to test (in parallel, as the localization blocks), with the
-    block's localizations from ``store``; returns :func:`~smlmdn.localize.extend.accepted_extensions`
-    (sorted by frame). A frame whose fit box at the blink's position holds a clipped pixel is never added.
+    ``pairs``: per block, the (track, frame) pairs to test in its frames (:func:`_link_blocks`). Reads
+    only the frame blocks holding pairs to test (in parallel, as the localization blocks), with the
+    block's localizations from ``store``; leaves :func:`~smlmdn.localize.extend.accepted_extensions` per
+    block in ``pairs`` (sorted by frame) and counts them per track in ``linked``'s ``n_extended``. A frame
+    whose fit box at the blink's position holds a clipped pixel is never added.
     """
     _, ny, nx = photons.shape
     pixel_size = float(camera.pixel_size)
     sigma_px = settings.sigma_px(pixel_size)
-    frame = cand["frame"].to_numpy()
     test = dict(
         sigma_px=sigma_px,
         box=test_box(sigma_px, settings.box, (ny, nx)),
@@ -645,66 +717,69 @@ def _extensions(
         excess_noise=camera.excess_noise,
     )
 
+    def candidates(i: int) -> pd.DataFrame:  # block i's pairs of tracks long enough, with their positions
+        with linked.mapped() as (tracks, _, _):
+            cand = pairs[i]
+            return with_positions(cand[tracks.n[cand["track"].to_numpy()] >= MIN_TRACK], tracks)
+
     def task(i: int, b0: int, b1: int) -> Any:
-        lo, hi = np.searchsorted(frame, [b0, b1])
         known = store[i][["frame", "x_nm", "y_nm", "photons"]]
         return dask.delayed(_extend_task)(
-            delayed_array(photons[b0:b1]),
-            b0,
-            with_positions(cand.iloc[lo:hi], linked.tracks),
-            known,
-            settings.box,
-            saturation_photons,
-            test,
+            delayed_array(photons[b0:b1]), b0, candidates(i), known, settings.box, saturation_photons, test
         )
 
-    # the blocks holding a frame to test
-    todo = [b for b in blocks if np.diff(np.searchsorted(frame, b[1:]))[0] > 0]
-    step_up = StepUp(len(cand), settings.fdr)  # Benjamini-Hochberg over every candidate's test
-    hopeful: list[tuple[np.ndarray, ...]] = []  # the tests it may accept: p <= its limit, finite photons
-    with track(total=len(cand), description="extending blinks", enabled=progress) as advance:
-        for (_, b0, _), (p, n_hat, b_hat, sat) in compute_blocks(task, todo):
+    todo = [b for b in blocks if len(pairs[b[0]])]  # the blocks holding a frame to test
+    n_tests = sum(len(candidates(i)) for i, _, _ in todo)
+    step_up = StepUp(n_tests, settings.fdr)  # Benjamini-Hochberg over every candidate's test
+    with track(total=n_tests, description="extending blinks", enabled=progress) as advance:
+        for (i, _, _), (p, n_hat, b_hat, sat) in compute_blocks(task, todo):
             p = np.where(sat, 1.0, p)  # a clipped pixel in the box: the counts are wrong, so the frame is not added
             step_up.add(p)
+            # keep the tests it may accept: p <= its limit, finite photons
             may = np.flatnonzero((p <= step_up.limit) & np.isfinite(n_hat))
-            hopeful.append((np.searchsorted(frame, b0) + may, p[may], n_hat[may], b_hat[may]))
+            pairs[i] = candidates(i).iloc[may].assign(p=p[may], photons=n_hat[may], bg=b_hat[may])
             advance(len(p))
-    rows, p, n_hat, b_hat = (
-        (np.concatenate(r) for r in zip(*hopeful, strict=True))
-        if hopeful
-        else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
-    )
-    return accepted_extensions(cand.iloc[rows], p, n_hat, b_hat, step_up.threshold)
+    for i in range(len(pairs)):
+        hopeful = pairs[i]
+        if "p" not in hopeful.columns:  # no pair was tested in this block
+            pairs[i] = hopeful.iloc[:0].assign(p=np.zeros(0), photons=np.zeros(0), bg=np.zeros(0))
+            continue
+        p, n_hat, b_hat = (hopeful[c].to_numpy() for c in ("p", "photons", "bg"))
+        acc = accepted_extensions(hopeful[["track", "frame"]], p, n_hat, b_hat, step_up.threshold)
+        pairs[i] = acc
+        with linked.arrays.mapped("n_extended") as a:
+            np.add.at(a["n_extended"], acc["track"].to_numpy(), 1)
 
 
 def _final_blocks(
-    blocks: list[tuple[int, int, int]], store: BlockStore, linked: _Linked, extensions: pd.DataFrame | None
+    blocks: list[tuple[int, int, int]], store: BlockStore, linked: _Linked, extensions: BlockStore | None
 ) -> Iterator[pd.DataFrame]:
     """Yield each block's finished localization table (:data:`LOC_COLUMNS`), in frame order.
 
-    A block's rows with their tracks' pooled columns; with ``extensions``, its accepted extension rows
-    are added and the block is sorted by frame (stable: fitted rows first), ``n_track`` counting them.
+    A block's rows with their tracks' pooled columns; with ``extensions`` (per block, :func:`_extensions`),
+    its accepted extension rows are added and the block is sorted by frame (stable: fitted rows first),
+    ``n_track`` counting them.
     """
-    tracks = linked.tracks
-    n_track = tracks.n
-    if extensions is not None:
-        n_track = n_track + np.bincount(extensions["track"].to_numpy(np.int64), minlength=len(n_track))
-        frame = extensions["frame"].to_numpy()
-    for i, (_, b0, b1) in enumerate(blocks):
-        tab = store[i]
+    for i in range(len(blocks)):
+        yield _final_block(store[i], linked, None if extensions is None else extensions[i])
+
+
+def _final_block(tab: pd.DataFrame, linked: _Linked, extensions: pd.DataFrame | None) -> pd.DataFrame:
+    """One block's finished table (:func:`_final_blocks`) from its linked rows ``tab`` and accepted ``extensions``."""
+    with linked.mapped() as (tracks, sigma_nm, n_extended):
         k = tab["track"].to_numpy()
         tab = tab.assign(
             x_linked_nm=tracks.x_nm[k], y_linked_nm=tracks.y_nm[k], crlb_linked_nm=tracks.crlb_nm[k], extended=False
         )
         if extensions is not None:
-            lo, hi = np.searchsorted(frame, [b0, b1])
-            rows = extension_rows(extensions.iloc[lo:hi], tracks, linked.sigma_nm)
+            rows = extension_rows(extensions, tracks, sigma_nm)
             order = np.argsort(np.concatenate([tab["frame"].to_numpy(), rows["frame"].to_numpy()]), kind="stable")
             tab = pd.DataFrame(
                 {c: np.concatenate([tab[c].to_numpy(), rows[c].to_numpy()])[order] for c in rows.columns}, copy=False
             )
-        tab["n_track"] = n_track[tab["track"].to_numpy()]
-        yield tab[list(LOC_COLUMNS)]
+        k = tab["track"].to_numpy()
+        tab["n_track"] = tracks.n[k] + n_extended[k]
+    return tab[list(LOC_COLUMNS)]
 
 
 class ColumnStack:
@@ -712,7 +787,8 @@ class ColumnStack:
 
     ``columns``: names of :data:`LOC_COLUMNS` (dtypes as :data:`COLUMN_DTYPES`); ``derived``: more
     float64 columns, each computed from every block by its function (block -> (rows,)). Memory: those
-    columns, never a second copy of them.
+    columns, never a second copy of them; with ``on_disk``, none (they go to temporary files,
+    :class:`~smlmdn.localize.store.DiskArrays`: only :meth:`nanmedian` reads them; call :meth:`close`).
     """
 
     def __init__(
@@ -720,20 +796,24 @@ class ColumnStack:
         n_rows: int,
         columns: Sequence[str],
         derived: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+        on_disk: bool = False,
     ) -> None:
         if set(columns) & set(derived or {}):
             raise ValueError(f"columns both kept and derived: {sorted(set(columns) & set(derived or {}))}")
-        self._columns: dict[str, np.ndarray] = {
-            c: np.empty(n_rows, dtype=COLUMN_DTYPES.get(c, np.float64)) for c in (*columns, *(derived or {}))
-        }
+        dtypes = {c: COLUMN_DTYPES.get(c, np.float64) for c in (*columns, *(derived or {}))}
+        self._disk = DiskArrays(n_rows, dtypes) if on_disk else None
+        self._columns: dict[str, np.ndarray] = (
+            {} if on_disk else {c: np.empty(n_rows, dtype=d) for c, d in dtypes.items()}
+        )
         self._derived = dict(derived or {})
         self._n_rows, self._row = n_rows, 0
 
     def add(self, block: pd.DataFrame) -> None:
         """Copy (or derive) the columns of ``block``, the next rows of the table."""
-        for c, values in self._columns.items():
-            part = self._derived[c](block) if c in self._derived else block[c].to_numpy()
-            values[self._row : self._row + len(block)] = part
+        with self._disk.mapped() if self._disk is not None else nullcontext(self._columns) as columns:
+            for c, values in columns.items():
+                part = self._derived[c](block) if c in self._derived else block[c].to_numpy()
+                values[self._row : self._row + len(block)] = part
         self._row += len(block)
 
     @property
@@ -742,14 +822,27 @@ class ColumnStack:
         return self._n_rows
 
     def column(self, name: str) -> np.ndarray:
-        """Return the column's own array (n_rows,), writable (:meth:`table` shares it)."""
+        """Return the column's own array (n_rows,), writable (:meth:`table` shares it); in memory only."""
         self._check_full()
         return self._columns[name]
 
     def table(self) -> pd.DataFrame:
-        """Return the columns as one table; raises AssertionError unless exactly ``n_rows`` rows were added."""
+        """Return the columns as one table; raises AssertionError unless exactly ``n_rows`` rows were added; in memory only."""
         self._check_full()
         return pd.DataFrame(self._columns, copy=False)
+
+    def nanmedian(self, name: str) -> float:
+        """Return ``np.nanmedian`` of a column (NaN when all are NaN), without a copy (in memory it reorders the column)."""
+        self._check_full()
+        if self._disk is not None:
+            return self._disk.nanmedian(name)
+        values = self._columns[name]
+        return float("nan") if np.isnan(values).all() else float(np.nanmedian(values, overwrite_input=True))
+
+    def close(self) -> None:
+        """Remove the temporary files (``on_disk``)."""
+        if self._disk is not None:
+            self._disk.close()
 
     def _check_full(self) -> None:
         if self._row != self._n_rows:

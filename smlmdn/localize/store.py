@@ -1,18 +1,27 @@
-"""Hold one table per frame block of a localization run: in memory up to a budget, then in temporary files.
+"""Hold a localization run's per-block tables and per-track arrays in temporary files, not in memory.
 
 A movie's candidates wait for the movie-wide false-discovery-rate decision before they can be linked
 and written; held in memory they would grow with the movie (10 million candidates on a 50,000-frame
 movie). :class:`BlockStore` keeps them in memory while they are small together and moves the rest to
 a temporary folder (under ``TMPDIR``), one file per block, removed when the store is closed.
+
+The linked tracks (millions on a long movie, each looked up by id from any later block) live in
+:class:`DiskArrays`: one temporary file per array, mapped into memory only while a block uses it, so
+the pages a block touched leave the process when it is done (they stay in the operating system's
+page cache, which it can write back and reuse).
 """
 
 from __future__ import annotations
 
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: Bytes of block tables held in memory before the store writes further ones to temporary files.
@@ -102,3 +111,100 @@ class BlockStore:
 def _nbytes(table: pd.DataFrame) -> int:
     """Bytes of a table's columns."""
     return int(table.memory_usage(index=False, deep=False).sum())
+
+
+class DiskArrays:
+    """Named arrays of ``length`` rows in temporary files (zeros at first), mapped only inside :meth:`mapped`.
+
+    ``fields``: name -> dtype, or (dtype, trailing shape). The files are created sparse (a row uses disk
+    only once written); :meth:`close` (or leaving a ``with`` block) removes them.
+    """
+
+    def __init__(self, length: int, fields: dict[str, Any]) -> None:
+        self.length = int(length)
+        self._dir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="smlmdn-tracks-")
+        self._spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        for name, spec in fields.items():
+            dtype, tail = (spec, ()) if not isinstance(spec, tuple) else spec
+            self._spec[name] = (np.dtype(dtype), tuple(tail))
+            with open(self._path(name), "wb") as f:
+                f.truncate(max(1, self.length) * int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize)
+
+    def _path(self, name: str) -> Path:
+        assert self._dir is not None, "the arrays are closed"
+        return Path(self._dir.name) / f"{name}.bin"
+
+    @contextmanager
+    def mapped(self, *names: str) -> Iterator[dict[str, np.ndarray]]:
+        """Map the arrays ``names`` (all without names) for reading and writing; unmapped on leaving.
+
+        Yields name -> array of ``length`` rows (and the field's trailing shape). Keep no view of them past the block (fancy
+        indexing copies; slices would hold the mapping and its resident pages).
+        """
+        arrays = {
+            name: np.memmap(self._path(name), dtype=dtype, mode="r+", shape=(max(1, self.length), *tail))[: self.length]
+            for name, (dtype, tail) in self._spec.items()
+            if not names or name in names
+        }
+        try:
+            yield arrays
+        finally:
+            arrays.clear()  # the last references: unmapped (dirty pages are written back by the system)
+
+    def nanmedian(self, name: str, chunk: int = 2**20) -> float:
+        """Return ``np.nanmedian`` of the 1D array ``name`` (NaN when every value is NaN), reading it by chunks.
+
+        Exact: counting passes narrow a range of values that holds the middle ranks (1,024 bins per
+        pass) until the values in it fit in one chunk; those are then selected. Memory: a few chunks.
+        """
+        finite = [(part.min(), part.max(), len(part)) for part in self._finite_chunks(name, chunk) if len(part)]
+        n = sum(c for _, _, c in finite)
+        if not n:
+            return float("nan")
+        middle = np.array([(n - 1) // 2, n // 2])  # the ranks of the middle values (one rank for odd n)
+        lo, hi = min(a for a, _, _ in finite), max(b for _, b, _ in finite)
+        below = 0  # values less than lo
+        while True:
+            inside = sum(
+                int(np.count_nonzero((part >= lo) & (part <= hi))) for part in self._finite_chunks(name, chunk)
+            )
+            if inside <= chunk or lo == hi:
+                break
+            edges = np.linspace(lo, hi, 1025)[1:-1]  # bin b holds edges[b - 1] <= v < edges[b]; the last holds up to hi
+            counts = np.zeros(1024, dtype=np.int64)
+            for part in self._finite_chunks(name, chunk):
+                part = part[(part >= lo) & (part <= hi)]
+                counts += np.bincount(np.searchsorted(edges, part, side="right"), minlength=1024)
+            upto = below + np.cumsum(counts)  # values before the end of each bin
+            b0, b1 = np.searchsorted(upto, middle, side="right")  # the bins holding the middle ranks
+            narrowed = (edges[b0 - 1] if b0 else lo), (np.nextafter(edges[b1], -np.inf) if b1 < 1023 else hi)
+            if narrowed == (lo, hi):  # two neighbouring floats: no finer bins (their values are collected)
+                break
+            below = int(upto[b0 - 1]) if b0 else below
+            lo, hi = narrowed
+        if lo == hi and inside > chunk:  # every value in the range is lo
+            return float(lo)
+        values = np.concatenate([part[(part >= lo) & (part <= hi)] for part in self._finite_chunks(name, chunk)])
+        values.partition(middle - below)
+        return float(np.mean(values[np.unique(middle - below)]))
+
+    def _finite_chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
+        """Yield the non-NaN values of the 1D array ``name``, ``chunk`` rows at a time (copies)."""
+        for c0 in range(0, self.length, chunk):
+            with self.mapped(name) as a:
+                part = np.array(a[name][c0 : c0 + chunk])
+            yield part[~np.isnan(part)]
+
+    def close(self) -> None:
+        """Remove the files."""
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> DiskArrays:
+        """Return the arrays."""
+        return self
+
+    def __exit__(self, *error: object) -> None:
+        """Remove the files (:meth:`close`)."""
+        self.close()
