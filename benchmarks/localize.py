@@ -50,6 +50,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -405,14 +406,25 @@ def _timed(f: Callable[[], Any]) -> float:
 
 
 def process_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Whole-process smlmdn localize vs Picasso on one movie; returns the results and prints a Markdown table."""
+    """Whole-process smlmdn localize vs Picasso on one movie; returns the results and prints a Markdown table.
+
+    The processes write into a temporary folder, removed at the end.
+    """
+    work = Path(tempfile.mkdtemp(prefix="smlmdn-process-"))
+    try:
+        return _process_benchmark(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _process_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """:func:`process_benchmark` in the folder ``work``."""
     import statistics
 
     from smlmdn.camera import load_camera, to_photons
     from smlmdn.io import open_movie
     from smlmdn.simulate import SimulationParams, simulate, simulate_to_dir
 
-    work = Path(tempfile.mkdtemp(prefix="smlmdn-process-"))
     if args.movie is None:
         sim = work / "sim"
         simulate_to_dir(

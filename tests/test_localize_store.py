@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import dask.array as da
@@ -49,11 +50,17 @@ def test_localizations_equal_when_every_block_goes_to_a_file(monkeypatch: pytest
     assert len(in_memory) > 20 and in_memory["extended"].any()
     pd.testing.assert_frame_equal(on_disk, in_memory)
     assert on_disk.attrs == in_memory.attrs
+    made: list[tempfile.TemporaryDirectory[str]] = []  # every temporary folder of the run: the stores' and the tracks'
+    folder = tempfile.TemporaryDirectory
+    monkeypatch.setattr(store.tempfile, "TemporaryDirectory", lambda *a, **k: made.append(folder(*a, **k)) or made[-1])
     with localize_movie_blocks(da.from_array(photons, chunks=(128, -1, -1)), sim.camera, LocalizeSettings()) as run:
         blocks = list(run.blocks())
         assert len(blocks) == 3 and run.n_rows == len(in_memory) and run.attrs == in_memory.attrs
         stacked = pd.concat(blocks, ignore_index=True)
+        # candidates, the linker's arrays (removed once linked), the tracks, the extension's tests
+        assert [Path(d.name).exists() for d in made] == [True, False, True, True]
     pd.testing.assert_frame_equal(stacked, in_memory)
+    assert not any(Path(d.name).exists() for d in made)  # all removed on leaving
 
 
 def test_disk_arrays_keep_what_was_written_between_mappings() -> None:
@@ -77,21 +84,28 @@ def test_disk_arrays_keep_what_was_written_between_mappings() -> None:
 
 
 def test_disk_median_is_numpys_nanmedian_whatever_the_chunk() -> None:
-    """Exact: ties, NaN, a range of 10^8, all equal, all NaN; chunks smaller than the values near the median."""
+    """Exact: ties, NaN, infinities, a wide range, all equal, two neighbouring floats; chunks smaller than the values near the median."""
     rng = np.random.default_rng(5)
     for n in [1, 2, 3, 10, 2001]:
         base = rng.normal(8.0, 2.0, n)
+        infinite = np.where(rng.random(n) < 0.3, np.inf, np.where(rng.random(n) < 0.3, -np.inf, base))
+        adjacent = np.where(rng.random(n) < 0.5, 3.25, np.nextafter(3.25, 9))  # no finer bins between them
+        two_far = np.where(rng.random(n) < 0.5, -1e6, 1e6) + base  # the middle ranks in bins far apart
         for values in (
             base,
             np.round(base),
             np.full(n, 3.25),
             np.exp(rng.normal(0, 9, n)),
             np.where(base > 9, np.nan, base),
+            infinite,
+            adjacent,
+            two_far,
         ):
             with DiskArrays(n, {"p": np.float64}) as disk:
                 with disk.mapped() as a:
                     a["p"][:] = values
-                want = float("nan") if np.isnan(values).all() else float(np.nanmedian(values))
+                with np.errstate(invalid="ignore"):  # -inf and inf in the middle: numpy's NaN
+                    want = float("nan") if np.isnan(values).all() else float(np.nanmedian(values))
                 for chunk in (3, 64, 2**20):
                     got = disk.nanmedian("p", chunk)
                     assert got == want or (np.isnan(got) and np.isnan(want)), (n, chunk)

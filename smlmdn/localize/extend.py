@@ -76,7 +76,9 @@ def track_candidates(tracks: Tracks, members: np.ndarray, n_frames: int) -> pd.D
     without a member (``members``: :func:`member_keys` of every localization), within ``0 ..
     n_frames - 1``; tracks shorter than :data:`MIN_TRACK` are not extended. Returns a table with columns
     ``track`` and ``frame`` (int64), sorted by frame (stable: by track within a frame); the tracks'
-    positions are added by :func:`with_positions`. Memory: 16 bytes per member and 16 per pair.
+    positions are added by :func:`with_positions`. Memory: 16 bytes per member and 16 per pair. For a
+    linked table in memory (:func:`extension_candidates`); a movie's run names the same pairs while it
+    links (:meth:`smlmdn.localize.link.Linker.pairs`, tested equal), without the member keys.
     """
     keys = np.sort(members)  # by track, then frame (a repeated key, as from a table linked elsewhere, adds nothing)
     track, frame = _candidate_pairs(keys, n_frames + 2, n_frames, tracks.n, MIN_TRACK)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from .store import DiskArrays
+from .store import DiskArrays, fields
 
 #: Columns added by :func:`link`: track id (0-based), members in the track, pooled x/y (nm) and
 #: the standard error of the pooled position (nm, per axis).
@@ -129,8 +129,8 @@ class Linker:
         self._state = _track_state(0)
 
     @contextmanager
-    def _mapped(self, n_new: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yield the per-track arrays with room for ``n_new`` more tracks (grown in memory; mapped from disk)."""
+    def _mapped(self, n_new: int, *names: str) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the per-track arrays (on disk: ``names`` only, all without) with room for ``n_new`` more tracks."""
         if self._disk is None:
             if self._n_tracks + n_new > len(self._state["sum_w"]):
                 self._state = _track_state(2 * (self._n_tracks + n_new), self._state, self._n_tracks)
@@ -138,7 +138,7 @@ class Linker:
             return
         if self._n_tracks + n_new > self._disk.length:
             raise ValueError(f"more than capacity={self._disk.length} tracks")
-        with self._disk.mapped(*_TRACK_FIELDS) as state:
+        with self._disk.mapped(*names) as state:
             yield state
 
     def add(self, locs: pd.DataFrame) -> np.ndarray:
@@ -181,15 +181,16 @@ class Linker:
         """
         if frame <= self._last_frame:
             raise ValueError(f"frames must come in order: frame {frame} after frame {self._last_frame}")
-        with self._mapped(0) as st:
+        with self._mapped(0, "last") as st:
             last = st["last"][self._open]
-        done = last < frame - 1 - self._rule[2]
+        done = last < frame - 1 - self.max_gap
         self._pairs.append(np.stack([self._open[done], last[done] + 1]))
         self._open = self._open[~done]
+        self._last_frame = frame - 1  # rows before frame would name pairs already passed
 
     def finish(self, n_frames: int) -> None:
         """Close every track of a movie of ``n_frames`` frames (the frame after each, if inside the movie, is named)."""
-        with self._mapped(0) as st:
+        with self._mapped(0, "last") as st:
             last = st["last"][self._open]
         inside = last + 1 < n_frames
         self._pairs.append(np.stack([self._open[inside], last[inside] + 1]))
@@ -200,6 +201,11 @@ class Linker:
         both = np.concatenate(self._pairs, axis=1) if self._pairs else np.zeros((2, 0), dtype=np.int64)
         self._pairs = []
         return both[0], both[1]
+
+    @property
+    def max_gap(self) -> int:
+        """Return the frames a track may miss and still be continued."""
+        return self._rule[2]
 
     @property
     def n_tracks(self) -> int:
@@ -264,12 +270,7 @@ def _pooled(
 
 def _track_state(size: int, old: dict[str, np.ndarray] | None = None, used: int = 0) -> dict[str, np.ndarray]:
     """Per-track arrays of :class:`Linker` (:data:`_TRACK_FIELDS`) for ``size`` tracks in memory, the first ``used`` copied from ``old``."""
-    state = {
-        name: np.zeros(
-            (size, *spec[1]) if isinstance(spec, tuple) else size, dtype=spec[0] if isinstance(spec, tuple) else spec
-        )
-        for name, spec in _TRACK_FIELDS.items()
-    }
+    state = {name: np.zeros((size, *tail), dtype=dtype) for name, (dtype, tail) in fields(_TRACK_FIELDS).items()}
     if old is not None:
         for key, arr in state.items():
             arr[:used] = old[key][:used]

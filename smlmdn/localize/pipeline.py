@@ -51,7 +51,7 @@ from ..shapes import check_same_shape, check_tyx
 from .detect import detect
 from .extend import MIN_TRACK, accepted_extensions, extension_rows, known_position_test, with_positions
 from .glrt import StepUp
-from .link import DEFAULT_MAX_DISTANCE_NM, DEFAULT_MAX_GAP, LINK_COLUMNS, Linker, Tracks
+from .link import DEFAULT_MAX_DISTANCE_NM, LINK_COLUMNS, Linker, Tracks
 from .passes import MEMBER_ALPHA, TESTS_PER_PIXEL, BlockPasses, Spots
 from .settings import DEFAULT_FDR, DEFAULT_POOL, RAW, LocalizeMode, LocalizeSettings, mode_for
 from .store import BlockStore, DiskArrays
@@ -424,8 +424,9 @@ class Localizations:
     """A movie's finished localizations, read one frame block at a time or as one table.
 
     ``attrs``: the table's ``attrs`` (run counts and settings, as :func:`localize` sets them); ``n_rows``:
-    its rows. Made by :func:`localize_movie_blocks`; holds the run's :class:`~smlmdn.localize.store.BlockStore`,
-    closed on leaving a ``with`` block (or by :meth:`close`).
+    its rows. Made by :func:`localize_movie_blocks`; holds the run's temporary files (the rows, the
+    tracks and the extension's rows: :class:`~smlmdn.localize.store.BlockStore`,
+    :class:`~smlmdn.localize.store.DiskArrays`), removed on leaving a ``with`` block (or by :meth:`close`).
     """
 
     def __init__(
@@ -435,7 +436,7 @@ class Localizations:
         blocks: list[tuple[int, int, int]],
         store: BlockStore,
         linked: _Linked,
-        extensions: pd.DataFrame | None,
+        extensions: BlockStore | None,
     ) -> None:
         self.attrs, self.n_rows = attrs, n_rows
         self._parts = (blocks, store, linked, extensions)
@@ -455,7 +456,7 @@ class Localizations:
 
     def close(self) -> None:
         """Remove the run's temporary files."""
-        self._parts[1].close()
+        _close(*self._parts[1:])
 
     def __enter__(self) -> Localizations:
         """Return the localizations."""
@@ -513,9 +514,7 @@ def _localize_movie(
         if extensions is not None:
             _extensions(photons, blocks, store, linked, extensions, camera, settings, saturation_photons, progress)
     except BaseException:
-        for part in (store, linked, extensions):
-            if part is not None:
-                part.close()
+        _close(store, linked, extensions)
         raise
     n_extended = 0 if extensions is None else extensions.n_rows
     acceptance = (
@@ -542,6 +541,13 @@ def _localize_movie(
             stacklevel=3,
         )
     return locs
+
+
+def _close(*parts: BlockStore | _Linked | None) -> None:
+    """Close a run's stores (remove their temporary files); None: a part the run did not make."""
+    for part in parts:
+        if part is not None:
+            part.close()
 
 
 @dataclass(frozen=True)
@@ -640,7 +646,7 @@ def _link_blocks(
                 done = (
                     len(blocks)
                     if b1 == starts[-1]
-                    else int(np.searchsorted(starts[1:], b1 - 1 - DEFAULT_MAX_GAP, "right"))
+                    else int(np.searchsorted(starts[1:], b1 - 1 - linker.max_gap, "right"))
                 )
                 waiting = _complete_pairs(waiting, starts, len(pairs), done, pairs)
         linker.tracks_to(linked.arrays)
@@ -717,27 +723,28 @@ def _extensions(
         excess_noise=camera.excess_noise,
     )
 
-    def candidates(i: int) -> pd.DataFrame:  # block i's pairs of tracks long enough, with their positions
+    sizes = []
+    for i in range(len(pairs)):  # each block's pairs of tracks long enough, with their positions
         with linked.mapped() as (tracks, _, _):
             cand = pairs[i]
-            return with_positions(cand[tracks.n[cand["track"].to_numpy()] >= MIN_TRACK], tracks)
+            pairs[i] = cand = with_positions(cand[tracks.n[cand["track"].to_numpy()] >= MIN_TRACK], tracks)
+        sizes.append(len(cand))
 
     def task(i: int, b0: int, b1: int) -> Any:
         known = store[i][["frame", "x_nm", "y_nm", "photons"]]
         return dask.delayed(_extend_task)(
-            delayed_array(photons[b0:b1]), b0, candidates(i), known, settings.box, saturation_photons, test
+            delayed_array(photons[b0:b1]), b0, pairs[i], known, settings.box, saturation_photons, test
         )
 
-    todo = [b for b in blocks if len(pairs[b[0]])]  # the blocks holding a frame to test
-    n_tests = sum(len(candidates(i)) for i, _, _ in todo)
-    step_up = StepUp(n_tests, settings.fdr)  # Benjamini-Hochberg over every candidate's test
-    with track(total=n_tests, description="extending blinks", enabled=progress) as advance:
+    todo = [b for b in blocks if sizes[b[0]]]  # the blocks holding a frame to test
+    step_up = StepUp(sum(sizes), settings.fdr)  # Benjamini-Hochberg over every candidate's test
+    with track(total=sum(sizes), description="extending blinks", enabled=progress) as advance:
         for (i, _, _), (p, n_hat, b_hat, sat) in compute_blocks(task, todo):
             p = np.where(sat, 1.0, p)  # a clipped pixel in the box: the counts are wrong, so the frame is not added
             step_up.add(p)
             # keep the tests it may accept: p <= its limit, finite photons
             may = np.flatnonzero((p <= step_up.limit) & np.isfinite(n_hat))
-            pairs[i] = candidates(i).iloc[may].assign(p=p[may], photons=n_hat[may], bg=b_hat[may])
+            pairs[i] = pairs[i].iloc[may].assign(p=p[may], photons=n_hat[may], bg=b_hat[may])
             advance(len(p))
     for i in range(len(pairs)):
         hopeful = pairs[i]

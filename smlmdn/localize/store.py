@@ -116,19 +116,21 @@ def _nbytes(table: pd.DataFrame) -> int:
 class DiskArrays:
     """Named arrays of ``length`` rows in temporary files (zeros at first), mapped only inside :meth:`mapped`.
 
-    ``fields``: name -> dtype, or (dtype, trailing shape). The files are created sparse (a row uses disk
-    only once written); :meth:`close` (or leaving a ``with`` block) removes them.
+    ``spec``: name -> dtype, or (dtype, trailing shape) (:func:`fields`). The files are made by extending
+    them to their size (sparse where the file system allows: a row then uses disk once written);
+    :meth:`close` (or leaving a ``with`` block) removes them.
     """
 
-    def __init__(self, length: int, fields: dict[str, Any]) -> None:
+    def __init__(self, length: int, spec: dict[str, Any]) -> None:
         self.length = int(length)
-        self._dir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="smlmdn-tracks-")
-        self._spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
-        for name, spec in fields.items():
-            dtype, tail = (spec, ()) if not isinstance(spec, tuple) else spec
-            self._spec[name] = (np.dtype(dtype), tuple(tail))
+        # a file still mapped (an error's traceback can hold a view) cannot be removed on Windows: not an error then
+        self._dir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
+            prefix="smlmdn-arrays-", ignore_cleanup_errors=True
+        )
+        self._spec = fields(spec)
+        for name, (dtype, tail) in self._spec.items():
             with open(self._path(name), "wb") as f:
-                f.truncate(max(1, self.length) * int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize)
+                f.truncate(max(1, self.length) * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize)
 
     def _path(self, name: str) -> Path:
         assert self._dir is not None, "the arrays are closed"
@@ -152,48 +154,68 @@ class DiskArrays:
             arrays.clear()  # the last references: unmapped (dirty pages are written back by the system)
 
     def nanmedian(self, name: str, chunk: int = 2**20) -> float:
-        """Return ``np.nanmedian`` of the 1D array ``name`` (NaN when every value is NaN), reading it by chunks.
+        """Return ``np.nanmedian`` of the 1D float array ``name`` (NaN when every value is NaN), reading it by chunks.
 
-        Exact: counting passes narrow a range of values that holds the middle ranks (1,024 bins per
-        pass) until the values in it fit in one chunk; those are then selected. Memory: a few chunks.
+        Exact, infinities included: the value at each middle rank is found by counting passes that narrow
+        a range of values holding it (1,024 bins a pass) until the values in the range fit in one chunk,
+        which are then selected. Memory: a few chunks.
         """
-        finite = [(part.min(), part.max(), len(part)) for part in self._finite_chunks(name, chunk) if len(part)]
-        n = sum(c for _, _, c in finite)
+        n_low = n_finite = n = 0
+        lo, hi = np.inf, -np.inf
+        for part in self._chunks(name, chunk):
+            part = part[~np.isnan(part)]
+            finite = part[np.isfinite(part)]
+            n, n_finite, n_low = n + len(part), n_finite + len(finite), n_low + int(np.sum(part == -np.inf))
+            if len(finite):
+                lo, hi = min(lo, finite.min()), max(hi, finite.max())
         if not n:
             return float("nan")
-        middle = np.array([(n - 1) // 2, n // 2])  # the ranks of the middle values (one rank for odd n)
-        lo, hi = min(a for a, _, _ in finite), max(b for _, b, _ in finite)
-        below = 0  # values less than lo
+
+        def at(rank: int) -> float:  # the value of rank ``rank`` among the values that are not NaN
+            if rank < n_low:
+                return -np.inf
+            if rank >= n_low + n_finite:
+                return np.inf
+            return self._finite_at(name, rank - n_low, lo, hi, chunk)
+
+        middle = ((n - 1) // 2, n // 2)  # one rank for odd n; numpy's median: the mean of the two for even n
+        if middle[0] == middle[1]:
+            return at(middle[0])
+        with np.errstate(invalid="ignore"):  # -inf and inf: NaN, as numpy's
+            return float(np.mean([at(middle[0]), at(middle[1])]))
+
+    def _finite_at(self, name: str, rank: int, lo: float, hi: float, chunk: int) -> float:
+        """Return the value of ``rank`` among the finite values of ``name``, all within [``lo``, ``hi``]."""
+        below = 0  # finite values less than lo
         while True:
-            inside = sum(
-                int(np.count_nonzero((part >= lo) & (part <= hi))) for part in self._finite_chunks(name, chunk)
-            )
-            if inside <= chunk or lo == hi:
-                break
-            edges = np.linspace(lo, hi, 1025)[1:-1]  # bin b holds edges[b - 1] <= v < edges[b]; the last holds up to hi
-            counts = np.zeros(1024, dtype=np.int64)
-            for part in self._finite_chunks(name, chunk):
+            edges = np.linspace(lo, hi, 1025)[1:-1]  # bin b holds edges[b - 1] <= v < edges[b]; the last up to hi
+            counts, at_lo = np.zeros(1024, dtype=np.int64), 0
+            for part in self._chunks(name, chunk):
                 part = part[(part >= lo) & (part <= hi)]
                 counts += np.bincount(np.searchsorted(edges, part, side="right"), minlength=1024)
-            upto = below + np.cumsum(counts)  # values before the end of each bin
-            b0, b1 = np.searchsorted(upto, middle, side="right")  # the bins holding the middle ranks
-            narrowed = (edges[b0 - 1] if b0 else lo), (np.nextafter(edges[b1], -np.inf) if b1 < 1023 else hi)
-            if narrowed == (lo, hi):  # two neighbouring floats: no finer bins (their values are collected)
+                at_lo += int(np.count_nonzero(part == lo))
+            if lo == hi or (rank - below < at_lo):
+                return float(lo)
+            if counts.sum() <= chunk:
                 break
-            below = int(upto[b0 - 1]) if b0 else below
+            upto = below + np.cumsum(counts)  # values before the end of each bin
+            b = int(np.searchsorted(upto, rank, side="right"))  # the bin holding the rank
+            narrowed = (edges[b - 1] if b else lo), (np.nextafter(edges[b], -np.inf) if b < 1023 else hi)
+            if narrowed == (lo, hi):  # lo and hi a few floats apart: step past the values equal to lo
+                below, narrowed = below + at_lo, (np.nextafter(lo, np.inf), hi)
+            else:
+                below = int(upto[b - 1]) if b else below
             lo, hi = narrowed
-        if lo == hi and inside > chunk:  # every value in the range is lo
-            return float(lo)
-        values = np.concatenate([part[(part >= lo) & (part <= hi)] for part in self._finite_chunks(name, chunk)])
-        values.partition(middle - below)
-        return float(np.mean(values[np.unique(middle - below)]))
+        values = np.concatenate([part[(part >= lo) & (part <= hi)] for part in self._chunks(name, chunk)])
+        values.partition(rank - below)
+        return float(values[rank - below])
 
-    def _finite_chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
-        """Yield the non-NaN values of the 1D array ``name``, ``chunk`` rows at a time (copies)."""
+    def _chunks(self, name: str, chunk: int) -> Iterator[np.ndarray]:
+        """Yield the 1D array ``name``, ``chunk`` rows at a time (copies)."""
         for c0 in range(0, self.length, chunk):
             with self.mapped(name) as a:
                 part = np.array(a[name][c0 : c0 + chunk])
-            yield part[~np.isnan(part)]
+            yield part
 
     def close(self) -> None:
         """Remove the files."""
@@ -208,3 +230,10 @@ class DiskArrays:
     def __exit__(self, *error: object) -> None:
         """Remove the files (:meth:`close`)."""
         self.close()
+
+
+def fields(spec: dict[str, Any]) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """Return ``spec`` (name -> dtype, or (dtype, trailing shape)) as name -> (dtype, trailing shape)."""
+    return {
+        name: (np.dtype(s[0]), tuple(s[1])) if isinstance(s, tuple) else (np.dtype(s), ()) for name, s in spec.items()
+    }
