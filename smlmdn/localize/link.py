@@ -222,9 +222,12 @@ class Linker:
         """Write :meth:`tracks` into ``out``'s arrays ``n``, ``x_nm``, ``y_nm``, ``crlb_nm`` (at least as long), chunk by chunk."""
         for c0 in range(0, self._n_tracks, chunk):
             c1 = min(c0 + chunk, self._n_tracks)
-            with self._mapped(0) as st, out.mapped("n", "x_nm", "y_nm", "crlb_nm") as dst:
+            with (
+                self._mapped(0, "n", "sum_w", "sum_wxy", "sum_wrr") as st,
+                out.mapped(*_TRACKS) as dst,
+            ):
                 pooled = _pooled(st["n"][c0:c1], st["sum_w"][c0:c1], st["sum_wxy"][c0:c1], st["sum_wrr"][c0:c1])
-                for name, values in zip(("n", "x_nm", "y_nm", "crlb_nm"), pooled, strict=True):
+                for name, values in zip(_TRACKS, pooled, strict=True):
                     dst[name][c0:c1] = values
 
     def close(self) -> None:
@@ -233,6 +236,8 @@ class Linker:
             self._disk.close()
 
 
+#: The fields of :class:`Tracks`, in order (the arrays :meth:`Linker.tracks_to` writes).
+_TRACKS = ("n", "x_nm", "y_nm", "crlb_nm")
 #: The per-track arrays of :class:`Linker`: last frame with a member, taken in the current frame,
 #: weighted position sums, total weight, weighted sum of squared positions (for the scatter; a track
 #: without weight holds its one localization's x, y in sum_wxy and its CRLB in sum_wrr), members.
