@@ -29,6 +29,10 @@ Scores: :func:`smlmdn.evaluate.match.match_localizations` (per frame, Hungarian,
 precision, Jaccard (%), RMSE (nm), efficiency ``100 - sqrt((100 - J)^2 + RMSE^2)``, against *all*
 truth rows (also the dim partial-frame ones).
 
+``--set MODULE.NAME=VALUE`` (repeatable) changes a constant of ``smlmdn.localize.MODULE`` for the run,
+e.g. ``--set passes.REFINE_SWEEPS=8 --set passes.MERGE_SIGMAS=1.25``: a column of settings measured on
+the same movies as the defaults (recorded in the JSON's ``settings`` and the command line).
+
 Adding a variant is one line in :data:`VARIANTS`: a name and a function ``(photons, camera, case,
 truth) -> locs`` where ``photons`` is the (T, Y, X) float32 movie in photoelectrons, ``camera`` the
 :class:`smlmdn.camera.Camera`, ``case`` a :class:`Case` (``case.sim``: the SimulationParams,
@@ -594,6 +598,40 @@ def write_results_section(path: Path, text: str) -> None:
     path.write_text(new)
 
 
+def _set_constants(assignments: list[str]) -> dict[str, Any]:
+    """Set ``MODULE.NAME=VALUE`` constants of ``smlmdn.localize.MODULE`` (an existing name, a value of its type).
+
+    Returns name -> value as set; raises ValueError naming the problem.
+    """
+    import ast
+    import importlib
+
+    done: dict[str, Any] = {}
+    for assignment in assignments:
+        target, sep, text = assignment.partition("=")
+        module_name, _, name = target.strip().rpartition(".")
+        if not sep or not module_name or not name:
+            raise ValueError(f"--set {assignment!r}: expected MODULE.NAME=VALUE, e.g. passes.REFINE_SWEEPS=8")
+        try:
+            module = importlib.import_module(f"smlmdn.localize.{module_name}")
+        except ImportError:
+            raise ValueError(f"--set {assignment!r}: no module smlmdn.localize.{module_name}") from None
+        if not hasattr(module, name):
+            raise ValueError(f"--set {assignment!r}: smlmdn.localize.{module_name} has no {name}")
+        old = getattr(module, name)
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--set {assignment!r}: {text!r} is not a Python literal") from None
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(old):
+            raise ValueError(f"--set {assignment!r}: {name} is a {type(old).__name__}, got {type(value).__name__}")
+        setattr(module, name, value)
+        done[f"{module_name}.{name}"] = value
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -613,7 +651,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--results", type=Path, default=None, help="write the Markdown into this file's localize_grid section"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME=VALUE",
+        help="set a constant of smlmdn.localize.MODULE for this run (e.g. passes.REFINE_SWEEPS=8); repeatable, "
+        "recorded in the results",
+    )
     args = ap.parse_args(argv)
+    try:
+        settings = _set_constants(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     import dask
@@ -657,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": code,
         "picasso": bl_version,
         "localize_signature": str(inspect.signature(localize)),
+        "settings": settings,
         "frames": frames,
         "size": size,
         "seed": args.seed,
