@@ -30,6 +30,7 @@ dropped and counted (``n_dropped_outside``), as are fits that did not converge
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -621,19 +622,18 @@ def _link_blocks(
     ``track``, ``frame``, sorted by frame, then track), as soon as linking can name no more of them.
     """
     linker = Linker(max_distance_nm=link_distance_nm, capacity=store.n_rows)
-    linked = _Linked(DiskArrays(store.n_rows, _LINKED_FIELDS), 0)
+    arrays = DiskArrays(store.n_rows, _LINKED_FIELDS)
     starts = np.array([b0 for _, b0, _ in blocks] + [blocks[-1][2] if blocks else 0])
     waiting: list[tuple[np.ndarray, np.ndarray]] = []  # pairs named but not yet in a complete block
     try:
         for i, (_, _, b1) in enumerate(blocks):
             tab = store[i]
             tab = tab[accept(tab)].reset_index(drop=True)
+            n_before = linker.n_tracks
             track = linker.add(tab)
             new, at = np.unique(track, return_index=True)  # each track's first row in table order
-            first = at[new >= linked.n_tracks]
-            with linked.arrays.mapped("sigma_nm") as a:
-                a["sigma_nm"][linked.n_tracks : linked.n_tracks + len(first)] = tab["sigma_nm"].to_numpy()[first]
-            linked = _Linked(linked.arrays, linker.n_tracks)
+            with arrays.mapped("sigma_nm") as a:
+                a["sigma_nm"][n_before : linker.n_tracks] = tab["sigma_nm"].to_numpy()[at[new >= n_before]]
             store[i] = tab.assign(track=track)
             if b1 < starts[-1]:
                 linker.advance(b1)
@@ -649,13 +649,13 @@ def _link_blocks(
                     else int(np.searchsorted(starts[1:], b1 - 1 - linker.max_gap, "right"))
                 )
                 waiting = _complete_pairs(waiting, starts, len(pairs), done, pairs)
-        linker.tracks_to(linked.arrays)
+        linker.tracks_to(arrays)
     except BaseException:
-        linked.close()
+        arrays.close()
         raise
     finally:
         linker.close()
-    return linked
+    return _Linked(arrays, linker.n_tracks)
 
 
 #: :class:`_Linked`'s per-track arrays.
@@ -681,15 +681,8 @@ def _complete_pairs(
     track, frame, block = track[order], frame[order], block[order]
     assert block.min(initial=first) >= first, "a pair named after its block was complete"
     cut = np.searchsorted(block, np.arange(first, stop + 1))
-    for b in range(first, stop):
-        pairs.append(
-            pd.DataFrame(
-                {
-                    "track": track[cut[b - first] : cut[b - first + 1]],
-                    "frame": frame[cut[b - first] : cut[b - first + 1]],
-                }
-            )
-        )
+    for lo, hi in itertools.pairwise(cut):
+        pairs.append(pd.DataFrame({"track": track[lo:hi], "frame": frame[lo:hi]}))
     return [(track[cut[-1] :], frame[cut[-1] :])]
 
 
@@ -748,14 +741,14 @@ def _extensions(
             advance(len(p))
     for i in range(len(pairs)):
         hopeful = pairs[i]
-        if "p" not in hopeful.columns:  # no pair was tested in this block
+        if not sizes[i]:  # no pair to test in this block
             pairs[i] = hopeful.iloc[:0].assign(p=np.zeros(0), photons=np.zeros(0), bg=np.zeros(0))
             continue
         p, n_hat, b_hat = (hopeful[c].to_numpy() for c in ("p", "photons", "bg"))
-        acc = accepted_extensions(hopeful[["track", "frame"]], p, n_hat, b_hat, step_up.threshold)
-        pairs[i] = acc
-        with linked.arrays.mapped("n_extended") as a:
-            np.add.at(a["n_extended"], acc["track"].to_numpy(), 1)
+        pairs[i] = acc = accepted_extensions(hopeful[["track", "frame"]], p, n_hat, b_hat, step_up.threshold)
+        if len(acc):
+            with linked.arrays.mapped("n_extended") as a:
+                np.add.at(a["n_extended"], acc["track"].to_numpy(), 1)
 
 
 def _final_blocks(
@@ -827,11 +820,6 @@ class ColumnStack:
     def n_rows(self) -> int:
         """Rows of the table."""
         return self._n_rows
-
-    def column(self, name: str) -> np.ndarray:
-        """Return the column's own array (n_rows,), writable (:meth:`table` shares it); in memory only."""
-        self._check_full()
-        return self._columns[name]
 
     def table(self) -> pd.DataFrame:
         """Return the columns as one table; raises AssertionError unless exactly ``n_rows`` rows were added; in memory only."""
